@@ -1,0 +1,37 @@
+# The one test command is `make test`: it makes the services reachable, then
+# runs every test with the race detector. Integration tests may not skip.
+GO ?= go
+PKGS ?= ./...
+FUZZTIME ?= 30s
+
+.PHONY: all test services vet fmt build fuzz chaos bench demo
+
+all: vet test
+
+services:
+	bash scripts/services.sh
+
+test: services
+	$(GO) vet ./...
+	FORGE_REQUIRE_SERVICES=1 $(GO) test -race -timeout 20m -count=1 $(PKGS)
+
+build:
+	$(GO) build ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -l -w .
+
+# Run each fuzz target for FUZZTIME.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+demo:
+	$(GO) run ./cmd/forge id --namespace users john@example.com
