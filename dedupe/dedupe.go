@@ -1,0 +1,205 @@
+package dedupe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// Key identifies one message for one consumer. Two consumers (scopes) that
+// receive the same message each process it once.
+type Key struct {
+	// Scope names the consumer: its group, queue or handler name. It must be
+	// non-empty valid UTF-8 of at most [MaxScopeLen] bytes without NUL bytes.
+	Scope string
+	// ID is the message's deterministic ID; uuid.Nil is rejected.
+	ID uuid.UUID
+}
+
+// MaxScopeLen is the longest Key.Scope accepted, in bytes.
+const MaxScopeLen = 200
+
+// String returns "scope/id".
+func (k Key) String() string { return k.Scope + "/" + k.ID.String() }
+
+// Validate returns an error wrapping [ErrInvalidKey] when k cannot be stored.
+func (k Key) Validate() error {
+	switch {
+	case k.Scope == "":
+		return fmt.Errorf("%w: empty scope", ErrInvalidKey)
+	case len(k.Scope) > MaxScopeLen:
+		return fmt.Errorf("%w: scope is %d bytes, the maximum is %d", ErrInvalidKey, len(k.Scope), MaxScopeLen)
+	case !utf8.ValidString(k.Scope):
+		return fmt.Errorf("%w: scope is not valid UTF-8", ErrInvalidKey)
+	case k.ID == uuid.Nil:
+		return fmt.Errorf("%w: nil message ID", ErrInvalidKey)
+	}
+	for i := 0; i < len(k.Scope); i++ {
+		if k.Scope[i] == 0 {
+			return fmt.Errorf("%w: scope contains a NUL byte", ErrInvalidKey)
+		}
+	}
+	return nil
+}
+
+// Status is the answer to a [Store.Claim].
+type Status uint8
+
+const (
+	// Acquired: the caller holds the lease and processes the message, then
+	// calls Complete (success) or Release (failure).
+	Acquired Status = iota + 1
+	// Duplicate: the message was completed earlier and is still within
+	// retention. The caller acks it without processing.
+	Duplicate
+	// InFlight: someone else holds an unexpired lease. The caller must neither
+	// ack nor drop the message; it tries again later (after Claim.Until).
+	InFlight
+)
+
+// String returns "acquired", "duplicate", "in flight" or "Status(n)".
+func (s Status) String() string {
+	switch s {
+	case Acquired:
+		return "acquired"
+	case Duplicate:
+		return "duplicate"
+	case InFlight:
+		return "in flight"
+	}
+	return fmt.Sprintf("Status(%d)", uint8(s))
+}
+
+// Claim is the result of [Store.Claim]. It is a plain value, safe to copy.
+type Claim struct {
+	// Key is the claimed key.
+	Key Key
+	// Status says what the caller must do.
+	Status Status
+	// Token is the fencing token of an Acquired claim: every acquisition of a
+	// key gets a larger token than the previous one of that key, so a holder
+	// whose lease expired cannot complete or release over its successor.
+	// Zero unless Status is Acquired.
+	Token uint64
+	// Until is when the lease ends (Acquired: ours; InFlight: the holder's).
+	// For Duplicate it is when retention ends, or the zero time when the key
+	// is kept forever or the store does not report it.
+	Until time.Time
+}
+
+// Acquired reports whether c.Status is [Acquired].
+func (c Claim) Acquired() bool { return c.Status == Acquired }
+
+// Forever, passed as the retention to [Store.Complete], keeps the key a
+// duplicate until it is deleted by hand. Stores that cannot keep a key
+// forever return an error wrapping [ErrUnsupported].
+const Forever time.Duration = -1
+
+// Defaults shared by the stores; each store's options can override them.
+const (
+	// DefaultLease is the lease a store uses when Claim is given 0.
+	DefaultLease = 30 * time.Second
+	// DefaultRetention is the retention a store uses when Complete is given 0.
+	DefaultRetention = 24 * time.Hour
+)
+
+// Store is the claim / lease / complete protocol. Every implementation in
+// this module is safe for concurrent use and passes the conformance suite in
+// package dedupetest.
+//
+// A store error is never a duplicate: on error the caller does not ack and
+// the broker redelivers.
+type Store interface {
+	// Claim tries to take key for lease (0: the store's default lease;
+	// negative: an error). An expired lease is claimable by anyone.
+	Claim(ctx context.Context, key Key, lease time.Duration) (Claim, error)
+	// Complete records c's key as done for retention (0: the store's
+	// default; [Forever]: keep it). It returns an error wrapping
+	// [ErrLeaseLost] when c's lease expired and someone else claimed the key
+	// (or its record is gone), and [ErrNotAcquired] when c is not an
+	// Acquired claim.
+	Complete(ctx context.Context, c Claim, retention time.Duration) error
+	// Release gives c's key back after a failure, so that the redelivery
+	// can claim it at once. Errors as for Complete.
+	Release(ctx context.Context, c Claim) error
+}
+
+// Inbox is a [Store] that can complete a claim in the same transaction as
+// the handler's own writes (the transactional inbox): both commit, or
+// neither does.
+type Inbox interface {
+	Store
+	// Process claims key for lease; if acquired, it begins a transaction,
+	// calls fn with a context that carries it (the store's package says how
+	// to get it), completes the claim for retention inside that transaction
+	// and commits. It returns the claim's status:
+	//   - Duplicate or InFlight: fn was not called, nothing was written;
+	//   - Acquired with a nil error: fn's writes and the completion committed.
+	// If fn fails, the lease is lost before commit (an error wrapping
+	// [ErrLeaseLost]) or the commit fails, the transaction rolls back, the
+	// claim is released when possible, and the error is returned.
+	Process(ctx context.Context, key Key, lease, retention time.Duration, fn func(ctx context.Context) error) (Status, error)
+}
+
+// Sentinel errors. Stores wrap them with context; test with errors.Is.
+var (
+	// ErrLeaseLost: the claim's lease expired and the key was claimed
+	// again, or its record is gone. The caller's work must not be
+	// acknowledged as done by this claim.
+	ErrLeaseLost = errors.New("dedupe: lease lost")
+	// ErrNotAcquired: Complete or Release was called with a claim whose
+	// Status is not Acquired.
+	ErrNotAcquired = errors.New("dedupe: claim not acquired")
+	// ErrInvalidKey: the key fails [Key.Validate].
+	ErrInvalidKey = errors.New("dedupe: invalid key")
+	// ErrInvalidDuration: a negative lease, or a negative retention other
+	// than [Forever].
+	ErrInvalidDuration = errors.New("dedupe: invalid duration")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("dedupe: store closed")
+	// ErrFull: a bounded store holds only live leases and cannot take a new
+	// key without evicting one. Retry later.
+	ErrFull = errors.New("dedupe: store full")
+	// ErrUnsupported: the store cannot do what was asked (e.g. [Forever]).
+	ErrUnsupported = errors.New("dedupe: unsupported")
+)
+
+// CheckClaim returns an error wrapping [ErrNotAcquired] or [ErrInvalidKey]
+// when c cannot be completed or released. Stores call it first.
+func CheckClaim(c Claim) error {
+	if c.Status != Acquired || c.Token == 0 {
+		return fmt.Errorf("%w (status %s)", ErrNotAcquired, c.Status)
+	}
+	return c.Key.Validate()
+}
+
+// LeaseOrDefault returns lease, or def when lease is 0, or an error wrapping
+// [ErrInvalidDuration] when lease is negative.
+func LeaseOrDefault(lease, def time.Duration) (time.Duration, error) {
+	switch {
+	case lease == 0:
+		return def, nil
+	case lease < 0:
+		return 0, fmt.Errorf("%w: lease %v", ErrInvalidDuration, lease)
+	}
+	return lease, nil
+}
+
+// RetentionOrDefault returns retention, or def when retention is 0, or an
+// error wrapping [ErrInvalidDuration] when retention is negative and not
+// [Forever]. [Forever] is returned as is.
+func RetentionOrDefault(retention, def time.Duration) (time.Duration, error) {
+	switch {
+	case retention == 0:
+		return def, nil
+	case retention == Forever:
+		return Forever, nil
+	case retention < 0:
+		return 0, fmt.Errorf("%w: retention %v", ErrInvalidDuration, retention)
+	}
+	return retention, nil
+}
