@@ -1,0 +1,272 @@
+package forge
+
+import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"sync"
+
+	"github.com/google/uuid"
+)
+
+// Scheme selects how a [Generator] turns a canonical name into a UUID.
+type Scheme int
+
+const (
+	// SchemeV5 is the default: RFC 9562 UUIDv5(namespace, canonical name).
+	SchemeV5 Scheme = iota
+	// SchemeKeyed is a UUIDv8 made of the first 16 bytes of
+	// HMAC-SHA256(secret, namespace bytes ‖ canonical name), with the
+	// version and variant bits set. It needs a secret.
+	SchemeKeyed
+	// SchemePython reproduces uuid-forge 0.1.x (Python)
+	// generate_uuid_only(entity_type, *args, **kwargs): the first part is
+	// the entity type, the secret (if any) is the Python salt.
+	SchemePython
+)
+
+// String returns the scheme's configuration name: "v5", "keyed" or "python".
+func (s Scheme) String() string {
+	switch s {
+	case SchemeV5:
+		return "v5"
+	case SchemeKeyed:
+		return "keyed"
+	case SchemePython:
+		return "python"
+	}
+	return fmt.Sprintf("Scheme(%d)", int(s))
+}
+
+// ParseScheme parses a scheme name as accepted in UUID_FORGE_SCHEME:
+// "v5", "keyed" (alias "v8", "hmac") or "python".
+func ParseScheme(s string) (Scheme, error) {
+	switch s {
+	case "v5":
+		return SchemeV5, nil
+	case "keyed", "v8", "hmac":
+		return SchemeKeyed, nil
+	case "python":
+		return SchemePython, nil
+	}
+	return 0, fmt.Errorf("forge: scheme %q: %w", s, ErrUnknownScheme)
+}
+
+var (
+	// ErrEmptyNamespace is returned by [New] for an empty namespace.
+	ErrEmptyNamespace = errors.New("forge: empty namespace")
+	// ErrUnknownScheme is returned for a scheme name that is not known.
+	ErrUnknownScheme = errors.New("unknown scheme (want v5, keyed or python)")
+	// ErrNoSecret is returned when the keyed scheme is chosen without a secret.
+	ErrNoSecret = errors.New("forge: keyed scheme needs a secret")
+)
+
+type config struct {
+	secret    string
+	hasSecret bool
+	scheme    Scheme
+	hasScheme bool
+}
+
+// Option configures a [Generator] in [New].
+type Option func(*config)
+
+// WithSecret sets the secret. Without [WithScheme] it selects
+// [SchemeKeyed], where the secret is the HMAC key; under [SchemePython] it
+// is the Python library's salt. Default: no secret. An empty secret is the
+// same as none.
+func WithSecret(secret string) Option {
+	return func(c *config) {
+		c.secret = secret
+		c.hasSecret = secret != ""
+	}
+}
+
+// WithScheme selects the scheme explicitly, overriding the choice made
+// from the secret. Default: [SchemeV5] without a secret, [SchemeKeyed]
+// with one. [SchemeKeyed] without a secret is an error in [New].
+func WithScheme(s Scheme) Option {
+	return func(c *config) {
+		c.scheme = s
+		c.hasScheme = true
+	}
+}
+
+// Generator computes deterministic UUIDs from business data within one
+// namespace. It is immutable and safe for concurrent use. Its String and
+// fmt verbs never show the secret, only its [Generator.Fingerprint].
+type Generator struct {
+	ns     uuid.UUID
+	scheme Scheme
+	secret string
+	hmacs  *sync.Pool // keyed scheme: pool of HMAC-SHA256 states keyed with the secret
+}
+
+// New returns a Generator for namespace. A namespace that parses as a UUID
+// is used as is; any other non-empty string s maps to UUIDv5(NameSpaceDNS,
+// s), like Python's Namespace("mycompany.com"). An empty namespace is an
+// error ([ErrEmptyNamespace]).
+func New(namespace string, opts ...Option) (*Generator, error) {
+	ns, err := ParseNamespace(namespace)
+	if err != nil {
+		return nil, err
+	}
+	var c config
+	for _, o := range opts {
+		o(&c)
+	}
+	scheme := SchemeV5
+	if c.hasScheme {
+		scheme = c.scheme
+	} else if c.hasSecret {
+		scheme = SchemeKeyed
+	}
+	switch scheme {
+	case SchemeV5, SchemePython:
+	case SchemeKeyed:
+		if !c.hasSecret {
+			return nil, ErrNoSecret
+		}
+	default:
+		return nil, fmt.Errorf("forge: scheme %d: %w", int(scheme), ErrUnknownScheme)
+	}
+	g := &Generator{ns: ns, scheme: scheme}
+	if c.hasSecret {
+		g.secret = c.secret
+	}
+	if scheme == SchemeKeyed {
+		key := []byte(c.secret)
+		g.hmacs = &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}
+	}
+	return g, nil
+}
+
+// MustNew is like [New] but panics on error. Use it for package-level
+// generators with constant arguments.
+func MustNew(namespace string, opts ...Option) *Generator {
+	g, err := New(namespace, opts...)
+	if err != nil {
+		panic(err)
+	}
+	return g
+}
+
+// ParseNamespace returns the namespace UUID for s, by the rule of [New].
+func ParseNamespace(s string) (uuid.UUID, error) {
+	if s == "" {
+		return uuid.Nil, ErrEmptyNamespace
+	}
+	if len(s) == 36 || len(s) == 38 || len(s) == 32 || len(s) == 45 {
+		if u, err := uuid.Parse(s); err == nil {
+			return u, nil
+		}
+	}
+	return uuid.NewSHA1(uuid.NameSpaceDNS, []byte(s)), nil
+}
+
+// Namespace returns the namespace UUID.
+func (g *Generator) Namespace() uuid.UUID { return g.ns }
+
+// Scheme returns the scheme the generator uses.
+func (g *Generator) Scheme() Scheme { return g.scheme }
+
+// ID returns the UUID of parts. Under [SchemeV5] and [SchemeKeyed] the
+// name is [Canonical](parts...); under [SchemePython] see [Generator.PythonID].
+func (g *Generator) ID(parts ...any) (uuid.UUID, error) {
+	if g.scheme == SchemePython {
+		return g.pythonParts(parts)
+	}
+	var buf [256]byte
+	name, err := appendCanonical(buf[:0], parts)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	return g.fromName(name), nil
+}
+
+// MustID is like [Generator.ID] but panics on error. Use it only with parts
+// whose encoding cannot fail (strings that are valid UTF-8, safe integers).
+func (g *Generator) MustID(parts ...any) uuid.UUID {
+	u, err := g.ID(parts...)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}
+
+// FromName returns the UUID of an already canonical name (as returned by
+// [Canonical]) under the generator's v5 or keyed scheme; under
+// [SchemePython] the name is hashed with UUIDv5 as is.
+func (g *Generator) FromName(name []byte) uuid.UUID { return g.fromName(name) }
+
+func (g *Generator) fromName(name []byte) uuid.UUID {
+	var u uuid.UUID
+	if g.scheme == SchemeKeyed {
+		h := g.hmacs.Get().(hash.Hash)
+		h.Reset()
+		h.Write(g.ns[:])
+		h.Write(name)
+		var sum [sha256.Size]byte
+		h.Sum(sum[:0])
+		g.hmacs.Put(h)
+		copy(u[:], sum[:16])
+		u[6] = u[6]&0x0f | 0x80 // version 8
+		u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
+		return u
+	}
+	return v5(g.ns, name)
+}
+
+// v5 is uuid.NewSHA1 without its allocations for short names.
+func v5(ns uuid.UUID, name []byte) uuid.UUID {
+	var sum [sha1.Size]byte
+	if len(name) <= 512-16 {
+		var buf [512]byte
+		copy(buf[:], ns[:])
+		n := copy(buf[16:], name)
+		sum = sha1.Sum(buf[:16+n])
+	} else {
+		h := sha1.New()
+		h.Write(ns[:])
+		h.Write(name)
+		h.Sum(sum[:0])
+	}
+	var u uuid.UUID
+	copy(u[:], sum[:16])
+	u[6] = u[6]&0x0f | 0x50
+	u[8] = u[8]&0x3f | 0x80
+	return u
+}
+
+// Fingerprint returns a short, non-reversible fingerprint of the secret
+// (the first 8 bytes of SHA-256 over a domain-separated input, in hex), or
+// "none" when there is no secret. Safe to log.
+func (g *Generator) Fingerprint() string { return Fingerprint(g.secret) }
+
+// Fingerprint returns the fingerprint of secret as shown by
+// [Generator.Fingerprint].
+func Fingerprint(secret string) string {
+	if secret == "" {
+		return "none"
+	}
+	sum := sha256.Sum256([]byte("uuid-forge fingerprint\x00" + secret))
+	return fmt.Sprintf("%x", sum[:8])
+}
+
+// String describes the generator without its secret.
+func (g *Generator) String() string {
+	if g == nil {
+		return "forge.Generator(nil)"
+	}
+	return fmt.Sprintf("forge.Generator{namespace: %s, scheme: %s, secret: %s}", g.ns, g.scheme, g.Fingerprint())
+}
+
+// GoString is used by %#v; it never shows the secret.
+func (g *Generator) GoString() string { return g.String() }
+
+// Format implements fmt.Formatter so that every verb (%v, %+v, %s, %#v...)
+// prints [Generator.String] and never the secret.
+func (g *Generator) Format(f fmt.State, verb rune) { fmt.Fprint(f, g.String()) }
