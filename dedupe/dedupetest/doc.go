@@ -1,0 +1,35 @@
+// Package dedupetest is the conformance suite for [dedupe.Store]
+// implementations: every store in this module passes it, and a user's own
+// store can run it too.
+//
+// It checks the protocol of package dedupe: of 64 concurrent claims of one key
+// exactly one is acquired and the rest are in flight; an expired lease is
+// claimable by anyone and the old holder's Complete and Release then fail with
+// [dedupe.ErrLeaseLost]; a completed key is a duplicate until its retention
+// ends and claimable after; a released key is claimable at once; fencing
+// tokens grow; scopes are independent; invalid keys, non-acquired claims and
+// cancelled contexts are errors; a broken store answers errors, never
+// acquired or duplicate; and, for a [dedupe.Inbox], that the handler's writes
+// and the completion commit or roll back together.
+//
+// Usage, in the store's own test file:
+//
+//	func TestConformance(t *testing.T) {
+//		dedupetest.Run(t, dedupetest.Options{
+//			NewStore: func(t *testing.T) dedupe.Store {
+//				s := mystore.New(...)
+//				t.Cleanup(func() { s.Close() })
+//				return s
+//			},
+//			Broken: func(t *testing.T) dedupe.Store {
+//				s := mystore.New(...)
+//				s.Close()
+//				return s
+//			},
+//			Forever: true,
+//		})
+//	}
+//
+// The cases run in parallel and wait for leases of a few hundred milliseconds;
+// the whole suite takes a few seconds.
+package dedupetest
