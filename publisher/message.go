@@ -1,0 +1,208 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/uuidforge/uuidforge/forge"
+	"github.com/uuidforge/uuidforge/lineage"
+)
+
+// Header names written on every published message, re-exported from
+// [lineage] so that users of this package find them here. See the
+// transport packages for which of them travel as native properties.
+const (
+	HeaderMessageID     = lineage.HeaderMessageID
+	HeaderCorrelationID = lineage.HeaderCorrelationID
+	HeaderCausationID   = lineage.HeaderCausationID
+	HeaderMessageType   = lineage.HeaderMessageType
+)
+
+// Sentinel errors callers branch on. Errors returned by this package and its
+// transports wrap them, so test with [errors.Is].
+var (
+	// ErrInvalid marks bad input: a message rejected before anything was sent.
+	ErrInvalid = errors.New("invalid message")
+	// ErrUnroutable is returned when the broker accepted a mandatory message
+	// but could not route it to any queue.
+	ErrUnroutable = errors.New("message unroutable")
+	// ErrClosed is returned by a publisher used after Close.
+	ErrClosed = errors.New("publisher closed")
+)
+
+// Message is an outgoing message, described independently of the transport.
+//
+// Its identity (see [IDs]) is derived from Type and Key, or from Type and
+// Body when Key is empty, so the same business fact always gets the same ID.
+type Message struct {
+	// Type names what happened or is requested, e.g. "order.created".
+	// Required; valid UTF-8; must not itself be a UUID.
+	Type string
+	// Key is the business key: the parts that identify the entity or fact
+	// (e.g. an order number, or a customer ID and a date). Each part must be
+	// encodable by forge (strings, booleans, integers up to 2^53−1, floats,
+	// uuid.UUID, time.Time, []byte, JSON-encodable values). Optional.
+	Key []any
+	// Body is the payload, sent as is.
+	Body []byte
+	// Headers are extra application headers. Names must be non-empty and
+	// must not be one of the reserved Header* names; names and values must
+	// be valid UTF-8.
+	Headers map[string]string
+	// ID, when not uuid.Nil, is used as the message ID instead of a derived
+	// one. It must be an RFC 9562 UUID (variant 10, version 1–8).
+	ID uuid.UUID
+	// CorrelationID, when not uuid.Nil, is used as the correlation ID of a
+	// message that starts a chain. Ignored when ctx carries a lineage, whose
+	// correlation ID always wins. Validated like ID.
+	CorrelationID uuid.UUID
+}
+
+// Invalid returns an error wrapping [ErrInvalid] that names the message type
+// and the reason. Transports use it for their own limits.
+func Invalid(msgType, format string, args ...any) error {
+	return fmt.Errorf("publisher: message %q: %s: %w", msgType, fmt.Sprintf(format, args...), ErrInvalid)
+}
+
+// Validate checks the transport-neutral rules on msg (type, explicit IDs,
+// header names and values, body size against maxBody when maxBody > 0) and
+// returns an error wrapping [ErrInvalid] for the first violation.
+func Validate(msg *Message, maxBody int) error {
+	switch {
+	case msg.Type == "":
+		return Invalid(msg.Type, "missing type")
+	case !utf8.ValidString(msg.Type):
+		return Invalid(msg.Type, "type is not valid UTF-8")
+	}
+	if _, err := uuid.Parse(msg.Type); err == nil {
+		return Invalid(msg.Type, "type must not be a UUID")
+	}
+	if msg.ID != uuid.Nil {
+		if err := checkUUID(msg.ID); err != nil {
+			return Invalid(msg.Type, "explicit ID %s: %v", msg.ID, err)
+		}
+	}
+	if msg.CorrelationID != uuid.Nil {
+		if err := checkUUID(msg.CorrelationID); err != nil {
+			return Invalid(msg.Type, "correlation ID %s: %v", msg.CorrelationID, err)
+		}
+	}
+	if maxBody > 0 && len(msg.Body) > maxBody {
+		return Invalid(msg.Type, "body of %d bytes exceeds the maximum of %d", len(msg.Body), maxBody)
+	}
+	for k, v := range msg.Headers {
+		switch {
+		case k == "":
+			return Invalid(msg.Type, "empty header name")
+		case reserved(k):
+			return Invalid(msg.Type, "header %q is reserved for the publisher", k)
+		case !utf8.ValidString(k):
+			return Invalid(msg.Type, "header name %q is not valid UTF-8", k)
+		case !utf8.ValidString(v):
+			return Invalid(msg.Type, "header %q: value is not valid UTF-8", k)
+		}
+	}
+	return nil
+}
+
+func reserved(name string) bool {
+	switch name {
+	case HeaderMessageID, HeaderCorrelationID, HeaderCausationID, HeaderMessageType:
+		return true
+	}
+	return false
+}
+
+func checkUUID(u uuid.UUID) error {
+	if u.Variant() != uuid.RFC4122 {
+		return fmt.Errorf("variant %s, want RFC 9562", u.Variant())
+	}
+	if v := u.Version(); v < 1 || v > 8 {
+		return fmt.Errorf("version %d, want 1-8", v)
+	}
+	return nil
+}
+
+// IDs validates msg (see [Validate], without a body limit) and computes its
+// lineage with gen:
+//
+//   - message ID: msg.ID if set; otherwise, when ctx carries a parent
+//     lineage ([lineage.FromContext]), gen.ID(parent.MessageID, Type, Key...)
+//     (or gen.ID(parent.MessageID, Type, Body) when Key is empty); otherwise
+//     gen.ID(Type, Key...) (or gen.ID(Type, Body));
+//   - correlation ID: the parent's correlation ID (or, when that is nil, the
+//     parent's message ID); otherwise msg.CorrelationID if set; otherwise the
+//     message ID itself;
+//   - causation ID: the parent's message ID; uuid.Nil without a parent.
+//
+// The exact bytes hashed are specified in SPEC-messages.md. A message with
+// no parent, no Key, no explicit ID and an empty Body would get the same ID
+// as every other such message of its type, so it is rejected.
+func IDs(ctx context.Context, gen *forge.Generator, msg *Message) (lineage.Lineage, error) {
+	if err := Validate(msg, 0); err != nil {
+		return lineage.Lineage{}, err
+	}
+	return ids(ctx, gen, msg)
+}
+
+func ids(ctx context.Context, gen *forge.Generator, msg *Message) (lineage.Lineage, error) {
+	l := lineage.Lineage{Type: msg.Type}
+	parent, hasParent := lineage.FromContext(ctx)
+	if hasParent && parent.MessageID == uuid.Nil {
+		hasParent = false
+	}
+	l.MessageID = msg.ID
+	if l.MessageID == uuid.Nil {
+		if !hasParent && len(msg.Key) == 0 && len(msg.Body) == 0 {
+			return l, Invalid(msg.Type, "no key, no body and no explicit ID: nothing to derive an ID from")
+		}
+		id, err := gen.ID(Parts(parent.MessageID, msg.Type, msg.Key, msg.Body)...)
+		if err != nil {
+			return l, Invalid(msg.Type, "deriving message ID: %v", err)
+		}
+		l.MessageID = id
+	}
+	switch {
+	case hasParent:
+		l.CausationID = parent.MessageID
+		l.CorrelationID = parent.CorrelationID
+		if l.CorrelationID == uuid.Nil {
+			l.CorrelationID = parent.MessageID
+		}
+	case msg.CorrelationID != uuid.Nil:
+		l.CorrelationID = msg.CorrelationID
+	default:
+		l.CorrelationID = l.MessageID
+	}
+	return l, nil
+}
+
+// Parts returns the forge parts from which a message ID is derived: an
+// optional parent message ID (omitted when uuid.Nil), the type, then either
+// each key part or, when key is empty, the body (which forge encodes as a
+// standard base64 string). It is exported so that tools and tests can
+// recompute IDs exactly as the publisher does.
+func Parts(parent uuid.UUID, msgType string, key []any, body []byte) []any {
+	n := 1 + len(key)
+	if len(key) == 0 {
+		n = 2
+	}
+	if parent != uuid.Nil {
+		n++
+	}
+	parts := make([]any, 0, n)
+	if parent != uuid.Nil {
+		parts = append(parts, parent)
+	}
+	parts = append(parts, msgType)
+	if len(key) == 0 {
+		if body == nil {
+			body = []byte{} // "" rather than null: an empty body is still a body
+		}
+		return append(parts, body)
+	}
+	return append(parts, key...)
+}
