@@ -134,7 +134,7 @@ func New(namespace string, opts ...Option) (*Generator, error) {
 		return nil, fmt.Errorf("forge: scheme %d: %w", int(scheme), ErrUnknownScheme)
 	}
 	g := &Generator{ns: ns, scheme: scheme}
-	if c.hasSecret {
+	if scheme != SchemeV5 { // v5 ignores a secret; keep none so Fingerprint says so
 		g.secret = c.secret
 	}
 	if scheme == SchemeKeyed {

@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"slices"
 	"strconv"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -139,15 +140,26 @@ func AppendPythonRepr(dst []byte, v any) ([]byte, error) {
 
 // appendPyStr writes Python's repr of a str.
 func appendPyStr(dst []byte, s string) ([]byte, error) {
-	if !utf8.ValidString(s) {
-		return nil, fmt.Errorf("%q: %w", s, ErrInvalidUTF8)
-	}
 	quote := byte('\'')
-	if bytes.IndexByte([]byte(s), '\'') >= 0 && bytes.IndexByte([]byte(s), '"') < 0 {
+	if strings.IndexByte(s, '\'') >= 0 && strings.IndexByte(s, '"') < 0 {
 		quote = '"'
 	}
 	dst = append(dst, quote)
-	for _, r := range s {
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			// A Python str may hold a lone surrogate; Go carries it as its
+			// WTF-8 bytes (ED A0..BF 80..BF). Anything else is invalid.
+			if i+2 < len(s) && s[i] == 0xed && s[i+1]&0xe0 == 0xa0 && s[i+2]&0xc0 == 0x80 {
+				r = 0xd000 | rune(s[i+1]&0x3f)<<6 | rune(s[i+2]&0x3f)
+				dst = append(dst, '\\', 'u')
+				dst = appendHex(dst, uint32(r), 4)
+				i += 3
+				continue
+			}
+			return nil, fmt.Errorf("%q at byte %d: %w", s, i, ErrInvalidUTF8)
+		}
+		i += size
 		switch {
 		case r == rune(quote) || r == '\\':
 			dst = append(dst, '\\', byte(r))
