@@ -1,0 +1,407 @@
+package dedupe
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of the memory store.
+const (
+	// DefaultMaxEntries bounds a [Memory] store unless [WithMaxEntries]
+	// says otherwise (about 100 MB of keys).
+	DefaultMaxEntries = 1 << 20
+	// DefaultSweepInterval is how often a [Memory] store drops expired
+	// entries unless [WithSweepInterval] says otherwise.
+	DefaultSweepInterval = time.Minute
+	// memShards is the number of independently locked shards of a large
+	// Memory store; a store bounded below shardingThreshold has one shard so
+	// that its bound is exact.
+	memShards         = 64
+	shardingThreshold = 64 * 1024
+	// fullSweepGap limits how often a full shard is swept for expired
+	// entries before its oldest completed key is evicted.
+	fullSweepGap = time.Second
+)
+
+// Memory is the in-process [Store]: the default, for a single consumer
+// process. It is safe for concurrent use.
+//
+// It is bounded: it holds at most MaxEntries keys (see [WithMaxEntries]).
+// When it is full and a new key is claimed, it makes room by this rule:
+//  1. entries whose lease or retention has ended are dropped;
+//  2. otherwise the key completed longest ago is evicted (whatever its
+//     retention, [Forever] included): a redelivery of that message after
+//     this point is processed again;
+//  3. a live lease is never evicted: when only live leases remain, Claim
+//     returns an error wrapping [ErrFull] and the caller retries later.
+//
+// Stores of at least 65536 entries are split into 64 shards by message ID,
+// each bounded by MaxEntries/64, so the rule applies per shard and ErrFull can
+// come slightly before MaxEntries live leases in total.
+//
+// A background goroutine drops expired entries every sweep interval; [Memory.Close]
+// stops it, and every call after Close returns [ErrClosed].
+//
+// Complete after the lease ended succeeds as long as nobody claimed the key
+// meanwhile and the expired lease was not yet swept; otherwise it returns
+// [ErrLeaseLost].
+type Memory struct {
+	shards    []memShard
+	mask      uint64
+	shardCap  int
+	lease     time.Duration
+	retention time.Duration
+	epoch     time.Time // monotonic origin of every deadline
+	closed    atomic.Bool
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+type memShard struct {
+	mu        sync.Mutex
+	m         map[Key]memEntry
+	token     uint64    // last token issued in this shard; keys never move shards
+	completed []memDone // completion order, for eviction; stale items are skipped
+	head      int       // first live item of completed
+	lastSweep int64
+	_         [64]byte // keep shards' locks on separate cache lines
+}
+
+type memEntry struct {
+	token   uint64
+	until   int64 // lease end or retention end, nanoseconds since epoch
+	done    bool
+	forever bool
+}
+
+type memDone struct {
+	key   Key
+	token uint64
+}
+
+// MemoryOption configures [NewMemory].
+type MemoryOption func(*memoryConfig)
+
+type memoryConfig struct {
+	maxEntries int
+	lease      time.Duration
+	retention  time.Duration
+	sweep      time.Duration
+}
+
+// WithMaxEntries bounds the store to n keys (leases and completed keys
+// together). Default [DefaultMaxEntries]; n <= 0 keeps the default. See
+// [Memory] for the eviction rule.
+func WithMaxEntries(n int) MemoryOption {
+	return func(c *memoryConfig) {
+		if n > 0 {
+			c.maxEntries = n
+		}
+	}
+}
+
+// WithLease sets the lease Claim uses when given 0. Default [DefaultLease];
+// d <= 0 keeps the default.
+func WithLease(d time.Duration) MemoryOption {
+	return func(c *memoryConfig) {
+		if d > 0 {
+			c.lease = d
+		}
+	}
+}
+
+// WithRetention sets the retention Complete uses when given 0. Default
+// [DefaultRetention]; [Forever] is allowed; other d <= 0 keep the default.
+func WithRetention(d time.Duration) MemoryOption {
+	return func(c *memoryConfig) {
+		if d > 0 || d == Forever {
+			c.retention = d
+		}
+	}
+}
+
+// WithSweepInterval sets how often the background goroutine drops expired
+// entries. Default [DefaultSweepInterval]; d <= 0 keeps the default.
+// Expired entries are also dropped when the store is full, so this only
+// decides how soon their memory is freed.
+func WithSweepInterval(d time.Duration) MemoryOption {
+	return func(c *memoryConfig) {
+		if d > 0 {
+			c.sweep = d
+		}
+	}
+}
+
+// NewMemory returns an empty memory store and starts its sweeping goroutine;
+// call [Memory.Close] to stop it.
+func NewMemory(opts ...MemoryOption) *Memory {
+	cfg := memoryConfig{
+		maxEntries: DefaultMaxEntries,
+		lease:      DefaultLease,
+		retention:  DefaultRetention,
+		sweep:      DefaultSweepInterval,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	n := 1
+	if cfg.maxEntries >= shardingThreshold {
+		n = memShards
+	}
+	m := &Memory{
+		shards:    make([]memShard, n),
+		mask:      uint64(n - 1),
+		shardCap:  (cfg.maxEntries + n - 1) / n,
+		lease:     cfg.lease,
+		retention: cfg.retention,
+		epoch:     time.Now(),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	for i := range m.shards {
+		m.shards[i].m = make(map[Key]memEntry)
+		m.shards[i].lastSweep = -int64(fullSweepGap) // the first full shard is swept
+	}
+	go m.janitor(cfg.sweep)
+	return m
+}
+
+var _ Store = (*Memory)(nil)
+
+func (m *Memory) now() int64 { return int64(time.Since(m.epoch)) }
+
+func (m *Memory) wall(t int64) time.Time { return m.epoch.Add(time.Duration(t)) }
+
+func (m *Memory) shard(k Key) *memShard {
+	h := binary.LittleEndian.Uint64(k.ID[:8]) ^ binary.LittleEndian.Uint64(k.ID[8:])
+	h ^= h >> 32
+	h ^= h >> 16
+	return &m.shards[h&m.mask]
+}
+
+func (m *Memory) check(ctx context.Context, op string, k Key) error {
+	if m.closed.Load() {
+		return fmt.Errorf("dedupe: memory %s %s: %w", op, k, ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("dedupe: memory %s %s: %w", op, k, err)
+	}
+	return nil
+}
+
+// Claim implements [Store.Claim].
+func (m *Memory) Claim(ctx context.Context, key Key, lease time.Duration) (Claim, error) {
+	if err := m.check(ctx, "claim", key); err != nil {
+		return Claim{}, err
+	}
+	if err := key.Validate(); err != nil {
+		return Claim{}, fmt.Errorf("dedupe: memory claim: %w", err)
+	}
+	lease, err := LeaseOrDefault(lease, m.lease)
+	if err != nil {
+		return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w", key, err)
+	}
+	now := m.now()
+	s := m.shard(key)
+	s.mu.Lock()
+	if s.m == nil { // closed meanwhile
+		s.mu.Unlock()
+		return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w", key, ErrClosed)
+	}
+	e, ok := s.m[key]
+	switch {
+	case ok && e.done && (e.forever || now < e.until):
+		s.mu.Unlock()
+		c := Claim{Key: key, Status: Duplicate}
+		if !e.forever {
+			c.Until = m.wall(e.until)
+		}
+		return c, nil
+	case ok && !e.done && now < e.until:
+		s.mu.Unlock()
+		return Claim{Key: key, Status: InFlight, Until: m.wall(e.until)}, nil
+	case !ok && len(s.m) >= m.shardCap:
+		if !s.makeRoom(now, m.shardCap) {
+			s.mu.Unlock()
+			return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w (%d live leases)", key, ErrFull, m.shardCap)
+		}
+	}
+	s.token++
+	e = memEntry{token: s.token, until: now + int64(lease)}
+	s.m[key] = e
+	s.mu.Unlock()
+	return Claim{Key: key, Status: Acquired, Token: e.token, Until: m.wall(e.until)}, nil
+}
+
+// Complete implements [Store.Complete].
+func (m *Memory) Complete(ctx context.Context, c Claim, retention time.Duration) error {
+	if err := m.check(ctx, "complete", c.Key); err != nil {
+		return err
+	}
+	if err := CheckClaim(c); err != nil {
+		return fmt.Errorf("dedupe: memory complete %s: %w", c.Key, err)
+	}
+	retention, err := RetentionOrDefault(retention, m.retention)
+	if err != nil {
+		return fmt.Errorf("dedupe: memory complete %s: %w", c.Key, err)
+	}
+	now := m.now()
+	s := m.shard(c.Key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		return fmt.Errorf("dedupe: memory complete %s: %w", c.Key, ErrClosed)
+	}
+	e, ok := s.m[c.Key]
+	if !ok || e.done || e.token != c.Token {
+		return fmt.Errorf("dedupe: memory complete %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
+	}
+	e.done = true
+	if retention == Forever {
+		e.forever = true
+	} else {
+		e.until = now + int64(retention)
+	}
+	s.m[c.Key] = e
+	s.completed = append(s.completed, memDone{key: c.Key, token: c.Token})
+	if len(s.completed)-s.head > 2*m.shardCap+1024 {
+		s.compactLive() // keys completed again and again: drop stale items
+	}
+	return nil
+}
+
+// Release implements [Store.Release].
+func (m *Memory) Release(ctx context.Context, c Claim) error {
+	if err := m.check(ctx, "release", c.Key); err != nil {
+		return err
+	}
+	if err := CheckClaim(c); err != nil {
+		return fmt.Errorf("dedupe: memory release %s: %w", c.Key, err)
+	}
+	s := m.shard(c.Key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		return fmt.Errorf("dedupe: memory release %s: %w", c.Key, ErrClosed)
+	}
+	e, ok := s.m[c.Key]
+	if !ok || e.done || e.token != c.Token {
+		return fmt.Errorf("dedupe: memory release %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
+	}
+	delete(s.m, c.Key)
+	return nil
+}
+
+// Len returns the number of keys held: live and expired leases and
+// completed keys not yet swept. It returns 0 after Close.
+func (m *Memory) Len() int {
+	n := 0
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// Close stops the sweeping goroutine, waits for it to exit and drops every
+// key. Calls after Close return [ErrClosed]. Close is idempotent and always
+// returns nil.
+func (m *Memory) Close() error {
+	m.closeOnce.Do(func() {
+		m.closed.Store(true)
+		close(m.stop)
+		<-m.done
+		for i := range m.shards {
+			s := &m.shards[i]
+			s.mu.Lock()
+			s.m, s.completed, s.head = nil, nil, 0
+			s.mu.Unlock()
+		}
+	})
+	return nil
+}
+
+func (m *Memory) janitor(every time.Duration) {
+	defer close(m.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+			for i := range m.shards {
+				s := &m.shards[i]
+				s.mu.Lock()
+				if s.m != nil {
+					s.sweep(m.now())
+				}
+				s.mu.Unlock()
+			}
+		}
+	}
+}
+
+// sweep drops expired entries and compacts the completion queue. s.mu held.
+func (s *memShard) sweep(now int64) {
+	s.lastSweep = now
+	for k, e := range s.m {
+		if now >= e.until && !e.forever {
+			delete(s.m, k)
+		}
+	}
+	s.compactLive()
+}
+
+// compactLive drops queue items whose key is gone or was claimed again.
+// s.mu held.
+func (s *memShard) compactLive() {
+	live := s.completed[:0]
+	for _, d := range s.completed[s.head:] {
+		if e, ok := s.m[d.key]; ok && e.done && e.token == d.token {
+			live = append(live, d)
+		}
+	}
+	clear(s.completed[len(live):])
+	s.completed, s.head = live, 0
+}
+
+// makeRoom frees one slot of a full shard by the rule documented on Memory,
+// reporting false when only live leases remain. s.mu held.
+func (s *memShard) makeRoom(now int64, limit int) bool {
+	if now-s.lastSweep >= int64(fullSweepGap) {
+		s.sweep(now)
+		if len(s.m) < limit {
+			return true
+		}
+	}
+	for s.head < len(s.completed) {
+		d := s.completed[s.head]
+		s.completed[s.head] = memDone{}
+		s.head++
+		if e, ok := s.m[d.key]; ok && e.done && e.token == d.token {
+			delete(s.m, d.key)
+			s.compactQueue()
+			return true
+		}
+	}
+	s.completed, s.head = s.completed[:0], 0
+	// No completed key left: expired leases are the last resort.
+	s.sweep(now)
+	return len(s.m) < limit
+}
+
+func (s *memShard) compactQueue() {
+	if s.head > 1024 && s.head*2 > len(s.completed) {
+		n := copy(s.completed, s.completed[s.head:])
+		clear(s.completed[n:])
+		s.completed, s.head = s.completed[:n], 0
+	}
+}

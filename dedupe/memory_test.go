@@ -1,0 +1,299 @@
+package dedupe_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/dedupe/dedupetest"
+)
+
+func TestMemoryConformance(t *testing.T) {
+	dedupetest.Run(t, dedupetest.Options{
+		NewStore: func(t *testing.T) dedupe.Store {
+			m := dedupe.NewMemory()
+			t.Cleanup(func() { m.Close() })
+			return m
+		},
+		Broken: func(t *testing.T) dedupe.Store {
+			m := dedupe.NewMemory()
+			m.Close()
+			return m
+		},
+		Forever: true,
+	})
+}
+
+// A small store has one shard, so these bounds are exact.
+func TestMemoryEviction(t *testing.T) {
+	ctx := context.Background()
+	key := func() dedupe.Key { return dedupe.Key{Scope: "evict", ID: uuid.New()} }
+	claim := func(t *testing.T, m *dedupe.Memory, k dedupe.Key, lease time.Duration, want dedupe.Status) dedupe.Claim {
+		t.Helper()
+		c, err := m.Claim(ctx, k, lease)
+		if err != nil || c.Status != want {
+			t.Fatalf("Claim(%s) = %s, %v; want %s", k, c.Status, err, want)
+		}
+		return c
+	}
+
+	t.Run("live leases are never evicted", func(t *testing.T) {
+		m := dedupe.NewMemory(dedupe.WithMaxEntries(4))
+		defer m.Close()
+		var held []dedupe.Claim
+		for range 4 {
+			held = append(held, claim(t, m, key(), time.Minute, dedupe.Acquired))
+		}
+		k := key()
+		_, err := m.Claim(ctx, k, time.Minute)
+		if !errors.Is(err, dedupe.ErrFull) {
+			t.Fatalf("Claim on a store full of live leases: %v, want ErrFull", err)
+		}
+		for _, c := range held {
+			claim(t, m, c.Key, time.Minute, dedupe.InFlight)
+		}
+		if err := m.Release(ctx, held[0]); err != nil {
+			t.Fatal(err)
+		}
+		claim(t, m, k, time.Minute, dedupe.Acquired)
+	})
+
+	t.Run("oldest completed goes first", func(t *testing.T) {
+		m := dedupe.NewMemory(dedupe.WithMaxEntries(4))
+		defer m.Close()
+		var done []dedupe.Key
+		for range 3 {
+			c := claim(t, m, key(), time.Minute, dedupe.Acquired)
+			if err := m.Complete(ctx, c, dedupe.Forever); err != nil {
+				t.Fatal(err)
+			}
+			done = append(done, c.Key)
+		}
+		live := claim(t, m, key(), time.Minute, dedupe.Acquired)
+		claim(t, m, key(), time.Minute, dedupe.Acquired) // evicts done[0]
+		claim(t, m, done[1], time.Minute, dedupe.Duplicate)
+		claim(t, m, done[2], time.Minute, dedupe.Duplicate)
+		claim(t, m, live.Key, time.Minute, dedupe.InFlight)
+		claim(t, m, done[0], time.Minute, dedupe.Acquired) // evicts done[1]
+		if n := m.Len(); n != 4 {
+			t.Fatalf("Len = %d, want 4", n)
+		}
+	})
+
+	t.Run("expired entries go before completed ones", func(t *testing.T) {
+		m := dedupe.NewMemory(dedupe.WithMaxEntries(4))
+		defer m.Close()
+		expired := claim(t, m, key(), 20*time.Millisecond, dedupe.Acquired)
+		var done []dedupe.Key
+		for range 2 {
+			c := claim(t, m, key(), time.Minute, dedupe.Acquired)
+			if err := m.Complete(ctx, c, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			done = append(done, c.Key)
+		}
+		live := claim(t, m, key(), time.Minute, dedupe.Acquired)
+		time.Sleep(40 * time.Millisecond)
+		claim(t, m, key(), time.Minute, dedupe.Acquired)
+		for _, k := range done {
+			claim(t, m, k, time.Minute, dedupe.Duplicate)
+		}
+		claim(t, m, live.Key, time.Minute, dedupe.InFlight)
+		if err := m.Complete(ctx, expired, 0); !errors.Is(err, dedupe.ErrLeaseLost) {
+			t.Fatalf("Complete of a swept lease: %v, want ErrLeaseLost", err)
+		}
+	})
+}
+
+func TestMemoryDefaults(t *testing.T) {
+	ctx := context.Background()
+	m := dedupe.NewMemory(dedupe.WithLease(time.Hour), dedupe.WithRetention(2*time.Hour))
+	defer m.Close()
+	k := dedupe.Key{Scope: "defaults", ID: uuid.New()}
+	c, err := m.Claim(ctx, k, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Until(c.Until); d < 59*time.Minute || d > time.Hour {
+		t.Fatalf("lease 0 with WithLease(1h) ends in %v", d)
+	}
+	if err := m.Complete(ctx, c, 0); err != nil {
+		t.Fatal(err)
+	}
+	d, err := m.Claim(ctx, k, 0)
+	if err != nil || d.Status != dedupe.Duplicate {
+		t.Fatalf("Claim = %s, %v", d.Status, err)
+	}
+	if r := time.Until(d.Until); r < 119*time.Minute || r > 2*time.Hour {
+		t.Fatalf("retention 0 with WithRetention(2h) ends in %v", r)
+	}
+}
+
+func TestMemorySweep(t *testing.T) {
+	ctx := context.Background()
+	m := dedupe.NewMemory(dedupe.WithSweepInterval(10 * time.Millisecond))
+	defer m.Close()
+	for i := range 100 {
+		c, err := m.Claim(ctx, dedupe.Key{Scope: "sweep", ID: uuid.New()}, 5*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := m.Complete(ctx, c, 5*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	forever, _ := m.Claim(ctx, dedupe.Key{Scope: "sweep", ID: uuid.New()}, time.Minute)
+	if err := m.Complete(ctx, forever, dedupe.Forever); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Len() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Len = %d after the sweep, want 1 (the key kept forever)", m.Len())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestMemoryClose(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for range 50 {
+		m := dedupe.NewMemory(dedupe.WithSweepInterval(time.Millisecond))
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Close(); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after closing 50 stores, %d before", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	m := dedupe.NewMemory()
+	ctx := context.Background()
+	c, err := m.Claim(ctx, dedupe.Key{Scope: "close", ID: uuid.New()}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	if _, err := m.Claim(ctx, c.Key, time.Minute); !errors.Is(err, dedupe.ErrClosed) {
+		t.Fatalf("Claim after Close: %v", err)
+	}
+	// errors.Is works through the caller's own wrapping too.
+	err = fmt.Errorf("consumer: %w", m.Complete(ctx, c, 0))
+	if !errors.Is(fmt.Errorf("outer: %w", err), dedupe.ErrClosed) {
+		t.Fatalf("Complete after Close: %v", err)
+	}
+	if err := m.Release(ctx, c); !errors.Is(err, dedupe.ErrClosed) {
+		t.Fatalf("Release after Close: %v", err)
+	}
+	if m.Len() != 0 {
+		t.Fatalf("Len after Close = %d", m.Len())
+	}
+}
+
+// Close racing with calls: every call either works or returns ErrClosed.
+func TestMemoryCloseConcurrent(t *testing.T) {
+	m := dedupe.NewMemory()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var bad atomic.Value
+	for range 4 {
+		wg.Go(func() {
+			for range 2000 {
+				c, err := m.Claim(ctx, dedupe.Key{Scope: "race", ID: uuid.New()}, time.Minute)
+				if err == nil {
+					err = m.Complete(ctx, c, 0)
+				}
+				if err != nil && !errors.Is(err, dedupe.ErrClosed) {
+					bad.Store(err)
+				}
+			}
+		})
+	}
+	time.Sleep(time.Millisecond)
+	m.Close()
+	wg.Wait()
+	if err := bad.Load(); err != nil {
+		t.Fatalf("call racing Close: %v", err)
+	}
+}
+
+// benchKeys gives each parallel benchmark goroutine distinct keys without
+// allocating.
+func benchKeys() func() dedupe.Key {
+	id := uuid.New() // random first half per goroutine, a counter in the second
+	var n uint64
+	return func() dedupe.Key {
+		n++
+		binary.LittleEndian.PutUint64(id[8:], n*0x9E3779B97F4A7C15)
+		return dedupe.Key{Scope: "bench", ID: id}
+	}
+}
+
+// BenchmarkClaimComplete measures claim+complete pairs of distinct keys from
+// parallel goroutines. The store holds at most DefaultMaxEntries keys, so a
+// long run also measures eviction.
+func BenchmarkClaimComplete(b *testing.B) {
+	m := dedupe.NewMemory()
+	defer m.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		next := benchKeys()
+		for pb.Next() {
+			c, err := m.Claim(ctx, next(), time.Minute)
+			if err != nil || c.Status != dedupe.Acquired {
+				b.Fatalf("Claim = %s, %v", c.Status, err)
+			}
+			if err := m.Complete(ctx, c, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+}
+
+// BenchmarkClaimCompleteBaseline is the naive store for comparison: one map
+// under one mutex, no bound, no expiry.
+func BenchmarkClaimCompleteBaseline(b *testing.B) {
+	var (
+		mu   sync.Mutex
+		seen = make(map[dedupe.Key]bool)
+	)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		next := benchKeys()
+		for pb.Next() {
+			k := next()
+			mu.Lock()
+			if _, ok := seen[k]; ok {
+				mu.Unlock()
+				b.Fatal("duplicate key")
+			}
+			seen[k] = false
+			mu.Unlock()
+			mu.Lock()
+			seen[k] = true
+			mu.Unlock()
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+}
