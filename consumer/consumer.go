@@ -1,0 +1,165 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Message is one delivery, independent of the broker it came from. The
+// transport loops fill it in; handlers read it and must not keep it after
+// Handle returns. A Message is not safe for concurrent mutation.
+type Message struct {
+	// ID is the message's deterministic ID: the producer's (RabbitMQ
+	// MessageId, Kafka "message-id" header) or, when the producer sent none,
+	// its content ID (see [ContentID] and ContentID below).
+	ID uuid.UUID
+	// CorrelationID is shared by every message of one chain; the message's
+	// own ID when the producer sent none.
+	CorrelationID uuid.UUID
+	// CausationID is the ID of the message that caused this one; uuid.Nil
+	// for the first message of a chain.
+	CausationID uuid.UUID
+	// Type is the message type ("order.created"); may be empty.
+	Type string
+	// Key is the Kafka record key, or the RabbitMQ routing key.
+	Key []byte
+	// Body is the payload.
+	Body []byte
+	// Headers holds the remaining headers as strings.
+	Headers map[string]string
+	// Attempt counts how often this process has run the handler for this
+	// delivery, starting at 1.
+	Attempt int
+	// Redelivered reports that the broker says it delivered the message
+	// before (RabbitMQ's redelivered flag). Always false on Kafka.
+	Redelivered bool
+	// ContentID reports that ID was computed from the content because the
+	// producer sent no ID.
+	ContentID bool
+	// Source is the queue or topic the message came from.
+	Source string
+	// Partition and Offset locate a Kafka record; zero on RabbitMQ.
+	Partition int
+	Offset    int64
+	// Time is the broker's or producer's timestamp, when known.
+	Time time.Time
+}
+
+// Handler processes one message. A nil error means the message is done and
+// may be acknowledged; any error means it must not be. Wrap an error with
+// [Permanent] when retrying cannot help.
+type Handler interface {
+	Handle(ctx context.Context, m *Message) error
+}
+
+// HandlerFunc adapts a function to [Handler].
+type HandlerFunc func(ctx context.Context, m *Message) error
+
+// Handle calls f(ctx, m).
+func (f HandlerFunc) Handle(ctx context.Context, m *Message) error { return f(ctx, m) }
+
+// Middleware wraps a Handler, like net/http middleware.
+type Middleware func(Handler) Handler
+
+// Chain composes middlewares: Chain(a, b, c)(h) is a(b(c(h))), so a message
+// passes a first and reaches h last. Nil middlewares are skipped.
+//
+// The recommended order, outermost first:
+//
+//	consumer.Chain(
+//		consumer.Logging(logger),     // sees the final outcome of every delivery
+//		consumer.Lineage(),           // everything below publishes with the message's lineage
+//		consumer.DeadLetter(sink),    // only if not using a transport loop's dead letter
+//		consumer.Retry(newBackOff),   // each attempt claims afresh, so an inbox never commits a failed attempt
+//		dedupe,                       // claim → handler → complete / release
+//		consumer.Timeout(d),          // keep d below the dedupe lease
+//		consumer.Recover(),           // innermost: a panic becomes an error before dedupe sees it
+//	)(handler)
+func Chain(mws ...Middleware) Middleware {
+	return func(h Handler) Handler {
+		for i := len(mws) - 1; i >= 0; i-- {
+			if mws[i] != nil {
+				h = mws[i](h)
+			}
+		}
+		return h
+	}
+}
+
+// Sentinel errors; test with errors.Is.
+var (
+	// ErrInFlight: another consumer holds the message's claim. The message
+	// must be neither acknowledged nor dropped; deliver it again after the
+	// holder's lease ([InFlightError.Until]). The transport loops wait and
+	// retry the same message.
+	ErrInFlight = errors.New("consumer: message in flight elsewhere")
+	// ErrStore: the dedupe store failed (outage, lost lease). The message is
+	// not acknowledged and is never dead-lettered for it; it waits until
+	// the store answers again.
+	ErrStore = errors.New("consumer: dedupe store failed")
+	// ErrMissingID: the message has no ID and the consumer is configured to
+	// dead-letter such messages instead of computing a content ID.
+	ErrMissingID = errors.New("consumer: message has no ID")
+	// ErrMalformedID: an ID header or property is not a UUID.
+	ErrMalformedID = errors.New("consumer: malformed ID")
+	// ErrClosed: the consumer was stopped.
+	ErrClosed = errors.New("consumer: closed")
+)
+
+// InFlightError is returned by the dedupe middleware when another consumer
+// holds the claim. It matches [ErrInFlight] with errors.Is.
+type InFlightError struct {
+	// ID is the message ID.
+	ID uuid.UUID
+	// Until is when the holder's lease ends.
+	Until time.Time
+}
+
+func (e *InFlightError) Error() string {
+	return fmt.Sprintf("consumer: message %s in flight elsewhere until %s", e.ID, e.Until.Format(time.RFC3339Nano))
+}
+
+// Is reports whether target is [ErrInFlight].
+func (e *InFlightError) Is(target error) bool { return target == ErrInFlight }
+
+type storeError struct{ err error }
+
+func (e *storeError) Error() string        { return "consumer: dedupe store: " + e.err.Error() }
+func (e *storeError) Unwrap() error        { return e.err }
+func (e *storeError) Is(target error) bool { return target == ErrStore }
+
+// PermanentError marks an error that retrying cannot fix; the loops dead-
+// letter the message at once. Build it with [Permanent].
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the wrapped error.
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent wraps err so that [Retry] and the transport loops do not retry
+// it. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+// IsPermanent reports whether err (or an error it wraps) was marked with
+// [Permanent].
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
+}
+
+// Waiting reports whether err means "not now, deliver again later": the
+// claim is held elsewhere ([ErrInFlight]) or the store failed ([ErrStore]).
+// Such errors are retried without limit and never dead-lettered.
+func Waiting(err error) bool {
+	return errors.Is(err, ErrInFlight) || errors.Is(err, ErrStore)
+}

@@ -1,0 +1,26 @@
+// Package kafka runs a [consumer.Handler] for every record of a Kafka topic in
+// a consumer group, with kafka-go's Reader.
+//
+// Each record is fetched with FetchMessage, handled, and only then committed
+// with a synchronous CommitMessages (never ReadMessage, which commits before
+// processing, and never an asynchronous commit interval). Records of one
+// partition are handled in order; [WithPartitionParallelism] handles several
+// partitions at once. A failing record is retried in place with backoff —
+// nothing after it in its partition is committed meanwhile — and after the
+// configured attempts, or at once for a [consumer.Permanent] error or a
+// malformed ID, it is written to the dead-letter topic with the reason in
+// [HeaderDeadLetterReason]; the commit follows only a successful write. A
+// record whose claim is held by another member (a rebalance handed it to two
+// members at once) or whose store is down waits and is retried, never
+// committed past. On shutdown only processed records are committed.
+//
+//	c, err := kafka.New(kafkago.ReaderConfig{
+//		Brokers: []string{"localhost:9092"}, GroupID: "billing", Topic: "orders",
+//	}, h, kafka.WithPartitionParallelism(3))
+//	if err != nil { ... }
+//	err = c.Run(ctx)
+//
+// IDs come from the "message-id", "correlation-id" and "causation-id"
+// headers and the type from "message-type"; see [consumer.Identify] for
+// missing and malformed IDs.
+package kafka
