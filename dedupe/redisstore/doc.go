@@ -1,0 +1,64 @@
+// Package redisstore is a [dedupe.Store] kept in Redis, shared by every
+// consumer process that talks to the same Redis (standalone, Sentinel or
+// Cluster).
+//
+// # Usage
+//
+//	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+//	store, err := redisstore.New(rdb, redisstore.WithPrefix("billing:dedupe:"))
+//	if err != nil {
+//		return err
+//	}
+//	c, err := store.Claim(ctx, dedupe.Key{Scope: "billing", ID: msgID}, 30*time.Second)
+//	// then as in package dedupe: process if c.Acquired(), then Complete or Release.
+//
+// # Layout and cost
+//
+// Each key (scope, ID) is one Redis hash, prefix + "{scope/ID}" ([Store.RedisKey]),
+// holding the state, the fencing token and the lease or retention end. Every
+// call runs one Lua script on that one key: one round trip (EVALSHA; after a
+// script cache flush, EVAL once more). The braces are the Cluster hash tag, so
+// a record never spans slots. Times come from the Redis server's clock (TIME
+// inside the script), so consumers on machines whose clocks disagree still
+// agree on when a lease ends.
+//
+// Claim takes the key when it has no record, when its lease ended, when it
+// was released or when its retention ended; it answers duplicate while a
+// completion is within retention and in flight (with the holder's lease end)
+// while a lease lasts. Complete and Release compare the fencing token inside
+// the script and fail with [dedupe.ErrLeaseLost] when it is stale.
+//
+// # Expiry and retention
+//
+// Records expire by Redis TTL, so nothing needs cleaning up: a leased or
+// released record [RecordGrace] after its lease, a completed one when its
+// retention ends. Retention defaults to [dedupe.DefaultRetention] (24 hours,
+// see [WithDefaultRetention]); [dedupe.Forever] is supported and removes the
+// record's TTL, so the key stays a duplicate until it is deleted by hand —
+// budget Redis memory for that (about 170 bytes per key with a short prefix
+// and scope, by MEMORY USAGE). Run Redis with
+// maxmemory-policy noeviction (or a volatile-* policy, which spares keys kept
+// forever but may evict leases and retained keys): an evicted record turns a
+// duplicate back into a claimable key.
+//
+// # What a failover can lose
+//
+// Redis replicates asynchronously. If a primary acknowledges a script and
+// dies before its replicas received it, the promoted replica has never seen
+// that write:
+//   - a lost completion makes the key claimable again, so the message is
+//     processed a second time if it is redelivered;
+//   - a lost claim lets a second consumer acquire a key whose first holder is
+//     still working: two holders at once (the first one's Complete then
+//     succeeds or fails depending on which writes survived);
+//   - tokens keep growing across a failover only as far as the servers'
+//     clocks agree, since a lost record's next token is taken from the
+//     promoted server's clock.
+//
+// The store never loses a message to this — no key becomes a duplicate that
+// was not completed — but it can process one twice. Where that matters, make
+// the handler's effects idempotent, have the primary wait for replicas
+// (min-replicas-to-write, or WAIT on the same connection, which costs a round
+// trip), or use the PostgreSQL store (package pgstore), whose transactional
+// inbox commits the handler's writes and the completion together.
+package redisstore

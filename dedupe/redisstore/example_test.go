@@ -1,0 +1,63 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"log"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/dedupe/redisstore"
+)
+
+// A consumer that processes each message once across all its replicas.
+// (Compile-only: it needs a Redis server.)
+func Example() {
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true})
+	defer rdb.Close()
+
+	store, err := redisstore.New(rdb,
+		redisstore.WithPrefix("billing:dedupe:"),
+		redisstore.WithDefaultRetention(7*24*time.Hour),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	msgID := uuid.MustParse("6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+	c, err := store.Claim(ctx, dedupe.Key{Scope: "billing", ID: msgID}, 30*time.Second)
+	switch {
+	case err != nil:
+		log.Print(err) // do not ack: the broker redelivers
+		return
+	case c.Status == dedupe.Duplicate:
+		return // ack without processing
+	case c.Status == dedupe.InFlight:
+		return // neither ack nor drop: retry after c.Until
+	}
+	if err := handle(ctx); err != nil {
+		_ = store.Release(ctx, c)
+		return
+	}
+	if err := store.Complete(ctx, c, 0); errors.Is(err, dedupe.ErrLeaseLost) {
+		log.Print("lease lost: someone else took over; do not ack")
+	}
+}
+
+// On Redis Cluster the same store works unchanged: each record lives on the
+// slot of its "{scope/ID}" hash tag.
+func ExampleNew_cluster() {
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"10.0.0.1:6379", "10.0.0.2:6379"}})
+	defer rdb.Close()
+	store, err := redisstore.New(rdb, redisstore.WithDefaultRetention(dedupe.Forever))
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = store
+}
+
+func handle(context.Context) error { return nil }
