@@ -6,14 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/big"
 	"reflect"
-	"slices"
 	"strconv"
 	"time"
-	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -68,6 +65,46 @@ func appendCanonical(dst []byte, parts []any) ([]byte, error) {
 // appendValue encodes one part. Simple kinds are written directly; anything
 // else goes through encoding/json and is then canonicalized.
 func appendValue(dst []byte, v any) ([]byte, error) {
+	out, ok, err := appendSimple(dst, v)
+	if ok || err != nil {
+		return out, err
+	}
+	return appendReflect(dst, v)
+}
+
+// appendSimpleParts writes the canonical array of parts when every part is
+// of a simple kind; ok is false (and dst untouched) otherwise. It never
+// lets dst escape, so callers can pass a stack buffer.
+func appendSimpleParts(dst []byte, parts []any) (out []byte, ok bool, err error) {
+	start := len(dst)
+	dst = append(dst, '[')
+	for i, p := range parts {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst, ok, err = appendSimple(dst, p)
+		if err != nil {
+			return nil, true, fmt.Errorf("forge: part %d (%T): %w", i, p, err)
+		}
+		if !ok {
+			return dst[:start], false, nil
+		}
+	}
+	return append(dst, ']'), true, nil
+}
+
+// appendSimple encodes v if it is of a kind written without encoding/json.
+func appendSimple(dst []byte, v any) (out []byte, ok bool, err error) {
+	out, err = appendSimpleKind(dst, v)
+	if err == errNotSimple {
+		return dst, false, nil
+	}
+	return out, true, err
+}
+
+var errNotSimple = errors.New("not a simple kind")
+
+func appendSimpleKind(dst []byte, v any) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:
 		return append(dst, "null"...), nil
@@ -112,12 +149,12 @@ func appendValue(dst []byte, v any) ([]byte, error) {
 		}
 		return appendUUID(dst, *x), nil
 	case time.Time:
-		return appendString(dst, x.UTC().Format(time.RFC3339Nano))
+		return appendTime(dst, x), nil
 	case *time.Time:
 		if x == nil {
 			return append(dst, "null"...), nil
 		}
-		return appendString(dst, x.UTC().Format(time.RFC3339Nano))
+		return appendTime(dst, *x), nil
 	case []byte:
 		if x == nil {
 			return append(dst, "null"...), nil
@@ -136,7 +173,13 @@ func appendValue(dst []byte, v any) ([]byte, error) {
 		}
 		return appendInt(dst, x.Int64())
 	}
-	return appendReflect(dst, v)
+	return dst, errNotSimple
+}
+
+func appendTime(dst []byte, t time.Time) []byte {
+	dst = append(dst, '"')
+	dst = t.UTC().AppendFormat(dst, time.RFC3339Nano)
+	return append(dst, '"')
 }
 
 func appendUUID(dst []byte, u uuid.UUID) []byte {
@@ -282,24 +325,29 @@ func appendFloat(dst []byte, f float64) ([]byte, error) {
 	return dst, nil
 }
 
-// appendNumber canonicalizes a JSON number literal. A literal without a
-// fraction or exponent is an integer and must be safe; any other is parsed
-// as an IEEE-754 double and written in the JCS form.
+// appendNumber canonicalizes a JSON number literal: it is read as an
+// IEEE-754 double and written in the JCS form. A literal without a fraction
+// or exponent (an integer literal) whose magnitude exceeds 2^53−1 is
+// accepted only when it already is the JCS form of a double, so that no
+// digit is lost (9007199254740993 is an error; 100000000000000000000, the
+// JCS form of the double 1e20, is not).
 func appendNumber(dst []byte, lit string) ([]byte, error) {
 	isInt := lit != "" && !bytesContainsAny(lit, ".eE")
 	if isInt {
 		v, err := strconv.ParseInt(lit, 10, 64)
-		if err != nil {
-			var ne *strconv.NumError
-			if errors.As(err, &ne) && ne.Err == strconv.ErrRange {
-				return nil, fmt.Errorf("%s: %w", lit, ErrUnsafeInteger)
-			}
-			return nil, fmt.Errorf("number %q: %w", lit, err)
+		if err == nil && v >= -MaxSafeInteger && v <= MaxSafeInteger {
+			return strconv.AppendInt(dst, v, 10), nil
 		}
-		if v == 0 {
-			return append(dst, '0'), nil
+		f, ferr := strconv.ParseFloat(lit, 64)
+		if ferr != nil || math.IsInf(f, 0) {
+			return nil, fmt.Errorf("%s: %w", lit, ErrUnsafeInteger)
 		}
-		return appendInt(dst, v)
+		start := len(dst)
+		dst, _ = appendFloat(dst, f)
+		if string(dst[start:]) != lit {
+			return nil, fmt.Errorf("%s: %w", lit, ErrUnsafeInteger)
+		}
+		return dst, nil
 	}
 	if !json.Valid([]byte(lit)) {
 		return nil, fmt.Errorf("invalid JSON number %q", lit)
@@ -343,8 +391,9 @@ func appendReflect(dst []byte, v any) ([]byte, error) {
 	return AppendCanonicalJSON(dst, raw)
 }
 
-// checkStrings rejects invalid UTF-8 in Go strings that encoding/json would
-// otherwise silently replace with U+FFFD. It descends only through plain
+// checkStrings rejects invalid UTF-8 in Go strings, which encoding/json would
+// otherwise silently replace with U+FFFD, and integers beyond ±(2^53−1),
+// which would otherwise pass when they happen to equal a double's JCS form. It descends only through plain
 // data (maps, slices, arrays, pointers, exported struct fields); values
 // with their own MarshalJSON are checked after marshalling.
 func checkStrings(v reflect.Value, depth int) error {
@@ -360,6 +409,14 @@ func checkStrings(v reflect.Value, depth int) error {
 	case reflect.String:
 		if !utf8.ValidString(v.String()) {
 			return fmt.Errorf("%q: %w", v.String(), ErrInvalidUTF8)
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if i := v.Int(); i > MaxSafeInteger || i < -MaxSafeInteger {
+			return fmt.Errorf("%d: %w", i, ErrUnsafeInteger)
+		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		if u := v.Uint(); u > MaxSafeInteger {
+			return fmt.Errorf("%d: %w", u, ErrUnsafeInteger)
 		}
 	case reflect.Pointer, reflect.Interface:
 		if !v.IsNil() {
@@ -395,112 +452,4 @@ func checkStrings(v reflect.Value, depth int) error {
 		}
 	}
 	return nil
-}
-
-// CanonicalJSON returns the RFC 8785 canonical form of one JSON text, with
-// the number rules of [Canonical] (unsafe integers, duplicate object keys
-// and invalid UTF-8 are errors).
-func CanonicalJSON(data []byte) ([]byte, error) {
-	return AppendCanonicalJSON(nil, data)
-}
-
-// AppendCanonicalJSON appends the canonical form of the JSON text data to dst.
-func AppendCanonicalJSON(dst []byte, data []byte) ([]byte, error) {
-	if !utf8.Valid(data) {
-		return nil, fmt.Errorf("forge: JSON text: %w", ErrInvalidUTF8)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var err error
-	dst, err = canonTokens(dst, dec, 0)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("forge: JSON text: trailing data after the value")
-	}
-	return dst, nil
-}
-
-const maxDepth = 1000
-
-func canonTokens(dst []byte, dec *json.Decoder, depth int) ([]byte, error) {
-	if depth > maxDepth {
-		return nil, errors.New("forge: JSON text: nesting too deep")
-	}
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, fmt.Errorf("forge: JSON text: %w", err)
-	}
-	switch t := tok.(type) {
-	case nil:
-		return append(dst, "null"...), nil
-	case bool:
-		return strconv.AppendBool(dst, t), nil
-	case string:
-		return appendString(dst, t)
-	case json.Number:
-		return appendNumber(dst, string(t))
-	case json.Delim:
-		switch t {
-		case '[':
-			dst = append(dst, '[')
-			first := true
-			for dec.More() {
-				if !first {
-					dst = append(dst, ',')
-				}
-				first = false
-				if dst, err = canonTokens(dst, dec, depth+1); err != nil {
-					return nil, err
-				}
-			}
-			if _, err := dec.Token(); err != nil {
-				return nil, fmt.Errorf("forge: JSON text: %w", err)
-			}
-			return append(dst, ']'), nil
-		case '{':
-			type member struct {
-				key   string
-				key16 []uint16
-				val   []byte
-			}
-			var members []member
-			for dec.More() {
-				kt, err := dec.Token()
-				if err != nil {
-					return nil, fmt.Errorf("forge: JSON text: %w", err)
-				}
-				key, ok := kt.(string)
-				if !ok {
-					return nil, fmt.Errorf("forge: JSON text: object key %v is not a string", kt)
-				}
-				val, err := canonTokens(nil, dec, depth+1)
-				if err != nil {
-					return nil, err
-				}
-				members = append(members, member{key, utf16.Encode([]rune(key)), val})
-			}
-			if _, err := dec.Token(); err != nil {
-				return nil, fmt.Errorf("forge: JSON text: %w", err)
-			}
-			slices.SortFunc(members, func(a, b member) int { return slices.Compare(a.key16, b.key16) })
-			dst = append(dst, '{')
-			for i, m := range members {
-				if i > 0 {
-					if slices.Equal(members[i-1].key16, m.key16) {
-						return nil, fmt.Errorf("forge: JSON text: duplicate object key %q", m.key)
-					}
-					dst = append(dst, ',')
-				}
-				if dst, err = appendString(dst, m.key); err != nil {
-					return nil, err
-				}
-				dst = append(dst, ':')
-				dst = append(dst, m.val...)
-			}
-			return append(dst, '}'), nil
-		}
-	}
-	return nil, fmt.Errorf("forge: JSON text: unexpected token %v", tok)
 }

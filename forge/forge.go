@@ -1,12 +1,10 @@
 package forge
 
 import (
-	"crypto/hmac"
 	"crypto/sha1"
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"sync"
 
 	"github.com/google/uuid"
@@ -102,7 +100,8 @@ type Generator struct {
 	ns     uuid.UUID
 	scheme Scheme
 	secret string
-	hmacs  *sync.Pool // keyed scheme: pool of HMAC-SHA256 states keyed with the secret
+	prefix []byte                 // hashed before the name: namespace, or (keyed) key⊕ipad ‖ namespace
+	opad   [sha256.BlockSize]byte // keyed: key⊕opad
 }
 
 // New returns a Generator for namespace. A namespace that parses as a UUID
@@ -137,9 +136,25 @@ func New(namespace string, opts ...Option) (*Generator, error) {
 	if scheme != SchemeV5 { // v5 ignores a secret; keep none so Fingerprint says so
 		g.secret = c.secret
 	}
+	g.prefix = g.ns[:]
 	if scheme == SchemeKeyed {
+		// Precompute the HMAC pads so that ID hashes a stack buffer with
+		// sha256.Sum256 instead of allocating an hmac state.
 		key := []byte(c.secret)
-		g.hmacs = &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}
+		if len(key) > sha256.BlockSize {
+			k := sha256.Sum256(key)
+			key = k[:]
+		}
+		g.prefix = make([]byte, sha256.BlockSize+len(g.ns))
+		for i := range sha256.BlockSize {
+			var k byte
+			if i < len(key) {
+				k = key[i]
+			}
+			g.prefix[i] = k ^ 0x36
+			g.opad[i] = k ^ 0x5c
+		}
+		copy(g.prefix[sha256.BlockSize:], g.ns[:])
 	}
 	return g, nil
 }
@@ -174,17 +189,40 @@ func (g *Generator) Namespace() uuid.UUID { return g.ns }
 func (g *Generator) Scheme() Scheme { return g.scheme }
 
 // ID returns the UUID of parts. Under [SchemeV5] and [SchemeKeyed] the
-// name is [Canonical](parts...); under [SchemePython] see [Generator.PythonID].
+// name is [Canonical](parts...); under [SchemePython] the first part is the
+// entity type and the rest are Python arguments (see [Generator.PythonID]).
 func (g *Generator) ID(parts ...any) (uuid.UUID, error) {
 	if g.scheme == SchemePython {
 		return g.pythonParts(parts)
 	}
-	var buf [256]byte
-	name, err := appendCanonical(buf[:0], parts)
+	// Fast path: simple parts are encoded into a stack buffer that already
+	// holds the hash prefix (namespace, or HMAC inner pad and namespace).
+	var arr [256]byte
+	buf := append(arr[:0], g.prefix...)
+	buf, ok, err := appendSimpleParts(buf, parts)
 	if err != nil {
 		return uuid.Nil, err
 	}
-	return g.fromName(name), nil
+	if ok {
+		return g.sum(buf), nil
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer putBuf(bp)
+	b := append((*bp)[:0], g.prefix...)
+	b, err = appendCanonical(b, parts)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	*bp = b
+	return g.sum(b), nil
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func putBuf(bp *[]byte) {
+	if cap(*bp) <= 64<<10 {
+		bufPool.Put(bp)
+	}
 }
 
 // MustID is like [Generator.ID] but panics on error. Use it only with parts
@@ -198,45 +236,35 @@ func (g *Generator) MustID(parts ...any) uuid.UUID {
 }
 
 // FromName returns the UUID of an already canonical name (as returned by
-// [Canonical]) under the generator's v5 or keyed scheme; under
-// [SchemePython] the name is hashed with UUIDv5 as is.
-func (g *Generator) FromName(name []byte) uuid.UUID { return g.fromName(name) }
+// [Canonical]) under the generator's v5 or keyed scheme. Under
+// [SchemePython] the name is the Python name ([PythonName]), hashed with
+// UUIDv5.
+func (g *Generator) FromName(name []byte) uuid.UUID {
+	if len(g.prefix)+len(name) <= 512 {
+		var arr [512]byte
+		return g.sum(append(append(arr[:0], g.prefix...), name...))
+	}
+	return g.sum(append(append(make([]byte, 0, len(g.prefix)+len(name)), g.prefix...), name...))
+}
 
-func (g *Generator) fromName(name []byte) uuid.UUID {
+// sum hashes b = prefix ‖ name into the UUID.
+func (g *Generator) sum(b []byte) uuid.UUID {
 	var u uuid.UUID
 	if g.scheme == SchemeKeyed {
-		h := g.hmacs.Get().(hash.Hash)
-		h.Reset()
-		h.Write(g.ns[:])
-		h.Write(name)
-		var sum [sha256.Size]byte
-		h.Sum(sum[:0])
-		g.hmacs.Put(h)
-		copy(u[:], sum[:16])
+		// HMAC-SHA256 = SHA256(key⊕opad ‖ SHA256(key⊕ipad ‖ message)).
+		inner := sha256.Sum256(b)
+		var outer [sha256.BlockSize + sha256.Size]byte
+		copy(outer[:], g.opad[:])
+		copy(outer[sha256.BlockSize:], inner[:])
+		mac := sha256.Sum256(outer[:])
+		copy(u[:], mac[:16])
 		u[6] = u[6]&0x0f | 0x80 // version 8
 		u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
 		return u
 	}
-	return v5(g.ns, name)
-}
-
-// v5 is uuid.NewSHA1 without its allocations for short names.
-func v5(ns uuid.UUID, name []byte) uuid.UUID {
-	var sum [sha1.Size]byte
-	if len(name) <= 512-16 {
-		var buf [512]byte
-		copy(buf[:], ns[:])
-		n := copy(buf[16:], name)
-		sum = sha1.Sum(buf[:16+n])
-	} else {
-		h := sha1.New()
-		h.Write(ns[:])
-		h.Write(name)
-		h.Sum(sum[:0])
-	}
-	var u uuid.UUID
+	sum := sha1.Sum(b)
 	copy(u[:], sum[:16])
-	u[6] = u[6]&0x0f | 0x50
+	u[6] = u[6]&0x0f | 0x50 // version 5
 	u[8] = u[8]&0x3f | 0x80
 	return u
 }
@@ -257,16 +285,14 @@ func Fingerprint(secret string) string {
 }
 
 // String describes the generator without its secret.
-func (g *Generator) String() string {
-	if g == nil {
-		return "forge.Generator(nil)"
-	}
+func (g Generator) String() string {
 	return fmt.Sprintf("forge.Generator{namespace: %s, scheme: %s, secret: %s}", g.ns, g.scheme, g.Fingerprint())
 }
 
 // GoString is used by %#v; it never shows the secret.
-func (g *Generator) GoString() string { return g.String() }
+func (g Generator) GoString() string { return g.String() }
 
 // Format implements fmt.Formatter so that every verb (%v, %+v, %s, %#v...)
-// prints [Generator.String] and never the secret.
-func (g *Generator) Format(f fmt.State, verb rune) { fmt.Fprint(f, g.String()) }
+// prints [Generator.String] and never the secret, for a Generator value as
+// well as a pointer.
+func (g Generator) Format(f fmt.State, verb rune) { fmt.Fprint(f, g.String()) }

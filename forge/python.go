@@ -38,5 +38,5 @@ func (g *Generator) PythonID(entity string, args []any, kwargs map[string]any) (
 	if err != nil {
 		return uuid.Nil, err
 	}
-	return v5(g.ns, name), nil
+	return g.FromName(name), nil
 }
