@@ -65,9 +65,8 @@ type Memory struct {
 type memShard struct {
 	mu        sync.Mutex
 	m         map[Key]memEntry
-	token     uint64    // last token issued in this shard; keys never move shards
-	completed []memDone // completion order, for eviction; stale items are skipped
-	head      int       // first live item of completed
+	token     uint64   // last token issued in this shard; keys never move shards
+	completed memQueue // completion order, for eviction; stale items are skipped
 	lastSweep int64
 	_         [64]byte // keep shards' locks on separate cache lines
 }
@@ -268,8 +267,8 @@ func (m *Memory) Complete(ctx context.Context, c Claim, retention time.Duration)
 		e.until = now + int64(retention)
 	}
 	s.m[c.Key] = e
-	s.completed = append(s.completed, memDone{key: c.Key, token: c.Token})
-	if len(s.completed)-s.head > 2*m.shardCap+1024 {
+	s.completed.push(memDone{key: c.Key, token: c.Token})
+	if s.completed.len() > 2*m.shardCap+1024 {
 		s.compactLive() // keys completed again and again: drop stale items
 	}
 	return nil
@@ -321,7 +320,8 @@ func (m *Memory) Close() error {
 		for i := range m.shards {
 			s := &m.shards[i]
 			s.mu.Lock()
-			s.m, s.completed, s.head = nil, nil, 0
+			s.m = nil
+			s.completed = memQueue{}
 			s.mu.Unlock()
 		}
 	})
@@ -349,7 +349,7 @@ func (m *Memory) janitor(every time.Duration) {
 	}
 }
 
-// sweep drops expired entries and compacts the completion queue. s.mu held.
+// sweep drops expired entries and stale queue items. s.mu held.
 func (s *memShard) sweep(now int64) {
 	s.lastSweep = now
 	for k, e := range s.m {
@@ -363,14 +363,10 @@ func (s *memShard) sweep(now int64) {
 // compactLive drops queue items whose key is gone or was claimed again.
 // s.mu held.
 func (s *memShard) compactLive() {
-	live := s.completed[:0]
-	for _, d := range s.completed[s.head:] {
-		if e, ok := s.m[d.key]; ok && e.done && e.token == d.token {
-			live = append(live, d)
-		}
-	}
-	clear(s.completed[len(live):])
-	s.completed, s.head = live, 0
+	s.completed.filter(func(d memDone) bool {
+		e, ok := s.m[d.key]
+		return ok && e.done && e.token == d.token
+	})
 }
 
 // makeRoom frees one slot of a full shard by the rule documented on Memory,
@@ -382,26 +378,17 @@ func (s *memShard) makeRoom(now int64, limit int) bool {
 			return true
 		}
 	}
-	for s.head < len(s.completed) {
-		d := s.completed[s.head]
-		s.completed[s.head] = memDone{}
-		s.head++
+	for {
+		d, ok := s.completed.pop()
+		if !ok {
+			break
+		}
 		if e, ok := s.m[d.key]; ok && e.done && e.token == d.token {
 			delete(s.m, d.key)
-			s.compactQueue()
 			return true
 		}
 	}
-	s.completed, s.head = s.completed[:0], 0
 	// No completed key left: expired leases are the last resort.
 	s.sweep(now)
 	return len(s.m) < limit
-}
-
-func (s *memShard) compactQueue() {
-	if s.head > 1024 && s.head*2 > len(s.completed) {
-		n := copy(s.completed, s.completed[s.head:])
-		clear(s.completed[n:])
-		s.completed, s.head = s.completed[:n], 0
-	}
 }
