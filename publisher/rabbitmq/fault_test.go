@@ -1,0 +1,195 @@
+package rabbitmq_test
+
+import (
+	"fmt"
+	"net/url"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/uuidforge/uuidforge/internal/testenv"
+	"github.com/uuidforge/uuidforge/publisher"
+	"github.com/uuidforge/uuidforge/publisher/rabbitmq"
+)
+
+// testUser creates a broker user for this test only, so that closing "all
+// connections of the user" never touches other tests' connections, and
+// returns url rewritten to log in as that user.
+func testUser(t *testing.T, rawURL string) string {
+	t.Helper()
+	ctl := testenv.Tool(t, "rabbitmqctl")
+	uri, err := amqp.ParseURI(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := testenv.Name(t, "u")
+	pass := "pw-" + user
+	run := func(args ...string) error {
+		out, err := exec.Command(ctl, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("rabbitmqctl %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	if err := run("add_user", user, pass); err != nil {
+		testenv.Unavailable(t, "rabbitmqctl (user management)", err)
+	}
+	t.Cleanup(func() { _ = run("delete_user", user) })
+	if err := run("set_permissions", "-p", uri.Vhost, user, ".*", ".*", ".*"); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(user, pass)
+	t.Setenv("FORGE_TEST_AMQP_USER", user) // for the killer below
+	return u.String()
+}
+
+// TestConfirmsSurviveConnectionKills publishes 10 000 messages, singly and in
+// batches from several goroutines, while the broker closes the publisher's
+// connections several times. Every message must be in the queue afterwards;
+// duplicates (a confirm lost with its connection) are allowed and counted.
+func TestConfirmsSurviveConnectionKills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: -short")
+	}
+	adminURL := testenv.AMQPURL(t)
+	ctl := testenv.Tool(t, "rabbitmqctl")
+	userURL := testUser(t, adminURL)
+	user := strings.Split(strings.TrimPrefix(userURL, "amqp://"), ":")[0]
+	q, ch := declareQueue(t, adminURL)
+	p := newPublisher(t, userURL, toQueue(q), rabbitmq.WithConfirmTimeout(5*time.Second))
+	ctx := testenv.Context(t, 90*time.Second)
+
+	const (
+		total   = 10000
+		workers = 8
+		batch   = 50
+		kills   = 4
+	)
+	var killsDone atomic.Int32
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		for range kills {
+			time.Sleep(300 * time.Millisecond)
+			out, err := exec.CommandContext(ctx, ctl, "close_all_user_connections", user, "test: connection kill").CombinedOutput()
+			if err != nil {
+				t.Errorf("close_all_user_connections: %v: %s", err, out)
+			}
+			killsDone.Add(1)
+		}
+	}()
+
+	// Messages are published in phases; phase k does not start before
+	// kill k-1 is done, so the kills always land while messages are
+	// still being published, however fast either side is.
+	phase := func(i int) int32 { return int32(i * kills / total) }
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			single := w%2 == 0 // half the workers publish one by one
+			for start := w * batch; start < total; start += workers * batch {
+				for killsDone.Load() < phase(start) && ctx.Err() == nil {
+					time.Sleep(5 * time.Millisecond)
+				}
+				var msgs []publisher.Message
+				for i := start; i < start+batch && i < total; i++ {
+					msgs = append(msgs, publisher.Message{Type: "load.test", Key: []any{i}, Body: []byte("payload")})
+				}
+				if single {
+					for _, m := range msgs {
+						if err := p.Publish(ctx, m); err != nil {
+							errs <- err
+							return
+						}
+					}
+				} else if err := p.PublishBatch(ctx, msgs...); err != nil {
+					errs <- err
+					return
+				}
+				// Spread publishing over the kills; the one-by-one workers
+				// keep messages in flight most of the time.
+				if single {
+					time.Sleep(20 * time.Millisecond)
+				} else {
+					time.Sleep(150 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	// Background publishers keep a message in flight at every kill, until
+	// the last kill is done.
+	var bgCount [2]int
+	var bgWG sync.WaitGroup
+	for b := range bgCount {
+		bgWG.Add(1)
+		go func() {
+			defer bgWG.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-killed:
+					return
+				default:
+				}
+				if err := p.Publish(ctx, publisher.Message{Type: "background", Key: []any{b, i}}); err != nil {
+					t.Errorf("background publish: %v", err)
+					return
+				}
+				bgCount[b] = i + 1
+			}
+		}()
+	}
+	wg.Wait()
+	bgWG.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("publish under connection kills: %v", err)
+	}
+	<-killed
+	if got := killsDone.Load(); got != kills {
+		t.Fatalf("%d kills done, want %d", got, kills)
+	}
+
+	seen := make(map[string]int, total)
+	for _, id := range drain(t, ch, q) {
+		seen[id]++
+	}
+	dups := 0
+	for _, n := range seen {
+		dups += n - 1
+	}
+	missing := 0
+	for i := range total {
+		if seen[gen.MustID("load.test", i).String()] == 0 {
+			missing++
+		}
+	}
+	bg := 0
+	for b, n := range bgCount {
+		for i := range n {
+			if seen[gen.MustID("background", b, i).String()] == 0 {
+				missing++
+			}
+		}
+		bg += n
+	}
+	retries := rabbitmq.Retries(p)
+	t.Logf("%d+%d messages confirmed, %d distinct in the queue, %d duplicates, %d missing, after %d connection kills; %d messages were published again",
+		total, bg, len(seen), dups, missing, kills, retries)
+	if missing != 0 || len(seen) != total+bg {
+		t.Fatalf("%d of %d messages missing (%d distinct in the queue)", missing, total+bg, len(seen))
+	}
+	if retries == 0 {
+		t.Errorf("no message was published again: the kills missed every in-flight message")
+	}
+}

@@ -1,0 +1,346 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/uuidforge/uuidforge/forge"
+	"github.com/uuidforge/uuidforge/lineage"
+	"github.com/uuidforge/uuidforge/publisher"
+)
+
+// Header names, re-exported for users of this package. On RabbitMQ the
+// message ID, correlation ID and type travel in the native MessageId,
+// CorrelationId and Type properties; the causation ID is the header
+// HeaderCausationID (absent on a message that starts a chain).
+const (
+	HeaderMessageID     = lineage.HeaderMessageID
+	HeaderCorrelationID = lineage.HeaderCorrelationID
+	HeaderCausationID   = lineage.HeaderCausationID
+	HeaderMessageType   = lineage.HeaderMessageType
+)
+
+var (
+	errNack          = errors.New("broker nacked the message")
+	errConfirmTimout = errors.New("confirm timed out")
+)
+
+// ChannelClosedError reports that the channel carrying a message closed
+// before the broker confirmed it; the message is published again.
+type ChannelClosedError struct{ Cause error }
+
+// Error implements error.
+func (e *ChannelClosedError) Error() string {
+	if e.Cause == nil {
+		return "channel closed before confirm"
+	}
+	return "channel closed before confirm: " + e.Cause.Error()
+}
+
+// Unwrap returns the cause.
+func (e *ChannelClosedError) Unwrap() error { return e.Cause }
+
+// Publisher publishes messages to RabbitMQ with publisher confirms: Publish
+// and PublishBatch return only once the broker has confirmed every message.
+// Nacks, closed channels, lost connections and confirm timeouts lead to the
+// message being published again, with the same ID, until the context ends;
+// the connection is re-established as needed.
+//
+// Because a message may be published again after the broker already stored
+// it (an ack lost with the connection), consumers can see duplicates; they
+// carry the same message ID, so consumers deduplicate them.
+//
+// A Publisher is safe for concurrent use. It keeps a pool of channels, each
+// used by one goroutine at a time to send, while confirms are collected
+// concurrently.
+type Publisher struct {
+	url   string
+	gen   *forge.Generator
+	cfg   config
+	slots chan *slot
+
+	mu      sync.Mutex
+	cur     *conn
+	dialing *dialCall
+	closed  bool
+	active  sync.WaitGroup
+
+	retries atomic.Int64 // messages published again; read by tests
+}
+
+type slot struct{ ch *channel }
+
+// New returns a publisher that connects to url (an amqp:// or amqps:// URL)
+// and derives IDs with gen. It connects lazily, on first publish, so New
+// itself does no I/O.
+func New(url string, gen *forge.Generator, opts ...Option) (*Publisher, error) {
+	if gen == nil {
+		return nil, errors.New("rabbitmq: nil generator")
+	}
+	if _, err := amqp.ParseURI(url); err != nil {
+		return nil, fmt.Errorf("rabbitmq: url: %w", err)
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, fmt.Errorf("rabbitmq: option: %w", err)
+		}
+	}
+	p := &Publisher{url: url, gen: gen, cfg: cfg, slots: make(chan *slot, cfg.poolSize)}
+	for range cfg.poolSize {
+		p.slots <- &slot{}
+	}
+	return p, nil
+}
+
+// prepared is one message ready to send.
+type prepared struct {
+	id  string
+	key string
+	pub amqp.Publishing
+}
+
+// prepare validates msg and builds its AMQP publishing.
+func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now time.Time) (prepared, error) {
+	if err := publisher.Validate(msg, p.cfg.maxBody); err != nil {
+		return prepared{}, fmt.Errorf("rabbitmq: %w", err)
+	}
+	if len(msg.Type) > maxShortString {
+		return prepared{}, fmt.Errorf("rabbitmq: %w", publisher.Invalid(msg.Type[:32]+"...", "type longer than %d bytes (AMQP shortstr)", maxShortString))
+	}
+	rk := p.cfg.routingKey(msg)
+	if len(rk) > maxShortString {
+		return prepared{}, fmt.Errorf("rabbitmq: %w", publisher.Invalid(msg.Type, "routing key longer than %d bytes", maxShortString))
+	}
+	var headers amqp.Table
+	if len(msg.Headers) > 0 {
+		headers = make(amqp.Table, len(msg.Headers)+1)
+		for k, v := range msg.Headers {
+			if len(k) > maxShortString {
+				return prepared{}, fmt.Errorf("rabbitmq: %w", publisher.Invalid(msg.Type, "header name %.32q... longer than %d bytes (AMQP shortstr)", k, maxShortString))
+			}
+			headers[k] = v
+		}
+	}
+	l, err := publisher.IDs(ctx, p.gen, msg)
+	if err != nil {
+		return prepared{}, fmt.Errorf("rabbitmq: %w", err)
+	}
+	if l.CausationID != uuid.Nil {
+		if headers == nil {
+			headers = make(amqp.Table, 1)
+		}
+		headers[HeaderCausationID] = l.CausationID.String()
+	}
+	id := l.MessageID.String()
+	return prepared{id: id, key: rk, pub: amqp.Publishing{
+		Headers:       headers,
+		ContentType:   p.cfg.contentType,
+		DeliveryMode:  p.cfg.deliveryMode,
+		CorrelationId: l.CorrelationID.String(),
+		MessageId:     id,
+		Timestamp:     now,
+		Type:          msg.Type,
+		Body:          msg.Body,
+	}}, nil
+}
+
+func (p *Publisher) enter() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("rabbitmq: %w", publisher.ErrClosed)
+	}
+	p.active.Add(1)
+	return nil
+}
+
+// Publish stamps msg with its IDs (see [publisher.IDs]), publishes it and
+// waits for the broker's confirm. It returns nil once the broker has acked;
+// an error wrapping [publisher.ErrUnroutable] when a mandatory message
+// reached no queue; an error wrapping [publisher.ErrInvalid] for bad input
+// (nothing sent); otherwise, when ctx ends first, a [*publisher.PublishError]
+// with the number of attempts and the last cause.
+func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
+	m, err := p.prepare(ctx, &msg, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := p.enter(); err != nil {
+		return err
+	}
+	defer p.active.Done()
+
+	var bo backoff.BackOff
+	for attempt := 1; ; attempt++ {
+		err := p.publishOne(ctx, &m)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, publisher.ErrUnroutable) || isPermanent(err) {
+			return &publisher.PublishError{MessageID: uuid.MustParse(m.id), Attempts: attempt, Err: err}
+		}
+		if bo == nil {
+			bo = p.cfg.backOff()
+		}
+		p.retries.Add(1)
+		if werr := wait(ctx, bo); werr != nil {
+			return &publisher.PublishError{MessageID: uuid.MustParse(m.id), Attempts: attempt, Err: joinCtx(werr, err)}
+		}
+	}
+}
+
+// joinCtx returns an error matching both the context's error and the last
+// failure.
+func joinCtx(ctxErr, last error) error {
+	if errors.Is(last, ctxErr) {
+		return last
+	}
+	return fmt.Errorf("%w (last failure: %w)", ctxErr, last)
+}
+
+var errBackOffStop = errors.New("back-off policy gave up")
+
+// wait sleeps for the next back-off interval, or returns the context's error.
+func wait(ctx context.Context, bo backoff.BackOff) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	d := bo.NextBackOff()
+	if d == backoff.Stop {
+		return errBackOffStop
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// isPermanent reports broker errors that publishing again cannot fix: a
+// missing exchange, refused access, an oversized frame.
+func isPermanent(err error) bool {
+	var ae *amqp.Error
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.Code {
+	case amqp.NotFound, amqp.AccessRefused, amqp.FrameError, amqp.SyntaxError, amqp.NotImplemented:
+		return true
+	}
+	return false
+}
+
+// result is the outcome of one publishing, delivered by a channel's
+// confirm loop.
+type result struct {
+	idx int
+	err error
+}
+
+// publishOne makes one attempt to publish m and waits for its confirm.
+func (p *Publisher) publishOne(ctx context.Context, m *prepared) error {
+	out := make(chan result, 1)
+	if _, _, err := p.send(ctx, []*prepared{m}, []int{0}, out); err != nil {
+		return err
+	}
+	t := time.NewTimer(p.cfg.confirmTimeout)
+	defer t.Stop()
+	select {
+	case r := <-out:
+		return r.err
+	case <-t.C:
+		return errConfirmTimout
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// send acquires a channel, publishes msgs[i] for each i in idx on it and
+// releases it. It returns how many of them (a prefix of idx) will deliver a
+// result on out; on error the others were not sent.
+func (p *Publisher) send(ctx context.Context, msgs []*prepared, idx []int, out chan result) (*channel, int, error) {
+	var s *slot
+	select {
+	case s = <-p.slots:
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
+	defer func() { p.slots <- s }()
+	if s.ch == nil || s.ch.isDead() {
+		c, err := p.connection(ctx)
+		if err != nil {
+			return nil, 0, err
+		}
+		ch, err := c.openChannel()
+		if err != nil {
+			return nil, 0, err
+		}
+		s.ch = ch
+	}
+	ch := s.ch
+	if err := ch.conn.waitUnblocked(ctx); err != nil {
+		return ch, 0, err
+	}
+	for n, i := range idx {
+		if n%64 == 63 {
+			// a long batch: do not keep sending into a blocked connection
+			if err := ch.conn.waitUnblocked(ctx); err != nil {
+				return ch, n, err
+			}
+		}
+		m := msgs[i]
+		tag := ch.ch.GetNextPublishSeqNo()
+		if err := ch.register(tag, m.id, i, out); err != nil {
+			return ch, n, err
+		}
+		if err := ch.ch.Publish(p.cfg.exchange, m.key, p.cfg.mandatory, false, m.pub); err != nil {
+			if !ch.unregister(tag) {
+				n++ // its result (channel closed) is already on out
+			}
+			return ch, n, &ChannelClosedError{Cause: err}
+		}
+	}
+	return ch, len(idx), nil
+}
+
+// Close stops accepting new publishes, waits until every Publish and
+// PublishBatch in progress has returned (each is bounded by its own context,
+// and returns once its messages are confirmed), then closes the connection.
+func (p *Publisher) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	p.active.Wait()
+
+	p.mu.Lock()
+	c, d := p.cur, p.dialing
+	p.cur, p.dialing = nil, nil
+	p.mu.Unlock()
+	if d != nil {
+		<-d.done
+		if d.c != nil {
+			_ = d.c.c.Close()
+		}
+	}
+	if c != nil {
+		if err := c.c.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
+			return fmt.Errorf("rabbitmq: close: %w", err)
+		}
+	}
+	return nil
+}
