@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -87,7 +88,7 @@ func (p *Processor) Process(stop, work context.Context, m *Message) (Outcome, er
 	}()
 	for attempt := 1; ; attempt++ {
 		m.Attempt = attempt
-		err := p.Handler.Handle(work, m)
+		err := p.handle(work, m)
 		if err == nil {
 			return OutcomeAck, nil
 		}
@@ -117,6 +118,17 @@ func (p *Processor) Process(stop, work context.Context, m *Message) (Outcome, er
 		case <-timer.C:
 		}
 	}
+}
+
+// handle runs the handler; a panic that escaped the chain (no [Recover])
+// becomes an error rather than crashing the consumer.
+func (p *Processor) handle(ctx context.Context, m *Message) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	return p.Handler.Handle(ctx, m)
 }
 
 // Backoff returns the wait policy of p for anything else a loop retries

@@ -1,0 +1,410 @@
+package rabbitmq_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/uuidforge/uuidforge/consumer"
+	"github.com/uuidforge/uuidforge/consumer/internal/testsink"
+	"github.com/uuidforge/uuidforge/consumer/rabbitmq"
+	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/internal/testenv"
+)
+
+// broker is the test's own connection for declaring, publishing and
+// inspecting queues.
+type broker struct {
+	url  string
+	conn *amqp.Connection
+	ch   *amqp.Channel
+}
+
+func newBroker(t *testing.T) *broker {
+	t.Helper()
+	url := testenv.AMQPURL(t)
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		testenv.Unavailable(t, "RabbitMQ", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	return &broker{url: url, conn: conn, ch: ch}
+}
+
+func (b *broker) queue(t *testing.T, prefix string) string {
+	t.Helper()
+	q := testenv.Name(t, prefix)
+	if _, err := b.ch.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if ch, err := b.conn.Channel(); err == nil {
+			_, _ = ch.QueueDelete(q, false, false, false)
+			_ = ch.Close()
+		}
+	})
+	return q
+}
+
+func (b *broker) publish(t *testing.T, q string, msgs ...amqp.Publishing) {
+	t.Helper()
+	ctx := testenv.Context(t, 20*time.Second)
+	for _, m := range msgs {
+		dc, err := b.ch.PublishWithDeferredConfirmWithContext(ctx, "", q, true, false, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := dc.WaitContext(ctx); err != nil || !ok {
+			t.Fatalf("publish not confirmed: %v %v", ok, err)
+		}
+	}
+}
+
+// depth returns the ready messages of q (unacked ones are not counted).
+func (b *broker) depth(t *testing.T, q string) int {
+	t.Helper()
+	ch, err := b.conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	st, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Messages
+}
+
+func (b *broker) drain(t *testing.T, q string) []amqp.Delivery {
+	t.Helper()
+	ch, err := b.conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	var out []amqp.Delivery
+	for {
+		d, ok, err := ch.Get(q, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			return out
+		}
+		out = append(out, d)
+	}
+}
+
+// connDialer remembers the consumer's connections so a test can cut them.
+type connDialer struct {
+	url   string
+	mu    sync.Mutex
+	conns []*amqp.Connection
+}
+
+func (d *connDialer) dial(context.Context) (*amqp.Connection, error) {
+	c, err := amqp.Dial(d.url)
+	if err == nil {
+		d.mu.Lock()
+		d.conns = append(d.conns, c)
+		d.mu.Unlock()
+	}
+	return c, err
+}
+
+func (d *connDialer) cut() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := len(d.conns)
+	for _, c := range d.conns {
+		_ = c.Close()
+	}
+	d.conns = nil
+	return n
+}
+
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func start(t *testing.T, c *rabbitmq.Consumer) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- c.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("Run did not return after shutdown")
+	}
+}
+
+func chain(t *testing.T, store dedupe.Store, scope string, inner consumer.Handler, mws ...consumer.Middleware) consumer.Handler {
+	t.Helper()
+	dd, err := consumer.Dedupe(store, scope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return consumer.Chain(append([]consumer.Middleware{consumer.Lineage(), dd}, append(mws, consumer.Recover())...)...)(inner)
+}
+
+func fast() []rabbitmq.Option {
+	return []rabbitmq.Option{rabbitmq.WithBackoff(5*time.Millisecond, 50*time.Millisecond), rabbitmq.WithShutdownTimeout(10 * time.Second)}
+}
+
+// TestExactlyOnce: every message published three times, 20 % of handler
+// calls failing and some panicking, the connection cut, the consumer stopped
+// mid-batch and restarted — afterwards one row per message.
+func TestExactlyOnce(t *testing.T) {
+	for _, sc := range testsink.Stores() {
+		t.Run(sc.Name, func(t *testing.T) {
+			b := newBroker(t)
+			q := b.queue(t, "q")
+			sink := testsink.New(t, testsink.Pool(t))
+			store := sc.New(t)
+			chaos := &testsink.Chaos{FailRate: 0.2, PanicRate: 0.05, Seed: t.Name()}
+			act := &testsink.Activity{}
+			h := act.Wrap(chain(t, store, q, chaos.Wrap(sink)))
+			const n = 60
+			var msgs []amqp.Publishing
+			for i := range n {
+				msgs = append(msgs, amqp.Publishing{MessageId: uuid.NewString(), Type: "test", Body: []byte(fmt.Sprint(i))})
+			}
+			// three copies, interleaved
+			b.publish(t, q, append(append(append([]amqp.Publishing{}, msgs...), msgs...), msgs...)...)
+
+			d := &connDialer{url: b.url}
+			opts := append(fast(), rabbitmq.WithWorkers(4), rabbitmq.WithPrefetch(8), rabbitmq.WithMaxAttempts(100))
+			c, err := rabbitmq.New(d.dial, q, h, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := start(t, c)
+			waitRows(t, sink, n/4)
+			if d.cut() == 0 { // connection loss: the consumer reconnects
+				t.Fatal("no connection to cut")
+			}
+			waitRows(t, sink, n/2)
+			r.stop(t) // mid-batch
+			mid := sink.Count(t)
+			r = start(t, c)
+			sink.WaitCount(t, n, 40*time.Second)
+			waitEmpty(t, b, q)
+			act.WaitQuiet(t, 300*time.Millisecond, 20*time.Second)
+			r.stop(t)
+			if got := b.depth(t, q); got != 0 {
+				t.Fatalf("%d messages left in the queue", got)
+			}
+			if sink.Dups() != 0 {
+				t.Fatalf("%d duplicate effects", sink.Dups())
+			}
+			failed, panicked := chaos.Injected()
+			if failed == 0 || panicked == 0 {
+				t.Fatalf("chaos injected %d failures and %d panics; the test did not exercise them", failed, panicked)
+			}
+			t.Logf("rows at stop %d; handler calls %d; injected failures %d, panics %d", mid, sink.Calls(), failed, panicked)
+		})
+	}
+}
+
+func waitRows(t *testing.T, s *testsink.Sink, atLeast int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for s.Count(t) < atLeast {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d rows after 30s", atLeast)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestContentIDsFromPika: a producer that sets no IDs (python3-pika), each
+// message published twice, is processed once per message via content IDs.
+func TestContentIDsFromPika(t *testing.T) {
+	py := testenv.Python(t)
+	b := newBroker(t)
+	q := b.queue(t, "pika")
+	sink := testsink.New(t, testsink.Pool(t))
+	const script = `
+import sys, pika
+conn = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
+ch = conn.channel()
+ch.confirm_delivery()
+for rnd in range(2):
+    for i in range(5):
+        ch.basic_publish(exchange="", routing_key=sys.argv[2], body=("pika message %d" % i).encode())
+conn.close()
+`
+	if out, err := exec.Command(py, "-c", script, b.url, q).CombinedOutput(); err != nil {
+		t.Fatalf("pika: %v\n%s", err, out)
+	}
+	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, sink), fast()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c)
+	sink.WaitCount(t, 5, 20*time.Second)
+	waitEmpty(t, b, q)
+	r.stop(t)
+	if sink.Count(t) != 5 || sink.Dups() != 0 {
+		t.Fatalf("%d rows, %d duplicate effects; want 5 and 0", sink.Count(t), sink.Dups())
+	}
+}
+
+func waitEmpty(t *testing.T, b *broker, q string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for b.depth(t, q) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("queue %s not drained", q)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDeadLetter: malformed IDs, missing IDs under MissingIDDeadLetter and
+// permanently failing messages end in the dead-letter queue with a reason,
+// without blocking the messages behind them.
+func TestDeadLetter(t *testing.T) {
+	b := newBroker(t)
+	q, dlq := b.queue(t, "q"), b.queue(t, "dlq")
+	sink := testsink.New(t, testsink.Pool(t))
+	poison := uuid.NewString()
+	h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		if m.ID.String() == poison {
+			return errors.New("always fails")
+		}
+		return sink.Handle(ctx, m)
+	})
+	good := uuid.NewString()
+	b.publish(t, q,
+		amqp.Publishing{MessageId: "not-a-uuid", Body: []byte("malformed")},
+		amqp.Publishing{MessageId: uuid.NewString(), CorrelationId: "bad-correlation", Body: []byte("malformed correlation")},
+		amqp.Publishing{Body: []byte("no id")},
+		amqp.Publishing{MessageId: poison, Body: []byte("poison")},
+		amqp.Publishing{MessageId: good, Body: []byte("good")},
+	)
+	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
+		append(fast(), rabbitmq.WithDeadLetterQueue(dlq), rabbitmq.WithMissingID(consumer.MissingIDDeadLetter), rabbitmq.WithMaxAttempts(3))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c)
+	sink.WaitCount(t, 1, 20*time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for b.depth(t, dlq) < 4 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitEmpty(t, b, q)
+	r.stop(t)
+	got := map[string]string{}
+	for _, d := range b.drain(t, dlq) {
+		reason, _ := d.Headers[rabbitmq.HeaderDeadLetterReason].(string)
+		got[string(d.Body)] = reason
+		if d.Headers[rabbitmq.HeaderOriginalQueue] != q {
+			t.Errorf("%s: original queue header %v", d.Body, d.Headers[rabbitmq.HeaderOriginalQueue])
+		}
+	}
+	for body, want := range map[string]string{
+		"malformed":             "malformed ID",
+		"malformed correlation": "correlation ID",
+		"no id":                 "no ID",
+		"poison":                "always fails",
+	} {
+		if !strings.Contains(got[body], want) {
+			t.Errorf("dead letter of %q: reason %q, want it to mention %q", body, got[body], want)
+		}
+	}
+	if len(got) != 4 || !sink.Has(t, uuid.MustParse(good)) {
+		t.Fatalf("dead letters %v; good message processed: %v", got, sink.Has(t, uuid.MustParse(good)))
+	}
+}
+
+// TestStoreOutage: while the dedupe store is unreachable nothing is acked
+// or dead-lettered and no effect happens; when it returns every message is
+// processed once.
+func TestStoreOutage(t *testing.T) {
+	b := newBroker(t)
+	q, dlq := b.queue(t, "q"), b.queue(t, "dlq")
+	sink := testsink.New(t, testsink.Pool(t))
+	flaky := &testsink.Flaky{Store: testsink.Redis(t)}
+	flaky.Down.Store(true)
+	const n = 10
+	for range n {
+		b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Body: []byte("x")})
+	}
+	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, flaky, q, sink),
+		append(fast(), rabbitmq.WithDeadLetterQueue(dlq), rabbitmq.WithMaxAttempts(2), rabbitmq.WithWorkers(2), rabbitmq.WithPrefetch(4))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c)
+	deadline := time.Now().Add(10 * time.Second)
+	for flaky.Refused.Load() < 20 && time.Now().Before(deadline) { // well past MaxAttempts
+		time.Sleep(10 * time.Millisecond)
+	}
+	if flaky.Refused.Load() < 20 {
+		t.Fatal("the consumer did not try the store")
+	}
+	if got := b.depth(t, q); got != n-4 { // 4 held unacked by the prefetch window
+		t.Fatalf("%d messages ready during the outage, want %d", got, n-4)
+	}
+	if sink.Count(t) != 0 || b.depth(t, dlq) != 0 {
+		t.Fatal("work done or dead-lettered during the store outage")
+	}
+	flaky.Down.Store(false)
+	sink.WaitCount(t, n, 20*time.Second)
+	waitEmpty(t, b, q)
+	r.stop(t)
+	if b.depth(t, q) != 0 || b.depth(t, dlq) != 0 || sink.Dups() != 0 {
+		t.Fatal("messages left, dead-lettered or duplicated after the outage")
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
+	d := rabbitmq.DialURL("amqp://localhost/")
+	for name, opts := range map[string][]rabbitmq.Option{
+		"no workers":         {rabbitmq.WithWorkers(0)},
+		"prefetch < workers": {rabbitmq.WithWorkers(8), rabbitmq.WithPrefetch(2)},
+		"negative attempts":  {rabbitmq.WithMaxAttempts(-1)},
+		"bad policy":         {rabbitmq.WithMissingID(consumer.MissingIDPolicy(9))},
+	} {
+		if _, err := rabbitmq.New(d, "q", h, opts...); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := rabbitmq.New(d, "", h); err == nil {
+		t.Error("empty queue accepted")
+	}
+}
