@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +27,9 @@ const (
 	// fullSweepGap limits how often a full shard is swept for expired
 	// entries before its oldest completed key is evicted.
 	fullSweepGap = time.Second
+	// MaxMemoryScopes is how many distinct scopes one [Memory] store
+	// accepts; a Claim with one more fails with [ErrFull].
+	MaxMemoryScopes = 1 << 16
 )
 
 // Memory is the in-process [Store]: the default, for a single consumer
@@ -60,15 +65,29 @@ type Memory struct {
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+
+	// Scopes are interned to small numbers so that keys hold no pointers
+	// (the garbage collector then never scans the maps) and hash fast.
+	scopes  atomic.Pointer[map[string]uint32] // copied on write
+	scopeMu sync.Mutex
+}
+
+// memKey is a Key with its scope interned.
+type memKey struct {
+	scope uint32
+	id    [16]byte
 }
 
 type memShard struct {
 	mu        sync.Mutex
-	m         map[Key]memEntry
+	m         map[memKey]memEntry
 	token     uint64   // last token issued in this shard; keys never move shards
 	completed memQueue // completion order, for eviction; stale items are skipped
 	lastSweep int64
-	_         [64]byte // keep shards' locks on separate cache lines
+	// minLease is a lower bound of the live leases' ends: before it no
+	// lease can have expired, so a full shard need not be scanned.
+	minLease int64
+	_        [64]byte // keep shards' locks on separate cache lines
 }
 
 type memEntry struct {
@@ -79,7 +98,7 @@ type memEntry struct {
 }
 
 type memDone struct {
-	key   Key
+	key   memKey
 	token uint64
 }
 
@@ -163,9 +182,11 @@ func NewMemory(opts ...MemoryOption) *Memory {
 		done:      make(chan struct{}),
 	}
 	for i := range m.shards {
-		m.shards[i].m = make(map[Key]memEntry)
-		m.shards[i].lastSweep = -int64(fullSweepGap) // the first full shard is swept
+		m.shards[i].m = make(map[memKey]memEntry)
+		m.shards[i].lastSweep = -int64(fullSweepGap) // the first full shard may be scanned
+		m.shards[i].minLease = math.MaxInt64
 	}
+	m.scopes.Store(&map[string]uint32{})
 	go m.janitor(cfg.sweep)
 	return m
 }
@@ -176,8 +197,34 @@ func (m *Memory) now() int64 { return int64(time.Since(m.epoch)) }
 
 func (m *Memory) wall(t int64) time.Time { return m.epoch.Add(time.Duration(t)) }
 
-func (m *Memory) shard(k Key) *memShard {
-	h := binary.LittleEndian.Uint64(k.ID[:8]) ^ binary.LittleEndian.Uint64(k.ID[8:])
+// intern returns k with its scope's number; with create false, ok is false
+// for a scope never claimed.
+func (m *Memory) intern(k Key, create bool) (mk memKey, ok bool, err error) {
+	mk.id = k.ID
+	if mk.scope, ok = (*m.scopes.Load())[k.Scope]; ok || !create {
+		return mk, ok, nil
+	}
+	m.scopeMu.Lock()
+	defer m.scopeMu.Unlock()
+	old := *m.scopes.Load()
+	if mk.scope, ok = old[k.Scope]; ok {
+		return mk, true, nil
+	}
+	if len(old) >= MaxMemoryScopes {
+		return mk, false, fmt.Errorf("%w: %d scopes", ErrFull, len(old))
+	}
+	next := make(map[string]uint32, len(old)+1)
+	for s, n := range old {
+		next[s] = n
+	}
+	mk.scope = uint32(len(old) + 1)
+	next[strings.Clone(k.Scope)] = mk.scope
+	m.scopes.Store(&next)
+	return mk, true, nil
+}
+
+func (m *Memory) shard(k memKey) *memShard {
+	h := binary.LittleEndian.Uint64(k.id[:8]) ^ binary.LittleEndian.Uint64(k.id[8:])
 	h ^= h >> 32
 	h ^= h >> 16
 	return &m.shards[h&m.mask]
@@ -205,14 +252,18 @@ func (m *Memory) Claim(ctx context.Context, key Key, lease time.Duration) (Claim
 	if err != nil {
 		return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w", key, err)
 	}
+	mk, _, err := m.intern(key, true)
+	if err != nil {
+		return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w", key, err)
+	}
 	now := m.now()
-	s := m.shard(key)
+	s := m.shard(mk)
 	s.mu.Lock()
 	if s.m == nil { // closed meanwhile
 		s.mu.Unlock()
 		return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w", key, ErrClosed)
 	}
-	e, ok := s.m[key]
+	e, ok := s.m[mk]
 	switch {
 	case ok && e.done && (e.forever || now < e.until):
 		s.mu.Unlock()
@@ -232,7 +283,8 @@ func (m *Memory) Claim(ctx context.Context, key Key, lease time.Duration) (Claim
 	}
 	s.token++
 	e = memEntry{token: s.token, until: now + int64(lease)}
-	s.m[key] = e
+	s.minLease = min(s.minLease, e.until)
+	s.m[mk] = e
 	s.mu.Unlock()
 	return Claim{Key: key, Status: Acquired, Token: e.token, Until: m.wall(e.until)}, nil
 }
@@ -249,14 +301,18 @@ func (m *Memory) Complete(ctx context.Context, c Claim, retention time.Duration)
 	if err != nil {
 		return fmt.Errorf("dedupe: memory complete %s: %w", c.Key, err)
 	}
+	mk, known, _ := m.intern(c.Key, false)
+	if !known {
+		return fmt.Errorf("dedupe: memory complete %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
+	}
 	now := m.now()
-	s := m.shard(c.Key)
+	s := m.shard(mk)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
 		return fmt.Errorf("dedupe: memory complete %s: %w", c.Key, ErrClosed)
 	}
-	e, ok := s.m[c.Key]
+	e, ok := s.m[mk]
 	if !ok || e.done || e.token != c.Token {
 		return fmt.Errorf("dedupe: memory complete %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
 	}
@@ -266,8 +322,8 @@ func (m *Memory) Complete(ctx context.Context, c Claim, retention time.Duration)
 	} else {
 		e.until = now + int64(retention)
 	}
-	s.m[c.Key] = e
-	s.completed.push(memDone{key: c.Key, token: c.Token})
+	s.m[mk] = e
+	s.completed.push(memDone{key: mk, token: c.Token})
 	if s.completed.len() > 2*m.shardCap+1024 {
 		s.compactLive() // keys completed again and again: drop stale items
 	}
@@ -282,17 +338,21 @@ func (m *Memory) Release(ctx context.Context, c Claim) error {
 	if err := CheckClaim(c); err != nil {
 		return fmt.Errorf("dedupe: memory release %s: %w", c.Key, err)
 	}
-	s := m.shard(c.Key)
+	mk, known, _ := m.intern(c.Key, false)
+	if !known {
+		return fmt.Errorf("dedupe: memory release %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
+	}
+	s := m.shard(mk)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
 		return fmt.Errorf("dedupe: memory release %s: %w", c.Key, ErrClosed)
 	}
-	e, ok := s.m[c.Key]
+	e, ok := s.m[mk]
 	if !ok || e.done || e.token != c.Token {
 		return fmt.Errorf("dedupe: memory release %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
 	}
-	delete(s.m, c.Key)
+	delete(s.m, mk)
 	return nil
 }
 
@@ -352,9 +412,14 @@ func (m *Memory) janitor(every time.Duration) {
 // sweep drops expired entries and stale queue items. s.mu held.
 func (s *memShard) sweep(now int64) {
 	s.lastSweep = now
+	s.minLease = math.MaxInt64
 	for k, e := range s.m {
-		if now >= e.until && !e.forever {
+		switch {
+		case e.forever:
+		case now >= e.until:
 			delete(s.m, k)
+		case !e.done:
+			s.minLease = min(s.minLease, e.until)
 		}
 	}
 	s.compactLive()
@@ -372,12 +437,32 @@ func (s *memShard) compactLive() {
 // makeRoom frees one slot of a full shard by the rule documented on Memory,
 // reporting false when only live leases remain. s.mu held.
 func (s *memShard) makeRoom(now int64, limit int) bool {
-	if now-s.lastSweep >= int64(fullSweepGap) {
+	// 1. The oldest completed key, if its retention has ended.
+	for {
+		d, ok := s.completed.peek()
+		if !ok {
+			break
+		}
+		e, ok := s.m[d.key]
+		if !ok || !e.done || e.token != d.token { // stale item
+			s.completed.pop()
+			continue
+		}
+		if !e.forever && now >= e.until {
+			s.completed.pop()
+			delete(s.m, d.key)
+			return true
+		}
+		break
+	}
+	// 2. Expired leases and retentions, when a lease may have expired.
+	if now >= s.minLease && now-s.lastSweep >= int64(fullSweepGap) {
 		s.sweep(now)
 		if len(s.m) < limit {
 			return true
 		}
 	}
+	// 3. The oldest completed key.
 	for {
 		d, ok := s.completed.pop()
 		if !ok {
@@ -388,7 +473,7 @@ func (s *memShard) makeRoom(now int64, limit int) bool {
 			return true
 		}
 	}
-	// No completed key left: expired leases are the last resort.
+	// 4. Only leases left: drop the expired ones, if any.
 	s.sweep(now)
 	return len(s.m) < limit
 }

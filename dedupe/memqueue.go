@@ -57,6 +57,16 @@ func (q *memQueue) push(d memDone) {
 	q.n++
 }
 
+func (q *memQueue) peek() (memDone, bool) {
+	if q.n == 0 {
+		return memDone{}, false
+	}
+	if q.hi == memBlockLen {
+		return q.head.next.items[0], true
+	}
+	return q.head.items[q.hi], true
+}
+
 func (q *memQueue) pop() (memDone, bool) {
 	if q.n == 0 {
 		return memDone{}, false
