@@ -37,16 +37,20 @@ const (
 //
 // It is bounded: it holds at most MaxEntries keys (see [WithMaxEntries]).
 // When it is full and a new key is claimed, it makes room by this rule:
-//  1. entries whose lease or retention has ended are dropped;
-//  2. otherwise the key completed longest ago is evicted (whatever its
-//     retention, [Forever] included): a redelivery of that message after
-//     this point is processed again;
-//  3. a live lease is never evicted: when only live leases remain, Claim
+//  1. the key completed longest ago, if its retention has ended;
+//  2. otherwise, when a lease may have expired, every entry whose lease or
+//     retention has ended (a scan, at most once a second);
+//  3. otherwise the key completed longest ago, whatever its retention
+//     ([Forever] included): a redelivery of that message after this point is
+//     processed again;
+//  4. a live lease is never evicted: when only live leases remain, Claim
 //     returns an error wrapping [ErrFull] and the caller retries later.
 //
 // Stores of at least 65536 entries are split into 64 shards by message ID,
 // each bounded by MaxEntries/64, so the rule applies per shard and ErrFull can
-// come slightly before MaxEntries live leases in total.
+// come slightly before MaxEntries live leases in total. Each key costs about
+// 100 bytes. Scopes are interned: a store accepts [MaxMemoryScopes] distinct
+// scopes (consumers use a handful).
 //
 // A background goroutine drops expired entries every sweep interval; [Memory.Close]
 // stops it, and every call after Close returns [ErrClosed].
