@@ -1,0 +1,342 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/google/uuid"
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/uuidforge/uuidforge/forge"
+	"github.com/uuidforge/uuidforge/lineage"
+	"github.com/uuidforge/uuidforge/publisher"
+)
+
+// Header names written on every record: message-id, correlation-id,
+// message-type, and causation-id on a message caused by another one.
+const (
+	HeaderMessageID     = lineage.HeaderMessageID
+	HeaderCorrelationID = lineage.HeaderCorrelationID
+	HeaderCausationID   = lineage.HeaderCausationID
+	HeaderMessageType   = lineage.HeaderMessageType
+)
+
+// Publisher writes messages to one Kafka topic, stamped with their IDs in
+// record headers, with the business key as record key.
+//
+// Publish writes a single record at once (it never waits for a batch to
+// fill); PublishBatch lets kafka-go group records per partition. Both
+// return once the broker acknowledged every record (all in-sync replicas by
+// default) and retry failed records with back-off until the context ends.
+//
+// kafka-go has no idempotent producer: a retried write whose first attempt
+// did reach the broker lands twice. That is safe here because both copies
+// carry the same message ID and consumers deduplicate by it.
+//
+// A Publisher is safe for concurrent use.
+type Publisher struct {
+	gen    *forge.Generator
+	cfg    config
+	topic  string
+	single *kafkago.Writer // BatchSize 1: writes immediately
+	batch  *kafkago.Writer
+
+	mu      sync.Mutex
+	closed  bool
+	active  sync.WaitGroup
+	retries atomic.Int64
+}
+
+// New returns a publisher writing to topic on the cluster reachable at
+// brokers (host:port bootstrap addresses), deriving IDs with gen. It does no
+// I/O: connections are made on first publish.
+func New(brokers []string, topic string, gen *forge.Generator, opts ...Option) (*Publisher, error) {
+	switch {
+	case len(brokers) == 0:
+		return nil, errors.New("kafka: no brokers")
+	case topic == "":
+		return nil, errors.New("kafka: empty topic")
+	case gen == nil:
+		return nil, errors.New("kafka: nil generator")
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, fmt.Errorf("kafka: option: %w", err)
+		}
+	}
+	w := func(size int, timeout time.Duration) *kafkago.Writer {
+		return &kafkago.Writer{
+			Addr:                   kafkago.TCP(brokers...),
+			Topic:                  topic,
+			Balancer:               cfg.balancer,
+			MaxAttempts:            1, // retries are ours, with back-off and the context
+			BatchSize:              size,
+			BatchBytes:             int64(cfg.maxBody) + 1<<16,
+			BatchTimeout:           timeout,
+			WriteTimeout:           cfg.writeTimeout,
+			RequiredAcks:           cfg.acks,
+			AllowAutoTopicCreation: cfg.autoCreate,
+			Transport:              cfg.transport,
+		}
+	}
+	return &Publisher{
+		gen:    gen,
+		cfg:    cfg,
+		topic:  topic,
+		single: w(1, cfg.batchTimeout),
+		batch:  w(cfg.batchSize, cfg.batchTimeout),
+	}, nil
+}
+
+// KeyBytes returns the record key for a message's business key: nil for no
+// key; a single string part as its UTF-8 bytes; a single []byte part as is;
+// otherwise the canonical JSON array of the parts (as forge hashes them),
+// e.g. ["EUR",12345]. It is the partitioning key, so one entity's messages
+// stay in one partition, in order.
+func KeyBytes(key []any) ([]byte, error) {
+	if len(key) == 0 {
+		return nil, nil
+	}
+	if len(key) == 1 {
+		switch k := key[0].(type) {
+		case string:
+			return []byte(k), nil
+		case []byte:
+			return k, nil
+		}
+	}
+	return forge.Canonical(key...)
+}
+
+func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now time.Time) (kafkago.Message, uuid.UUID, error) {
+	if err := publisher.Validate(msg, p.cfg.maxBody); err != nil {
+		return kafkago.Message{}, uuid.Nil, fmt.Errorf("kafka: %w", err)
+	}
+	l, err := publisher.IDs(ctx, p.gen, msg)
+	if err != nil {
+		return kafkago.Message{}, uuid.Nil, fmt.Errorf("kafka: %w", err)
+	}
+	key, err := KeyBytes(msg.Key)
+	if err != nil {
+		return kafkago.Message{}, uuid.Nil, fmt.Errorf("kafka: %w", publisher.Invalid(msg.Type, "record key: %v", err))
+	}
+	n := 3 + len(msg.Headers)
+	if l.CausationID != uuid.Nil {
+		n++
+	}
+	h := make([]kafkago.Header, 0, n)
+	h = append(h,
+		kafkago.Header{Key: HeaderMessageID, Value: uuidBytes(l.MessageID)},
+		kafkago.Header{Key: HeaderCorrelationID, Value: uuidBytes(l.CorrelationID)},
+		kafkago.Header{Key: HeaderMessageType, Value: []byte(msg.Type)})
+	if l.CausationID != uuid.Nil {
+		h = append(h, kafkago.Header{Key: HeaderCausationID, Value: uuidBytes(l.CausationID)})
+	}
+	for k, v := range msg.Headers {
+		h = append(h, kafkago.Header{Key: k, Value: []byte(v)})
+	}
+	return kafkago.Message{Key: key, Value: msg.Body, Headers: h, Time: now}, l.MessageID, nil
+}
+
+func uuidBytes(u uuid.UUID) []byte {
+	b := make([]byte, 36)
+	hexUUID(b, u)
+	return b
+}
+
+func hexUUID(dst []byte, u uuid.UUID) {
+	const hex = "0123456789abcdef"
+	j := 0
+	for i, c := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			dst[j] = '-'
+			j++
+		}
+		dst[j], dst[j+1] = hex[c>>4], hex[c&0xf]
+		j += 2
+	}
+}
+
+func (p *Publisher) enter() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("kafka: %w", publisher.ErrClosed)
+	}
+	p.active.Add(1)
+	return nil
+}
+
+// Publish stamps msg with its IDs (see [publisher.IDs]) and writes it as one
+// record, returning once the broker acknowledged it. Bad input returns an
+// error wrapping [publisher.ErrInvalid] and nothing is sent; a write that
+// keeps failing until ctx ends returns a [*publisher.PublishError] with the
+// number of attempts and the last cause.
+func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
+	m, id, err := p.prepare(ctx, &msg, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := p.enter(); err != nil {
+		return err
+	}
+	defer p.active.Done()
+	var bo backoff.BackOff
+	for attempt := 1; ; attempt++ {
+		err := p.single.WriteMessages(ctx, m)
+		if err == nil {
+			return nil
+		}
+		var we kafkago.WriteErrors
+		if errors.As(err, &we) && len(we) == 1 {
+			err = we[0]
+		}
+		if permanent(err) {
+			return &publisher.PublishError{MessageID: id, Attempts: attempt, Err: err}
+		}
+		if bo == nil {
+			bo = p.cfg.backOff()
+		}
+		p.retries.Add(1)
+		if werr := wait(ctx, bo); werr != nil {
+			return &publisher.PublishError{MessageID: id, Attempts: attempt, Err: joinCtx(werr, err)}
+		}
+	}
+}
+
+// PublishBatch stamps and writes msgs, letting kafka-go group them per
+// partition, and returns once every record was acknowledged. Records that
+// failed are written again (the others are not) until ctx ends. If any
+// message is invalid nothing is sent and the error wraps
+// [publisher.ErrInvalid]; otherwise the error, if any, joins one
+// [*publisher.PublishError] per record that could not be written.
+func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	now := time.Now()
+	recs := make([]kafkago.Message, len(msgs))
+	ids := make([]uuid.UUID, len(msgs))
+	for i := range msgs {
+		m, id, err := p.prepare(ctx, &msgs[i], now)
+		if err != nil {
+			return fmt.Errorf("message %d: %w", i, err)
+		}
+		recs[i], ids[i] = m, id
+	}
+	if err := p.enter(); err != nil {
+		return err
+	}
+	defer p.active.Done()
+
+	todo := make([]int, len(recs))
+	for i := range todo {
+		todo[i] = i
+	}
+	var failed []error
+	var bo backoff.BackOff
+	batch := recs
+	for attempt := 1; ; attempt++ {
+		err := p.batch.WriteMessages(ctx, batch...)
+		if err == nil {
+			return errors.Join(failed...)
+		}
+		var we kafkago.WriteErrors
+		if !errors.As(err, &we) || len(we) != len(batch) {
+			we = make(kafkago.WriteErrors, len(batch))
+			for i := range we {
+				we[i] = err
+			}
+		}
+		var next []int
+		var lastErr []error
+		for j, i := range todo {
+			switch e := we[j]; {
+			case e == nil:
+			case permanent(e):
+				failed = append(failed, &publisher.PublishError{MessageID: ids[i], Attempts: attempt, Err: e})
+			default:
+				next = append(next, i)
+				lastErr = append(lastErr, e)
+			}
+		}
+		if len(next) == 0 {
+			return errors.Join(failed...)
+		}
+		todo = next
+		batch = make([]kafkago.Message, len(todo))
+		for j, i := range todo {
+			batch[j] = recs[i]
+		}
+		if bo == nil {
+			bo = p.cfg.backOff()
+		}
+		p.retries.Add(int64(len(todo)))
+		if werr := wait(ctx, bo); werr != nil {
+			for j, i := range todo {
+				failed = append(failed, &publisher.PublishError{MessageID: ids[i], Attempts: attempt, Err: joinCtx(werr, lastErr[j])})
+			}
+			return errors.Join(failed...)
+		}
+	}
+}
+
+// permanent reports errors that writing again cannot fix.
+func permanent(err error) bool {
+	var tooLarge kafkago.MessageTooLargeError
+	var ke kafkago.Error
+	switch {
+	case errors.As(err, &tooLarge), errors.Is(err, io.ErrClosedPipe):
+		return true
+	case errors.As(err, &ke):
+		return !ke.Temporary()
+	}
+	return false
+}
+
+func joinCtx(ctxErr, last error) error {
+	if errors.Is(last, ctxErr) {
+		return last
+	}
+	return fmt.Errorf("%w (last failure: %w)", ctxErr, last)
+}
+
+var errBackOffStop = errors.New("back-off policy gave up")
+
+func wait(ctx context.Context, bo backoff.BackOff) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	d := bo.NextBackOff()
+	if d == backoff.Stop {
+		return errBackOffStop
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Close stops accepting new publishes, waits for those in progress to
+// return (each is bounded by its own context) and closes the writers.
+func (p *Publisher) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	p.active.Wait()
+	return errors.Join(p.single.Close(), p.batch.Close())
+}

@@ -1,0 +1,372 @@
+package kafka_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/uuidforge/uuidforge/forge"
+	"github.com/uuidforge/uuidforge/internal/testenv"
+	"github.com/uuidforge/uuidforge/lineage"
+	"github.com/uuidforge/uuidforge/publisher"
+	"github.com/uuidforge/uuidforge/publisher/kafka"
+)
+
+var gen = forge.MustNew("orders.example.com")
+
+func newPublisher(t *testing.T, brokers []string, topic string, opts ...kafka.Option) *kafka.Publisher {
+	t.Helper()
+	p, err := kafka.New(brokers, topic, gen, append([]kafka.Option{kafka.WithAutoTopicCreation()}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+type record struct {
+	Partition int    `json:"partition"`
+	Offset    int64  `json:"offset"`
+	Key       string `json:"key"`
+	Payload   string `json:"payload"`
+	Headers   []string
+	RawHdrs   json.RawMessage `json:"headers"`
+}
+
+func (r record) header(name string) string {
+	for i := 0; i+1 < len(r.Headers); i += 2 {
+		if r.Headers[i] == name {
+			return r.Headers[i+1]
+		}
+	}
+	return ""
+}
+
+// readWithKcat reads every record of topic with kcat, an independent client.
+func readWithKcat(t *testing.T, brokers []string, topic string) []record {
+	t.Helper()
+	kcat := testenv.Tool(t, "kcat")
+	ctx := testenv.Context(t, 30*time.Second)
+	out, err := exec.CommandContext(ctx, kcat, "-C", "-b", strings.Join(brokers, ","), "-t", topic, "-o", "beginning", "-e", "-q", "-J").Output()
+	if err != nil {
+		t.Fatalf("kcat: %v", err)
+	}
+	var recs []record
+	for _, line := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		var r record
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatalf("kcat line %q: %v", line, err)
+		}
+		if len(r.RawHdrs) > 0 && r.RawHdrs[0] == '[' {
+			json.Unmarshal(r.RawHdrs, &r.Headers)
+		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+func TestRecordsReadByIndependentClient(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.Name(t, "topic")
+	p := newPublisher(t, brokers, topic)
+	ctx := testenv.Context(t, 30*time.Second)
+
+	parent := lineage.Lineage{MessageID: uuid.New(), CorrelationID: uuid.New(), Type: "order.created"}
+	derived := publisher.Message{Type: "invoice.requested", Key: []any{"o-1001"}, Body: []byte(`{"total":12}`), Headers: map[string]string{"tenant": "acme"}}
+	if err := p.Publish(lineage.NewContext(ctx, parent), derived); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	root := publisher.Message{Type: "fx.rate", Key: []any{"EUR", 12345}, Body: []byte("1.08")}
+	if err := p.Publish(ctx, root); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	recs := readWithKcat(t, brokers, topic)
+	if len(recs) != 2 {
+		t.Fatalf("kcat read %d records, want 2: %+v", len(recs), recs)
+	}
+	byType := map[string]record{}
+	for _, r := range recs {
+		byType[r.header(kafka.HeaderMessageType)] = r
+	}
+	d := byType["invoice.requested"]
+	wantID := gen.MustID(parent.MessageID, "invoice.requested", "o-1001").String()
+	if d.header(kafka.HeaderMessageID) != wantID || d.header(kafka.HeaderCorrelationID) != parent.CorrelationID.String() ||
+		d.header(kafka.HeaderCausationID) != parent.MessageID.String() || d.header("tenant") != "acme" ||
+		d.Key != "o-1001" || d.Payload != `{"total":12}` {
+		t.Errorf("derived record as read by kcat: %+v (want id %s)", d, wantID)
+	}
+	r := byType["fx.rate"]
+	rootID := gen.MustID("fx.rate", "EUR", 12345).String()
+	if r.header(kafka.HeaderMessageID) != rootID || r.header(kafka.HeaderCorrelationID) != rootID ||
+		r.header(kafka.HeaderCausationID) != "" || r.Key != `["EUR",12345]` {
+		t.Errorf("root record as read by kcat: %+v (want id %s)", r, rootID)
+	}
+}
+
+func TestKeyKeepsOrderInOnePartition(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.Name(t, "topic")
+	p := newPublisher(t, brokers, topic)
+	ctx := testenv.Context(t, 30*time.Second)
+	var msgs []publisher.Message
+	for seq := range 40 {
+		msgs = append(msgs, publisher.Message{Type: "order.updated", Key: []any{fmt.Sprintf("o-%d", seq%8)}, Body: []byte(fmt.Sprint(seq))})
+	}
+	if err := p.PublishBatch(ctx, msgs[:20]...); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs[20:] {
+		if err := p.Publish(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := readWithKcat(t, brokers, topic)
+	if len(recs) != 40 {
+		t.Fatalf("read %d records, want 40", len(recs))
+	}
+	part := map[string]int{}
+	parts := map[int]bool{}
+	last := map[string]int{}
+	// kcat reads each partition in offset order.
+	for _, r := range recs {
+		if p, ok := part[r.Key]; ok && p != r.Partition {
+			t.Errorf("key %s in partitions %d and %d", r.Key, p, r.Partition)
+		}
+		part[r.Key] = r.Partition
+		parts[r.Partition] = true
+		var seq int
+		fmt.Sscan(r.Payload, &seq)
+		if prev, ok := last[r.Key]; ok && seq < prev {
+			t.Errorf("key %s: %d after %d", r.Key, seq, prev)
+		}
+		last[r.Key] = seq
+	}
+	if len(parts) < 2 {
+		t.Errorf("8 keys all landed in %d partition(s): the balancer ignores keys?", len(parts))
+	}
+}
+
+func TestSameIncomingMessageGivesSameIDs(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.Name(t, "topic")
+	p := newPublisher(t, brokers, topic)
+	ctx := testenv.Context(t, 30*time.Second)
+	parent := lineage.Lineage{MessageID: uuid.New(), CorrelationID: uuid.New()}
+	for range 2 {
+		if err := p.Publish(lineage.NewContext(ctx, parent), publisher.Message{Type: "invoice.requested", Key: []any{"o-7"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := readWithKcat(t, brokers, topic)
+	if len(recs) != 2 || recs[0].header(kafka.HeaderMessageID) != recs[1].header(kafka.HeaderMessageID) || recs[0].header(kafka.HeaderMessageID) == "" {
+		t.Fatalf("records: %+v", recs)
+	}
+}
+
+func TestBadInputSendsNothing(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.Name(t, "topic")
+	p := newPublisher(t, brokers, topic, kafka.WithMaxBodySize(100))
+	ctx := testenv.Context(t, 30*time.Second)
+	tests := []struct {
+		name string
+		msg  publisher.Message
+	}{
+		{"missing type", publisher.Message{Key: []any{"k"}}},
+		{"empty header name", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{"": "v"}}},
+		{"reserved header", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{kafka.HeaderMessageID: "v"}}},
+		{"header not utf8", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{"h\xff": "v"}}},
+		{"body over max", publisher.Message{Type: "t", Key: []any{"k"}, Body: make([]byte, 101)}},
+		{"invalid explicit id", publisher.Message{Type: "t", ID: uuid.Max}},
+		{"unencodable key", publisher.Message{Type: "t", Key: []any{"a", make(chan int)}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := p.Publish(ctx, tt.msg); !errors.Is(err, publisher.ErrInvalid) {
+				t.Errorf("Publish = %v, want ErrInvalid", err)
+			}
+			if err := p.PublishBatch(ctx, publisher.Message{Type: "ok", Key: []any{"k"}}, tt.msg); !errors.Is(err, publisher.ErrInvalid) {
+				t.Errorf("PublishBatch = %v, want ErrInvalid", err)
+			}
+		})
+	}
+	// One good record so the topic exists, then only it may be there.
+	if err := p.Publish(ctx, publisher.Message{Type: "marker", Key: []any{"m"}}); err != nil {
+		t.Fatal(err)
+	}
+	if recs := readWithKcat(t, brokers, topic); len(recs) != 1 {
+		t.Errorf("%d records in the topic, want only the marker", len(recs))
+	}
+}
+
+func TestDeadBrokerRespectsDeadline(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	p, err := kafka.New([]string{addr}, "t", gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = p.Publish(ctx, publisher.Message{Type: "t", Key: []any{"k"}})
+	var pe *publisher.PublishError
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &pe) || pe.Attempts < 2 {
+		t.Errorf("Publish = %v, want a deadline error after several attempts", err)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Errorf("returned after %v", el)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	if err := p.PublishBatch(ctx2, publisher.Message{Type: "t", Key: []any{"a"}}, publisher.Message{Type: "t", Key: []any{"b"}}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("PublishBatch = %v, want a deadline error", err)
+	}
+	t.Log(err)
+}
+
+// TestRetriesAcrossBrokerRestart publishes while the broker is down; the
+// publish succeeds once a broker is back on the same address.
+func TestRetriesAcrossBrokerRestart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	k, err := testenv.StartKafka(testenv.KafkaPorts(port))
+	if err != nil {
+		testenv.Unavailable(t, "Kafka", err)
+	}
+	if !k.InProcess() {
+		k.Close()
+		t.Skip("needs the in-process broker to stop and restart it")
+	}
+	topic := testenv.Name(t, "topic")
+	p := newPublisher(t, k.Brokers(), topic)
+	ctx := testenv.Context(t, 30*time.Second)
+	if err := p.Publish(ctx, publisher.Message{Type: "t", Key: []any{"before"}}); err != nil {
+		t.Fatal(err)
+	}
+	k.Close()
+	restarted := make(chan *testenv.Kafka, 1)
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		k2, err := testenv.StartKafka(testenv.KafkaPorts(port))
+		if err != nil {
+			t.Errorf("restart: %v", err)
+		}
+		restarted <- k2
+	}()
+	err = p.PublishBatch(ctx, publisher.Message{Type: "t", Key: []any{"during-1"}}, publisher.Message{Type: "t", Key: []any{"during-2"}})
+	k2 := <-restarted
+	if k2 != nil {
+		defer k2.Close()
+	}
+	if err != nil {
+		t.Fatalf("publish across restart: %v", err)
+	}
+	if r := kafka.Retries(p); r == 0 {
+		t.Errorf("no retry recorded while the broker was down")
+	}
+	recs := readWithKcat(t, k2.Brokers(), topic)
+	keys := map[string]int{}
+	for _, r := range recs {
+		keys[r.Key]++
+	}
+	if keys["during-1"] == 0 || keys["during-2"] == 0 {
+		t.Errorf("records after restart: %v", keys)
+	}
+}
+
+func TestPublishDoesNotWaitForBatchTimeout(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.Name(t, "topic")
+	p := newPublisher(t, brokers, topic, kafka.WithBatchTimeout(10*time.Second))
+	ctx := testenv.Context(t, 30*time.Second)
+	start := time.Now()
+	for i := range 3 {
+		if err := p.Publish(ctx, publisher.Message{Type: "t", Key: []any{i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Three publishes that each waited for the batch timeout would take 30 s.
+	if el := time.Since(start); el > 8*time.Second {
+		t.Errorf("3 publishes took %v: Publish waits for the batch timeout", el)
+	}
+}
+
+func TestKeyBytes(t *testing.T) {
+	tests := []struct {
+		name string
+		key  []any
+		want []byte
+	}{
+		{"none", nil, nil},
+		{"one string", []any{"o-1001"}, []byte("o-1001")},
+		{"one bytes", []any{[]byte{0, 1}}, []byte{0, 1}},
+		{"one int", []any{42}, []byte("[42]")},
+		{"several", []any{"EUR", 12345, true}, []byte(`["EUR",12345,true]`)},
+		{"uuid", []any{uuid.MustParse("6ba7b810-9dad-11d1-80b4-00c04fd430c8"), "x"}, []byte(`["6ba7b810-9dad-11d1-80b4-00c04fd430c8","x"]`)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := kafka.KeyBytes(tt.key)
+			if err != nil || !bytes.Equal(got, tt.want) {
+				t.Errorf("KeyBytes(%v) = %q, %v; want %q", tt.key, got, err, tt.want)
+			}
+		})
+	}
+	if _, err := kafka.KeyBytes([]any{1 << 60, "x"}); err == nil {
+		t.Error("unsafe integer accepted")
+	}
+}
+
+func TestOptionsValidated(t *testing.T) {
+	for name, opt := range map[string]kafka.Option{
+		"acks":     kafka.WithRequiredAcks(5),
+		"balancer": kafka.WithBalancer(nil),
+		"batch":    kafka.WithBatchSize(0),
+		"timeout":  kafka.WithBatchTimeout(0),
+		"write":    kafka.WithWriteTimeout(0),
+		"body":     kafka.WithMaxBodySize(0),
+		"backoff":  kafka.WithBackOff(nil),
+	} {
+		if _, err := kafka.New([]string{"x:9092"}, "t", gen, opt); err == nil {
+			t.Errorf("%s: invalid option accepted", name)
+		}
+	}
+	if _, err := kafka.New(nil, "t", gen); err == nil {
+		t.Error("no brokers accepted")
+	}
+	if _, err := kafka.New([]string{"x:9092"}, "", gen); err == nil {
+		t.Error("empty topic accepted")
+	}
+	p, err := kafka.New([]string{"x:9092"}, "t", gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if err := p.Publish(context.Background(), publisher.Message{Type: "t", Key: []any{1}}); !errors.Is(err, publisher.ErrClosed) {
+		t.Errorf("Publish after Close = %v, want ErrClosed", err)
+	}
+}
+
+var _ = kafkago.RequireAll
