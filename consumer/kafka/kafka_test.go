@@ -1,0 +1,438 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/uuidforge/uuidforge/consumer"
+	"github.com/uuidforge/uuidforge/consumer/internal/testsink"
+	"github.com/uuidforge/uuidforge/consumer/kafka"
+	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/internal/testenv"
+	"github.com/uuidforge/uuidforge/lineage"
+)
+
+func writer(t *testing.T, brokers []string, topic string) *kafkago.Writer {
+	t.Helper()
+	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, RequiredAcks: kafkago.RequireAll,
+		AllowAutoTopicCreation: true, BatchTimeout: time.Millisecond, Balancer: &kafkago.Hash{}}
+	t.Cleanup(func() { _ = w.Close() })
+	return w
+}
+
+func write(t *testing.T, w *kafkago.Writer, msgs ...kafkago.Message) {
+	t.Helper()
+	ctx := testenv.Context(t, 30*time.Second)
+	var err error
+	for range 50 { // topic creation is asynchronous
+		if err = w.WriteMessages(ctx, msgs...); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("write: %v", err)
+}
+
+func readerConfig(brokers []string, topic, group string) kafkago.ReaderConfig {
+	return kafkago.ReaderConfig{
+		Brokers: brokers, Topic: topic, GroupID: group, StartOffset: kafkago.FirstOffset,
+		MaxWait: 50 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second,
+		JoinGroupBackoff: 100 * time.Millisecond, ReadBackoffMin: 10 * time.Millisecond,
+		ReadBackoffMax: 50 * time.Millisecond, PartitionWatchInterval: 100 * time.Millisecond,
+	}
+}
+
+func idMessage(key string, id uuid.UUID, body string) kafkago.Message {
+	return kafkago.Message{Key: []byte(key), Value: []byte(body), Headers: []kafkago.Header{
+		{Key: lineage.HeaderMessageID, Value: []byte(id.String())},
+		{Key: lineage.HeaderMessageType, Value: []byte("test")},
+	}}
+}
+
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func start(t *testing.T, c *kafka.Consumer) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- c.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("Run did not return after shutdown")
+	}
+}
+
+func chain(t *testing.T, store dedupe.Store, scope string, inner consumer.Handler, opts ...consumer.DedupeOption) consumer.Handler {
+	t.Helper()
+	dd, err := consumer.Dedupe(store, scope, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return consumer.Chain(consumer.Lineage(), dd, consumer.Recover())(inner)
+}
+
+func newConsumer(t *testing.T, rc kafkago.ReaderConfig, h consumer.Handler, opts ...kafka.Option) *kafka.Consumer {
+	t.Helper()
+	opts = append([]kafka.Option{kafka.WithBackoff(5*time.Millisecond, 50*time.Millisecond), kafka.WithShutdownTimeout(10 * time.Second)}, opts...)
+	c, err := kafka.New(rc, h, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// counter counts deliveries reaching the chain.
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) wrap(next consumer.Handler) consumer.Handler {
+	return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		c.n.Add(1)
+		return next.Handle(ctx, m)
+	})
+}
+
+// resetOffsets commits offset 0 on every partition for group (which must
+// have no members): the next member reads the topic from the start.
+func resetOffsets(t *testing.T, brokers []string, topic, group string, partitions int) {
+	t.Helper()
+	ctx := testenv.Context(t, 20*time.Second)
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
+	var commits []kafkago.OffsetCommit
+	for p := range partitions {
+		commits = append(commits, kafkago.OffsetCommit{Partition: p, Offset: 0})
+	}
+	var err error
+	for range 50 { // the group may still be finishing its last members' leave
+		var resp *kafkago.OffsetCommitResponse
+		resp, err = client.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{
+			Addr: kafkago.TCP(brokers[0]), GroupID: group, GenerationID: -1,
+			Topics: map[string][]kafkago.OffsetCommit{topic: commits},
+		})
+		if err == nil {
+			for _, p := range resp.Topics[topic] {
+				if p.Error != nil {
+					err = p.Error
+				}
+			}
+		}
+		if err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("reset offsets: %v", err)
+}
+
+// TestExactlyOnce: every record written three times, 20 % of handler calls
+// failing and some panicking, two group members (rebalances), one member
+// stopped mid-batch and restarted, and finally the whole topic consumed
+// again from offset 0 by the same group — one row per message, and the
+// replay does not run the handler at all.
+func TestExactlyOnce(t *testing.T) {
+	for _, sc := range testsink.Stores() {
+		t.Run(sc.Name, func(t *testing.T) {
+			brokers := testenv.KafkaBrokers(t)
+			topic, group := testenv.Name(t, "topic"), testenv.Name(t, "group")
+			sink := testsink.New(t, testsink.Pool(t))
+			store := sc.New(t)
+			chaos := &testsink.Chaos{FailRate: 0.2, PanicRate: 0.05, Seed: t.Name()}
+			act, seen := &testsink.Activity{}, &counter{}
+			h := act.Wrap(seen.wrap(chain(t, store, group, chaos.Wrap(sink))))
+			const n = 60
+			var msgs []kafkago.Message
+			for i := range n {
+				msgs = append(msgs, idMessage(fmt.Sprintf("key-%d", i%7), uuid.New(), fmt.Sprint(i)))
+			}
+			w := writer(t, brokers, topic)
+			for range 3 {
+				write(t, w, msgs...)
+			}
+			rc := readerConfig(brokers, topic, group)
+			opts := []kafka.Option{kafka.WithPartitionParallelism(3), kafka.WithMaxAttempts(100)}
+			a := start(t, newConsumer(t, rc, h, opts...))
+			b := start(t, newConsumer(t, rc, h, opts...))
+			waitRows(t, sink, n/3)
+			a.stop(t) // mid-batch; its partitions move to b
+			waitRows(t, sink, n/2)
+			a = start(t, newConsumer(t, rc, h, opts...))
+			sink.WaitCount(t, n, 60*time.Second)
+			waitSeen(t, seen, 3*n)
+			act.WaitQuiet(t, 500*time.Millisecond, 30*time.Second)
+			a.stop(t)
+			b.stop(t)
+			if sink.Dups() != 0 {
+				t.Fatalf("%d duplicate effects", sink.Dups())
+			}
+			failed, panicked := chaos.Injected()
+			if failed == 0 || panicked == 0 {
+				t.Fatalf("chaos injected %d failures and %d panics", failed, panicked)
+			}
+
+			// Replay the whole topic with the same group.
+			calls := sink.Calls()
+			resetOffsets(t, brokers, topic, group, 3)
+			seen.n.Store(0)
+			r := start(t, newConsumer(t, rc, h, opts...))
+			waitSeen(t, seen, 3*n)
+			r.stop(t)
+			if got := sink.Calls(); got != calls {
+				t.Fatalf("replay ran the handler %d times", got-calls)
+			}
+			if sink.Count(t) != n || sink.Dups() != 0 {
+				t.Fatalf("after replay: %d rows, %d duplicate effects", sink.Count(t), sink.Dups())
+			}
+		})
+	}
+}
+
+func waitRows(t *testing.T, s *testsink.Sink, atLeast int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for s.Count(t) < atLeast {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d rows after 30s", atLeast)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitSeen(t *testing.T, c *counter, atLeast int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for c.n.Load() < int64(atLeast) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries after 30s, want at least %d", c.n.Load(), atLeast)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestOrderWithinPartition: records of one key are handled in order even
+// though some attempts fail: a failing record is retried in place.
+func TestOrderWithinPartition(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic, group := testenv.Name(t, "topic"), testenv.Name(t, "group")
+	const n = 30
+	var msgs []kafkago.Message
+	for i := range n {
+		msgs = append(msgs, idMessage("same-key", uuid.New(), strconv.Itoa(i)))
+	}
+	write(t, writer(t, brokers, topic), msgs...)
+	var (
+		mu    sync.Mutex
+		order []int
+		calls int
+	)
+	h := consumer.HandlerFunc(func(_ context.Context, m *consumer.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls%4 == 0 {
+			return errors.New("transient")
+		}
+		i, _ := strconv.Atoi(string(m.Body))
+		order = append(order, i)
+		return nil
+	})
+	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h)))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		done := len(order) >= n
+		mu.Unlock()
+		if done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.stop(t)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(order) != n {
+		t.Fatalf("handled %d of %d", len(order), n)
+	}
+	for i, v := range order {
+		if v != i {
+			t.Fatalf("order %v", order)
+		}
+	}
+}
+
+// TestInFlightClaim: two members get the same record at once (as after a
+// rebalance). The second finds the claim in flight, neither commits past
+// it nor handles what follows it, and treats it as a duplicate once the
+// first completes.
+func TestInFlightClaim(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.Name(t, "topic")
+	sink := testsink.New(t, testsink.Pool(t))
+	store := testsink.Redis(t)
+	first, second := uuid.New(), uuid.New()
+	write(t, writer(t, brokers, topic), idMessage("k", first, "1"), idMessage("k", second, "2"))
+
+	holding, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	slow := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		if m.ID == first {
+			once.Do(func() { close(holding) })
+			<-release
+		}
+		return sink.Handle(ctx, m)
+	})
+	var bCalls atomic.Int64
+	fastH := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		bCalls.Add(1)
+		return sink.Handle(ctx, m)
+	})
+	const scope = "shared-scope" // both members are the same logical consumer
+	a := start(t, newConsumer(t, readerConfig(brokers, topic, testenv.Name(t, "ga")), chain(t, store, scope, slow)))
+	<-holding
+	b := start(t, newConsumer(t, readerConfig(brokers, topic, testenv.Name(t, "gb")), chain(t, store, scope, fastH)))
+	time.Sleep(700 * time.Millisecond)
+	if bCalls.Load() != 0 || sink.Count(t) != 0 {
+		t.Fatalf("while the first record was in flight: %d calls on the second member, %d rows", bCalls.Load(), sink.Count(t))
+	}
+	close(release)
+	sink.WaitCount(t, 2, 20*time.Second)
+	a.stop(t)
+	b.stop(t)
+	if sink.Dups() != 0 {
+		t.Fatalf("%d duplicate effects", sink.Dups())
+	}
+}
+
+// TestDeadLetter: malformed IDs and a record that always fails end in the
+// dead-letter topic with a reason; the records behind them are processed.
+func TestDeadLetter(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic, group := testenv.Name(t, "topic"), testenv.Name(t, "group")
+	sink := testsink.New(t, testsink.Pool(t))
+	poison, good := uuid.New(), uuid.New()
+	bad := func(body, key, val string) kafkago.Message {
+		return kafkago.Message{Key: []byte("k"), Value: []byte(body), Headers: []kafkago.Header{{Key: key, Value: []byte(val)}}}
+	}
+	write(t, writer(t, brokers, topic),
+		bad("malformed", lineage.HeaderMessageID, "not-a-uuid"),
+		bad("nil", lineage.HeaderMessageID, uuid.Nil.String()),
+		idMessage("k", poison, "poison"),
+		idMessage("k", good, "good"),
+	)
+	h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		if m.ID == poison {
+			return errors.New("always fails")
+		}
+		return sink.Handle(ctx, m)
+	})
+	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h), kafka.WithMaxAttempts(3)))
+	sink.WaitCount(t, 1, 30*time.Second)
+	r.stop(t)
+	if !sink.Has(t, good) {
+		t.Fatal("the good record was not processed")
+	}
+	dl := kafkago.NewReader(readerConfig(brokers, topic+kafka.DeadLetterSuffix, testenv.Name(t, "dl")))
+	defer dl.Close()
+	ctx := testenv.Context(t, 20*time.Second)
+	got := map[string]string{}
+	for len(got) < 3 {
+		m, err := dl.FetchMessage(ctx)
+		if err != nil {
+			t.Fatalf("read dead letters (have %v): %v", got, err)
+		}
+		hs := map[string]string{}
+		for _, h := range m.Headers {
+			hs[h.Key] = string(h.Value)
+		}
+		if hs[kafka.HeaderOriginalTopic] != topic {
+			t.Errorf("%s: original topic %q", m.Value, hs[kafka.HeaderOriginalTopic])
+		}
+		got[string(m.Value)] = hs[kafka.HeaderDeadLetterReason]
+	}
+	for body, want := range map[string]string{"malformed": "not a UUID", "nil": "nil UUID", "poison": "always fails"} {
+		if !strings.Contains(got[body], want) {
+			t.Errorf("dead letter of %q: reason %q, want it to mention %q", body, got[body], want)
+		}
+	}
+}
+
+// TestContentIDsFromKcat: records produced by kcat without IDs, each twice,
+// are processed once each via content IDs.
+func TestContentIDsFromKcat(t *testing.T) {
+	kcat := testenv.Tool(t, "kcat")
+	brokers := testenv.KafkaBrokers(t)
+	topic, group := testenv.Name(t, "topic"), testenv.Name(t, "group")
+	write(t, writer(t, brokers, topic), kafkago.Message{Key: []byte("warmup"), Value: []byte("warmup")}) // creates the topic
+	var lines []string
+	for round := range 2 {
+		_ = round
+		for i := range 5 {
+			lines = append(lines, fmt.Sprintf("key-%d:kcat message %d", i, i))
+		}
+	}
+	cmd := exec.Command(kcat, "-P", "-b", brokers[0], "-t", topic, "-K:", "-X", "broker.address.family=v4")
+	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kcat: %v\n%s", err, out)
+	}
+	sink := testsink.New(t, testsink.Pool(t))
+	seen := &counter{}
+	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), seen.wrap(chain(t, testsink.Memory(t), group, sink)), kafka.WithPartitionParallelism(3)))
+	sink.WaitCount(t, 6, 30*time.Second) // 5 distinct kcat messages + warmup
+	waitSeen(t, seen, 11)
+	r.stop(t)
+	if sink.Count(t) != 6 || sink.Dups() != 0 {
+		t.Fatalf("%d rows, %d duplicate effects; want 6 and 0", sink.Count(t), sink.Dups())
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
+	good := kafkago.ReaderConfig{Brokers: []string{net.JoinHostPort("127.0.0.1", "9092")}, Topic: "t", GroupID: "g"}
+	for name, tc := range map[string]struct {
+		rc   func(kafkago.ReaderConfig) kafkago.ReaderConfig
+		opts []kafka.Option
+	}{
+		"no group":        {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.GroupID = ""; return rc }, nil},
+		"commit interval": {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.CommitInterval = time.Second; return rc }, nil},
+		"no topic":        {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.Topic = ""; return rc }, nil},
+		"parallelism":     {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafka.Option{kafka.WithPartitionParallelism(0)}},
+		"dl writer topic": {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafka.Option{kafka.WithDeadLetterWriter(&kafkago.Writer{})}},
+	} {
+		if _, err := kafka.New(tc.rc(good), h, tc.opts...); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := kafka.New(good, h); err != nil {
+		t.Fatal(err)
+	}
+}
