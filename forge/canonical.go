@@ -388,7 +388,7 @@ func appendReflect(dst []byte, v any) ([]byte, error) {
 		}
 		return nil, err
 	}
-	return AppendCanonicalJSON(dst, raw)
+	return appendCanonicalJSON(dst, raw)
 }
 
 // checkStrings rejects invalid UTF-8 in Go strings, which encoding/json would

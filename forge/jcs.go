@@ -23,15 +23,23 @@ func CanonicalJSON(data []byte) ([]byte, error) {
 
 // AppendCanonicalJSON appends the canonical form of the JSON text data to dst.
 func AppendCanonicalJSON(dst []byte, data []byte) ([]byte, error) {
+	out, err := appendCanonicalJSON(dst, data)
+	if err != nil {
+		return nil, fmt.Errorf("forge: JSON text: %w", err)
+	}
+	return out, nil
+}
+
+func appendCanonicalJSON(dst []byte, data []byte) ([]byte, error) {
 	p := jcsParser{data: data}
 	p.skipSpace()
 	out, err := p.value(dst, 0)
 	if err != nil {
-		return nil, fmt.Errorf("forge: JSON text: %w", err)
+		return nil, err
 	}
 	p.skipSpace()
 	if p.pos != len(data) {
-		return nil, fmt.Errorf("forge: JSON text: %w: trailing data at offset %d", ErrInvalidJSON, p.pos)
+		return nil, fmt.Errorf("%w: trailing data at offset %d", ErrInvalidJSON, p.pos)
 	}
 	return out, nil
 }
