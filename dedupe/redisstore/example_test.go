@@ -3,6 +3,7 @@ package redisstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log"
 	"time"
 
@@ -58,6 +59,19 @@ func ExampleNew_cluster() {
 		log.Fatal(err)
 	}
 	_ = store
+}
+
+// Where a key's record lives. New does no I/O, so this runs without a server.
+func ExampleStore_RedisKey() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	store, err := redisstore.New(rdb)
+	if err != nil {
+		log.Fatal(err)
+	}
+	id := uuid.MustParse("6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+	fmt.Println(store.RedisKey(dedupe.Key{Scope: "billing", ID: id}))
+	// Output: uuidforge:dedupe:{billing/6ba7b810-9dad-11d1-80b4-00c04fd430c8}
 }
 
 func handle(context.Context) error { return nil }

@@ -1,0 +1,55 @@
+package pgstore_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/uuidforge/uuidforge/dedupe"
+)
+
+// BenchmarkClaimComplete claims and completes distinct keys from parallel
+// goroutines. It reports claim+complete pairs per second and the round trips
+// each call took: statements per call (rt/claim, rt/complete) and requests
+// written to the network per pair (writes/pair; statement preparation on a
+// fresh connection adds a little).
+func BenchmarkClaimComplete(b *testing.B) {
+	cnt := &counter{}
+	pool := newPool(b, cnt, 16)
+	s := newStore(b, pool)
+	var claims, completes atomic.Int64
+	ctx := context.Background()
+	claimCtx, completeCtx := withCount(ctx, &claims), withCount(ctx, &completes)
+	// Network stores are latency-bound: keep several calls in flight per CPU.
+	b.SetParallelism(8)
+	w0 := cnt.writes.Load()
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c, err := s.Claim(claimCtx, dedupe.Key{Scope: "bench", ID: uuid.New()}, time.Minute)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if !c.Acquired() {
+				b.Errorf("Claim of a fresh key = %s", c.Status)
+				return
+			}
+			if err := s.Complete(completeCtx, c, time.Minute); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(n/elapsed.Seconds(), "pairs/s")
+	b.ReportMetric(float64(claims.Load())/n, "rt/claim")
+	b.ReportMetric(float64(completes.Load())/n, "rt/complete")
+	b.ReportMetric(float64(cnt.writes.Load()-w0)/n, "writes/pair")
+}

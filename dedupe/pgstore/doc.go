@@ -1,0 +1,62 @@
+// Package pgstore is a [dedupe.Store] kept in one PostgreSQL table, and a
+// transactional inbox ([dedupe.Inbox]): a handler's own writes and the
+// completion of its message's claim commit in one transaction, so the
+// message's effects happen exactly once.
+//
+// # Usage
+//
+//	pool, err := pgxpool.New(ctx, "postgres://app@db/app")
+//	...
+//	store, err := pgstore.New(ctx, pool, pgstore.WithMigrate(),
+//		pgstore.WithJanitor(time.Minute, func(err error) { log.Print(err) }))
+//	...
+//	defer store.Close()
+//
+//	status, err := store.Process(ctx, dedupe.Key{Scope: "billing", ID: msgID}, 30*time.Second, 0,
+//		func(ctx context.Context) error {
+//			tx, _ := pgstore.TxFromContext(ctx)
+//			_, err := tx.Exec(ctx, "INSERT INTO invoices (message_id, amount) VALUES ($1, $2)", msgID, amount)
+//			return err
+//		})
+//	switch {
+//	case err != nil:
+//		return err // nothing committed; do not ack: the broker redelivers
+//	case status == dedupe.InFlight:
+//		return retryLater() // neither ack nor drop
+//	}
+//	return ack() // Acquired (the invoice and the completion committed) or Duplicate
+//
+// A caller that manages its own transaction claims with [Store.Claim] and
+// completes with [Store.CompleteTx] before its commit.
+//
+// # The table
+//
+// [DDL] documents the table (one row per key: state, fencing token, expiry)
+// and [Store.Migrate] creates it, idempotently and safely from several
+// processes at once. Fencing tokens come from a sequence, so they grow even
+// across deletions of a key's row.
+//
+// Every lease, retention and expiry is computed from the database clock
+// (clock_timestamp()), never from the caller's, so consumers on many
+// machines agree on when a lease ends whatever their own clocks say.
+//
+// # Cost
+//
+// Claim is one statement: an INSERT … ON CONFLICT DO UPDATE … WHERE the row
+// is claimable, in a CTE whose second half reads the row's state when it is
+// not, so acquired, duplicate and in flight all come back in one round trip.
+// Only when a concurrent claim first inserted the key after the statement
+// began (its snapshot cannot see that row) is the statement run again.
+// Complete and Release are one UPDATE each that compares the token: no row
+// updated is [dedupe.ErrLeaseLost]. [Store.Process] adds BEGIN and COMMIT.
+//
+// # Retention and cleanup
+//
+// Retention defaults to [dedupe.DefaultRetention] (24 hours; see
+// [WithDefaultRetention]); [dedupe.Forever] stores a NULL expiry and keeps
+// the key until it is deleted by hand, which replaying a whole topic needs.
+// Expired rows stay (and answer as expired) until [Store.Cleanup] or the
+// janitor ([WithJanitor]) deletes them, in small batches that skip rows other
+// transactions hold (FOR UPDATE SKIP LOCKED), so cleanup neither waits for
+// claims nor makes them wait for more than one small batch.
+package pgstore
