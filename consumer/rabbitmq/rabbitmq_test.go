@@ -408,3 +408,42 @@ func TestNewValidates(t *testing.T) {
 		t.Error("empty queue accepted")
 	}
 }
+
+// TestInbox: with the PostgreSQL store as a transactional inbox, a handler
+// that fails after writing leaves no row; its retry writes the row once; a
+// message that always fails after writing ends in the dead letter with no
+// row at all.
+func TestInbox(t *testing.T) {
+	b := newBroker(t)
+	q, dlq := b.queue(t, "q"), b.queue(t, "dlq")
+	sink := testsink.New(t, testsink.Pool(t))
+	poison := uuid.New()
+	sink.FailAfterWrite = func(m *consumer.Message) bool { return m.Attempt == 1 || m.ID == poison }
+	store := testsink.Postgres(t)
+	if _, ok := store.(dedupe.Inbox); !ok {
+		t.Fatal("the PostgreSQL store is not an Inbox")
+	}
+	const n = 20
+	for range n {
+		b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Body: []byte("x")})
+	}
+	b.publish(t, q, amqp.Publishing{MessageId: poison.String(), Body: []byte("poison")})
+	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, store, q, sink),
+		append(fast(), rabbitmq.WithDeadLetterQueue(dlq), rabbitmq.WithMaxAttempts(3))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c)
+	sink.WaitCount(t, n, 20*time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for b.depth(t, dlq) < 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.stop(t)
+	if sink.Has(t, poison) || b.depth(t, dlq) != 1 {
+		t.Fatalf("poison row present: %v; dead letters: %d", sink.Has(t, poison), b.depth(t, dlq))
+	}
+	if sink.Dups() != 0 || sink.Calls() < 2*n+3 {
+		t.Fatalf("%d duplicate effects (a failed attempt's write survived) after %d handler calls", sink.Dups(), sink.Calls())
+	}
+}

@@ -1,11 +1,13 @@
 package testsink
 
 import (
+	"context"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 	"github.com/uuidforge/uuidforge/dedupe/redisstore"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 )
@@ -39,7 +41,25 @@ func Redis(t testing.TB) dedupe.Store {
 	return s
 }
 
+// Postgres returns a PostgreSQL store (a transactional inbox) on its own
+// table, dropped when t ends, keeping completions forever.
+func Postgres(t testing.TB) dedupe.Store {
+	t.Helper()
+	pool := Pool(t)
+	table := testenv.Name(t, "dd")
+	s, err := pgstore.New(context.Background(), pool, pgstore.WithTable(table), pgstore.WithMigrate(),
+		pgstore.WithDefaultRetention(dedupe.Forever))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = s.Close()
+		_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table)
+	})
+	return s
+}
+
 // Stores returns the store cases every integration test runs on.
 func Stores() []StoreCase {
-	return []StoreCase{{"memory", Memory}, {"redis", Redis}}
+	return []StoreCase{{"memory", Memory}, {"redis", Redis}, {"postgres", Postgres}}
 }

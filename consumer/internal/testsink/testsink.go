@@ -21,6 +21,7 @@ import (
 
 	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 )
 
@@ -44,8 +45,9 @@ func Pool(t testing.TB) *pgxpool.Pool {
 type Sink struct {
 	Pool  *pgxpool.Pool
 	Table string
-	// TxFrom, when set, gives the transaction of a transactional inbox:
-	// the row is written in it.
+	// TxFrom gives the transaction of a transactional inbox, when the
+	// context carries one: the row is written in it. New sets
+	// pgstore.TxFromContext.
 	TxFrom func(context.Context) (pgx.Tx, bool)
 	// FailAfterWrite makes the handler return an error after writing for
 	// the messages it selects (the inbox test).
@@ -58,7 +60,7 @@ type Sink struct {
 // New creates the sink's table (dropped when t ends).
 func New(t testing.TB, pool *pgxpool.Pool) *Sink {
 	t.Helper()
-	s := &Sink{Pool: pool, Table: testenv.Name(t, "rows")}
+	s := &Sink{Pool: pool, Table: testenv.Name(t, "rows"), TxFrom: pgstore.TxFromContext}
 	ctx := context.Background()
 	if _, err := pool.Exec(ctx, fmt.Sprintf(`CREATE TABLE %s (id uuid PRIMARY KEY, body bytea, handled_at timestamptz NOT NULL DEFAULT now())`, s.Table)); err != nil {
 		t.Fatal(err)
