@@ -1,0 +1,562 @@
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/uuidforge/uuidforge/dedupe"
+)
+
+// Defaults, each overridable by an [Option].
+const (
+	// DefaultBucket is the name of the bucket holding the keys; the expiry
+	// index lives in DefaultBucket+".expiry".
+	DefaultBucket = "dedupe"
+	// DefaultOpenTimeout is how long [Open] waits for the file lock before
+	// failing with [ErrLocked].
+	DefaultOpenTimeout = time.Second
+	// DefaultCleanupInterval is how often expired entries are deleted.
+	DefaultCleanupInterval = time.Minute
+	// DefaultCleanupBatch is how many expired entries one cleanup
+	// transaction deletes; claims wait at most for one such transaction.
+	DefaultCleanupBatch = 1000
+	// DefaultMaxBatchDelay is the bbolt batch delay [Open] sets: concurrent
+	// writes within it share one commit (and one fsync).
+	DefaultMaxBatchDelay = time.Millisecond
+)
+
+// ErrLocked is returned (wrapped) by [Open] when another process — or another
+// Store of this process — holds the file: bbolt allows one opener per file.
+var ErrLocked = errors.New("boltstore: database file is locked by another opener")
+
+// Record states.
+const (
+	stateLease byte = 1
+	stateDone  byte = 2
+	recordLen       = 1 + 8 + 8 // state, token, until (Unix ns; 0: forever)
+)
+
+// Store is a [dedupe.Store] in a bbolt file: one machine, remembered across
+// restarts. It is safe for concurrent use by many goroutines of one process;
+// bbolt allows a single process (a single opener) per file.
+//
+// Each Claim that acquires and each Complete and Release is one bbolt write
+// transaction; concurrent ones are merged into one commit by bbolt's Batch.
+// A Claim answered Duplicate or InFlight only reads. Deadlines are wall-clock
+// times stored in the file, so they keep across restarts (a clock jumping
+// forward expires leases and retentions early).
+//
+// The context is checked before each call's transaction; a transaction once
+// started runs to completion.
+type Store struct {
+	db        *bolt.DB
+	owned     bool
+	bucket    []byte
+	expiry    []byte
+	lease     time.Duration
+	retention time.Duration
+	batch     int
+
+	mu     sync.RWMutex // held shared by calls, exclusively by Close
+	closed bool
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+var _ dedupe.Store = (*Store)(nil)
+
+// Option configures [Open] and [New].
+type Option func(*config)
+
+type config struct {
+	bucket      string
+	lease       time.Duration
+	retention   time.Duration
+	openTimeout time.Duration
+	cleanup     time.Duration
+	batch       int
+	batchDelay  time.Duration
+	noSync      bool
+}
+
+// WithBucket names the bucket holding the keys. Default [DefaultBucket]. Use
+// different buckets to keep independent stores in one file.
+func WithBucket(name string) Option { return func(c *config) { c.bucket = name } }
+
+// WithLease sets the lease Claim uses when given 0. Default
+// [dedupe.DefaultLease].
+func WithLease(d time.Duration) Option { return func(c *config) { c.lease = d } }
+
+// WithRetention sets the retention Complete uses when given 0. Default
+// [dedupe.DefaultRetention]; [dedupe.Forever] keeps keys until deleted.
+func WithRetention(d time.Duration) Option { return func(c *config) { c.retention = d } }
+
+// WithOpenTimeout sets how long [Open] waits for the file lock. Default
+// [DefaultOpenTimeout]. Ignored by [New].
+func WithOpenTimeout(d time.Duration) Option { return func(c *config) { c.openTimeout = d } }
+
+// WithCleanupInterval sets how often expired entries are deleted. Default
+// [DefaultCleanupInterval].
+func WithCleanupInterval(d time.Duration) Option { return func(c *config) { c.cleanup = d } }
+
+// WithCleanupBatch sets how many expired entries one cleanup transaction
+// deletes. Default [DefaultCleanupBatch].
+func WithCleanupBatch(n int) Option { return func(c *config) { c.batch = n } }
+
+// WithMaxBatchDelay sets the bbolt DB.MaxBatchDelay of a database opened by
+// [Open]: how long a write waits for others to share its commit. Default
+// [DefaultMaxBatchDelay]. Ignored by [New], which leaves the caller's DB
+// settings alone.
+func WithMaxBatchDelay(d time.Duration) Option { return func(c *config) { c.batchDelay = d } }
+
+// WithNoSync skips fsync on commit (bbolt's DB.NoSync) for a database opened
+// by [Open]: much faster; a process crash loses nothing, but a power failure or
+// OS crash can lose recent claims and completions, i.e. let messages be
+// processed twice. Default false. Ignored by [New].
+func WithNoSync() Option { return func(c *config) { c.noSync = true } }
+
+func newConfig(opts []Option) (config, error) {
+	c := config{
+		bucket:      DefaultBucket,
+		lease:       dedupe.DefaultLease,
+		retention:   dedupe.DefaultRetention,
+		openTimeout: DefaultOpenTimeout,
+		cleanup:     DefaultCleanupInterval,
+		batch:       DefaultCleanupBatch,
+		batchDelay:  DefaultMaxBatchDelay,
+	}
+	for _, o := range opts {
+		o(&c)
+	}
+	switch {
+	case c.bucket == "":
+		return c, errors.New("boltstore: empty bucket name")
+	case c.lease <= 0:
+		return c, fmt.Errorf("boltstore: default lease %v: %w", c.lease, dedupe.ErrInvalidDuration)
+	case c.retention <= 0 && c.retention != dedupe.Forever:
+		return c, fmt.Errorf("boltstore: default retention %v: %w", c.retention, dedupe.ErrInvalidDuration)
+	case c.openTimeout <= 0:
+		return c, fmt.Errorf("boltstore: open timeout %v must be positive (bbolt would wait forever)", c.openTimeout)
+	case c.cleanup <= 0:
+		return c, fmt.Errorf("boltstore: cleanup interval %v must be positive", c.cleanup)
+	case c.batch <= 0:
+		return c, fmt.Errorf("boltstore: cleanup batch %d must be positive", c.batch)
+	case c.batchDelay < 0:
+		return c, fmt.Errorf("boltstore: batch delay %v is negative", c.batchDelay)
+	}
+	return c, nil
+}
+
+// Open opens (creating if needed) the bbolt file at path and returns a store
+// that owns it: [Store.Close] closes the file. If another opener holds the
+// file, Open fails after the open timeout with an error wrapping [ErrLocked].
+func Open(path string, opts ...Option) (*Store, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: cfg.openTimeout, NoSync: cfg.noSync})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("boltstore: open %s: %w (waited %v): %w", path, ErrLocked, cfg.openTimeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	db.MaxBatchDelay = cfg.batchDelay
+	s, err := newStore(db, true, cfg)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// New returns a store in the caller's open database, creating its buckets.
+// [Store.Close] stops the store but leaves db open.
+func New(db *bolt.DB, opts ...Option) (*Store, error) {
+	if db == nil {
+		return nil, errors.New("boltstore: nil *bbolt.DB")
+	}
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	return newStore(db, false, cfg)
+}
+
+func newStore(db *bolt.DB, owned bool, cfg config) (*Store, error) {
+	s := &Store{
+		db:        db,
+		owned:     owned,
+		bucket:    []byte(cfg.bucket),
+		expiry:    []byte(cfg.bucket + ".expiry"),
+		lease:     cfg.lease,
+		retention: cfg.retention,
+		batch:     cfg.batch,
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	err := db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(s.bucket); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(s.expiry)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: create bucket %s: %w", cfg.bucket, err)
+	}
+	go s.cleaner(cfg.cleanup)
+	return s, nil
+}
+
+// recordKey is the 16 message-ID bytes followed by the scope (which cannot
+// contain NUL, but needs no separator after a fixed-length prefix).
+func recordKey(k dedupe.Key) []byte {
+	b := make([]byte, 16+len(k.Scope))
+	copy(b, k.ID[:])
+	copy(b[16:], k.Scope)
+	return b
+}
+
+func expiryKey(until int64, rk []byte) []byte {
+	b := make([]byte, 8+len(rk))
+	binary.BigEndian.PutUint64(b, uint64(until))
+	copy(b[8:], rk)
+	return b
+}
+
+type record struct {
+	state byte
+	token uint64
+	until int64 // Unix ns; 0 for a key kept forever
+}
+
+func decode(v []byte) (record, error) {
+	if len(v) != recordLen {
+		return record{}, fmt.Errorf("corrupt record of %d bytes", len(v))
+	}
+	return record{state: v[0], token: binary.BigEndian.Uint64(v[1:]), until: int64(binary.BigEndian.Uint64(v[9:]))}, nil
+}
+
+func (r record) encode() []byte {
+	b := make([]byte, recordLen)
+	b[0] = r.state
+	binary.BigEndian.PutUint64(b[1:], r.token)
+	binary.BigEndian.PutUint64(b[9:], uint64(r.until))
+	return b
+}
+
+func (r record) expired(now int64) bool { return r.until != 0 && now >= r.until }
+
+// begin checks the store and ctx before a call; on success the caller must
+// call s.mu.RUnlock.
+func (s *Store) begin(ctx context.Context, op string, k dedupe.Key) error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return fmt.Errorf("boltstore: %s %s: %w", op, k, dedupe.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		s.mu.RUnlock()
+		return fmt.Errorf("boltstore: %s %s: %w", op, k, err)
+	}
+	return nil
+}
+
+// Claim implements [dedupe.Store.Claim].
+func (s *Store) Claim(ctx context.Context, key dedupe.Key, lease time.Duration) (dedupe.Claim, error) {
+	if err := key.Validate(); err != nil {
+		return dedupe.Claim{}, fmt.Errorf("boltstore: claim: %w", err)
+	}
+	lease, err := dedupe.LeaseOrDefault(lease, s.lease)
+	if err != nil {
+		return dedupe.Claim{}, fmt.Errorf("boltstore: claim %s: %w", key, err)
+	}
+	if err := s.begin(ctx, "claim", key); err != nil {
+		return dedupe.Claim{}, err
+	}
+	defer s.mu.RUnlock()
+	rk := recordKey(key)
+
+	// Most redeliveries are duplicates or in flight: answer them with a read.
+	var c dedupe.Claim
+	err = s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		c, err = s.peek(tx, key, rk, time.Now().UnixNano())
+		return err
+	})
+	if err != nil || c.Status != 0 {
+		return c, s.wrap("claim", key, err)
+	}
+
+	err = s.db.Batch(func(tx *bolt.Tx) error {
+		now := time.Now().UnixNano()
+		var err error
+		if c, err = s.peek(tx, key, rk, now); err != nil || c.Status != 0 {
+			return err
+		}
+		b := tx.Bucket(s.bucket)
+		if old := b.Get(rk); old != nil { // expired: take it over
+			r, err := decode(old)
+			if err != nil {
+				return err
+			}
+			if err := tx.Bucket(s.expiry).Delete(expiryKey(r.until, rk)); err != nil {
+				return err
+			}
+		}
+		token, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		r := record{state: stateLease, token: token, until: now + int64(lease)}
+		if err := b.Put(rk, r.encode()); err != nil {
+			return err
+		}
+		if err := tx.Bucket(s.expiry).Put(expiryKey(r.until, rk), nil); err != nil {
+			return err
+		}
+		c = dedupe.Claim{Key: key, Status: dedupe.Acquired, Token: token, Until: time.Unix(0, r.until)}
+		return nil
+	})
+	if err != nil {
+		return dedupe.Claim{}, s.wrap("claim", key, err)
+	}
+	return c, nil
+}
+
+// peek returns the claim for a key that cannot be acquired now (Duplicate or
+// InFlight), or a zero Claim when it can.
+func (s *Store) peek(tx *bolt.Tx, key dedupe.Key, rk []byte, now int64) (dedupe.Claim, error) {
+	v := tx.Bucket(s.bucket).Get(rk)
+	if v == nil {
+		return dedupe.Claim{}, nil
+	}
+	r, err := decode(v)
+	if err != nil {
+		return dedupe.Claim{}, err
+	}
+	if r.expired(now) {
+		return dedupe.Claim{}, nil
+	}
+	switch r.state {
+	case stateDone:
+		c := dedupe.Claim{Key: key, Status: dedupe.Duplicate}
+		if r.until != 0 {
+			c.Until = time.Unix(0, r.until)
+		}
+		return c, nil
+	case stateLease:
+		return dedupe.Claim{Key: key, Status: dedupe.InFlight, Until: time.Unix(0, r.until)}, nil
+	}
+	return dedupe.Claim{}, fmt.Errorf("corrupt record state %d", r.state)
+}
+
+// Complete implements [dedupe.Store.Complete].
+func (s *Store) Complete(ctx context.Context, c dedupe.Claim, retention time.Duration) error {
+	if err := dedupe.CheckClaim(c); err != nil {
+		return fmt.Errorf("boltstore: complete %s: %w", c.Key, err)
+	}
+	retention, err := dedupe.RetentionOrDefault(retention, s.retention)
+	if err != nil {
+		return fmt.Errorf("boltstore: complete %s: %w", c.Key, err)
+	}
+	return s.finish(ctx, "complete", c, func(tx *bolt.Tx, rk []byte) error {
+		r := record{state: stateDone, token: c.Token}
+		if retention != dedupe.Forever {
+			r.until = time.Now().UnixNano() + int64(retention)
+			if err := tx.Bucket(s.expiry).Put(expiryKey(r.until, rk), nil); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(s.bucket).Put(rk, r.encode())
+	})
+}
+
+// Release implements [dedupe.Store.Release].
+func (s *Store) Release(ctx context.Context, c dedupe.Claim) error {
+	if err := dedupe.CheckClaim(c); err != nil {
+		return fmt.Errorf("boltstore: release %s: %w", c.Key, err)
+	}
+	return s.finish(ctx, "release", c, func(tx *bolt.Tx, rk []byte) error {
+		return tx.Bucket(s.bucket).Delete(rk)
+	})
+}
+
+// errLost is returned from a Batch function that must not write; the
+// caller maps it to dedupe.ErrLeaseLost after the batch.
+type errLost struct{}
+
+func (errLost) Error() string { return "lease lost" }
+
+// finish checks in one write transaction that c still holds its lease,
+// removes the lease's expiry entry and calls write.
+func (s *Store) finish(ctx context.Context, op string, c dedupe.Claim, write func(*bolt.Tx, []byte) error) error {
+	if err := s.begin(ctx, op, c.Key); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	rk := recordKey(c.Key)
+	lost := false
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		lost = false
+		v := tx.Bucket(s.bucket).Get(rk)
+		if v == nil {
+			lost = true
+			return nil
+		}
+		r, err := decode(v)
+		if err != nil {
+			return err
+		}
+		if r.state != stateLease || r.token != c.Token {
+			lost = true
+			return nil
+		}
+		if err := tx.Bucket(s.expiry).Delete(expiryKey(r.until, rk)); err != nil {
+			return err
+		}
+		return write(tx, rk)
+	})
+	if err != nil {
+		return s.wrap(op, c.Key, err)
+	}
+	if lost {
+		return fmt.Errorf("boltstore: %s %s token %d: %w", op, c.Key, c.Token, dedupe.ErrLeaseLost)
+	}
+	return nil
+}
+
+func (s *Store) wrap(op string, k dedupe.Key, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return fmt.Errorf("boltstore: %s %s: %w: %w", op, k, dedupe.ErrClosed, err)
+	}
+	return fmt.Errorf("boltstore: %s %s: %w", op, k, err)
+}
+
+// Len returns the number of keys in the store: leases and completed keys,
+// including expired ones not yet cleaned up.
+func (s *Store) Len() (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, fmt.Errorf("boltstore: len: %w", dedupe.ErrClosed)
+	}
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(s.bucket).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
+
+// Cleanup deletes the entries whose lease or retention has ended, in
+// transactions of at most the cleanup batch size so that claims are never
+// held up for long, and returns how many it deleted. The store runs it every
+// cleanup interval; call it to clean up now.
+func (s *Store) Cleanup(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := s.cleanupBatch(ctx)
+		total += n
+		if err != nil || n < s.batch {
+			return total, err
+		}
+	}
+}
+
+func (s *Store) cleanupBatch(ctx context.Context) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, fmt.Errorf("boltstore: cleanup: %w", dedupe.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("boltstore: cleanup: %w", err)
+	}
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		now := time.Now().UnixNano()
+		b, exp := tx.Bucket(s.bucket), tx.Bucket(s.expiry)
+		cur := exp.Cursor()
+		var stale [][]byte
+		for k, _ := cur.First(); k != nil && n < s.batch; k, _ = cur.Next() {
+			if int64(binary.BigEndian.Uint64(k[:8])) > now {
+				break
+			}
+			stale = append(stale, bytes.Clone(k))
+			n++
+		}
+		for _, k := range stale {
+			until, rk := int64(binary.BigEndian.Uint64(k[:8])), k[8:]
+			if v := b.Get(rk); v != nil {
+				if r, err := decode(v); err == nil && r.until == until {
+					if err := b.Delete(rk); err != nil {
+						return err
+					}
+				}
+			}
+			if err := exp.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("boltstore: cleanup: %w", err)
+	}
+	return n, nil
+}
+
+func (s *Store) cleaner(every time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-s.stop
+		cancel()
+	}()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			// A failure is retried at the next tick; entries stay until then.
+			_, _ = s.Cleanup(ctx)
+		}
+	}
+}
+
+// Close stops the cleanup goroutine and, for a store from [Open], closes the
+// file. Calls after Close return [dedupe.ErrClosed]. Close is idempotent.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.done
+	if s.owned {
+		if err := s.db.Close(); err != nil {
+			return fmt.Errorf("boltstore: close: %w", err)
+		}
+	}
+	return nil
+}

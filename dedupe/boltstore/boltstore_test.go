@@ -1,0 +1,287 @@
+package boltstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/dedupe/boltstore"
+	"github.com/uuidforge/uuidforge/dedupe/dedupetest"
+)
+
+func open(t testing.TB, path string, opts ...boltstore.Option) *boltstore.Store {
+	t.Helper()
+	s, err := boltstore.Open(path, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	dedupetest.Run(t, dedupetest.Options{
+		NewStore: func(t *testing.T) dedupe.Store {
+			return open(t, filepath.Join(t.TempDir(), "dedupe.db"))
+		},
+		Broken: func(t *testing.T) dedupe.Store {
+			s := open(t, filepath.Join(t.TempDir(), "dedupe.db"))
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		Forever: true,
+	})
+}
+
+// One store shared by every case, in one file, as a process would.
+func TestConformanceShared(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "dedupe.db"), boltstore.WithCleanupInterval(50*time.Millisecond))
+	dedupetest.Run(t, dedupetest.Options{
+		NewStore: func(*testing.T) dedupe.Store { return s },
+		Forever:  true,
+	})
+}
+
+func claim(t *testing.T, s dedupe.Store, k dedupe.Key, lease time.Duration, want dedupe.Status) dedupe.Claim {
+	t.Helper()
+	c, err := s.Claim(context.Background(), k, lease)
+	if err != nil || c.Status != want {
+		t.Fatalf("Claim(%s) = %s, %v; want %s", k, c.Status, err, want)
+	}
+	return c
+}
+
+func TestRestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "dedupe.db")
+	s, err := boltstore.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, forever, held := dedupetest.NewKey("restart"), dedupetest.NewKey("restart"), dedupetest.NewKey("restart")
+	c := claim(t, s, done, time.Minute, dedupe.Acquired)
+	if err := s.Complete(ctx, c, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	f := claim(t, s, forever, time.Minute, dedupe.Acquired)
+	if err := s.Complete(ctx, f, dedupe.Forever); err != nil {
+		t.Fatal(err)
+	}
+	h := claim(t, s, held, time.Minute, dedupe.Acquired)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Claim(ctx, done, time.Minute); !errors.Is(err, dedupe.ErrClosed) {
+		t.Fatalf("Claim after Close: %v", err)
+	}
+
+	s = open(t, path)
+	claim(t, s, done, time.Minute, dedupe.Duplicate)
+	claim(t, s, forever, time.Minute, dedupe.Duplicate)
+	in := claim(t, s, held, time.Minute, dedupe.InFlight)
+	if !in.Until.Equal(h.Until) {
+		t.Fatalf("lease end after restart %v, want %v", in.Until, h.Until)
+	}
+	// The lease taken before the restart is still ours to complete.
+	if err := s.Complete(ctx, h, 0); err != nil {
+		t.Fatal(err)
+	}
+	claim(t, s, held, time.Minute, dedupe.Duplicate)
+	// Tokens keep growing across restarts.
+	n := claim(t, s, dedupetest.NewKey("restart"), time.Minute, dedupe.Acquired)
+	if n.Token <= h.Token {
+		t.Fatalf("token after restart %d, want > %d", n.Token, h.Token)
+	}
+}
+
+func TestSecondOpener(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dedupe.db")
+	open(t, path)
+	start := time.Now()
+	_, err := boltstore.Open(path, boltstore.WithOpenTimeout(100*time.Millisecond))
+	if !errors.Is(err, boltstore.ErrLocked) {
+		t.Fatalf("second Open: %v, want ErrLocked", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("second Open took %v", d)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	dir := t.TempDir()
+	for i, o := range []boltstore.Option{
+		boltstore.WithBucket(""),
+		boltstore.WithLease(-time.Second),
+		boltstore.WithRetention(-2 * time.Second),
+		boltstore.WithOpenTimeout(0),
+		boltstore.WithCleanupInterval(0),
+		boltstore.WithCleanupBatch(0),
+		boltstore.WithMaxBatchDelay(-time.Second),
+	} {
+		if s, err := boltstore.Open(filepath.Join(dir, fmt.Sprint(i)), o); err == nil {
+			s.Close()
+			t.Errorf("option %d: Open accepted an invalid option", i)
+		}
+	}
+	if _, err := boltstore.New(nil); err == nil {
+		t.Error("New(nil) accepted")
+	}
+}
+
+// New uses the caller's database, keeps independent stores in separate
+// buckets and leaves the database open on Close.
+func TestNew(t *testing.T) {
+	ctx := context.Background()
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "app.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	a, err := boltstore.New(db, boltstore.WithBucket("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := boltstore.New(db, boltstore.WithBucket("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := dedupetest.NewKey("new")
+	c := claim(t, a, k, time.Minute, dedupe.Acquired)
+	claim(t, b, k, time.Minute, dedupe.Acquired)
+	if err := a.Complete(ctx, c, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	claim(t, b, k, time.Minute, dedupe.InFlight)
+	if err := db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket([]byte("a")) == nil {
+			return errors.New("bucket a missing")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("db after the store's Close: %v", err)
+	}
+	b.Close()
+}
+
+// Cleanup deletes expired entries in several small transactions while claims
+// go on, and keeps what is still live or kept forever.
+func TestCleanup(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "dedupe.db"),
+		boltstore.WithCleanupBatch(7), boltstore.WithCleanupInterval(time.Hour), boltstore.WithNoSync())
+	const n = 100
+	var claims []dedupe.Claim
+	for i := range n {
+		c := claim(t, s, dedupetest.NewKey("cleanup"), 20*time.Millisecond, dedupe.Acquired)
+		if i%2 == 0 {
+			if err := s.Complete(ctx, c, 20*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+		}
+		claims = append(claims, c)
+	}
+	forever := claim(t, s, dedupetest.NewKey("cleanup"), time.Minute, dedupe.Acquired)
+	if err := s.Complete(ctx, forever, dedupe.Forever); err != nil {
+		t.Fatal(err)
+	}
+	live := claim(t, s, dedupetest.NewKey("cleanup"), time.Minute, dedupe.Acquired)
+	time.Sleep(30 * time.Millisecond)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var during atomic.Int32
+	wg.Go(func() { // claims are served while the cleanup runs
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := s.Claim(ctx, dedupetest.NewKey("during"), time.Minute)
+			if err != nil || c.Status != dedupe.Acquired {
+				t.Errorf("Claim during cleanup = %s, %v", c.Status, err)
+				return
+			}
+			during.Add(1)
+		}
+	})
+	deleted, err := s.Cleanup(ctx)
+	close(stop)
+	wg.Wait()
+	if err != nil || deleted != n {
+		t.Fatalf("Cleanup = %d, %v; want %d deleted", deleted, err, n)
+	}
+	if l, _ := s.Len(); l != 2+int(during.Load()) {
+		t.Fatalf("Len = %d, want %d", l, 2+during.Load())
+	}
+	claim(t, s, forever.Key, time.Minute, dedupe.Duplicate)
+	claim(t, s, live.Key, time.Minute, dedupe.InFlight)
+	if err := s.Complete(ctx, claims[1], 0); !errors.Is(err, dedupe.ErrLeaseLost) {
+		t.Fatalf("Complete of a cleaned-up lease: %v, want ErrLeaseLost", err)
+	}
+	claim(t, s, claims[0].Key, time.Minute, dedupe.Acquired)
+}
+
+func TestBackgroundCleanup(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "dedupe.db"), boltstore.WithCleanupInterval(10*time.Millisecond), boltstore.WithNoSync())
+	for range 20 {
+		claim(t, s, dedupetest.NewKey("bg"), 5*time.Millisecond, dedupe.Acquired)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := s.Len()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d entries left after the background cleanup", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func benchmarkClaimComplete(b *testing.B, opts ...boltstore.Option) {
+	s := open(b, filepath.Join(b.TempDir(), "dedupe.db"), opts...)
+	ctx := context.Background()
+	b.SetParallelism(8) // 8 goroutines per CPU, like a consumer with prefetch
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c, err := s.Claim(ctx, dedupe.Key{Scope: "bench", ID: uuid.New()}, time.Minute)
+			if err != nil || c.Status != dedupe.Acquired {
+				b.Fatalf("Claim = %s, %v", c.Status, err)
+			}
+			if err := s.Complete(ctx, c, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+}
+
+// BenchmarkClaimComplete measures claim+complete pairs of distinct keys from
+// 8 goroutines per CPU: "fsync" is the durable default (concurrent callers
+// share commits through bbolt's Batch), "nosync" shows the cost of the store
+// itself without the disk flush.
+func BenchmarkClaimComplete(b *testing.B) {
+	b.Run("fsync", func(b *testing.B) { benchmarkClaimComplete(b) })
+	b.Run("nosync", func(b *testing.B) { benchmarkClaimComplete(b, boltstore.WithNoSync()) })
+}
