@@ -115,8 +115,8 @@ func WithMigrate() Option {
 }
 
 // WithJanitor starts a goroutine that calls [Store.Cleanup] every interval
-// until [Store.Close], passing any error to onError (nil: errors are
-// dropped; the next run tries again). Default: no janitor; call Cleanup
+// until [Store.Close], passing any error to onError, which runs on the
+// janitor's goroutine (nil: errors are dropped; the next run tries again). Default: no janitor; call Cleanup
 // yourself, or let rows accumulate. Several processes may run janitors on
 // one table: their deletes skip each other's rows.
 func WithJanitor(every time.Duration, onError func(error)) Option {

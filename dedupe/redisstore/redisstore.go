@@ -139,6 +139,10 @@ func (s *Store) RedisKey(key dedupe.Key) string {
 	return b.String()
 }
 
+// The scripts read the server clock (TIME) before writing, which Redis 3.2
+// to 4 allow only after redis.replicate_commands(); from Redis 5 on, effects
+// replication is the default and the call is a no-op.
+//
 // Record fields: s = state (l leased, d done, r released), t = fencing token,
 // u = lease end (leased) or retention end (done) in Unix milliseconds of the
 // Redis server's clock, 0 for forever.
@@ -152,6 +156,7 @@ func (s *Store) RedisKey(key dedupe.Key) string {
 // The script's reply is {status, token, until ms}: 1 acquired, 2 duplicate,
 // 3 in flight.
 var claimScript = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local sec, usec = tonumber(t[1]), tonumber(t[2])
 local now_ms = sec * 1000 + math.floor(usec / 1000)
@@ -180,6 +185,7 @@ if r[1] ~= 'l' or r[2] ~= ARGV[1] then
   return 0
 end
 local ret = tonumber(ARGV[2])
+if redis.replicate_commands then redis.replicate_commands() end
 if ret < 0 then
   redis.call('HSET', KEYS[1], 's', 'd', 'u', '0')
   redis.call('PERSIST', KEYS[1])
