@@ -28,9 +28,8 @@ const (
 	// DefaultCleanupBatch is how many expired entries one cleanup
 	// transaction deletes; claims wait at most for one such transaction.
 	DefaultCleanupBatch = 1000
-	// DefaultMaxBatchDelay is the bbolt batch delay [Open] sets: concurrent
-	// writes within it share one commit (and one fsync).
-	DefaultMaxBatchDelay = time.Millisecond
+	// maxGroup bounds how many calls share one write transaction.
+	maxGroup = 512
 )
 
 // ErrLocked is returned (wrapped) by [Open] when another process — or another
@@ -48,9 +47,11 @@ const (
 // restarts. It is safe for concurrent use by many goroutines of one process;
 // bbolt allows a single process (a single opener) per file.
 //
-// Each Claim that acquires and each Complete and Release is one bbolt write
-// transaction; concurrent ones are merged into one commit by bbolt's Batch.
-// A Claim answered Duplicate or InFlight only reads. Deadlines are wall-clock
+// Each Claim that acquires and each Complete and Release is a write; one
+// goroutine commits them, taking every write queued while the previous
+// commit ran into the next transaction (group commit), so concurrent callers
+// share commits and fsyncs without waiting for a timer. A Claim answered
+// Duplicate or InFlight only reads. Deadlines are wall-clock
 // times stored in the file, so they keep across restarts (a clock jumping
 // forward expires leases and retentions early).
 //
@@ -65,10 +66,17 @@ type Store struct {
 	retention time.Duration
 	batch     int
 
-	mu     sync.RWMutex // held shared by calls, exclusively by Close
-	closed bool
-	stop   chan struct{}
-	done   chan struct{}
+	mu         sync.RWMutex // held shared by calls, exclusively by Close
+	closed     bool
+	writes     chan writeReq
+	stop       chan struct{}
+	done       chan struct{} // cleaner exited
+	writerDone chan struct{}
+}
+
+type writeReq struct {
+	fn   func(*bolt.Tx) error // may run twice: must be idempotent
+	done chan error
 }
 
 var _ dedupe.Store = (*Store)(nil)
@@ -83,7 +91,6 @@ type config struct {
 	openTimeout time.Duration
 	cleanup     time.Duration
 	batch       int
-	batchDelay  time.Duration
 	noSync      bool
 }
 
@@ -111,12 +118,6 @@ func WithCleanupInterval(d time.Duration) Option { return func(c *config) { c.cl
 // deletes. Default [DefaultCleanupBatch].
 func WithCleanupBatch(n int) Option { return func(c *config) { c.batch = n } }
 
-// WithMaxBatchDelay sets the bbolt DB.MaxBatchDelay of a database opened by
-// [Open]: how long a write waits for others to share its commit. Default
-// [DefaultMaxBatchDelay]. Ignored by [New], which leaves the caller's DB
-// settings alone.
-func WithMaxBatchDelay(d time.Duration) Option { return func(c *config) { c.batchDelay = d } }
-
 // WithNoSync skips fsync on commit (bbolt's DB.NoSync) for a database opened
 // by [Open]: much faster; a process crash loses nothing, but a power failure or
 // OS crash can lose recent claims and completions, i.e. let messages be
@@ -131,7 +132,6 @@ func newConfig(opts []Option) (config, error) {
 		openTimeout: DefaultOpenTimeout,
 		cleanup:     DefaultCleanupInterval,
 		batch:       DefaultCleanupBatch,
-		batchDelay:  DefaultMaxBatchDelay,
 	}
 	for _, o := range opts {
 		o(&c)
@@ -149,8 +149,6 @@ func newConfig(opts []Option) (config, error) {
 		return c, fmt.Errorf("boltstore: cleanup interval %v must be positive", c.cleanup)
 	case c.batch <= 0:
 		return c, fmt.Errorf("boltstore: cleanup batch %d must be positive", c.batch)
-	case c.batchDelay < 0:
-		return c, fmt.Errorf("boltstore: batch delay %v is negative", c.batchDelay)
 	}
 	return c, nil
 }
@@ -170,7 +168,6 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
-	db.MaxBatchDelay = cfg.batchDelay
 	s, err := newStore(db, true, cfg)
 	if err != nil {
 		db.Close()
@@ -194,15 +191,17 @@ func New(db *bolt.DB, opts ...Option) (*Store, error) {
 
 func newStore(db *bolt.DB, owned bool, cfg config) (*Store, error) {
 	s := &Store{
-		db:        db,
-		owned:     owned,
-		bucket:    []byte(cfg.bucket),
-		expiry:    []byte(cfg.bucket + ".expiry"),
-		lease:     cfg.lease,
-		retention: cfg.retention,
-		batch:     cfg.batch,
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
+		db:         db,
+		owned:      owned,
+		bucket:     []byte(cfg.bucket),
+		expiry:     []byte(cfg.bucket + ".expiry"),
+		lease:      cfg.lease,
+		retention:  cfg.retention,
+		batch:      cfg.batch,
+		writes:     make(chan writeReq),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+		writerDone: make(chan struct{}),
 	}
 	err := db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(s.bucket); err != nil {
@@ -215,7 +214,57 @@ func newStore(db *bolt.DB, owned bool, cfg config) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: create bucket %s: %w", cfg.bucket, err)
 	}
 	go s.cleaner(cfg.cleanup)
+	go s.writer()
 	return s, nil
+}
+
+// write runs fn in a write transaction shared with the other writes queued
+// meanwhile. The caller holds s.mu shared, so the writer is running.
+func (s *Store) write(fn func(*bolt.Tx) error) error {
+	req := writeReq{fn: fn, done: make(chan error, 1)}
+	s.writes <- req
+	return <-req.done
+}
+
+func (s *Store) writer() {
+	defer close(s.writerDone)
+	group := make([]writeReq, 0, maxGroup)
+	for {
+		select {
+		case <-s.stop:
+			return
+		case r := <-s.writes:
+			group = append(group[:0], r)
+		}
+	more:
+		for len(group) < maxGroup {
+			select {
+			case r := <-s.writes:
+				group = append(group, r)
+			default:
+				break more
+			}
+		}
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for _, r := range group {
+				if err := r.fn(tx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil || len(group) == 1 {
+			for _, r := range group {
+				r.done <- err
+			}
+			continue
+		}
+		// One write failed and rolled back the group: run each alone so
+		// only the failing one reports an error.
+		for _, r := range group {
+			r.done <- s.db.Update(r.fn)
+		}
+	}
 }
 
 // recordKey is the 16 message-ID bytes followed by the scope (which cannot
@@ -298,7 +347,7 @@ func (s *Store) Claim(ctx context.Context, key dedupe.Key, lease time.Duration) 
 		return c, s.wrap("claim", key, err)
 	}
 
-	err = s.db.Batch(func(tx *bolt.Tx) error {
+	err = s.write(func(tx *bolt.Tx) error {
 		now := time.Now().UnixNano()
 		var err error
 		if c, err = s.peek(tx, key, rk, now); err != nil || c.Status != 0 {
@@ -392,12 +441,6 @@ func (s *Store) Release(ctx context.Context, c dedupe.Claim) error {
 	})
 }
 
-// errLost is returned from a Batch function that must not write; the
-// caller maps it to dedupe.ErrLeaseLost after the batch.
-type errLost struct{}
-
-func (errLost) Error() string { return "lease lost" }
-
 // finish checks in one write transaction that c still holds its lease,
 // removes the lease's expiry entry and calls write.
 func (s *Store) finish(ctx context.Context, op string, c dedupe.Claim, write func(*bolt.Tx, []byte) error) error {
@@ -407,7 +450,7 @@ func (s *Store) finish(ctx context.Context, op string, c dedupe.Claim, write fun
 	defer s.mu.RUnlock()
 	rk := recordKey(c.Key)
 	lost := false
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err := s.write(func(tx *bolt.Tx) error {
 		lost = false
 		v := tx.Bucket(s.bucket).Get(rk)
 		if v == nil {
@@ -553,6 +596,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.stop)
 	<-s.done
+	<-s.writerDone
 	if s.owned {
 		if err := s.db.Close(); err != nil {
 			return fmt.Errorf("boltstore: close: %w", err)

@@ -127,7 +127,6 @@ func TestOptions(t *testing.T) {
 		boltstore.WithOpenTimeout(0),
 		boltstore.WithCleanupInterval(0),
 		boltstore.WithCleanupBatch(0),
-		boltstore.WithMaxBatchDelay(-time.Second),
 	} {
 		if s, err := boltstore.Open(filepath.Join(dir, fmt.Sprint(i)), o); err == nil {
 			s.Close()
@@ -279,7 +278,7 @@ func benchmarkClaimComplete(b *testing.B, opts ...boltstore.Option) {
 
 // BenchmarkClaimComplete measures claim+complete pairs of distinct keys from
 // 8 goroutines per CPU: "fsync" is the durable default (concurrent callers
-// share commits through bbolt's Batch), "nosync" shows the cost of the store
+// share commits), "nosync" shows the cost of the store
 // itself without the disk flush.
 func BenchmarkClaimComplete(b *testing.B) {
 	b.Run("fsync", func(b *testing.B) { benchmarkClaimComplete(b) })

@@ -14,7 +14,7 @@
 // transactions, so claims wait at most for one of them.
 //
 // Writes are durable (fsync on commit) unless [WithNoSync]; concurrent writes
-// share one commit through bbolt's Batch.
+// share one commit (group commit).
 //
 // # Usage
 //
