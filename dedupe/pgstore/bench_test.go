@@ -53,3 +53,32 @@ func BenchmarkClaimComplete(b *testing.B) {
 	b.ReportMetric(float64(completes.Load())/n, "rt/complete")
 	b.ReportMetric(float64(cnt.writes.Load()-w0)/n, "writes/pair")
 }
+
+// BenchmarkProcess runs the transactional inbox on distinct keys with a
+// handler that does nothing, reporting messages per second and the round
+// trips per message: claim, BEGIN, completion, COMMIT.
+func BenchmarkProcess(b *testing.B) {
+	cnt := &counter{}
+	pool := newPool(b, cnt, 16)
+	s := newStore(b, pool)
+	ctx := context.Background()
+	b.SetParallelism(8)
+	w0 := cnt.writes.Load()
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			status, err := s.Process(ctx, dedupe.Key{Scope: "bench", ID: uuid.New()}, time.Minute, time.Minute,
+				func(context.Context) error { return nil })
+			if err != nil || status != dedupe.Acquired {
+				b.Errorf("Process = %s, %v", status, err)
+				return
+			}
+		}
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(n/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(cnt.writes.Load()-w0)/n, "writes/msg")
+}

@@ -546,3 +546,66 @@ func TestRoundTrips(t *testing.T) {
 	})
 	measure("claim duplicate", func() { mustClaim(t, s, key, time.Minute, dedupe.Duplicate) })
 }
+
+// TestConcurrentReclaim: many claims at once of a key whose row exists and
+// is claimable (released, lease ended, retention ended) — exactly one
+// acquires, the others are in flight, none is told duplicate. This is the
+// case where a claim's snapshot may show the row before another claim took
+// it.
+func TestConcurrentReclaim(t *testing.T) {
+	s := newStore(t, newPool(t, nil, 0))
+	ctx := testenv.Context(t, 30*time.Second)
+	prepare := map[string]func(k dedupe.Key){
+		"released": func(k dedupe.Key) {
+			if err := s.Release(ctx, mustClaim(t, s, k, time.Minute, dedupe.Acquired)); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"lease ended": func(k dedupe.Key) {
+			mustClaim(t, s, k, time.Millisecond, dedupe.Acquired)
+			time.Sleep(5 * time.Millisecond)
+		},
+		"retention ended": func(k dedupe.Key) {
+			if err := s.Complete(ctx, mustClaim(t, s, k, time.Minute, dedupe.Acquired), time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		},
+	}
+	for name, prep := range prepare {
+		t.Run(name, func(t *testing.T) {
+			for range 3 {
+				key := newKey()
+				prep(key)
+				const n = 32
+				var (
+					wg       sync.WaitGroup
+					start    = make(chan struct{})
+					acquired atomic.Int32
+					inFlight atomic.Int32
+				)
+				for range n {
+					wg.Go(func() {
+						<-start
+						c, err := s.Claim(ctx, key, time.Minute)
+						switch {
+						case err != nil:
+							t.Errorf("Claim: %v", err)
+						case c.Status == dedupe.Acquired:
+							acquired.Add(1)
+						case c.Status == dedupe.InFlight:
+							inFlight.Add(1)
+						default:
+							t.Errorf("Claim = %s", c.Status)
+						}
+					})
+				}
+				close(start)
+				wg.Wait()
+				if a, f := acquired.Load(), inFlight.Load(); a != 1 || f != n-1 {
+					t.Fatalf("%d acquired, %d in flight; want 1 and %d", a, f, n-1)
+				}
+			}
+		})
+	}
+}

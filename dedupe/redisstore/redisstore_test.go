@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -339,4 +340,71 @@ type countingConn struct {
 func (c *countingConn) Write(p []byte) (int, error) {
 	c.n.Add(1)
 	return c.Conn.Write(p)
+}
+
+// TestConcurrentReclaim: many claims at once of a key whose record exists
+// and is claimable (released, lease ended, retention ended) — exactly one
+// acquires, the others are in flight, none is told duplicate.
+func TestConcurrentReclaim(t *testing.T) {
+	s := newStore(t, newClient(t, nil))
+	ctx := testenv.Context(t, 30*time.Second)
+	claim := func(k dedupe.Key, lease time.Duration) dedupe.Claim {
+		t.Helper()
+		c, err := s.Claim(ctx, k, lease)
+		if err != nil || !c.Acquired() {
+			t.Fatalf("Claim = %s, %v; want acquired", c.Status, err)
+		}
+		return c
+	}
+	prepare := map[string]func(k dedupe.Key){
+		"released": func(k dedupe.Key) {
+			if err := s.Release(ctx, claim(k, time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"lease ended": func(k dedupe.Key) {
+			claim(k, time.Millisecond)
+			time.Sleep(5 * time.Millisecond)
+		},
+		"retention ended": func(k dedupe.Key) {
+			if err := s.Complete(ctx, claim(k, time.Minute), time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		},
+	}
+	for name, prep := range prepare {
+		t.Run(name, func(t *testing.T) {
+			key := dedupe.Key{Scope: "reclaim", ID: uuid.New()}
+			prep(key)
+			const n = 32
+			var (
+				wg       sync.WaitGroup
+				start    = make(chan struct{})
+				acquired atomic.Int32
+				inFlight atomic.Int32
+			)
+			for range n {
+				wg.Go(func() {
+					<-start
+					c, err := s.Claim(ctx, key, time.Minute)
+					switch {
+					case err != nil:
+						t.Errorf("Claim: %v", err)
+					case c.Status == dedupe.Acquired:
+						acquired.Add(1)
+					case c.Status == dedupe.InFlight:
+						inFlight.Add(1)
+					default:
+						t.Errorf("Claim = %s", c.Status)
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			if a, f := acquired.Load(), inFlight.Load(); a != 1 || f != n-1 {
+				t.Fatalf("%d acquired, %d in flight; want 1 and %d", a, f, n-1)
+			}
+		})
+	}
 }
