@@ -2,6 +2,7 @@ package forge
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -396,14 +397,17 @@ func appendReflect(dst []byte, v any) ([]byte, error) {
 // which would otherwise pass when they happen to equal a double's JCS form. It descends only through plain
 // data (maps, slices, arrays, pointers, exported struct fields); values
 // with their own MarshalJSON are checked after marshalling.
+var (
+	marshalerType     = reflect.TypeFor[json.Marshaler]()
+	textMarshalerType = reflect.TypeFor[encoding.TextMarshaler]()
+)
+
 func checkStrings(v reflect.Value, depth int) error {
 	if depth > 64 || !v.IsValid() {
 		return nil
 	}
-	if v.CanInterface() {
-		if _, ok := v.Interface().(json.Marshaler); ok {
-			return nil
-		}
+	if t := v.Type(); t.Implements(marshalerType) || t.Implements(textMarshalerType) {
+		return nil // checked after marshalling, or not a plain string
 	}
 	switch v.Kind() {
 	case reflect.String:

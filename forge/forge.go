@@ -95,7 +95,9 @@ func WithScheme(s Scheme) Option {
 
 // Generator computes deterministic UUIDs from business data within one
 // namespace. It is immutable and safe for concurrent use. Its String and
-// fmt verbs never show the secret, only its [Generator.Fingerprint].
+// fmt verbs never show the secret, only its [Generator.Fingerprint]. The
+// zero Generator is usable: the v5 scheme in the Nil namespace (build real
+// ones with [New]).
 type Generator struct {
 	ns     uuid.UUID
 	scheme Scheme
@@ -198,7 +200,7 @@ func (g *Generator) ID(parts ...any) (uuid.UUID, error) {
 	// Fast path: simple parts are encoded into a stack buffer that already
 	// holds the hash prefix (namespace, or HMAC inner pad and namespace).
 	var arr [256]byte
-	buf := append(arr[:0], g.prefix...)
+	buf := append(arr[:0], g.hashPrefix()...)
 	buf, ok, err := appendSimpleParts(buf, parts)
 	if err != nil {
 		return uuid.Nil, err
@@ -208,7 +210,7 @@ func (g *Generator) ID(parts ...any) (uuid.UUID, error) {
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer putBuf(bp)
-	b := append((*bp)[:0], g.prefix...)
+	b := append((*bp)[:0], g.hashPrefix()...)
 	b, err = appendCanonical(b, parts)
 	if err != nil {
 		return uuid.Nil, err
@@ -240,11 +242,22 @@ func (g *Generator) MustID(parts ...any) uuid.UUID {
 // [SchemePython] the name is the Python name ([PythonName]), hashed with
 // UUIDv5.
 func (g *Generator) FromName(name []byte) uuid.UUID {
-	if len(g.prefix)+len(name) <= 512 {
+	prefix := g.hashPrefix()
+	if len(prefix)+len(name) <= 512 {
 		var arr [512]byte
-		return g.sum(append(append(arr[:0], g.prefix...), name...))
+		return g.sum(append(append(arr[:0], prefix...), name...))
 	}
-	return g.sum(append(append(make([]byte, 0, len(g.prefix)+len(name)), g.prefix...), name...))
+	return g.sum(append(append(make([]byte, 0, len(prefix)+len(name)), prefix...), name...))
+}
+
+var nilNamespace uuid.UUID
+
+// hashPrefix returns the bytes hashed before the name.
+func (g *Generator) hashPrefix() []byte {
+	if g.prefix == nil { // zero Generator
+		return nilNamespace[:]
+	}
+	return g.prefix
 }
 
 // sum hashes b = prefix ‖ name into the UUID.

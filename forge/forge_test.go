@@ -495,3 +495,15 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestZeroGenerator(t *testing.T) {
+	var g Generator
+	got, err := g.ID("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, _ := Canonical("x")
+	if want := uuid.NewSHA1(uuid.Nil, name); got != want || g.Namespace() != uuid.Nil || g.Scheme() != SchemeV5 {
+		t.Fatalf("zero generator: %s, want %s", got, want)
+	}
+}

@@ -168,7 +168,8 @@ func (v pyVector) generator(t *testing.T) *Generator {
 	return MustNew(ns.String(), WithScheme(SchemePython), WithSecret(salt))
 }
 
-func (v pyVector) id(t *testing.T) (uuid.UUID, error) {
+// id returns the UUID of the vector's call and the Python name it hashes.
+func (v pyVector) id(t *testing.T) (uuid.UUID, string, error) {
 	t.Helper()
 	entity, err := unquoteWTF8(v.EntityType)
 	if err != nil {
@@ -193,7 +194,15 @@ func (v pyVector) id(t *testing.T) (uuid.UUID, error) {
 		}
 		parts = append(parts, kw)
 	}
-	return v.generator(t).ID(parts...)
+	salt, _ := unquoteWTF8(v.Salt)
+	var kwm map[string]any
+	if len(v.Kwargs) > 0 {
+		kwm = parts[len(parts)-1].(Kwargs)
+		parts = parts[:len(parts)-1]
+	}
+	name, _ := PythonName(entity, salt, parts[1:], kwm)
+	u, err := v.generator(t).PythonID(entity, parts[1:], kwm)
+	return u, string(name), err
 }
 
 func pyVectorsPath() string {
@@ -219,17 +228,16 @@ func TestPythonCompat(t *testing.T) {
 	}
 	checked := 0
 	for i, v := range vs.Vectors {
-		got, err := v.id(t)
+		got, name, err := v.id(t)
 		if err != nil {
 			t.Errorf("vector %d (%s %s): %v", i, v.EntityType, mustJSON(v.Args), err)
 		} else if got.String() != strings.ToLower(v.UUID) {
-			name := "?"
-			t.Errorf("vector %d: entity %s args %s kwargs %s: got %s, want %s (name %s)", i, v.EntityType, mustJSON(v.Args), mustJSON(v.Kwargs), got, v.UUID, name)
+			t.Errorf("vector %d: entity %s args %s kwargs %s: got %s, want %s (name %+q)", i, v.EntityType, mustJSON(v.Args), mustJSON(v.Kwargs), got, v.UUID, name)
 		}
 		checked++
 	}
 	for i, p := range vs.Prefixed {
-		u, err := p.id(t)
+		u, _, err := p.id(t)
 		if err != nil {
 			t.Errorf("prefixed %d: %v", i, err)
 			checked++
