@@ -45,8 +45,10 @@
 // Claim is one statement: an INSERT … ON CONFLICT DO UPDATE … WHERE the row
 // is claimable, in a CTE whose second half reads the row's state when it is
 // not, so acquired, duplicate and in flight all come back in one round trip.
-// Only when a concurrent claim first inserted the key after the statement
-// began (its snapshot cannot see that row) is the statement run again.
+// Only when a concurrent claim inserted or took the key's row after the
+// statement began (its snapshot shows no row, or a claimable one that is no
+// longer so) is the statement run again; it never answers duplicate from a
+// stale snapshot.
 // Complete and Release are one UPDATE each that compares the token: no row
 // updated is [dedupe.ErrLeaseLost]. [Store.Process] adds BEGIN and COMMIT.
 //

@@ -28,6 +28,12 @@
 // while a lease lasts. Complete and Release compare the fencing token inside
 // the script and fail with [dedupe.ErrLeaseLost] when it is stale.
 //
+// The client's own retries (redis.Options.MaxRetries) are safe: a claim
+// retried after its first attempt took the key answers in flight (the lease
+// then runs out and the redelivery acquires), and a completion retried after
+// its first attempt succeeded answers [dedupe.ErrLeaseLost] (the caller does
+// not ack; the redelivery is answered duplicate).
+//
 // # Expiry and retention
 //
 // Records expire by Redis TTL, so nothing needs cleaning up: a leased or
