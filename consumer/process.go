@@ -75,11 +75,7 @@ func (p *Processor) Process(stop, work context.Context, m *Message) (Outcome, er
 	if maxAttempts <= 0 {
 		maxAttempts = DefaultMaxAttempts
 	}
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = orDefault(p.MinBackoff, DefaultMinBackoff)
-	b.MaxInterval = orDefault(p.MaxBackoff, DefaultMaxBackoff)
-	b.MaxElapsedTime = 0
-	b.Reset()
+	var b backoff.BackOff // made on the first failure only
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -97,6 +93,9 @@ func (p *Processor) Process(stop, work context.Context, m *Message) (Outcome, er
 		}
 		if ShouldDeadLetter(err, attempt, maxAttempts) {
 			return OutcomeDeadLetter, err
+		}
+		if b == nil {
+			b = p.Backoff()
 		}
 		wait := b.NextBackOff()
 		var inFlight *InFlightError

@@ -1,0 +1,96 @@
+package rabbitmq_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/uuidforge/uuidforge/consumer"
+	"github.com/uuidforge/uuidforge/consumer/internal/testsink"
+	"github.com/uuidforge/uuidforge/consumer/rabbitmq"
+	"github.com/uuidforge/uuidforge/internal/testenv"
+)
+
+// BenchmarkConsume measures end-to-end consumer throughput from a RabbitMQ
+// queue (4 workers, prefetch 64, ack per message) with and without dedupe
+// on the memory store. Run with a fixed count, e.g. -benchtime=20000x.
+func BenchmarkConsume(b *testing.B) {
+	for _, name := range []string{"plain", "dedupe-memory"} {
+		b.Run(name, func(b *testing.B) {
+			url := testenv.AMQPURL(b)
+			conn, err := amqp.Dial(url)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			ch, err := conn.Channel()
+			if err != nil {
+				b.Fatal(err)
+			}
+			q := testenv.Name(b, "bench")
+			if _, err := ch.QueueDeclare(q, false, false, false, false, nil); err != nil {
+				b.Fatal(err)
+			}
+			defer ch.QueueDelete(q, false, false, false)
+			if err := ch.Confirm(false); err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			body := make([]byte, 256)
+			var confs []*amqp.DeferredConfirmation
+			for range b.N {
+				dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false,
+					amqp.Publishing{MessageId: uuid.NewString(), Type: "bench", Body: body})
+				if err != nil {
+					b.Fatal(err)
+				}
+				confs = append(confs, dc)
+			}
+			for _, dc := range confs {
+				if ok, err := dc.WaitContext(ctx); !ok || err != nil {
+					b.Fatal("publish not confirmed", err)
+				}
+			}
+			var handled atomic.Int64
+			done := make(chan struct{})
+			h := consumer.Handler(consumer.HandlerFunc(func(context.Context, *consumer.Message) error {
+				if handled.Add(1) == int64(b.N) {
+					close(done)
+				}
+				return nil
+			}))
+			mws := []consumer.Middleware{consumer.Lineage()}
+			if name == "dedupe-memory" {
+				dd, err := consumer.Dedupe(testsink.Memory(b), q)
+				if err != nil {
+					b.Fatal(err)
+				}
+				mws = append(mws, dd)
+			}
+			h = consumer.Chain(append(mws, consumer.Recover())...)(h)
+			c, err := rabbitmq.New(rabbitmq.DialURL(url), q, h, rabbitmq.WithWorkers(4), rabbitmq.WithPrefetch(64))
+			if err != nil {
+				b.Fatal(err)
+			}
+			runCtx, cancel := context.WithCancel(ctx)
+			stopped := make(chan error, 1)
+			b.ResetTimer()
+			go func() { stopped <- c.Run(runCtx) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Minute):
+				b.Fatalf("handled %d of %d", handled.Load(), b.N)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			cancel()
+			if err := <-stopped; err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
