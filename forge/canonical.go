@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -85,7 +86,9 @@ func appendSimpleParts(dst []byte, parts []any) (out []byte, ok bool, err error)
 		}
 		dst, ok, err = appendSimple(dst, p)
 		if err != nil {
-			return nil, true, fmt.Errorf("forge: part %d (%T): %w", i, p, err)
+			// reflect.TypeOf keeps p from escaping, so callers' parts can
+			// stay on their stack.
+			return nil, true, fmt.Errorf("forge: part %d (%s): %w", i, reflect.TypeOf(p), err)
 		}
 		if !ok {
 			return dst[:start], false, nil
@@ -255,7 +258,7 @@ func appendString(dst []byte, s string) ([]byte, error) {
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
-			return nil, fmt.Errorf("%q at byte %d: %w", s, i, ErrInvalidUTF8)
+			return nil, fmt.Errorf("%q at byte %d: %w", strings.Clone(s), i, ErrInvalidUTF8)
 		}
 		i += size
 	}
@@ -333,31 +336,70 @@ func appendFloat(dst []byte, f float64) ([]byte, error) {
 // digit is lost (9007199254740993 is an error; 100000000000000000000, the
 // JCS form of the double 1e20, is not).
 func appendNumber(dst []byte, lit string) ([]byte, error) {
-	isInt := lit != "" && !bytesContainsAny(lit, ".eE")
-	if isInt {
+	if !isJSONNumber(lit) {
+		return nil, fmt.Errorf("%w: number %q", ErrInvalidJSON, strings.Clone(lit))
+	}
+	if isInt := !bytesContainsAny(lit, ".eE"); isInt {
 		v, err := strconv.ParseInt(lit, 10, 64)
 		if err == nil && v >= -MaxSafeInteger && v <= MaxSafeInteger {
 			return strconv.AppendInt(dst, v, 10), nil
 		}
 		f, ferr := strconv.ParseFloat(lit, 64)
 		if ferr != nil || math.IsInf(f, 0) {
-			return nil, fmt.Errorf("%s: %w", lit, ErrUnsafeInteger)
+			return nil, fmt.Errorf("%s: %w", strings.Clone(lit), ErrUnsafeInteger)
 		}
 		start := len(dst)
 		dst, _ = appendFloat(dst, f)
 		if string(dst[start:]) != lit {
-			return nil, fmt.Errorf("%s: %w", lit, ErrUnsafeInteger)
+			return nil, fmt.Errorf("%s: %w", strings.Clone(lit), ErrUnsafeInteger)
 		}
 		return dst, nil
 	}
-	if !json.Valid([]byte(lit)) {
-		return nil, fmt.Errorf("invalid JSON number %q", lit)
-	}
 	f, err := strconv.ParseFloat(lit, 64)
 	if err != nil {
-		return nil, fmt.Errorf("number %q: %w", lit, err)
+		return nil, fmt.Errorf("number %q: %w", strings.Clone(lit), err)
 	}
 	return appendFloat(dst, f)
+}
+
+// isJSONNumber reports whether s is a number literal of the JSON grammar.
+func isJSONNumber(s string) bool {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case i < len(s) && '1' <= s[i] && s[i] <= '9':
+		for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+			i++
+		}
+	default:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if i >= len(s) || s[i] < '0' || s[i] > '9' {
+			return false
+		}
+		for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+			i++
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if i >= len(s) || s[i] < '0' || s[i] > '9' {
+			return false
+		}
+		for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+			i++
+		}
+	}
+	return i == len(s)
 }
 
 func bytesContainsAny(s, chars string) bool {

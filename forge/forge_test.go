@@ -250,6 +250,8 @@ func TestCanonicalErrors(t *testing.T) {
 		{"invalid utf8 in struct", []any{inner{"\xc3"}}, ErrInvalidUTF8, ""},
 		{"invalid utf8 map key", []any{map[string]int{"\xff": 1}}, ErrInvalidUTF8, ""},
 		{"channel", []any{make(chan int)}, ErrUnsupported, ""},
+		{"bad json number", []any{json.Number("abc")}, ErrInvalidJSON, "abc"},
+		{"bad json number 2", []any{json.Number("01")}, ErrInvalidJSON, ""},
 		{"duplicate keys", []any{badJSON{}}, ErrInvalidJSON, "duplicate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -76,8 +76,11 @@ func PythonName(entity, salt string, args []any, kwargs map[string]any) ([]byte,
 }
 
 // AppendPythonRepr appends Python's repr() of v to dst. Integers of any
-// size are accepted as Go integers, *big.Int or big.Int; floats follow
-// Python's shortest repr ('1e+16', '0.0001', '1.0', 'inf', 'nan').
+// size are accepted as Go integers, *big.Int, big.Int or a decimal
+// json.Number ("123456789012345678901234567890"; a json.Number with a
+// fraction or exponent is a float); floats follow Python's shortest repr
+// ('1e+16', '0.0001', '1.0', 'inf', 'nan'); a string may carry lone
+// surrogates as their WTF-8 bytes (ED A0..BF xx), which repr escapes.
 func AppendPythonRepr(dst []byte, v any) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:
