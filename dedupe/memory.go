@@ -286,7 +286,7 @@ func (m *Memory) Claim(ctx context.Context, key Key, lease time.Duration) (Claim
 		}
 	}
 	s.token++
-	e = memEntry{token: s.token, until: now + int64(lease)}
+	e = memEntry{token: s.token, until: addSat(now, lease)}
 	s.minLease = min(s.minLease, e.until)
 	s.m[mk] = e
 	s.mu.Unlock()
@@ -324,7 +324,7 @@ func (m *Memory) Complete(ctx context.Context, c Claim, retention time.Duration)
 	if retention == Forever {
 		e.forever = true
 	} else {
-		e.until = now + int64(retention)
+		e.until = addSat(now, retention)
 	}
 	s.m[mk] = e
 	s.completed.push(memDone{key: mk, token: c.Token})
@@ -480,4 +480,12 @@ func (s *memShard) makeRoom(now int64, limit int) bool {
 	// 4. Only leases left: drop the expired ones, if any.
 	s.sweep(now)
 	return len(s.m) < limit
+}
+
+// addSat returns t+d, saturating instead of overflowing for huge durations.
+func addSat(t int64, d time.Duration) int64 {
+	if int64(d) > math.MaxInt64-t {
+		return math.MaxInt64
+	}
+	return t + int64(d)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -296,4 +297,25 @@ func BenchmarkClaimCompleteBaseline(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
+}
+
+// The largest durations saturate instead of overflowing into the past.
+func TestMemoryHugeDurations(t *testing.T) {
+	ctx := context.Background()
+	m := dedupe.NewMemory()
+	defer m.Close()
+	k := dedupe.Key{Scope: "huge", ID: uuid.New()}
+	c, err := m.Claim(ctx, k, math.MaxInt64)
+	if err != nil || c.Status != dedupe.Acquired {
+		t.Fatalf("Claim = %s, %v", c.Status, err)
+	}
+	if in, _ := m.Claim(ctx, k, time.Minute); in.Status != dedupe.InFlight {
+		t.Fatalf("second Claim = %s, want in flight", in.Status)
+	}
+	if err := m.Complete(ctx, c, math.MaxInt64); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := m.Claim(ctx, k, time.Minute); d.Status != dedupe.Duplicate {
+		t.Fatalf("Claim after Complete = %s, want duplicate", d.Status)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -367,7 +368,7 @@ func (s *Store) Claim(ctx context.Context, key dedupe.Key, lease time.Duration) 
 		if err != nil {
 			return err
 		}
-		r := record{state: stateLease, token: token, until: now + int64(lease)}
+		r := record{state: stateLease, token: token, until: addSat(now, lease)}
 		if err := b.Put(rk, r.encode()); err != nil {
 			return err
 		}
@@ -422,7 +423,7 @@ func (s *Store) Complete(ctx context.Context, c dedupe.Claim, retention time.Dur
 	return s.finish(ctx, "complete", c, func(tx *bolt.Tx, rk []byte) error {
 		r := record{state: stateDone, token: c.Token}
 		if retention != dedupe.Forever {
-			r.until = time.Now().UnixNano() + int64(retention)
+			r.until = addSat(time.Now().UnixNano(), retention)
 			if err := tx.Bucket(s.expiry).Put(expiryKey(r.until, rk), nil); err != nil {
 				return err
 			}
@@ -603,4 +604,12 @@ func (s *Store) Close() error {
 		}
 	}
 	return nil
+}
+
+// addSat returns t+d, saturating instead of overflowing for huge durations.
+func addSat(t int64, d time.Duration) int64 {
+	if int64(d) > math.MaxInt64-t {
+		return math.MaxInt64
+	}
+	return t + int64(d)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -319,5 +320,21 @@ func BenchmarkClaimCompleteBaseline(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
 		})
+	}
+}
+
+// The largest durations saturate instead of overflowing into the past.
+func TestHugeDurations(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "dedupe.db"))
+	k := dedupetest.NewKey("huge")
+	c := claim(t, s, k, math.MaxInt64, dedupe.Acquired)
+	claim(t, s, k, time.Minute, dedupe.InFlight)
+	if err := s.Complete(ctx, c, math.MaxInt64); err != nil {
+		t.Fatal(err)
+	}
+	claim(t, s, k, time.Minute, dedupe.Duplicate)
+	if n, err := s.Cleanup(ctx); err != nil || n != 0 {
+		t.Fatalf("Cleanup = %d, %v; want nothing expired", n, err)
 	}
 }

@@ -84,6 +84,7 @@ func Run(t *testing.T, opts Options) {
 		{"CompleteThenDuplicate", s.completeThenDuplicate},
 		{"RetentionEnds", s.retentionEnds},
 		{"Forever", s.forever},
+		{"LongDurations", s.longDurations},
 		{"ReleaseThenAcquire", s.releaseThenAcquire},
 		{"LeaseExpiry", s.leaseExpiry},
 		{"TokensGrow", s.tokensGrow},
@@ -432,6 +433,24 @@ func (s *suite) forever(t *testing.T) {
 	if !d.Until.IsZero() {
 		t.Fatalf("Duplicate.Until = %v for a key kept forever, want the zero time", d.Until)
 	}
+}
+
+// longDurations: a lease and a retention of two centuries neither overflow
+// into the past nor are rejected.
+func (s *suite) longDurations(t *testing.T) {
+	st := s.store(t)
+	const centuries = 200 * 365 * 24 * time.Hour
+	key := NewKey(scope)
+	c, err := st.Claim(ctx(t), key, centuries)
+	if err != nil || c.Status != dedupe.Acquired {
+		t.Fatalf("Claim with a %v lease = %s, %v; want acquired", centuries, c.Status, err)
+	}
+	if !c.Until.After(time.Now().Add(100 * 365 * 24 * time.Hour)) {
+		t.Fatalf("Claim with a %v lease: Until = %v", centuries, c.Until)
+	}
+	claim(t, st, key, longLease, dedupe.InFlight)
+	complete(t, st, c, centuries)
+	claim(t, st, key, longLease, dedupe.Duplicate)
 }
 
 func (s *suite) releaseThenAcquire(t *testing.T) {
