@@ -1,17 +1,3 @@
-// Command forge computes deterministic UUIDs from the command line, with the
-// same rules and configuration as the forge package.
-//
-// Usage:
-//
-//	forge id [--namespace NS] [--secret-env VAR] [--scheme S] [--prefix P] [--sep S] [--json] PART...
-//	forge new-secret
-//	forge extract [--sep S] ID
-//	forge info [--namespace NS] [--secret-env VAR] [--scheme S]
-//
-// Without flags the configuration comes from UUID_FORGE_NAMESPACE,
-// UUID_FORGE_SALT and UUID_FORGE_SCHEME. With --json each PART is one JSON
-// value; otherwise each PART is a string. Put "--" before parts that start
-// with "-".
 package main
 
 import (

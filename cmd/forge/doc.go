@@ -1,0 +1,21 @@
+// Command forge computes deterministic UUIDs from the command line, with the
+// same rules and configuration as the forge package.
+//
+// Usage:
+//
+//	forge id [--namespace NS] [--secret-env VAR] [--scheme S] [--prefix P] [--sep S] [--json] PART...
+//	forge new-secret
+//	forge extract [--sep S] ID
+//	forge info [--namespace NS] [--secret-env VAR] [--scheme S]
+//
+// Without flags the configuration comes from UUID_FORGE_NAMESPACE,
+// UUID_FORGE_SALT and UUID_FORGE_SCHEME. With --json each PART is one JSON
+// value; otherwise each PART is a string. Put "--" before parts that start
+// with "-". Bad input prints a message on stderr and exits with status 1
+// (2 for usage errors). Examples:
+//
+//	forge id --namespace users john@example.com
+//	forge id --namespace orders --json '{"sku":"A","qty":2}' 7
+//	UUID_FORGE_SALT=$(forge new-secret) forge info --namespace mycompany.com
+//	forge extract INV-EUR-6c7bc462-4987-5526-bfae-9c4efe86ec53
+package main
