@@ -126,7 +126,13 @@ func (p *Publisher) dial(d *dialCall) {
 	p.mu.Lock()
 	p.dialing = nil
 	if d.c != nil {
-		p.cur = d.c
+		if p.shut {
+			// Close ran while dialing (a caller gave up waiting).
+			_ = d.c.c.Close()
+			d.c, d.err = nil, publisher.ErrClosed
+		} else {
+			p.cur = d.c
+		}
 	}
 	p.mu.Unlock()
 	close(d.done)
@@ -169,7 +175,7 @@ func (c *conn) openChannel() (*channel, error) {
 func (c *channel) isDead() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.dead
+	return c.dead || c.ch.IsClosed()
 }
 
 // register records that the message published with delivery tag tag is

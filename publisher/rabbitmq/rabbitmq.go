@@ -69,7 +69,8 @@ type Publisher struct {
 	mu      sync.Mutex
 	cur     *conn
 	dialing *dialCall
-	closed  bool
+	closed  bool // no new publishes
+	shut    bool // no publish in progress either: connections may close
 	active  sync.WaitGroup
 
 	retries atomic.Int64 // messages published again; read by tests
@@ -328,15 +329,10 @@ func (p *Publisher) Close() error {
 	p.active.Wait()
 
 	p.mu.Lock()
-	c, d := p.cur, p.dialing
-	p.cur, p.dialing = nil, nil
+	c := p.cur
+	p.cur = nil
+	p.shut = true // a dial still running closes its connection itself
 	p.mu.Unlock()
-	if d != nil {
-		<-d.done
-		if d.c != nil {
-			_ = d.c.c.Close()
-		}
-	}
 	if c != nil {
 		if err := c.c.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
 			return fmt.Errorf("rabbitmq: close: %w", err)

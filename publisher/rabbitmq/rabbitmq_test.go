@@ -389,3 +389,23 @@ func TestOptionsValidated(t *testing.T) {
 }
 
 var _ = fmt.Sprint
+
+func TestMissingExchangeFailsFast(t *testing.T) {
+	url := testenv.AMQPURL(t)
+	p := newPublisher(t, url, rabbitmq.WithExchange(testenv.Name(t, "no_such_exchange")))
+	ctx := testenv.Context(t, 20*time.Second)
+	start := time.Now()
+	err := p.Publish(ctx, publisher.Message{Type: "t", Key: []any{"k"}})
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || ae.Code != amqp.NotFound {
+		t.Fatalf("Publish = %v, want the broker's NOT_FOUND", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Publish retried a permanent error until the deadline (%v)", time.Since(start))
+	}
+	// The publisher recovers: the next publish on a fresh channel gets the
+	// same clear error rather than a stale closed channel.
+	if err := p.PublishBatch(ctx, publisher.Message{Type: "t", Key: []any{"a"}}); !errors.As(err, &ae) {
+		t.Fatalf("PublishBatch = %v", err)
+	}
+}
