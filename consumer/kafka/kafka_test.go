@@ -436,3 +436,107 @@ func TestNewValidates(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// committed returns the group's committed offset per partition (-1: none).
+func committed(t *testing.T, brokers []string, topic, group string, partitions int) map[int]int64 {
+	t.Helper()
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
+	var parts []int
+	for p := range partitions {
+		parts = append(parts, p)
+	}
+	resp, err := client.OffsetFetch(testenv.Context(t, 10*time.Second), &kafkago.OffsetFetchRequest{
+		Addr: kafkago.TCP(brokers[0]), GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]int64{}
+	for _, p := range resp.Topics[topic] {
+		out[p.Partition] = p.CommittedOffset
+	}
+	return out
+}
+
+// TestStoreOutage: while the dedupe store is unreachable nothing is
+// committed, dead-lettered or written; when it returns every record is
+// processed once.
+func TestStoreOutage(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic, group := testenv.Name(t, "topic"), testenv.Name(t, "group")
+	sink := testsink.New(t, testsink.Pool(t))
+	flaky := &testsink.Flaky{Store: testsink.Redis(t)}
+	flaky.Down.Store(true)
+	const n = 12
+	var msgs []kafkago.Message
+	for i := range n {
+		msgs = append(msgs, idMessage(fmt.Sprint("k", i), uuid.New(), "x"))
+	}
+	write(t, writer(t, brokers, topic), msgs...)
+	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, flaky, group, sink),
+		kafka.WithMaxAttempts(2), kafka.WithPartitionParallelism(3)))
+	deadline := time.Now().Add(15 * time.Second)
+	for flaky.Refused.Load() < 20 && time.Now().Before(deadline) { // well past MaxAttempts
+		time.Sleep(10 * time.Millisecond)
+	}
+	if flaky.Refused.Load() < 20 {
+		t.Fatal("the consumer did not try the store")
+	}
+	for p, off := range committed(t, brokers, topic, group, 3) {
+		if off > 0 {
+			t.Fatalf("partition %d committed to %d during the outage", p, off)
+		}
+	}
+	if sink.Count(t) != 0 {
+		t.Fatal("work done during the store outage")
+	}
+	flaky.Down.Store(false)
+	sink.WaitCount(t, n, 20*time.Second)
+	r.stop(t)
+	var total int64
+	for _, off := range committed(t, brokers, topic, group, 3) {
+		total += off
+	}
+	if total != n || sink.Dups() != 0 {
+		t.Fatalf("committed %d of %d records, %d duplicate effects", total, n, sink.Dups())
+	}
+}
+
+// TestDeadLetterMustSucceedBeforeCommit: when the dead-letter topic cannot be
+// written, the failing record is not committed and nothing behind it in its
+// partition is handled.
+func TestDeadLetterMustSucceedBeforeCommit(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic, group := testenv.Name(t, "topic"), testenv.Name(t, "group")
+	sink := testsink.New(t, testsink.Pool(t))
+	poison, after := uuid.New(), uuid.New()
+	write(t, writer(t, brokers, topic), idMessage("k", poison, "poison"), idMessage("k", after, "after"))
+	var tried atomic.Int64
+	h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		if m.ID == poison {
+			tried.Add(1)
+			return consumer.Permanent(errors.New("cannot process"))
+		}
+		return sink.Handle(ctx, m)
+	})
+	broken := &kafkago.Writer{Addr: kafkago.TCP("127.0.0.1:1"), Topic: "unreachable", MaxAttempts: 1, WriteTimeout: 100 * time.Millisecond}
+	defer broken.Close()
+	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h), kafka.WithDeadLetterWriter(broken)))
+	deadline := time.Now().Add(15 * time.Second)
+	for tried.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if tried.Load() == 0 {
+		t.Fatal("the poison record was never handled")
+	}
+	time.Sleep(500 * time.Millisecond) // several failed dead-letter writes
+	r.stop(t)
+	var total int64
+	for _, off := range committed(t, brokers, topic, group, 3) {
+		if off > 0 {
+			total += off
+		}
+	}
+	if total != 0 || sink.Has(t, after) {
+		t.Fatalf("committed %d records, record behind the poison handled: %v", total, sink.Has(t, after))
+	}
+}

@@ -269,9 +269,14 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bo
 		}()
 	}
 
+	workersDone := make(chan struct{})
+	go func() { wg.Wait(); close(workersDone) }()
+
 	var cause error
 	select {
 	case <-ctx.Done():
+	case <-workersDone: // the delivery channel closed: the broker cancelled us
+		cause = errors.New("rabbitmq: consumer cancelled by the broker")
 	case e := <-closed:
 		cause = fmt.Errorf("rabbitmq: connection closed: %v", e)
 	case e := <-chClosed:
@@ -283,7 +288,7 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bo
 		_ = ch.Cancel(tag, false)
 	}
 	cancelStop()
-	wg.Wait()
+	<-workersDone
 	return false, cause
 }
 

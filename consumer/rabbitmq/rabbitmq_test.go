@@ -447,3 +447,57 @@ func TestInbox(t *testing.T) {
 		t.Fatalf("%d duplicate effects (a failed attempt's write survived) after %d handler calls", sink.Dups(), sink.Calls())
 	}
 }
+
+// TestGracefulShutdown: Run returns only after the handler in progress
+// finished and its message was acked; prefetched messages not started go
+// back to the queue untouched.
+func TestGracefulShutdown(t *testing.T) {
+	b := newBroker(t)
+	q := b.queue(t, "q")
+	sink := testsink.New(t, testsink.Pool(t))
+	const n = 5
+	for range n {
+		b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Body: []byte("x")})
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		once.Do(func() { close(started) })
+		<-release
+		return sink.Handle(ctx, m)
+	})
+	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
+		append(fast(), rabbitmq.WithWorkers(1), rabbitmq.WithPrefetch(n))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	<-started
+	cancel()
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned (%v) while a handler was running", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if sink.Count(t) != 1 {
+		t.Fatalf("%d rows, want exactly the one in progress", sink.Count(t))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for b.depth(t, q) != n-1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := b.depth(t, q); got != n-1 {
+		t.Fatalf("%d messages back in the queue, want %d (the finished one acked, the rest returned)", got, n-1)
+	}
+}

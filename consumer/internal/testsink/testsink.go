@@ -147,14 +147,16 @@ func (s *Sink) WaitCount(t testing.TB, want int, d time.Duration) {
 	}
 }
 
-// Chaos wraps h so that a fraction failRate of its calls fail transiently
-// and a fraction panicRate panic, deterministically from (message ID,
-// attempt, seed).
+// Chaos wraps h so that a fraction FailRate of its calls fail transiently
+// and a fraction PanicRate panic, chosen from (message ID, attempt, seed);
+// the first call always panics and the second always fails, so every run
+// exercises both.
 type Chaos struct {
 	FailRate, PanicRate float64
 	Seed                string
 
 	failed, panicked atomic.Int64
+	calls            atomic.Int64
 	mu               sync.Mutex
 	seen             map[string]int
 }
@@ -176,6 +178,12 @@ func (c *Chaos) Wrap(next consumer.Handler) consumer.Handler {
 		h := fnv.New64a()
 		fmt.Fprintf(h, "%s/%s/%d", c.Seed, k, n)
 		x := float64(h.Sum64()%10000) / 10000
+		switch c.calls.Add(1) {
+		case 1:
+			x = 0
+		case 2:
+			x = c.PanicRate
+		}
 		switch {
 		case x < c.PanicRate:
 			c.panicked.Add(1)
