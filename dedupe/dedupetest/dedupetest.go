@@ -37,8 +37,9 @@ type Options struct {
 	// MinLease is the smallest lease and retention the store honours exactly
 	// (its time granularity: 1ms for Redis PX and PostgreSQL, a second for a
 	// store that rounds to seconds). The suite's time unit is
-	// max(100ms, MinLease): short leases are 3 units, waits a few units.
-	// Zero means 1ms.
+	// max(200ms, MinLease): short leases are 3 units, waits a few units, and
+	// a check that must happen before a short lease ends has 3 units to run
+	// (room for a loaded machine under -race). Zero means 1ms.
 	MinLease time.Duration
 
 	// InboxWrite, when set, enables the transactional-inbox cases: the store
@@ -59,8 +60,8 @@ type Options struct {
 }
 
 // Run runs the conformance suite on the store described by opts. Each case is
-// a sub-test of t; most wait for leases and retentions of a few hundred
-// milliseconds, so they run in parallel unless opts.Serial.
+// a sub-test of t; several wait for leases and retentions of about a second,
+// so they run in parallel unless opts.Serial (then the suite takes ~10 s).
 func Run(t *testing.T, opts Options) {
 	t.Helper()
 	if opts.NewStore == nil {
@@ -69,7 +70,7 @@ func Run(t *testing.T, opts Options) {
 	if opts.InboxWrite != nil && opts.InboxHasRow == nil {
 		t.Fatal("dedupetest: Options.InboxHasRow is required with InboxWrite")
 	}
-	s := &suite{opts: opts, unit: 100 * time.Millisecond}
+	s := &suite{opts: opts, unit: 200 * time.Millisecond}
 	if opts.MinLease > s.unit {
 		s.unit = opts.MinLease
 	}
