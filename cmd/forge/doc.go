@@ -10,7 +10,11 @@
 //
 // Without flags the configuration comes from UUID_FORGE_NAMESPACE,
 // UUID_FORGE_SALT and UUID_FORGE_SCHEME. With --json each PART is one JSON
-// value; otherwise each PART is a string. Put "--" before parts that start
+// value; otherwise each PART is a string. Under the python scheme the first
+// PART is the entity type, the namespace follows the Python library's
+// load_config_from_env (any value is a domain; unset is the DNS namespace)
+// and --json values must be strings, numbers, booleans or null. Put "--"
+// before parts that start
 // with "-". Bad input prints a message on stderr and exits with status 1
 // (2 for usage errors). Examples:
 //
