@@ -1,0 +1,43 @@
+package kafka_test
+
+import (
+	"context"
+	"log"
+	"os/signal"
+	"syscall"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/uuidforge/uuidforge/consumer"
+	"github.com/uuidforge/uuidforge/consumer/kafka"
+	"github.com/uuidforge/uuidforge/dedupe"
+)
+
+// Consume a topic in a consumer group, three partitions at a time, once per
+// message ID, until SIGTERM. Failing records are retried in place and, after
+// five attempts, written to "orders.dead-letter" before their offset is
+// committed.
+func ExampleNew() {
+	store := dedupe.NewMemory()
+	defer store.Close()
+	dd, err := consumer.Dedupe(store, "billing")
+	if err != nil {
+		log.Fatal(err)
+	}
+	h := consumer.Chain(consumer.Lineage(), dd, consumer.Recover())(
+		consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+			log.Printf("%s partition %d offset %d: %s", m.ID, m.Partition, m.Offset, m.Body)
+			return nil
+		}))
+	c, err := kafka.New(kafkago.ReaderConfig{
+		Brokers: []string{"localhost:9092"}, GroupID: "billing", Topic: "orders",
+	}, h, kafka.WithPartitionParallelism(3), kafka.WithMaxAttempts(5))
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if err := c.Run(ctx); err != nil { // commits only processed records
+		log.Fatal(err)
+	}
+}
