@@ -26,7 +26,9 @@
 //
 // # Stores
 //
-//   - [Memory] (this package): one process, bounded, the default;
+//   - [Memory] (this package, [NewMemory]): one process, bounded
+//     ([DefaultMaxEntries] keys), retention [DefaultRetention] by default; the
+//     default store;
 //   - dedupe/redisstore: many processes, one Redis (or Cluster) round trip per call;
 //   - dedupe/pgstore: PostgreSQL, with the transactional [Inbox];
 //   - dedupe/boltstore: an embedded file for one machine that must remember

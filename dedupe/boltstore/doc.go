@@ -16,6 +16,11 @@
 // Writes are durable (fsync on commit) unless [WithNoSync]; concurrent writes
 // share one commit (group commit).
 //
+// The store is not a [dedupe.Inbox]: bbolt has a single writer, so holding
+// a write transaction open while a handler runs would stop every other claim
+// for that long. A handler whose effects must commit with the completion
+// belongs on dedupe/pgstore.
+//
 // # Usage
 //
 //	store, err := boltstore.Open("/var/lib/billing/dedupe.db", boltstore.WithRetention(dedupe.Forever))
