@@ -51,7 +51,9 @@ type Message struct {
 
 // Handler processes one message. A nil error means the message is done and
 // may be acknowledged; any error means it must not be. Wrap an error with
-// [Permanent] when retrying cannot help.
+// [Permanent] when retrying cannot help. The transport loops call a handler
+// from several goroutines at once (workers, partitions), so it must be safe
+// for concurrent use; every middleware here is.
 type Handler interface {
 	Handle(ctx context.Context, m *Message) error
 }
@@ -119,6 +121,7 @@ type InFlightError struct {
 	Until time.Time
 }
 
+// Error says whose message is in flight and until when.
 func (e *InFlightError) Error() string {
 	return fmt.Sprintf("consumer: message %s in flight elsewhere until %s", e.ID, e.Until.Format(time.RFC3339Nano))
 }
@@ -136,6 +139,7 @@ func (e *storeError) Is(target error) bool { return target == ErrStore }
 // letter the message at once. Build it with [Permanent].
 type PermanentError struct{ Err error }
 
+// Error returns the wrapped error's message.
 func (e *PermanentError) Error() string { return e.Err.Error() }
 
 // Unwrap returns the wrapped error.

@@ -21,6 +21,7 @@ type PanicError struct {
 	Stack []byte
 }
 
+// Error returns the panic value and the stack.
 func (e *PanicError) Error() string {
 	return fmt.Sprintf("consumer: handler panicked: %v\n%s", e.Value, e.Stack)
 }

@@ -20,6 +20,13 @@
 //	if err != nil { ... }
 //	err = c.Run(ctx)
 //
+// Replaying a topic from an earlier offset is safe as long as the dedupe
+// store still remembers the completed IDs: use a retention longer than any
+// replay window, or [dedupe.Forever] with the PostgreSQL store
+// ([consumer.WithRetention]). After a rebalance a member may still finish and
+// commit a record of a partition it lost; the committed offset can then move
+// back, which only causes redeliveries that dedupe answers as duplicates.
+//
 // IDs come from the "message-id", "correlation-id" and "causation-id"
 // headers and the type from "message-type"; see [consumer.Identify] for
 // missing and malformed IDs.
