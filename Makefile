@@ -34,4 +34,4 @@ fuzz:
 	done
 
 demo:
-	$(GO) run ./cmd/forge id --namespace users john@example.com
+	$(GO) run ./examples/quickstart

@@ -1,0 +1,326 @@
+// Command quickstart shows the whole idea of UUID-Forge in one run, with no
+// set-up: orders get IDs from their business data, a producer retry and a
+// replay of the topic deliver some of them again, and the idempotent consumer
+// charges every order exactly once.
+//
+//	go run ./examples/quickstart
+//
+// It starts an in-process Kafka broker (or uses the cluster named by
+// KAFKA_BROKERS), publishes the orders with publisher/kafka, publishes some of
+// them a second time as a producer retry would, consumes the topic with
+// consumer/kafka and the dedupe middleware over the in-memory store, then
+// replays the whole topic from offset 0 with a new consumer group sharing the
+// same store. The last line sums it up:
+//
+//	summary: published=P unique=U processed=U duplicates_skipped=D lost=0
+//
+// published counts the records written to the topic (retries included),
+// unique the distinct message IDs among them, processed the orders the handler
+// charged, duplicates_skipped the deliveries (first pass and replay) that the
+// dedupe middleware acknowledged without calling the handler, and lost the
+// orders that were published but never charged. Every number is counted while
+// the program runs.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/uuidforge/uuidforge/consumer"
+	kafkaconsumer "github.com/uuidforge/uuidforge/consumer/kafka"
+	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/forge"
+	"github.com/uuidforge/uuidforge/internal/testenv"
+	"github.com/uuidforge/uuidforge/publisher"
+	kafkapublisher "github.com/uuidforge/uuidforge/publisher/kafka"
+)
+
+// config is what one run does.
+type config struct {
+	Orders  int           // orders placed
+	Retried int           // how many of them the producer publishes a second time
+	Timeout time.Duration // bound on the whole run
+}
+
+func main() {
+	cfg := config{}
+	flag.IntVar(&cfg.Orders, "orders", 10, "number of orders to place")
+	flag.IntVar(&cfg.Retried, "retried", 3, "number of orders the producer publishes twice")
+	flag.DurationVar(&cfg.Timeout, "timeout", time.Minute, "give up after this long")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "quickstart:", err)
+		os.Exit(1)
+	}
+}
+
+// order is the business data of one placed order. Its number identifies it;
+// nothing else (no clock, no random value) goes into its ID.
+type order struct {
+	Number   string `json:"number"`
+	Customer string `json:"customer"`
+	Cents    int    `json:"cents"`
+}
+
+func (o order) message() (publisher.Message, error) {
+	body, err := json.Marshal(o)
+	if err != nil {
+		return publisher.Message{}, fmt.Errorf("encode order %s: %w", o.Number, err)
+	}
+	return publisher.Message{Type: "order.placed", Key: []any{o.Number}, Body: body}, nil
+}
+
+func run(ctx context.Context, cfg config, out io.Writer) error {
+	if cfg.Orders < 1 || cfg.Retried < 0 || cfg.Retried > cfg.Orders {
+		return fmt.Errorf("want 1 <= orders and 0 <= retried <= orders, got orders=%d retried=%d", cfg.Orders, cfg.Retried)
+	}
+	if cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+	}
+
+	broker, err := testenv.StartKafka()
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	// A fresh topic per run, so a real cluster (KAFKA_BROKERS) replays only
+	// this run's records.
+	topic := fmt.Sprintf("quickstart-orders-%d", time.Now().UnixNano())
+	where := "in-process Kafka"
+	if !broker.InProcess() {
+		where = "Kafka"
+	}
+	fmt.Fprintf(out, "%s at %s, topic %s\n", where, strings.Join(broker.Brokers(), ","), topic)
+
+	// The generator every service of the shop shares: same namespace, same
+	// order number, same ID, in any process and any language.
+	gen, err := forge.New("shop.example.com")
+	if err != nil {
+		return err
+	}
+
+	orders := make([]order, cfg.Orders)
+	msgs := make([]publisher.Message, cfg.Orders)
+	ids := make([]uuid.UUID, cfg.Orders)
+	for i := range orders {
+		orders[i] = order{
+			Number:   fmt.Sprintf("SO-%d", 1001+i),
+			Customer: fmt.Sprintf("customer%d@example.com", i%4+1),
+			Cents:    1500 + 250*i,
+		}
+		if msgs[i], err = orders[i].message(); err != nil {
+			return err
+		}
+		// The publisher computes the same ID when it sends the message;
+		// computing it here lets the summary check every order was charged.
+		l, err := publisher.IDs(ctx, gen, &msgs[i])
+		if err != nil {
+			return err
+		}
+		ids[i] = l.MessageID
+	}
+
+	pub, err := kafkapublisher.New(broker.Brokers(), topic, gen, kafkapublisher.WithAutoTopicCreation())
+	if err != nil {
+		return err
+	}
+	defer pub.Close()
+
+	published := 0
+	for i, m := range msgs {
+		if err := pub.Publish(ctx, m); err != nil {
+			return fmt.Errorf("publish order %s: %w", orders[i].Number, err)
+		}
+		published++
+	}
+	fmt.Fprintf(out, "published %d orders; order %s always gets message ID %s\n", cfg.Orders, orders[0].Number, ids[0])
+
+	// A producer that timed out waiting for an acknowledgement sends again.
+	// The business data did not change, so neither does the ID.
+	var retried []string
+	for i := 0; i < cfg.Retried; i++ {
+		j := i * cfg.Orders / max(cfg.Retried, 1)
+		if err := pub.Publish(ctx, msgs[j]); err != nil {
+			return fmt.Errorf("publish order %s again: %w", orders[j].Number, err)
+		}
+		published++
+		retried = append(retried, orders[j].Number)
+	}
+	if len(retried) > 0 {
+		fmt.Fprintf(out, "producer retry: published %s again, with the same IDs\n", strings.Join(retried, ", "))
+	}
+
+	// One store for both passes: it remembers which message IDs were charged.
+	store := dedupe.NewMemory()
+	defer store.Close()
+	b := &billing{charged: make(map[uuid.UUID]int), seen: make(map[uuid.UUID]bool)}
+
+	live, err := b.consume(ctx, broker.Brokers(), topic, "billing", store, published)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "consumer (group billing): %d deliveries, charged %d orders, skipped %d duplicates\n",
+		live.delivered, live.charged, live.delivered-live.charged)
+
+	// Replay: a new group starts at offset 0 and reads everything again. The
+	// dedupe scope is the same "billing", so nothing is charged twice.
+	replay, err := b.consume(ctx, broker.Brokers(), topic, "billing-replay", store, published)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "replay from offset 0 (group billing-replay, same store): %d deliveries, charged %d orders, skipped %d duplicates\n",
+		replay.delivered, replay.charged, replay.delivered-replay.charged)
+
+	s := b.summary(ids, published, live, replay)
+	fmt.Fprintf(out, "summary: published=%d unique=%d processed=%d duplicates_skipped=%d lost=%d\n",
+		s.published, s.unique, s.processed, s.duplicates, s.lost)
+	if s.lost != 0 || s.processed != s.unique || s.twice != 0 {
+		return fmt.Errorf("not exactly once: %d lost, %d processed for %d unique, %d charged twice", s.lost, s.processed, s.unique, s.twice)
+	}
+	return nil
+}
+
+// billing is the consumer side: it charges orders and counts what it sees.
+// Safe for concurrent use.
+type billing struct {
+	mu      sync.Mutex
+	charged map[uuid.UUID]int  // message ID -> times charged (the handler's effect)
+	seen    map[uuid.UUID]bool // message IDs delivered at all
+}
+
+// pass counts one consumer group's run over the topic.
+type pass struct {
+	delivered int // deliveries acknowledged (charged or skipped)
+	charged   int // handler calls
+}
+
+// charge is the business handler: in a real shop it would call the payment
+// provider. The dedupe middleware in front of it makes sure it runs once per
+// order.
+func (b *billing) charge(_ context.Context, m *consumer.Message) error {
+	var o order
+	if err := json.Unmarshal(m.Body, &o); err != nil {
+		return consumer.Permanent(fmt.Errorf("decode order: %w", err))
+	}
+	b.mu.Lock()
+	b.charged[m.ID]++
+	b.mu.Unlock()
+	return nil
+}
+
+// consume runs a consumer group over the topic until it has acknowledged want
+// deliveries.
+func (b *billing) consume(ctx context.Context, brokers []string, topic, group string, store dedupe.Store, want int) (pass, error) {
+	var delivered, charged atomic.Int64
+	done := make(chan struct{})
+	var once sync.Once
+
+	dd, err := consumer.Dedupe(store, "billing")
+	if err != nil {
+		return pass{}, err
+	}
+	countCharges := func(next consumer.Handler) consumer.Handler {
+		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+			err := next.Handle(ctx, m)
+			if err == nil {
+				charged.Add(1)
+			}
+			return err
+		})
+	}
+	countDeliveries := func(next consumer.Handler) consumer.Handler {
+		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+			b.mu.Lock()
+			b.seen[m.ID] = true
+			b.mu.Unlock()
+			err := next.Handle(ctx, m)
+			if err == nil && delivered.Add(1) >= int64(want) {
+				once.Do(func() { close(done) })
+			}
+			return err
+		})
+	}
+	h := consumer.Chain(countDeliveries, consumer.Lineage(), dd, consumer.Recover(), countCharges)(consumer.HandlerFunc(b.charge))
+
+	c, err := kafkaconsumer.New(readerConfig(brokers, topic, group), h,
+		kafkaconsumer.WithPartitionParallelism(3),
+		kafkaconsumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	if err != nil {
+		return pass{}, err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	runErr := make(chan error, 1)
+	go func() { runErr <- c.Run(runCtx) }()
+
+	select {
+	case <-done:
+		stop()
+		if err := <-runErr; err != nil {
+			return pass{}, fmt.Errorf("consumer group %s: %w", group, err)
+		}
+	case err := <-runErr:
+		if err == nil {
+			err = ctx.Err()
+		}
+		return pass{}, fmt.Errorf("consumer group %s stopped after %d of %d deliveries: %w", group, delivered.Load(), want, err)
+	}
+	return pass{delivered: int(delivered.Load()), charged: int(charged.Load())}, nil
+}
+
+type summary struct {
+	published, unique, processed, duplicates, lost, twice int
+}
+
+// summary counts what happened: want holds the ID of every order published.
+func (b *billing) summary(want []uuid.UUID, published int, passes ...pass) summary {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := summary{published: published, unique: len(b.seen)}
+	for _, n := range b.charged {
+		s.processed += n
+		if n > 1 {
+			s.twice++
+		}
+	}
+	for _, p := range passes {
+		s.duplicates += p.delivered - p.charged
+	}
+	for _, id := range want {
+		if b.charged[id] == 0 {
+			s.lost++
+		}
+	}
+	return s
+}
+
+// readerConfig reads a topic from its first offset in a consumer group, with
+// short timers so that the demo takes seconds rather than the defaults' tens
+// of seconds to join the group.
+func readerConfig(brokers []string, topic, group string) kafkago.ReaderConfig {
+	return kafkago.ReaderConfig{
+		Brokers: brokers, Topic: topic, GroupID: group, StartOffset: kafkago.FirstOffset,
+		MaxWait: 50 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second,
+		JoinGroupBackoff: 100 * time.Millisecond, ReadBackoffMin: 10 * time.Millisecond,
+		ReadBackoffMax: 50 * time.Millisecond, PartitionWatchInterval: 100 * time.Millisecond,
+	}
+}
