@@ -501,3 +501,18 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("%d messages back in the queue, want %d (the finished one acked, the rest returned)", got, n-1)
 	}
 }
+
+// TestMissingQueue: a queue that does not exist at the first connection is a
+// configuration error that Run returns instead of retrying forever.
+func TestMissingQueue(t *testing.T) {
+	url := testenv.AMQPURL(t)
+	c, err := rabbitmq.New(rabbitmq.DialURL(url), testenv.Name(t, "absent"),
+		consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil }), fast()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testenv.Context(t, 10*time.Second)
+	if err := c.Run(ctx); err == nil || ctx.Err() != nil {
+		t.Fatalf("Run on a missing queue: %v (ctx %v)", err, ctx.Err())
+	}
+}
