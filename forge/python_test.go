@@ -205,11 +205,20 @@ func (v pyVector) id(t *testing.T) (uuid.UUID, string, error) {
 	return u, string(name), err
 }
 
+// pyVectorsPath returns FORGE_PY_VECTORS, or the copy in testdata. A
+// relative FORGE_PY_VECTORS that does not exist from the package directory
+// (where tests run) is tried from the module root too.
 func pyVectorsPath() string {
-	if p := os.Getenv("FORGE_PY_VECTORS"); p != "" {
-		return p
+	p := os.Getenv("FORGE_PY_VECTORS")
+	if p == "" {
+		return filepath.Join("testdata", "uuid-forge-python.json")
 	}
-	return filepath.Join("testdata", "uuid-forge-python.json")
+	if _, err := os.Stat(p); err != nil && !filepath.IsAbs(p) {
+		if _, err := os.Stat(filepath.Join("..", p)); err == nil {
+			return filepath.Join("..", p)
+		}
+	}
+	return p
 }
 
 // TestPythonCompat checks every reference output of the Python library.
