@@ -1,0 +1,120 @@
+package dedupetest_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/dedupe/dedupetest"
+)
+
+const faultEnv = "DEDUPETEST_FAULT"
+
+// faulty wraps the memory store with one protocol violation.
+type faulty struct {
+	*dedupe.Memory
+	fault string
+}
+
+func (f *faulty) Claim(ctx context.Context, k dedupe.Key, lease time.Duration) (dedupe.Claim, error) {
+	switch f.fault {
+	case "ignore-context":
+		ctx = context.Background()
+	case "error-as-duplicate":
+		c, err := f.Memory.Claim(ctx, k, lease)
+		if err != nil {
+			return dedupe.Claim{Key: k, Status: dedupe.Duplicate}, nil
+		}
+		return c, nil
+	case "steal-in-flight":
+		c, err := f.Memory.Claim(ctx, k, lease)
+		if err == nil && c.Status == dedupe.InFlight {
+			c.Status, c.Token = dedupe.Acquired, 1<<40
+		}
+		return c, err
+	}
+	return f.Memory.Claim(ctx, k, lease)
+}
+
+func (f *faulty) Complete(ctx context.Context, c dedupe.Claim, retention time.Duration) error {
+	err := f.Memory.Complete(ctx, c, retention)
+	if f.fault == "no-fencing" && err != nil {
+		return nil
+	}
+	return err
+}
+
+func (f *faulty) Release(ctx context.Context, c dedupe.Claim) error {
+	if f.fault == "release-marks-done" { // a failed handler's message looks done
+		return f.Memory.Complete(ctx, c, 0)
+	}
+	return f.Memory.Release(ctx, c)
+}
+
+// TestFaultyStore runs the suite on a faulty store; it is meant to fail and
+// only runs as a child of TestSuiteCatchesFaults.
+func TestFaultyStore(t *testing.T) {
+	fault := os.Getenv(faultEnv)
+	if fault == "" {
+		t.Skip("runs only as a child of TestSuiteCatchesFaults")
+	}
+	dedupetest.Run(t, dedupetest.Options{
+		NewStore: func(t *testing.T) dedupe.Store {
+			m := dedupe.NewMemory()
+			t.Cleanup(func() { m.Close() })
+			return &faulty{Memory: m, fault: fault}
+		},
+		Broken: func(t *testing.T) dedupe.Store {
+			m := dedupe.NewMemory()
+			m.Close()
+			return &faulty{Memory: m, fault: fault}
+		},
+		Forever: true,
+	})
+}
+
+// TestSuiteCatchesFaults shows that the suite fails stores that break the
+// protocol, each in the case that names the rule.
+func TestSuiteCatchesFaults(t *testing.T) {
+	if os.Getenv(faultEnv) != "" {
+		t.Skip("child process")
+	}
+	tests := []struct{ fault, failingCase string }{
+		{"release-marks-done", "ReleaseThenAcquire"},
+		{"no-fencing", "LeaseExpiry"},
+		{"error-as-duplicate", "Broken"},
+		{"ignore-context", "CancelledContext"},
+		{"steal-in-flight", "ConcurrentClaims"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.fault, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(os.Args[0], "-test.run=^TestFaultyStore$", "-test.count=1", "-test.v")
+			cmd.Env = append(os.Environ(), faultEnv+"="+tt.fault)
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("the suite passed a store with fault %q:\n%s", tt.fault, out)
+			}
+			if want := "--- FAIL: TestFaultyStore/" + tt.failingCase + " "; !strings.Contains(string(out), want) {
+				t.Fatalf("fault %q: no %q in the output:\n%s", tt.fault, want, out)
+			}
+		})
+	}
+}
+
+// The suite passes the memory store itself (the stores' own packages run it
+// with their options).
+func TestMemory(t *testing.T) {
+	dedupetest.Run(t, dedupetest.Options{
+		NewStore: func(t *testing.T) dedupe.Store {
+			m := dedupe.NewMemory()
+			t.Cleanup(func() { m.Close() })
+			return m
+		},
+		Forever: true,
+	})
+}
