@@ -516,3 +516,43 @@ func TestMissingQueue(t *testing.T) {
 		t.Fatalf("Run on a missing queue: %v (ctx %v)", err, ctx.Err())
 	}
 }
+
+// TestQueueDeadLetterExchange: without a dead-letter option, a message for
+// the dead letter is rejected without requeue, so the queue's own
+// x-dead-letter-exchange receives it.
+func TestQueueDeadLetterExchange(t *testing.T) {
+	b := newBroker(t)
+	dlq := b.queue(t, "dlq")
+	q := testenv.Name(t, "q")
+	if _, err := b.ch.QueueDeclare(q, false, false, false, false, amqp.Table{
+		"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if ch, err := b.conn.Channel(); err == nil {
+			_, _ = ch.QueueDelete(q, false, false, false)
+			_ = ch.Close()
+		}
+	})
+	sink := testsink.New(t, testsink.Pool(t))
+	good := uuid.NewString()
+	b.publish(t, q, amqp.Publishing{MessageId: "garbage", Body: []byte("bad")}, amqp.Publishing{MessageId: good, Body: []byte("good")})
+	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, sink), fast()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c)
+	sink.WaitCount(t, 1, 20*time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for b.depth(t, dlq) < 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.stop(t)
+	dead := b.drain(t, dlq)
+	if len(dead) != 1 || string(dead[0].Body) != "bad" || dead[0].Headers["x-death"] == nil {
+		t.Fatalf("dead letters %v", dead)
+	}
+	if !sink.Has(t, uuid.MustParse(good)) || b.depth(t, q) != 0 {
+		t.Fatal("the good message was not processed or the queue not drained")
+	}
+}
