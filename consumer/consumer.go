@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
 )
 
@@ -155,10 +156,11 @@ func Permanent(err error) error {
 }
 
 // IsPermanent reports whether err (or an error it wraps) was marked with
-// [Permanent].
+// [Permanent], or with backoff.Permanent from github.com/cenkalti/backoff/v4.
 func IsPermanent(err error) bool {
 	var p *PermanentError
-	return errors.As(err, &p)
+	var bp *backoff.PermanentError
+	return errors.As(err, &p) || errors.As(err, &bp)
 }
 
 // Waiting reports whether err means "not now, deliver again later": the

@@ -209,6 +209,7 @@ func TestRetry(t *testing.T) {
 		{"recovers", 3, transient, 4, false},
 		{"gives up", 10, transient, 5, true},
 		{"permanent", 10, consumer.Permanent(transient), 1, true},
+		{"backoff permanent", 10, fmt.Errorf("wrapped: %w", backoff.Permanent(transient)), 1, true},
 		{"in flight", 10, &consumer.InFlightError{ID: uuid.New()}, 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
