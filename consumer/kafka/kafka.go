@@ -87,11 +87,11 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 func WithShutdownTimeout(d time.Duration) Option { return func(c *config) { c.shutdown = d } }
 
 // Consumer runs a handler for every record of a consumer group. Create it
-// with [New] and Run it once; it is not otherwise safe for concurrent use.
+// with [New]; Run may be called again after it returned (each Run is a new
+// group member), but not concurrently with itself.
 type Consumer struct {
-	rc     kafkago.ReaderConfig
-	cfg    config
-	ownsDL bool
+	rc  kafkago.ReaderConfig
+	cfg config
 }
 
 // New returns a consumer that reads with a kafka-go Reader built from rc
@@ -139,16 +139,7 @@ func New(rc kafkago.ReaderConfig, h consumer.Handler, opts ...Option) (*Consumer
 	if cfg.logger == nil {
 		cfg.logger = slog.Default()
 	}
-	c := &Consumer{rc: rc, cfg: cfg}
-	if cfg.dl == nil {
-		c.ownsDL = true
-		c.cfg.dl = &kafkago.Writer{
-			Addr: kafkago.TCP(rc.Brokers...), Topic: rc.Topic + DeadLetterSuffix,
-			RequiredAcks: kafkago.RequireAll, AllowAutoTopicCreation: true,
-			BatchTimeout: time.Millisecond, Balancer: &kafkago.Hash{},
-		}
-	}
-	return c, nil
+	return &Consumer{rc: rc, cfg: cfg}, nil
 }
 
 // Run consumes until ctx is done. For each record it runs the handler
@@ -161,8 +152,14 @@ func New(rc kafkago.ReaderConfig, h consumer.Handler, opts ...Option) (*Consumer
 func (c *Consumer) Run(ctx context.Context) error {
 	r := kafkago.NewReader(c.rc)
 	defer r.Close()
-	if c.ownsDL {
-		defer c.cfg.dl.Close()
+	dl := c.cfg.dl
+	if dl == nil {
+		dl = &kafkago.Writer{
+			Addr: kafkago.TCP(c.rc.Brokers...), Topic: c.rc.Topic + DeadLetterSuffix,
+			RequiredAcks: kafkago.RequireAll, AllowAutoTopicCreation: true,
+			BatchTimeout: time.Millisecond, Balancer: &kafkago.Hash{},
+		}
+		defer dl.Close()
 	}
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
@@ -194,7 +191,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return fmt.Errorf("kafka: fetch from %s: %w", c.rc.Topic, err)
 		}
 		if c.cfg.parallel == 1 {
-			if !c.handle(stop, work, r, rec) {
+			if !c.handle(stop, work, r, dl, rec) {
 				return nil
 			}
 			continue
@@ -212,7 +209,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 						continue // not committed: comes back to the group
 					}
 					sem <- struct{}{}
-					ok := c.handle(stop, work, r, rec)
+					ok := c.handle(stop, work, r, dl, rec)
 					<-sem
 					if !ok {
 						abandoned = true
@@ -231,7 +228,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 // handle processes one record and commits it; false means it was abandoned
 // (not committed) because the consumer is stopping.
-func (c *Consumer) handle(stop, work context.Context, r *kafkago.Reader, rec kafkago.Message) bool {
+func (c *Consumer) handle(stop, work context.Context, r *kafkago.Reader, dl *kafkago.Writer, rec kafkago.Message) bool {
 	m := c.message(rec)
 	raw := consumer.Identity{}
 	for _, h := range rec.Headers {
@@ -255,7 +252,7 @@ func (c *Consumer) handle(stop, work context.Context, r *kafkago.Reader, rec kaf
 		return false
 	case consumer.OutcomeDeadLetter:
 		log.WarnContext(work, "kafka consumer: dead-lettering record", "error", err, "attempt", m.Attempt)
-		if derr := c.deadLetter(stop, work, rec, m, err); derr != nil {
+		if derr := c.deadLetter(stop, work, dl, rec, m, err); derr != nil {
 			log.WarnContext(work, "kafka consumer: dead letter not written, record not committed", "error", derr)
 			return false
 		}
@@ -268,7 +265,7 @@ func (c *Consumer) handle(stop, work context.Context, r *kafkago.Reader, rec kaf
 	return true
 }
 
-func (c *Consumer) deadLetter(stop, work context.Context, rec kafkago.Message, m *consumer.Message, reason error) error {
+func (c *Consumer) deadLetter(stop, work context.Context, dl *kafkago.Writer, rec kafkago.Message, m *consumer.Message, reason error) error {
 	headers := make([]kafkago.Header, 0, len(rec.Headers)+5)
 	for _, h := range rec.Headers {
 		switch h.Key {
@@ -287,7 +284,7 @@ func (c *Consumer) deadLetter(stop, work context.Context, rec kafkago.Message, m
 	out := kafkago.Message{Key: rec.Key, Value: rec.Value, Headers: headers, Time: rec.Time}
 	bo := c.cfg.proc.Backoff()
 	for {
-		err := c.cfg.dl.WriteMessages(work, out)
+		err := dl.WriteMessages(work, out)
 		if err == nil {
 			return nil
 		}
@@ -295,10 +292,10 @@ func (c *Consumer) deadLetter(stop, work context.Context, rec kafkago.Message, m
 		select {
 		case <-stop.Done():
 			t.Stop()
-			return fmt.Errorf("kafka: dead letter to %s: %w", c.cfg.dl.Topic, err)
+			return fmt.Errorf("kafka: dead letter to %s: %w", dl.Topic, err)
 		case <-work.Done():
 			t.Stop()
-			return fmt.Errorf("kafka: dead letter to %s: %w", c.cfg.dl.Topic, err)
+			return fmt.Errorf("kafka: dead letter to %s: %w", dl.Topic, err)
 		case <-t.C:
 		}
 	}
