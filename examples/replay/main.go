@@ -1,0 +1,352 @@
+// Command replay reads a Kafka topic from offset 0 twice, against a durable
+// dedupe store, and shows that the second pass processes only the events added
+// since the first.
+//
+//	go run ./examples/replay                  # the bbolt file store
+//	go run ./examples/replay -store postgres  # the PostgreSQL store
+//
+// Run 1 publishes payments, then a consumer group reads the topic from the
+// earliest offset and processes every payment. More payments are published.
+// Run 2 reopens the store, as a restarted service would, and a new consumer
+// group replays the whole topic from the earliest offset (a new group, because
+// the old group's committed offsets would skip what it already read — a replay
+// is exactly the case where offsets cannot help). The store remembers every
+// message ID it completed (retention dedupe.Forever), so run 2 skips the old
+// payments and processes only the new ones.
+//
+// The Kafka broker is in-process unless KAFKA_BROKERS names a cluster. Each
+// program run starts with an empty store: a new bbolt file in a temporary
+// directory (or -bolt PATH), or a freshly created PostgreSQL table (-table).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/uuidforge/uuidforge/consumer"
+	kafkaconsumer "github.com/uuidforge/uuidforge/consumer/kafka"
+	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/dedupe/boltstore"
+	"github.com/uuidforge/uuidforge/dedupe/pgstore"
+	"github.com/uuidforge/uuidforge/forge"
+	"github.com/uuidforge/uuidforge/internal/testenv"
+	"github.com/uuidforge/uuidforge/publisher"
+	kafkapublisher "github.com/uuidforge/uuidforge/publisher/kafka"
+)
+
+// config is what one run uses.
+type config struct {
+	Store       string // "bolt" or "postgres"
+	BoltPath    string // "" means a new file in a temporary directory
+	PostgresURL string
+	Table       string // PostgreSQL dedupe table, recreated at start
+	First, Then int    // payments published before run 1 and between the runs
+	Timeout     time.Duration
+}
+
+func main() {
+	cfg := config{}
+	flag.StringVar(&cfg.Store, "store", "bolt", `durable dedupe store: "bolt" or "postgres"`)
+	flag.StringVar(&cfg.BoltPath, "bolt", "", "bbolt file (default: a new file in a temporary directory)")
+	pg := os.Getenv(testenv.EnvPostgres)
+	if pg == "" {
+		pg = testenv.DefaultPostgresURL
+	}
+	flag.StringVar(&cfg.PostgresURL, "postgres", pg, "PostgreSQL URL")
+	flag.StringVar(&cfg.Table, "table", "uuidforge_replay_example", "PostgreSQL dedupe table (dropped and recreated)")
+	flag.IntVar(&cfg.First, "first", 8, "payments published before run 1")
+	flag.IntVar(&cfg.Then, "then", 4, "payments published between run 1 and run 2")
+	flag.DurationVar(&cfg.Timeout, "timeout", time.Minute, "give up after this long")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "replay:", err)
+		os.Exit(1)
+	}
+}
+
+// payment is a captured payment; its reference identifies it.
+type payment struct {
+	Reference string `json:"reference"`
+	Order     string `json:"order"`
+	Cents     int    `json:"cents"`
+}
+
+func (p payment) message() (publisher.Message, error) {
+	body, err := json.Marshal(p)
+	if err != nil {
+		return publisher.Message{}, err
+	}
+	return publisher.Message{Type: "payment.captured", Key: []any{p.Reference}, Body: body}, nil
+}
+
+var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+func run(ctx context.Context, cfg config, out io.Writer) error {
+	switch {
+	case cfg.Store != "bolt" && cfg.Store != "postgres":
+		return fmt.Errorf("store %q: want bolt or postgres", cfg.Store)
+	case cfg.Store == "postgres" && !identifier.MatchString(cfg.Table):
+		return fmt.Errorf("table %q: want lower-case letters, digits and underscores", cfg.Table)
+	case cfg.First < 1 || cfg.Then < 0:
+		return fmt.Errorf("want first >= 1 and then >= 0, got %d and %d", cfg.First, cfg.Then)
+	}
+	if cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+	}
+	cleanup, err := prepareStore(ctx, &cfg, out)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
+	broker, err := testenv.StartKafka()
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	topic := fmt.Sprintf("replay-payments-%d", time.Now().UnixNano())
+	fmt.Fprintf(out, "Kafka at %s, topic %s\n", strings.Join(broker.Brokers(), ","), topic)
+
+	gen, err := forge.New("payments.example.com")
+	if err != nil {
+		return err
+	}
+	pub, err := kafkapublisher.New(broker.Brokers(), topic, gen, kafkapublisher.WithAutoTopicCreation())
+	if err != nil {
+		return err
+	}
+	defer pub.Close()
+
+	var ids []uuid.UUID // every payment's message ID, computed from its reference
+	publish := func(from, n int) error {
+		for i := from; i < from+n; i++ {
+			p := payment{Reference: fmt.Sprintf("PAY-%04d", i+1), Order: fmt.Sprintf("SO-%d", 1001+i/2), Cents: 990 + 10*i}
+			m, err := p.message()
+			if err != nil {
+				return err
+			}
+			l, err := publisher.IDs(ctx, gen, &m)
+			if err != nil {
+				return err
+			}
+			if err := pub.Publish(ctx, m); err != nil {
+				return fmt.Errorf("publish %s: %w", p.Reference, err)
+			}
+			ids = append(ids, l.MessageID)
+		}
+		return nil
+	}
+
+	l := &ledger{done: make(map[uuid.UUID]int)}
+	if err := publish(0, cfg.First); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "published %d payments\n", cfg.First)
+	run1, err := l.replay(ctx, cfg, broker.Brokers(), topic, "ledger-run-1", len(ids))
+	if err != nil {
+		return fmt.Errorf("run 1: %w", err)
+	}
+	fmt.Fprintf(out, "run 1: replayed %d records from offset 0, processed %d, skipped %d seen before\n", run1.read, run1.processed, run1.read-run1.processed)
+
+	if err := publish(cfg.First, cfg.Then); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "published %d more payments (topic now holds %d)\n", cfg.Then, len(ids))
+	run2, err := l.replay(ctx, cfg, broker.Brokers(), topic, "ledger-run-2", len(ids))
+	if err != nil {
+		return fmt.Errorf("run 2: %w", err)
+	}
+	fmt.Fprintf(out, "run 2 (store reopened, new consumer group): replayed %d records from offset 0, processed %d, skipped %d seen before\n",
+		run2.read, run2.processed, run2.read-run2.processed)
+
+	lost, twice := 0, 0
+	for _, id := range ids {
+		switch n := l.times(id); {
+		case n == 0:
+			lost++
+		case n > 1:
+			twice++
+		}
+	}
+	fmt.Fprintf(out, "replay: records=%d run1_processed=%d run2_processed=%d run2_skipped=%d processed_twice=%d lost=%d\n",
+		len(ids), run1.processed, run2.processed, run2.read-run2.processed, twice, lost)
+	if lost != 0 || twice != 0 {
+		return fmt.Errorf("not exactly once: %d payments lost, %d processed twice", lost, twice)
+	}
+	return nil
+}
+
+// prepareStore gives the run an empty store: a new bbolt file, or a
+// recreated PostgreSQL table. The returned function removes a temporary
+// directory it created.
+func prepareStore(ctx context.Context, cfg *config, out io.Writer) (cleanup func(), err error) {
+	cleanup = func() {}
+	if cfg.Store == "bolt" {
+		if cfg.BoltPath == "" {
+			dir, err := os.MkdirTemp("", "uuidforge-replay-")
+			if err != nil {
+				return nil, err
+			}
+			cleanup = func() { _ = os.RemoveAll(dir) }
+			cfg.BoltPath = filepath.Join(dir, "dedupe.db")
+		}
+		if err := os.Remove(cfg.BoltPath); err != nil && !os.IsNotExist(err) {
+			return nil, err
+		}
+		fmt.Fprintf(out, "store: bbolt file %s\n", cfg.BoltPath)
+		return cleanup, nil
+	}
+	pool, err := pgxpool.New(ctx, cfg.PostgresURL)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	defer pool.Close()
+	// Dropping the table drops its token sequence and index too (see
+	// pgstore.DDL); the store recreates them when it opens.
+	if _, err := pool.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{cfg.Table}.Sanitize()); err != nil {
+		return nil, fmt.Errorf("postgres: drop %s: %w", cfg.Table, err)
+	}
+	fmt.Fprintf(out, "store: PostgreSQL table %s\n", cfg.Table)
+	return cleanup, nil
+}
+
+// openStore opens the durable store, as a service does when it starts.
+func openStore(ctx context.Context, cfg config) (dedupe.Store, func(), error) {
+	if cfg.Store == "bolt" {
+		s, err := boltstore.Open(cfg.BoltPath, boltstore.WithRetention(dedupe.Forever))
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, func() { _ = s.Close() }, nil
+	}
+	pool, err := pgxpool.New(ctx, cfg.PostgresURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: %w", err)
+	}
+	s, err := pgstore.New(ctx, pool, pgstore.WithTable(cfg.Table), pgstore.WithMigrate(), pgstore.WithDefaultRetention(dedupe.Forever))
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return s, func() { _ = s.Close(); pool.Close() }, nil
+}
+
+// ledger books captured payments: the handler's effect. Safe for concurrent
+// use.
+type ledger struct {
+	mu   sync.Mutex
+	done map[uuid.UUID]int // message ID -> times booked
+}
+
+func (l *ledger) times(id uuid.UUID) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.done[id]
+}
+
+func (l *ledger) book(_ context.Context, m *consumer.Message) error {
+	var p payment
+	if err := json.Unmarshal(m.Body, &p); err != nil {
+		return consumer.Permanent(fmt.Errorf("decode payment: %w", err))
+	}
+	l.mu.Lock()
+	l.done[m.ID]++
+	l.mu.Unlock()
+	return nil
+}
+
+type counts struct{ read, processed int }
+
+// replay opens the store, reads the whole topic from offset 0 with a new
+// consumer group until want records were acknowledged, and closes the store.
+func (l *ledger) replay(ctx context.Context, cfg config, brokers []string, topic, group string, want int) (counts, error) {
+	store, closeStore, err := openStore(ctx, cfg)
+	if err != nil {
+		return counts{}, err
+	}
+	defer closeStore()
+
+	var read, processed atomic.Int64
+	done := make(chan struct{})
+	var once sync.Once
+	dd, err := consumer.Dedupe(store, "ledger", consumer.WithRetention(dedupe.Forever))
+	if err != nil {
+		return counts{}, err
+	}
+	countProcessed := func(next consumer.Handler) consumer.Handler {
+		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+			err := next.Handle(ctx, m)
+			if err == nil {
+				processed.Add(1)
+			}
+			return err
+		})
+	}
+	countRead := func(next consumer.Handler) consumer.Handler {
+		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+			err := next.Handle(ctx, m)
+			if err == nil && read.Add(1) >= int64(want) {
+				once.Do(func() { close(done) })
+			}
+			return err
+		})
+	}
+	h := consumer.Chain(countRead, consumer.Lineage(), dd, consumer.Recover(), countProcessed)(consumer.HandlerFunc(l.book))
+	c, err := kafkaconsumer.New(readerConfig(brokers, topic, group), h,
+		kafkaconsumer.WithPartitionParallelism(3),
+		kafkaconsumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	if err != nil {
+		return counts{}, err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	runErr := make(chan error, 1)
+	go func() { runErr <- c.Run(runCtx) }()
+	select {
+	case <-done:
+		stop()
+		if err := <-runErr; err != nil {
+			return counts{}, err
+		}
+	case err := <-runErr:
+		if err == nil {
+			err = ctx.Err()
+		}
+		return counts{}, fmt.Errorf("consumer stopped after %d of %d records: %w", read.Load(), want, err)
+	}
+	return counts{read: int(read.Load()), processed: int(processed.Load())}, nil
+}
+
+// readerConfig reads a topic from its first offset in a consumer group, with
+// short timers so that joining the group takes a fraction of a second.
+func readerConfig(brokers []string, topic, group string) kafkago.ReaderConfig {
+	return kafkago.ReaderConfig{
+		Brokers: brokers, Topic: topic, GroupID: group, StartOffset: kafkago.FirstOffset,
+		MaxWait: 50 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second,
+		JoinGroupBackoff: 100 * time.Millisecond, ReadBackoffMin: 10 * time.Millisecond,
+		ReadBackoffMax: 50 * time.Millisecond, PartitionWatchInterval: 100 * time.Millisecond,
+	}
+}
