@@ -8,6 +8,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/uuidforge/uuidforge/publisher"
 )
 
@@ -78,41 +79,43 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 // batchRound makes one attempt at publishing msgs[i] for i in todo, records
 // each failure in last and returns the indexes that failed.
 func (p *Publisher) batchRound(ctx context.Context, msgs []*prepared, todo []int, last []error) []int {
-	out := make(chan result, len(todo))
-	_, sent, err := p.send(ctx, msgs, todo, out)
+	dcs := make([]*amqp.DeferredConfirmation, len(todo))
+	ch, sent, err := p.send(ctx, msgs, todo, dcs)
 	var failed []int
 	for _, i := range todo[sent:] {
 		last[i] = err
 		failed = append(failed, i)
-	}
-	confirmed := make([]bool, len(msgs))
-	waitErr := func(err error) []int {
-		for _, i := range todo[:sent] {
-			if !confirmed[i] {
-				last[i] = err
-				failed = append(failed, i)
-			}
-		}
-		return failed
 	}
 	if sent == 0 {
 		return failed
 	}
 	t := time.NewTimer(p.cfg.confirmTimeout)
 	defer t.Stop()
-	for range sent {
+	for k, i := range todo[:sent] {
 		select {
-		case r := <-out:
-			confirmed[r.idx] = true
-			if r.err != nil {
-				last[r.idx] = r.err
-				failed = append(failed, r.idx)
+		case <-dcs[k].Done():
+			if err := ch.outcome(dcs[k], msgs[i].id); err != nil {
+				last[i] = err
+				failed = append(failed, i)
 			}
+			continue
 		case <-t.C:
-			return waitErr(errConfirmTimout)
+			err = errConfirmTimout
 		case <-ctx.Done():
-			return waitErr(ctx.Err())
+			err = ctx.Err()
 		}
+		// Gave up waiting: this one and every later one not yet confirmed.
+		for k2 := k; k2 < sent; k2++ {
+			i2, e := todo[k2], err
+			if dcs[k2].Acked() {
+				if e = ch.outcome(dcs[k2], msgs[i2].id); e == nil {
+					continue
+				}
+			}
+			last[i2] = e
+			failed = append(failed, i2)
+		}
+		return failed
 	}
 	return failed
 }

@@ -138,22 +138,31 @@ func (p *Publisher) dial(d *dialCall) {
 	close(d.done)
 }
 
-// channel is one AMQP channel in confirm mode with its confirm loop.
+// channel is one AMQP channel in confirm mode.
+//
+// Confirms are awaited through the client's DeferredConfirmation of each
+// publishing, which wakes the waiting goroutine directly. Returns (of
+// mandatory messages no queue took) are matched by message ID: RabbitMQ sends
+// a message's basic.return before its basic.ack on the same channel, and the
+// client's reader goroutine hands the return to our buffered returns channel
+// before it completes the ack. So a waiter that sees its confirm done and
+// then drains the returns channel sees every return that belongs to it.
+// Draining is done by whoever holds mu: waiters after each confirm and
+// senders before each publish, so the buffer never fills while messages are
+// in flight.
 type channel struct {
 	ch   *amqp.Channel
 	conn *conn
 
-	mu      sync.Mutex
-	pending map[uint64]waiter
-	dead    bool
-	cause   error
+	mu       sync.Mutex
+	returns  chan amqp.Return
+	returned map[string]int // message ID -> returns not yet matched to an ack
+	closes   chan *amqp.Error
+	cause    error
 }
 
-type waiter struct {
-	id  string
-	idx int
-	out chan result
-}
+// returnsBuffer bounds the returns received between two drains.
+const returnsBuffer = 4096
 
 func (c *conn) openChannel() (*channel, error) {
 	ach, err := c.c.Channel()
@@ -164,118 +173,77 @@ func (c *conn) openChannel() (*channel, error) {
 		_ = ach.Close()
 		return nil, fmt.Errorf("confirm mode: %w", err)
 	}
-	ch := &channel{ch: ach, conn: c, pending: make(map[uint64]waiter)}
-	closes := ach.NotifyClose(make(chan *amqp.Error, 1))
-	returns := ach.NotifyReturn(make(chan amqp.Return, 64))
-	confirms := ach.NotifyPublish(make(chan amqp.Confirmation, 1024))
-	go ch.confirmLoop(confirms, returns, closes)
-	return ch, nil
+	return &channel{
+		ch:       ach,
+		conn:     c,
+		returns:  ach.NotifyReturn(make(chan amqp.Return, returnsBuffer)),
+		returned: make(map[string]int),
+		closes:   ach.NotifyClose(make(chan *amqp.Error, 1)),
+	}, nil
 }
 
-func (c *channel) isDead() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.dead || c.ch.IsClosed()
-}
+func (c *channel) isDead() bool { return c.ch.IsClosed() }
 
-// register records that the message published with delivery tag tag is
-// waited for on out.
-func (c *channel) register(tag uint64, id string, idx int, out chan result) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dead {
-		return &ChannelClosedError{Cause: c.cause}
-	}
-	c.pending[tag] = waiter{id: id, idx: idx, out: out}
-	return nil
-}
-
-// unregister removes tag after a failed publish; it reports whether the
-// waiter was still pending (false: a result was already delivered).
-func (c *channel) unregister(tag uint64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.pending[tag]
-	delete(c.pending, tag)
-	return ok
-}
-
-// confirmLoop delivers each confirm to its waiter. Returns and confirms
-// arrive on two Go channels, but the client sends a basic.return to its
-// listener before it processes the basic.ack of the same message (RabbitMQ
-// sends the return first on the channel), so draining the returns before
-// handling a confirm sees every return that belongs to it.
-func (c *channel) confirmLoop(confirms <-chan amqp.Confirmation, returns <-chan amqp.Return, closes <-chan *amqp.Error) {
-	returned := make(map[string]int)
-	drain := func() {
-		for {
-			select {
-			case r, ok := <-returns:
-				if !ok {
-					returns = nil
-					return
-				}
-				returned[r.MessageId]++
-			default:
-				return
-			}
-		}
-	}
+// drainLocked moves the returns received so far into c.returned.
+func (c *channel) drainLocked() {
 	for {
 		select {
-		case r, ok := <-returns:
+		case r, ok := <-c.returns:
 			if !ok {
-				returns = nil
-				continue
-			}
-			returned[r.MessageId]++
-		case cf, ok := <-confirms:
-			if !ok {
-				var cause error = amqp.ErrClosed
-				select {
-				case e := <-closes:
-					if e != nil {
-						cause = e
-					}
-				default:
-				}
-				c.fail(cause)
 				return
 			}
-			drain()
-			c.mu.Lock()
-			w, found := c.pending[cf.DeliveryTag]
-			delete(c.pending, cf.DeliveryTag)
-			c.mu.Unlock()
-			if !found {
-				continue
-			}
-			var err error
-			if n := returned[w.id]; n > 0 {
-				if n == 1 {
-					delete(returned, w.id)
-				} else {
-					returned[w.id] = n - 1
-				}
-				err = publisher.ErrUnroutable
-			}
-			if !cf.Ack {
-				err = errNack
-			}
-			w.out <- result{idx: w.idx, err: err}
+			c.returned[r.MessageId]++
+		default:
+			return
 		}
 	}
 }
 
-// fail marks the channel dead and fails every pending waiter.
-func (c *channel) fail(cause error) {
+func (c *channel) drain() {
 	c.mu.Lock()
-	c.dead = true
-	c.cause = cause
-	pending := c.pending
-	c.pending = nil
+	c.drainLocked()
 	c.mu.Unlock()
-	for _, w := range pending {
-		w.out <- result{idx: w.idx, err: &ChannelClosedError{Cause: cause}}
+}
+
+// closeCause returns why the channel closed. The client delivers the error
+// to NotifyClose listeners before it fails the pending confirms, so it is
+// available to a waiter whose confirm was failed by the close.
+func (c *channel) closeCause() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cause == nil {
+		select {
+		case e, ok := <-c.closes:
+			if ok && e != nil {
+				c.cause = e
+			}
+		default:
+		}
 	}
+	if c.cause == nil {
+		return amqp.ErrClosed
+	}
+	return c.cause
+}
+
+// outcome returns the result of a publishing whose confirm is done.
+func (c *channel) outcome(dc *amqp.DeferredConfirmation, id string) error {
+	if !dc.Acked() {
+		if c.ch.IsClosed() {
+			return &ChannelClosedError{Cause: c.closeCause()}
+		}
+		return errNack
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.drainLocked()
+	switch n := c.returned[id]; n {
+	case 0:
+		return nil
+	case 1:
+		delete(c.returned, id)
+	default:
+		c.returned[id] = n - 1
+	}
+	return publisher.ErrUnroutable
 }

@@ -242,24 +242,18 @@ func isPermanent(err error) bool {
 	return false
 }
 
-// result is the outcome of one publishing, delivered by a channel's
-// confirm loop.
-type result struct {
-	idx int
-	err error
-}
-
 // publishOne makes one attempt to publish m and waits for its confirm.
 func (p *Publisher) publishOne(ctx context.Context, m *prepared) error {
-	out := make(chan result, 1)
-	if _, _, err := p.send(ctx, []*prepared{m}, []int{0}, out); err != nil {
+	var dcs [1]*amqp.DeferredConfirmation
+	ch, n, err := p.send(ctx, []*prepared{m}, []int{0}, dcs[:])
+	if err != nil && n == 0 {
 		return err
 	}
 	t := time.NewTimer(p.cfg.confirmTimeout)
 	defer t.Stop()
 	select {
-	case r := <-out:
-		return r.err
+	case <-dcs[0].Done():
+		return ch.outcome(dcs[0], m.id)
 	case <-t.C:
 		return errConfirmTimout
 	case <-ctx.Done():
@@ -268,9 +262,9 @@ func (p *Publisher) publishOne(ctx context.Context, m *prepared) error {
 }
 
 // send acquires a channel, publishes msgs[i] for each i in idx on it and
-// releases it. It returns how many of them (a prefix of idx) will deliver a
-// result on out; on error the others were not sent.
-func (p *Publisher) send(ctx context.Context, msgs []*prepared, idx []int, out chan result) (*channel, int, error) {
+// releases it. It stores the confirm of msgs[idx[k]] in dcs[k] and returns
+// how many of them (a prefix of idx) were sent; on error the others were not.
+func (p *Publisher) send(ctx context.Context, msgs []*prepared, idx []int, dcs []*amqp.DeferredConfirmation) (*channel, int, error) {
 	var s *slot
 	select {
 	case s = <-p.slots:
@@ -295,22 +289,19 @@ func (p *Publisher) send(ctx context.Context, msgs []*prepared, idx []int, out c
 	}
 	for n, i := range idx {
 		if n%64 == 63 {
-			// a long batch: do not keep sending into a blocked connection
+			// A long batch: do not keep sending into a blocked connection,
+			// and keep the returns buffer from filling.
 			if err := ch.conn.waitUnblocked(ctx); err != nil {
 				return ch, n, err
 			}
+			ch.drain()
 		}
 		m := msgs[i]
-		tag := ch.ch.GetNextPublishSeqNo()
-		if err := ch.register(tag, m.id, i, out); err != nil {
-			return ch, n, err
-		}
-		if err := ch.ch.Publish(p.cfg.exchange, m.key, p.cfg.mandatory, false, m.pub); err != nil {
-			if !ch.unregister(tag) {
-				n++ // its result (channel closed) is already on out
-			}
+		dc, err := ch.ch.PublishWithDeferredConfirm(p.cfg.exchange, m.key, p.cfg.mandatory, false, m.pub)
+		if err != nil {
 			return ch, n, &ChannelClosedError{Cause: err}
 		}
+		dcs[n] = dc
 	}
 	return ch, len(idx), nil
 }
