@@ -190,6 +190,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("kafka: fetch from %s: %w", c.rc.Topic, err)
 		}
+		if stop.Err() != nil { // fetched from the buffer as we stopped: leave it
+			return nil
+		}
 		if c.cfg.parallel == 1 {
 			if !c.handle(stop, work, r, dl, rec) {
 				return nil

@@ -540,3 +540,53 @@ func TestDeadLetterMustSucceedBeforeCommit(t *testing.T) {
 		t.Fatalf("committed %d records, record behind the poison handled: %v", total, sink.Has(t, after))
 	}
 }
+
+// TestGracefulShutdown: Run returns only after the record in progress was
+// handled and committed; the records behind it stay uncommitted.
+func TestGracefulShutdown(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic, group := testenv.Name(t, "topic"), testenv.Name(t, "group")
+	sink := testsink.New(t, testsink.Pool(t))
+	const n = 4
+	var msgs []kafkago.Message
+	for i := range n {
+		msgs = append(msgs, idMessage("same-key", uuid.New(), strconv.Itoa(i)))
+	}
+	write(t, writer(t, brokers, topic), msgs...)
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		once.Do(func() { close(started) })
+		<-release
+		return sink.Handle(ctx, m)
+	})
+	c := newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	<-started
+	cancel()
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned (%v) while a handler was running", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	var total int64
+	for _, off := range committed(t, brokers, topic, group, 3) {
+		if off > 0 {
+			total += off
+		}
+	}
+	if sink.Count(t) != 1 || total != 1 {
+		t.Fatalf("%d rows and %d committed records after shutdown, want 1 and 1", sink.Count(t), total)
+	}
+}
