@@ -77,8 +77,10 @@ func Validate(msg *Message, maxBody int) error {
 	case !utf8.ValidString(msg.Type):
 		return Invalid(msg.Type, "type is not valid UTF-8")
 	}
-	if _, err := uuid.Parse(msg.Type); err == nil {
-		return Invalid(msg.Type, "type must not be a UUID")
+	if mayBeUUID(msg.Type) {
+		if _, err := uuid.Parse(msg.Type); err == nil {
+			return Invalid(msg.Type, "type must not be a UUID")
+		}
 	}
 	if msg.ID != uuid.Nil {
 		if err := checkUUID(msg.ID); err != nil {
@@ -106,6 +108,16 @@ func Validate(msg *Message, maxBody int) error {
 		}
 	}
 	return nil
+}
+
+// mayBeUUID reports whether s has the length of a form uuid.Parse accepts
+// (skipping its error allocation on the hot path).
+func mayBeUUID(s string) bool {
+	switch len(s) {
+	case 32, 36, 38, 36 + 9:
+		return true
+	}
+	return false
 }
 
 func reserved(name string) bool {
@@ -142,7 +154,13 @@ func checkUUID(u uuid.UUID) error {
 // no parent, no Key, no explicit ID and an empty Body would get the same ID
 // as every other such message of its type, so it is rejected.
 func IDs(ctx context.Context, gen *forge.Generator, msg *Message) (lineage.Lineage, error) {
-	if err := Validate(msg, 0); err != nil {
+	return Stamp(ctx, gen, msg, 0)
+}
+
+// Stamp is [IDs] with a body limit: it also rejects a body longer than
+// maxBody bytes when maxBody > 0. Transports call it once per message.
+func Stamp(ctx context.Context, gen *forge.Generator, msg *Message, maxBody int) (lineage.Lineage, error) {
+	if err := Validate(msg, maxBody); err != nil {
 		return lineage.Lineage{}, err
 	}
 	return ids(ctx, gen, msg)

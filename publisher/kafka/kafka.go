@@ -115,10 +115,7 @@ func KeyBytes(key []any) ([]byte, error) {
 }
 
 func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now time.Time) (kafkago.Message, uuid.UUID, error) {
-	if err := publisher.Validate(msg, p.cfg.maxBody); err != nil {
-		return kafkago.Message{}, uuid.Nil, fmt.Errorf("kafka: %w", err)
-	}
-	l, err := publisher.IDs(ctx, p.gen, msg)
+	l, err := publisher.Stamp(ctx, p.gen, msg, p.cfg.maxBody)
 	if err != nil {
 		return kafkago.Message{}, uuid.Nil, fmt.Errorf("kafka: %w", err)
 	}
@@ -130,24 +127,24 @@ func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now tim
 	if l.CausationID != uuid.Nil {
 		n++
 	}
+	// One allocation for the ID header values.
+	buf := make([]byte, 3*36+len(msg.Type))
+	hexUUID(buf[0:36], l.MessageID)
+	hexUUID(buf[36:72], l.CorrelationID)
+	copy(buf[108:], msg.Type)
 	h := make([]kafkago.Header, 0, n)
 	h = append(h,
-		kafkago.Header{Key: HeaderMessageID, Value: uuidBytes(l.MessageID)},
-		kafkago.Header{Key: HeaderCorrelationID, Value: uuidBytes(l.CorrelationID)},
-		kafkago.Header{Key: HeaderMessageType, Value: []byte(msg.Type)})
+		kafkago.Header{Key: HeaderMessageID, Value: buf[0:36:36]},
+		kafkago.Header{Key: HeaderCorrelationID, Value: buf[36:72:72]},
+		kafkago.Header{Key: HeaderMessageType, Value: buf[108:]})
 	if l.CausationID != uuid.Nil {
-		h = append(h, kafkago.Header{Key: HeaderCausationID, Value: uuidBytes(l.CausationID)})
+		hexUUID(buf[72:108], l.CausationID)
+		h = append(h, kafkago.Header{Key: HeaderCausationID, Value: buf[72:108:108]})
 	}
 	for k, v := range msg.Headers {
 		h = append(h, kafkago.Header{Key: k, Value: []byte(v)})
 	}
 	return kafkago.Message{Key: key, Value: msg.Body, Headers: h, Time: now}, l.MessageID, nil
-}
-
-func uuidBytes(u uuid.UUID) []byte {
-	b := make([]byte, 36)
-	hexUUID(b, u)
-	return b
 }
 
 func hexUUID(dst []byte, u uuid.UUID) {

@@ -110,9 +110,6 @@ type prepared struct {
 
 // prepare validates msg and builds its AMQP publishing.
 func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now time.Time) (prepared, error) {
-	if err := publisher.Validate(msg, p.cfg.maxBody); err != nil {
-		return prepared{}, fmt.Errorf("rabbitmq: %w", err)
-	}
 	if len(msg.Type) > maxShortString {
 		return prepared{}, fmt.Errorf("rabbitmq: %w", publisher.Invalid(msg.Type[:32]+"...", "type longer than %d bytes (AMQP shortstr)", maxShortString))
 	}
@@ -130,7 +127,7 @@ func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now tim
 			headers[k] = v
 		}
 	}
-	l, err := publisher.IDs(ctx, p.gen, msg)
+	l, err := publisher.Stamp(ctx, p.gen, msg, p.cfg.maxBody)
 	if err != nil {
 		return prepared{}, fmt.Errorf("rabbitmq: %w", err)
 	}
