@@ -164,6 +164,38 @@ type channel struct {
 // returnsBuffer bounds the returns received between two drains.
 const returnsBuffer = 4096
 
+// openChannelContext opens a channel, giving up when ctx ends: the
+// channel.open and confirm.select round trips have no timeout of their own
+// and would otherwise wait for a hung broker until the heartbeat fails.
+func (c *conn) openChannelContext(ctx context.Context) (*channel, error) {
+	type opened struct {
+		ch  *channel
+		err error
+	}
+	res := make(chan opened) // unbuffered: delivered only to a caller still waiting
+	abandoned := make(chan struct{})
+	go func() {
+		ch, err := c.openChannel()
+		select {
+		case res <- opened{ch, err}:
+		case <-abandoned:
+			if ch != nil {
+				_ = ch.ch.Close()
+			}
+		}
+	}()
+	select {
+	case r := <-res:
+		return r.ch, r.err
+	case <-ctx.Done():
+		close(abandoned)
+		return nil, fmt.Errorf("open channel: %w", ctx.Err())
+	case <-c.closed:
+		close(abandoned)
+		return nil, errors.New("open channel: connection closed")
+	}
+}
+
 func (c *conn) openChannel() (*channel, error) {
 	ach, err := c.c.Channel()
 	if err != nil {

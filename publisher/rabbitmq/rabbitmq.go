@@ -226,17 +226,15 @@ func wait(ctx context.Context, bo backoff.BackOff) error {
 }
 
 // isPermanent reports broker errors that publishing again cannot fix: a
-// missing exchange, refused access, an oversized frame.
+// missing exchange, refused access.
 func isPermanent(err error) bool {
 	var ae *amqp.Error
 	if !errors.As(err, &ae) {
 		return false
 	}
-	switch ae.Code {
-	case amqp.NotFound, amqp.AccessRefused, amqp.FrameError, amqp.SyntaxError, amqp.NotImplemented:
-		return true
-	}
-	return false
+	// Only the broker's verdicts on this publishing; the client reports
+	// network failures as amqp.Error too (e.g. FrameError for an I/O timeout).
+	return ae.Server && (ae.Code == amqp.NotFound || ae.Code == amqp.AccessRefused)
 }
 
 // publishOne makes one attempt to publish m and waits for its confirm.
@@ -274,7 +272,7 @@ func (p *Publisher) send(ctx context.Context, msgs []*prepared, idx []int, dcs [
 		if err != nil {
 			return nil, 0, err
 		}
-		ch, err := c.openChannel()
+		ch, err := c.openChannelContext(ctx)
 		if err != nil {
 			return nil, 0, err
 		}

@@ -409,3 +409,10 @@ func TestMissingExchangeFailsFast(t *testing.T) {
 		t.Fatalf("PublishBatch = %v", err)
 	}
 }
+
+type contextT = context.Context
+
+var (
+	withTimeout = context.WithTimeout
+	errDeadline = context.DeadlineExceeded
+)
