@@ -168,6 +168,17 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		fmt.Fprintf(out, "producer retry: published %s again, with the same IDs\n", strings.Join(retried, ", "))
 	}
 
+	// Count what the topic really holds: a publish retried inside the
+	// client after a lost acknowledgement would have written a copy too.
+	records, err := topicSize(ctx, broker.Brokers(), topic)
+	if err != nil {
+		return err
+	}
+	if records != published {
+		fmt.Fprintf(out, "the topic holds %d records for %d publishes (client retries wrote copies)\n", records, published)
+		published = records
+	}
+
 	// One store for both passes: it remembers which message IDs were charged.
 	store := dedupe.NewMemory()
 	defer store.Close()
@@ -323,4 +334,29 @@ func readerConfig(brokers []string, topic, group string) kafkago.ReaderConfig {
 		JoinGroupBackoff: 100 * time.Millisecond, ReadBackoffMin: 10 * time.Millisecond,
 		ReadBackoffMax: 50 * time.Millisecond, PartitionWatchInterval: 100 * time.Millisecond,
 	}
+}
+
+// topicSize returns the number of records in topic.
+func topicSize(ctx context.Context, brokers []string, topic string) (int, error) {
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
+	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
+	if err != nil || len(meta.Topics) != 1 {
+		return 0, fmt.Errorf("kafka: metadata of %s: %v", topic, err)
+	}
+	var reqs []kafkago.OffsetRequest
+	for _, p := range meta.Topics[0].Partitions {
+		reqs = append(reqs, kafkago.FirstOffsetOf(p.ID), kafkago.LastOffsetOf(p.ID))
+	}
+	resp, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return 0, fmt.Errorf("kafka: offsets of %s: %w", topic, err)
+	}
+	n := 0
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			return 0, fmt.Errorf("kafka: offsets of %s/%d: %w", topic, p.Partition, p.Error)
+		}
+		n += int(p.LastOffset - p.FirstOffset)
+	}
+	return n, nil
 }
