@@ -1,0 +1,264 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/uuidforge/uuidforge/consumer"
+	"github.com/uuidforge/uuidforge/internal/testenv"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildBin  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// program builds this command once (with -race when the tests have it), so
+// that the consumer process it starts and kills is a real process.
+func program(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "chaos-test-"); buildErr != nil {
+			return
+		}
+		buildBin = filepath.Join(buildDir, "chaos")
+		args := []string{"build", "-o", buildBin}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		out, err := exec.Command(goTool, append(args, ".")...).CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildBin
+}
+
+var (
+	finalRe  = regexp.MustCompile(`^chaos: messages=(\d+) effects=(\d+) duplicates=(\d+) lost=(\d+) faults=(\d+)$`)
+	faultsRe = regexp.MustCompile(`^faults: extra_copies=(\d+) handler_failures=(\d+) \(panics (\d+)\) rabbitmq_connection_kills=(\d+) consumer_sigkills=(\d+) kafka_restarts=(\d+)$`)
+	checksRe = regexp.MustCompile(`^checks: rows=(\d+) distinct=(\d+) unexpected=(\d+) replay_new_effects=(\d+) replayed_records=(\d+) left_in_queue=(\d+)$`)
+)
+
+// outcome is one run of the program.
+type outcome struct {
+	code           int
+	stdout, stderr string
+	final          map[string]int64 // messages, effects, duplicates, lost, faults
+	faults         map[string]int64
+	checks         map[string]int64
+}
+
+func match(t *testing.T, re *regexp.Regexp, line string, names ...string) map[string]int64 {
+	t.Helper()
+	m := re.FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("line %q does not match %s", line, re)
+	}
+	out := map[string]int64{}
+	for i, n := range names {
+		v, err := strconv.ParseInt(m[i+1], 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[n] = v
+	}
+	return out
+}
+
+// runProgram runs the program against the test services and parses its last
+// three lines; the final chaos line must appear exactly once, last.
+func runProgram(t *testing.T, args ...string) outcome {
+	t.Helper()
+	amqpURL := testenv.AMQPURL(t)
+	pgURL := testenv.PostgresURL(t)
+	ctl := testenv.Tool(t, "rabbitmqctl")
+	bin := program(t)
+	ctx := testenv.Context(t, 110*time.Second)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-amqp", amqpURL, "-postgres", pgURL, "-rabbitmqctl", ctl, "-timeout", "100s"}, args...)...)
+	cmd.WaitDelay = 10 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	o := outcome{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
+	t.Logf("chaos %s: exit %d after %v\n%s\nstderr:\n%s", strings.Join(args, " "), o.code, time.Since(start).Round(time.Millisecond), o.stdout, o.stderr)
+	lines := strings.Split(strings.TrimRight(o.stdout, "\n"), "\n")
+	finals := 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, "chaos: messages=") {
+			finals++
+		}
+	}
+	if finals != 1 || len(lines) < 3 {
+		t.Fatalf("want exactly one final chaos line, last; got %d in %d lines", finals, len(lines))
+	}
+	n := len(lines)
+	o.final = match(t, finalRe, lines[n-1], "messages", "effects", "duplicates", "lost", "faults")
+	o.faults = match(t, faultsRe, lines[n-2], "extra_copies", "handler_failures", "panics", "connection_kills", "sigkills", "kafka_restarts")
+	o.checks = match(t, checksRe, lines[n-3], "rows", "distinct", "unexpected", "replay_new", "replayed", "left_in_queue")
+	if strings.Contains(o.stderr, "DATA RACE") {
+		t.Errorf("the race detector reported a race")
+	}
+	return o
+}
+
+// TestChaosShort runs the fault test with 2000 messages: every count must be
+// right, and every kind of fault must have happened.
+func TestChaosShort(t *testing.T) {
+	const n = 2000
+	o := runProgram(t, "-n", strconv.Itoa(n), "-seed", "7")
+	if o.code != 0 {
+		t.Errorf("exit status %d, want 0", o.code)
+	}
+	want := map[string]int64{"messages": n, "effects": n, "duplicates": 0, "lost": 0}
+	for k, v := range want {
+		if o.final[k] != v {
+			t.Errorf("%s = %d, want %d", k, o.final[k], v)
+		}
+	}
+	f := o.faults
+	if sum := f["extra_copies"] + f["handler_failures"] + f["connection_kills"] + f["sigkills"] + f["kafka_restarts"]; sum != o.final["faults"] {
+		t.Errorf("faults = %d, but the breakdown sums to %d", o.final["faults"], sum)
+	}
+	// Every message twice, a quarter three times; 20 % of the attempts fail.
+	if f["extra_copies"] < n || f["extra_copies"] > n*3/2 {
+		t.Errorf("extra copies %d, want between %d and %d", f["extra_copies"], n, n*3/2)
+	}
+	if f["handler_failures"] < n/10 || f["panics"] == 0 {
+		t.Errorf("handler failures %d (panics %d): too few injected", f["handler_failures"], f["panics"])
+	}
+	if f["connection_kills"] < 4 || f["sigkills"] != 2 || f["kafka_restarts"] != 2 {
+		t.Errorf("connection kills %d (want >= 4), SIGKILLs %d (want 2), Kafka restarts %d (want 2)",
+			f["connection_kills"], f["sigkills"], f["kafka_restarts"])
+	}
+	c := o.checks
+	if c["unexpected"] != 0 || c["replay_new"] != 0 || c["left_in_queue"] != 0 || c["distinct"] != n {
+		t.Errorf("checks: %v", c)
+	}
+	if c["replayed"] < n { // the Kafka half, at least twice each
+		t.Errorf("replay read %d records, want at least %d", c["replayed"], n)
+	}
+}
+
+// TestChaosCatchesDuplicates runs without the dedupe middleware: every
+// message is published at least twice, so every message must be counted as
+// applied more than once and the program must fail. This is what makes a
+// passing TestChaosShort mean something.
+func TestChaosCatchesDuplicates(t *testing.T) {
+	const n = 200
+	o := runProgram(t, "-n", strconv.Itoa(n), "-seed", "3", "-no-dedupe")
+	if o.code != 1 {
+		t.Errorf("exit status %d, want 1", o.code)
+	}
+	if o.final["duplicates"] != n || o.final["lost"] != 0 || o.final["effects"] < 2*n {
+		t.Errorf("final counts %v: want duplicates=%d lost=0 effects>=%d", o.final, n, 2*n)
+	}
+	if o.checks["replay_new"] == 0 {
+		t.Errorf("the replay without dedupe added no effects")
+	}
+	if !strings.Contains(o.stderr, "FAILED") {
+		t.Errorf("no FAILED explanation on stderr")
+	}
+}
+
+// TestFailureRate: the injected failures are a seeded 20 % of attempts,
+// a quarter of them panics, and the same for the same seed.
+func TestFailureRate(t *testing.T) {
+	for _, rate := range []float64{0, 0.2, 0.5} {
+		t.Run(strconv.FormatFloat(rate, 'f', -1, 64), func(t *testing.T) {
+			e := &effectHandler{seed: 42, failRate: rate}
+			e2 := &effectHandler{seed: 43, failRate: rate}
+			const tries = 200000
+			var fails, panics, differ int
+			for i := range tries {
+				m := &consumer.Message{ID: uuid.NewSHA1(uuid.NameSpaceOID, []byte(strconv.Itoa(i/4))), Attempt: 1 + i%4}
+				f, p := e.failure(m)
+				if again, _ := e.failure(m); again != f {
+					t.Fatal("not deterministic")
+				}
+				if f2, _ := e2.failure(m); f2 != f {
+					differ++
+				}
+				if f {
+					fails++
+					if p {
+						panics++
+					}
+				}
+			}
+			if got := float64(fails) / tries; got < rate-0.01 || got > rate+0.01 {
+				t.Errorf("failure rate %.4f, want %.2f", got, rate)
+			}
+			if rate > 0 {
+				if got := float64(panics) / float64(fails); got < 0.2 || got > 0.3 {
+					t.Errorf("panics are %.3f of failures, want about 0.25", got)
+				}
+				if differ == 0 {
+					t.Errorf("another seed fails the same attempts")
+				}
+			}
+		})
+	}
+}
+
+func TestOptions(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		ok   bool
+	}{
+		{"defaults", nil, true},
+		{"short", []string{"-n", "2000", "-seed", "9", "-transports", "kafka"}, true},
+		{"no messages", []string{"-n", "0"}, false},
+		{"bad transport", []string{"-transports", "nats"}, false},
+		{"bad rate", []string{"-fail", "1"}, false},
+		{"short lease", []string{"-lease", "10ms"}, false},
+		{"stray argument", []string{"extra"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseOptions(tt.args, &bytes.Buffer{})
+			if (err == nil) != tt.ok {
+				t.Fatalf("parseOptions(%q) = %v, want ok=%v", tt.args, err, tt.ok)
+			}
+			if tt.name == "defaults" && (o.n != 20000 || o.failRate != 0.2 || !o.rabbit() || !o.kafka()) {
+				t.Errorf("defaults %+v", o)
+			}
+		})
+	}
+}
