@@ -14,6 +14,7 @@ import (
 
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/publisher"
+	"github.com/uuidforge/uuidforge/publisher/rabbitmq"
 )
 
 // frameProxy sits between the publisher and RabbitMQ. It forwards the
@@ -231,4 +232,28 @@ func TestHungBrokerRespectsContext(t *testing.T) {
 		t.Errorf("returned after %v", el)
 	}
 	proxy.freeze(false)
+}
+
+// TestConfirmTimeoutRepublishes: with the broker silent after accepting a
+// publishing, each attempt times out waiting for its confirm and the message
+// is published again, until the context ends.
+func TestConfirmTimeoutRepublishes(t *testing.T) {
+	url := testenv.AMQPURL(t)
+	q, _ := declareQueue(t, url)
+	proxy, proxyURL := startProxy(t, url)
+	p := newPublisher(t, proxyURL, toQueue(q), rabbitmq.WithPoolSize(1), rabbitmq.WithConfirmTimeout(100*time.Millisecond))
+	ctx := testenv.Context(t, 30*time.Second)
+	if err := p.Publish(ctx, publisher.Message{Type: "t", Key: []any{"before"}}); err != nil {
+		t.Fatal(err)
+	}
+	proxy.freeze(true)
+	defer proxy.freeze(false)
+	ctx2, cancel := withTimeout(ctx, 700*time.Millisecond)
+	defer cancel()
+	err := p.Publish(ctx2, publisher.Message{Type: "t", Key: []any{"unconfirmed"}})
+	var pe *publisher.PublishError
+	if !errors.Is(err, errDeadline) || !errors.As(err, &pe) || pe.Attempts < 2 || !strings.Contains(err.Error(), "confirm timed out") {
+		t.Fatalf("Publish = %v, want a deadline error after several confirm timeouts", err)
+	}
+	t.Log(err)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"os/exec"
 	"strings"
@@ -387,8 +386,6 @@ func TestOptionsValidated(t *testing.T) {
 		t.Error("nil generator accepted")
 	}
 }
-
-var _ = fmt.Sprint
 
 func TestMissingExchangeFailsFast(t *testing.T) {
 	url := testenv.AMQPURL(t)
