@@ -36,9 +36,13 @@ const (
 //
 // kafka-go has no idempotent producer: a retried write whose first attempt
 // did reach the broker lands twice. That is safe here because both copies
-// carry the same message ID and consumers deduplicate by it.
+// carry the same message ID and consumers deduplicate by it. Likewise a
+// publish that fails because its context ended may still be written by
+// kafka-go in the background: publishing is at-least-once.
 //
-// A Publisher is safe for concurrent use.
+// A Publisher is safe for concurrent use. Concurrent Publish calls are not
+// merged into one request: each partition has one produce request in flight
+// at a time, so for throughput use PublishBatch.
 type Publisher struct {
 	gen    *forge.Generator
 	cfg    config

@@ -55,7 +55,17 @@ func (e *ChannelClosedError) Unwrap() error { return e.Cause }
 //
 // Because a message may be published again after the broker already stored
 // it (an ack lost with the connection), consumers can see duplicates; they
-// carry the same message ID, so consumers deduplicate them.
+// carry the same message ID, so consumers deduplicate them. Likewise a
+// publish that fails because its context ended may still have reached the
+// broker: publishing is at-least-once, and publishing the same message again
+// later is safe.
+//
+// A publish waits for its context on a connection the broker has blocked
+// (connection.blocked, a resource alarm) instead of sending into it, and
+// opening connections and channels and waiting for confirms are all bounded
+// by the context. Only a socket write that the kernel cannot buffer (a very
+// large body into a stalled connection) can outlast the context, until the
+// heartbeat (10 s by default) declares the connection dead.
 //
 // A Publisher is safe for concurrent use. It keeps a pool of channels, each
 // used by one goroutine at a time to send, while confirms are collected
