@@ -370,3 +370,45 @@ func TestOptionsValidated(t *testing.T) {
 }
 
 var _ = kafkago.RequireAll
+
+func TestConcurrentPublish(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.Name(t, "topic")
+	p := newPublisher(t, brokers, topic)
+	ctx := testenv.Context(t, 30*time.Second)
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := range 25 {
+				m := publisher.Message{Type: "t", Key: []any{fmt.Sprintf("g%d", g), i}}
+				var err error
+				if i%5 == 0 {
+					err = p.PublishBatch(ctx, m)
+				} else {
+					err = p.Publish(ctx, m)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := map[string]bool{}
+	for _, r := range readWithKcat(t, brokers, topic) {
+		ids[r.header(kafka.HeaderMessageID)] = true
+	}
+	for g := range 8 {
+		for i := range 25 {
+			if !ids[gen.MustID("t", fmt.Sprintf("g%d", g), i).String()] {
+				t.Fatalf("message g%d/%d missing", g, i)
+			}
+		}
+	}
+}
