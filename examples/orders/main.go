@@ -386,7 +386,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "consumer: %d deliveries, %d orders stored, %d duplicates skipped\n", delivered, stored, delivered-stored)
+	fmt.Fprintf(out, "consumer: %d deliveries, %d orders stored, duplicates skipped: %d\n", delivered, stored, delivered-stored)
 
 	rep, err := s.check(ctx, orders, out)
 	if err != nil {
@@ -429,9 +429,10 @@ func declareQueue(ctx context.Context, url, queue string) error {
 }
 
 // consume runs the consumer until it has acknowledged want deliveries and
-// returns how many orders it stored and how many deliveries it acknowledged.
+// returns how many orders PostgreSQL holds and how many deliveries were
+// acknowledged.
 func (s *shop) consume(ctx context.Context, cfg config, inbox *pgstore.Store, want int, out io.Writer) (stored, delivered int, err error) {
-	var nStored, nDelivered atomic.Int64
+	var nDelivered atomic.Int64
 	var mu sync.Mutex
 	done := make(chan struct{})
 	var once sync.Once
@@ -452,9 +453,8 @@ func (s *shop) consume(ctx context.Context, cfg config, inbox *pgstore.Store, wa
 		if err := s.store(ctx, tx, d); err != nil {
 			return err
 		}
-		nStored.Add(1)
 		mu.Lock()
-		fmt.Fprintf(out, "  stored order %s of %s as %s (user %s, items: %d)\n", d.Number, d.Customer, d.ID, d.UserID, len(d.Items))
+		fmt.Fprintf(out, "  order %s of %s: order ID %s, user ID %s, items: %d\n", d.Number, d.Customer, d.ID, d.UserID, len(d.Items))
 		mu.Unlock()
 		return nil
 	})
@@ -493,7 +493,11 @@ func (s *shop) consume(ctx context.Context, cfg config, inbox *pgstore.Store, wa
 		}
 		return 0, 0, fmt.Errorf("consumer stopped after %d of %d deliveries: %w", nDelivered.Load(), want, err)
 	}
-	return int(nStored.Load()), int(nDelivered.Load()), nil
+	// Count what committed, not what the handler attempted.
+	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM "+s.table("orders")).Scan(&stored); err != nil {
+		return 0, 0, fmt.Errorf("postgres: count orders: %w", err)
+	}
+	return stored, int(nDelivered.Load()), nil
 }
 
 // mismatch is one store that does not hold what the business data says it

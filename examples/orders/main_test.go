@@ -62,7 +62,7 @@ func TestRun(t *testing.T) {
 	text := out.String()
 	orders := sampleOrders()
 	for _, want := range []string{
-		"consumer: 4 deliveries, 3 orders stored, 1 duplicates skipped",
+		"consumer: 4 deliveries, 3 orders stored, duplicates skipped: 1",
 		"consistency: orders=3 consistent=3 mismatches=0",
 	} {
 		if !strings.Contains(text, want) {
