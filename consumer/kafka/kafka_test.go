@@ -590,3 +590,72 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("%d rows and %d committed records after shutdown, want 1 and 1", sink.Count(t), total)
 	}
 }
+
+// TestRebalanceInFlight: one group; member A holds a record of every
+// partition (its handler blocks) when member B joins. The rebalance hands B
+// at least one of those partitions from the last committed offset, so B
+// receives a record A is still handling: B's claim is in flight, B neither
+// handles nor commits past it, and once A completes B sees a duplicate.
+func TestRebalanceInFlight(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic, group := testenv.Name(t, "topic"), testenv.Name(t, "group")
+	sink := testsink.New(t, testsink.Pool(t))
+	store := testsink.Redis(t)
+	w := writer(t, brokers, topic)
+	w.Balancer = kafkago.BalancerFunc(func(m kafkago.Message, partitions ...int) int { return int(m.Key[0]-'0') % len(partitions) })
+	var msgs []kafkago.Message
+	for p := range 3 {
+		msgs = append(msgs, idMessage(strconv.Itoa(p), uuid.New(), strconv.Itoa(p)))
+	}
+	write(t, w, msgs...)
+
+	var holding atomic.Int64
+	release := make(chan struct{})
+	slow := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		holding.Add(1)
+		<-release
+		return sink.Handle(ctx, m)
+	})
+	var bCalls, bInFlight atomic.Int64
+	observe := func(next consumer.Handler) consumer.Handler {
+		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+			err := next.Handle(ctx, m)
+			if errors.Is(err, consumer.ErrInFlight) {
+				bInFlight.Add(1)
+			}
+			return err
+		})
+	}
+	fastH := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		bCalls.Add(1)
+		return sink.Handle(ctx, m)
+	})
+	rc := readerConfig(brokers, topic, group)
+	a := start(t, newConsumer(t, rc, chain(t, store, group, slow), kafka.WithPartitionParallelism(3)))
+	deadline := time.Now().Add(20 * time.Second)
+	for holding.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if holding.Load() < 3 {
+		t.Fatalf("member A holds %d records, want 3", holding.Load())
+	}
+	b := start(t, newConsumer(t, rc, observe(chain(t, store, group, fastH)), kafka.WithPartitionParallelism(3)))
+	deadline = time.Now().Add(20 * time.Second)
+	for bInFlight.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if bInFlight.Load() == 0 {
+		t.Fatal("member B never met A's in-flight claim after the rebalance")
+	}
+	if bCalls.Load() != 0 || sink.Count(t) != 0 {
+		t.Fatalf("while A held the records: %d handler calls on B, %d rows", bCalls.Load(), sink.Count(t))
+	}
+	close(release)
+	sink.WaitCount(t, 3, 20*time.Second)
+	time.Sleep(300 * time.Millisecond) // B turns its waits into duplicates
+	a.stop(t)
+	b.stop(t)
+	if sink.Dups() != 0 || bCalls.Load() != 0 {
+		t.Fatalf("%d duplicate effects, %d records handled twice by B", sink.Dups(), bCalls.Load())
+	}
+}
