@@ -164,7 +164,11 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "published %d payments\n", cfg.First)
-	run1, err := l.replay(ctx, cfg, broker.Brokers(), topic, "ledger-run-1", len(ids))
+	records, err := topicSize(ctx, broker.Brokers(), topic)
+	if err != nil {
+		return err
+	}
+	run1, err := l.replay(ctx, cfg, broker.Brokers(), topic, "ledger-run-1", records)
 	if err != nil {
 		return fmt.Errorf("run 1: %w", err)
 	}
@@ -173,8 +177,11 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err := publish(cfg.First, cfg.Then); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "published %d more payments (topic now holds %d)\n", cfg.Then, len(ids))
-	run2, err := l.replay(ctx, cfg, broker.Brokers(), topic, "ledger-run-2", len(ids))
+	if records, err = topicSize(ctx, broker.Brokers(), topic); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "published %d more payments (topic now holds %d records)\n", cfg.Then, records)
+	run2, err := l.replay(ctx, cfg, broker.Brokers(), topic, "ledger-run-2", records)
 	if err != nil {
 		return fmt.Errorf("run 2: %w", err)
 	}
@@ -191,7 +198,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		}
 	}
 	fmt.Fprintf(out, "replay: records=%d run1_processed=%d run2_processed=%d run2_skipped=%d processed_twice=%d lost=%d\n",
-		len(ids), run1.processed, run2.processed, run2.read-run2.processed, twice, lost)
+		records, run1.processed, run2.processed, run2.read-run2.processed, twice, lost)
 	if lost != 0 || twice != 0 {
 		return fmt.Errorf("not exactly once: %d payments lost, %d processed twice", lost, twice)
 	}
@@ -349,4 +356,30 @@ func readerConfig(brokers []string, topic, group string) kafkago.ReaderConfig {
 		JoinGroupBackoff: 100 * time.Millisecond, ReadBackoffMin: 10 * time.Millisecond,
 		ReadBackoffMax: 50 * time.Millisecond, PartitionWatchInterval: 100 * time.Millisecond,
 	}
+}
+
+// topicSize returns the number of records in topic: what a replay from offset
+// 0 reads, including any copy a client-side retry wrote.
+func topicSize(ctx context.Context, brokers []string, topic string) (int, error) {
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
+	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
+	if err != nil || len(meta.Topics) != 1 {
+		return 0, fmt.Errorf("kafka: metadata of %s: %v", topic, err)
+	}
+	var reqs []kafkago.OffsetRequest
+	for _, p := range meta.Topics[0].Partitions {
+		reqs = append(reqs, kafkago.FirstOffsetOf(p.ID), kafkago.LastOffsetOf(p.ID))
+	}
+	resp, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return 0, fmt.Errorf("kafka: offsets of %s: %w", topic, err)
+	}
+	n := 0
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			return 0, fmt.Errorf("kafka: offsets of %s/%d: %w", topic, p.Partition, p.Error)
+		}
+		n += int(p.LastOffset - p.FirstOffset)
+	}
+	return n, nil
 }
