@@ -219,8 +219,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	go func() { downErr <- down.run(downCtx, broker.Brokers(), topic) }()
 
 	crashes, err := superviseWorkers(ctx, cfg, out, queue, []string{
-		"-amqp", cfg.AMQPURL, "-redis", cfg.RedisURL, "-redis-prefix", redisPrefix,
-		"-queue", queue, "-brokers", strings.Join(broker.Brokers(), ","), "-topic", topic,
+		"-redis-prefix", redisPrefix, "-queue", queue, "-brokers", strings.Join(broker.Brokers(), ","), "-topic", topic,
 		"-crash-every", strconv.Itoa(cfg.CrashEvery), "-lease", cfg.Lease.String(),
 	})
 	if err != nil {
@@ -252,6 +251,9 @@ func superviseWorkers(ctx context.Context, cfg config, out io.Writer, queue stri
 		}
 		cmd := exec.CommandContext(ctx, cfg.Executable, append([]string{"worker"}, args...)...)
 		cmd.Stdout, cmd.Stderr = out, os.Stderr
+		// URLs may carry passwords: they go in the environment, not on a
+		// command line every user of the machine can read.
+		cmd.Env = append(os.Environ(), testenv.EnvAMQP+"="+cfg.AMQPURL, testenv.EnvRedis+"="+cfg.RedisURL)
 		err := cmd.Run()
 		var exit *exec.ExitError
 		switch {

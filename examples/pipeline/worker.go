@@ -20,6 +20,7 @@ import (
 	rabbitconsumer "github.com/uuidforge/uuidforge/consumer/rabbitmq"
 	"github.com/uuidforge/uuidforge/dedupe/redisstore"
 	"github.com/uuidforge/uuidforge/forge"
+	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/lineage"
 	kafkapublisher "github.com/uuidforge/uuidforge/publisher/kafka"
 )
@@ -29,8 +30,8 @@ import (
 // a while. It returns the process's exit code.
 func workerMain(args []string) int {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	amqpURL := fs.String("amqp", "", "RabbitMQ URL")
-	redisURL := fs.String("redis", "", "Redis URL")
+	amqpURL := fs.String("amqp", env(testenv.EnvAMQP, testenv.DefaultAMQPURL), "RabbitMQ URL")
+	redisURL := fs.String("redis", env(testenv.EnvRedis, testenv.DefaultRedisURL), "Redis URL")
 	prefix := fs.String("redis-prefix", redisstore.DefaultPrefix, "prefix of the dedupe keys")
 	queue := fs.String("queue", "", "queue of orders")
 	brokers := fs.String("brokers", "", "Kafka bootstrap addresses, comma-separated")
