@@ -16,7 +16,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/uuidforge/uuidforge/consumer"
+	"github.com/uuidforge/uuidforge/consumer/internal/testsink"
 	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/lineage"
 )
@@ -436,4 +438,33 @@ func TestProcessor(t *testing.T) {
 			t.Fatalf("outcome %v, %v; want abandon", got, err)
 		}
 	})
+}
+
+func TestDedupeInboxSelection(t *testing.T) {
+	store := testsink.Postgres(t)
+	for _, tc := range []struct {
+		name   string
+		opts   []consumer.DedupeOption
+		wantTx bool
+	}{
+		{"inbox", nil, true},
+		{"without inbox", []consumer.DedupeOption{consumer.WithoutInbox(), consumer.WithRetention(time.Hour), consumer.WithLease(time.Minute)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sawTx, called bool
+			h := newDedupe(t, store, tc.opts...)(consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+				_, sawTx = pgstore.TxFromContext(ctx)
+				called = true
+				return nil
+			}))
+			m := msg()
+			if err := h.Handle(context.Background(), m); err != nil || !called || sawTx != tc.wantTx {
+				t.Fatalf("err %v, called %v, transaction in context %v; want %v", err, called, sawTx, tc.wantTx)
+			}
+			called = false
+			if err := h.Handle(context.Background(), m); err != nil || called {
+				t.Fatalf("redelivery: err %v, handler called %v", err, called)
+			}
+		})
+	}
 }

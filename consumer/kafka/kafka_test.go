@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os/exec"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 	"github.com/uuidforge/uuidforge/consumer/internal/testsink"
 	"github.com/uuidforge/uuidforge/consumer/kafka"
 	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/lineage"
 )
@@ -657,5 +659,73 @@ func TestRebalanceInFlight(t *testing.T) {
 	b.stop(t)
 	if sink.Dups() != 0 || bCalls.Load() != 0 {
 		t.Fatalf("%d duplicate effects, %d records handled twice by B", sink.Dups(), bCalls.Load())
+	}
+}
+
+// TestLineageHeaders: the ID headers reach the handler's context; a record
+// without an ID is dead-lettered under MissingIDDeadLetter and gets the
+// configured generator's content ID otherwise.
+func TestLineageHeaders(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	g, err := forge.New("tests.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, corr, cause := uuid.New(), uuid.New(), uuid.New()
+	noID := kafkago.Message{Key: []byte("k"), Value: []byte("no id")}
+	for _, policy := range []consumer.MissingIDPolicy{consumer.MissingIDDeadLetter, consumer.MissingIDContent} {
+		topic, group := testenv.Name(t, "topic"), testenv.Name(t, "group")
+		write(t, writer(t, brokers, topic), noID, kafkago.Message{Key: []byte("k"), Value: []byte("x"), Headers: []kafkago.Header{
+			{Key: lineage.HeaderMessageID, Value: []byte(id.String())},
+			{Key: lineage.HeaderCorrelationID, Value: []byte(corr.String())},
+			{Key: lineage.HeaderCausationID, Value: []byte(cause.String())},
+			{Key: lineage.HeaderMessageType, Value: []byte("order.created")},
+			{Key: "tenant", Value: []byte("7")},
+		}})
+		var mu sync.Mutex
+		seen := map[uuid.UUID]lineage.Lineage{}
+		headers := map[uuid.UUID]map[string]string{}
+		h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+			l, _ := lineage.FromContext(ctx)
+			mu.Lock()
+			seen[m.ID], headers[m.ID] = l, m.Headers
+			mu.Unlock()
+			return nil
+		})
+		r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h),
+			kafka.WithMissingID(policy), kafka.WithGenerator(g), kafka.WithLogger(slog.New(slog.DiscardHandler))))
+		want := 1
+		if policy == consumer.MissingIDContent {
+			want = 2
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			mu.Lock()
+			n := len(seen)
+			mu.Unlock()
+			if n >= want || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		r.stop(t)
+		mu.Lock()
+		if l := seen[id]; l != (lineage.Lineage{MessageID: id, CorrelationID: corr, CausationID: cause, Type: "order.created"}) || headers[id]["tenant"] != "7" {
+			t.Fatalf("%v: lineage %+v, headers %v", policy, l, headers[id])
+		}
+		contentID, _ := consumer.ContentID(g, "", noID.Key, noID.Value)
+		_, gotContent := seen[contentID]
+		mu.Unlock()
+		if gotContent != (policy == consumer.MissingIDContent) || len(seen) != want {
+			t.Fatalf("%v: handled %d records, content ID %s handled: %v", policy, len(seen), contentID, gotContent)
+		}
+		if policy == consumer.MissingIDDeadLetter {
+			dl := kafkago.NewReader(readerConfig(brokers, topic+kafka.DeadLetterSuffix, testenv.Name(t, "dl")))
+			m, err := dl.FetchMessage(testenv.Context(t, 20*time.Second))
+			_ = dl.Close()
+			if err != nil || string(m.Value) != "no id" {
+				t.Fatalf("dead letter: %q, %v", m.Value, err)
+			}
+		}
 	}
 }

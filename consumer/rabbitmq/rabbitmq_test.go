@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os/exec"
 	"strings"
 	"sync"
@@ -17,7 +18,9 @@ import (
 	"github.com/uuidforge/uuidforge/consumer/internal/testsink"
 	"github.com/uuidforge/uuidforge/consumer/rabbitmq"
 	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
+	"github.com/uuidforge/uuidforge/lineage"
 )
 
 // broker is the test's own connection for declaring, publishing and
@@ -554,5 +557,63 @@ func TestQueueDeadLetterExchange(t *testing.T) {
 	}
 	if !sink.Has(t, uuid.MustParse(good)) || b.depth(t, q) != 0 {
 		t.Fatal("the good message was not processed or the queue not drained")
+	}
+}
+
+// TestLineageAndDeadLetterExchange: the IDs and type travel in the native
+// properties and the causation header and reach the handler's context;
+// dead letters go to a configured exchange.
+func TestLineageAndDeadLetterExchange(t *testing.T) {
+	b := newBroker(t)
+	q, dlq := b.queue(t, "q"), b.queue(t, "dlq")
+	ex := testenv.Name(t, "dlx")
+	if err := b.ch.ExchangeDeclare(ex, "fanout", false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ch.QueueBind(dlq, "", ex, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	id, corr, cause := uuid.New(), uuid.New(), uuid.New()
+	got := make(chan lineage.Lineage, 1)
+	h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		if m.Type == "poison" {
+			return consumer.Permanent(errors.New("rejected by the handler"))
+		}
+		l, _ := lineage.FromContext(ctx)
+		got <- l
+		return nil
+	})
+	b.publish(t, q,
+		amqp.Publishing{MessageId: uuid.NewString(), Type: "poison", Body: []byte("p")},
+		amqp.Publishing{MessageId: id.String(), CorrelationId: corr.String(), Type: "order.created",
+			Headers: amqp.Table{lineage.HeaderCausationID: cause.String(), "tenant": int32(7)}, Body: []byte("x")})
+	g, err := forge.New("tests.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
+		append(fast(), rabbitmq.WithDeadLetterExchange(ex, "any"), rabbitmq.WithGenerator(g),
+			rabbitmq.WithConsumerTag(testenv.Name(t, "tag")), rabbitmq.WithLogger(slog.New(slog.DiscardHandler)))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c)
+	select {
+	case l := <-got:
+		want := lineage.Lineage{MessageID: id, CorrelationID: corr, CausationID: cause, Type: "order.created"}
+		if l != want {
+			t.Fatalf("lineage %+v, want %+v", l, want)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("message not handled")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for b.depth(t, dlq) < 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.stop(t)
+	dead := b.drain(t, dlq)
+	if len(dead) != 1 || dead[0].Type != "poison" || !strings.Contains(fmt.Sprint(dead[0].Headers[rabbitmq.HeaderDeadLetterReason]), "rejected by the handler") {
+		t.Fatalf("dead letters %+v", dead)
 	}
 }
