@@ -73,7 +73,9 @@ func WithDeadLetterWriter(w *kafkago.Writer) Option { return func(c *config) { c
 // [consumer.DefaultMaxAttempts]).
 func WithMaxAttempts(n int) Option { return func(c *config) { c.proc.MaxAttempts = n } }
 
-// WithBackoff bounds the wait between attempts.
+// WithBackoff bounds the wait between attempts and between dead-letter
+// writes (default [consumer.DefaultMinBackoff] to
+// [consumer.DefaultMaxBackoff]; 0 keeps a default; min may not exceed max).
 func WithBackoff(min, max time.Duration) Option {
 	return func(c *config) { c.proc.MinBackoff, c.proc.MaxBackoff = min, max }
 }
@@ -122,6 +124,8 @@ func New(rc kafkago.ReaderConfig, h consumer.Handler, opts ...Option) (*Consumer
 		return nil, fmt.Errorf("kafka: partition parallelism %d", cfg.parallel)
 	case cfg.proc.MaxAttempts < 0:
 		return nil, fmt.Errorf("kafka: max attempts %d", cfg.proc.MaxAttempts)
+	case cfg.proc.MinBackoff < 0 || cfg.proc.MaxBackoff < 0 || (cfg.proc.MaxBackoff > 0 && cfg.proc.MinBackoff > cfg.proc.MaxBackoff):
+		return nil, fmt.Errorf("kafka: backoff between %v and %v", cfg.proc.MinBackoff, cfg.proc.MaxBackoff)
 	case cfg.shutdown < 0:
 		return nil, fmt.Errorf("kafka: shutdown timeout %v", cfg.shutdown)
 	case cfg.missing != consumer.MissingIDContent && cfg.missing != consumer.MissingIDDeadLetter:

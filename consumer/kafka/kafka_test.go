@@ -424,11 +424,12 @@ func TestNewValidates(t *testing.T) {
 		rc   func(kafkago.ReaderConfig) kafkago.ReaderConfig
 		opts []kafka.Option
 	}{
-		"no group":        {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.GroupID = ""; return rc }, nil},
-		"commit interval": {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.CommitInterval = time.Second; return rc }, nil},
-		"no topic":        {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.Topic = ""; return rc }, nil},
-		"parallelism":     {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafka.Option{kafka.WithPartitionParallelism(0)}},
-		"dl writer topic": {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafka.Option{kafka.WithDeadLetterWriter(&kafkago.Writer{})}},
+		"no group":         {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.GroupID = ""; return rc }, nil},
+		"commit interval":  {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.CommitInterval = time.Second; return rc }, nil},
+		"no topic":         {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.Topic = ""; return rc }, nil},
+		"parallelism":      {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafka.Option{kafka.WithPartitionParallelism(0)}},
+		"negative backoff": {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafka.Option{kafka.WithBackoff(-1, 0)}},
+		"dl writer topic":  {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafka.Option{kafka.WithDeadLetterWriter(&kafkago.Writer{})}},
 	} {
 		if _, err := kafka.New(tc.rc(good), h, tc.opts...); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -99,7 +99,9 @@ func WithDeadLetterQueue(queue string) Option {
 // [WithBackoff] says otherwise.
 func WithMaxAttempts(n int) Option { return func(c *config) { c.proc.MaxAttempts = n } }
 
-// WithBackoff bounds the wait between attempts and between reconnects.
+// WithBackoff bounds the wait between attempts and between reconnects
+// (default [consumer.DefaultMinBackoff] to [consumer.DefaultMaxBackoff]; 0
+// keeps a default; min may not exceed max).
 func WithBackoff(min, max time.Duration) Option {
 	return func(c *config) { c.proc.MinBackoff, c.proc.MaxBackoff = min, max }
 }
@@ -142,6 +144,8 @@ func New(dial Dialer, queue string, h consumer.Handler, opts ...Option) (*Consum
 		return nil, fmt.Errorf("rabbitmq: prefetch %d below workers %d", cfg.prefetch, cfg.workers)
 	case cfg.proc.MaxAttempts < 0:
 		return nil, fmt.Errorf("rabbitmq: max attempts %d", cfg.proc.MaxAttempts)
+	case cfg.proc.MinBackoff < 0 || cfg.proc.MaxBackoff < 0 || (cfg.proc.MaxBackoff > 0 && cfg.proc.MinBackoff > cfg.proc.MaxBackoff):
+		return nil, fmt.Errorf("rabbitmq: backoff between %v and %v", cfg.proc.MinBackoff, cfg.proc.MaxBackoff)
 	case cfg.shutdown < 0:
 		return nil, fmt.Errorf("rabbitmq: shutdown timeout %v", cfg.shutdown)
 	case cfg.missing != consumer.MissingIDContent && cfg.missing != consumer.MissingIDDeadLetter:

@@ -402,6 +402,7 @@ func TestNewValidates(t *testing.T) {
 		"prefetch < workers": {rabbitmq.WithWorkers(8), rabbitmq.WithPrefetch(2)},
 		"negative attempts":  {rabbitmq.WithMaxAttempts(-1)},
 		"bad policy":         {rabbitmq.WithMissingID(consumer.MissingIDPolicy(9))},
+		"backoff min > max":  {rabbitmq.WithBackoff(time.Second, time.Millisecond)},
 	} {
 		if _, err := rabbitmq.New(d, "q", h, opts...); err == nil {
 			t.Errorf("%s: accepted", name)
