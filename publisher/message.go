@@ -37,6 +37,9 @@ var (
 //
 // Its identity (see [IDs]) is derived from Type and Key, or from Type and
 // Body when Key is empty, so the same business fact always gets the same ID.
+// A Message is a plain value: publishers read it during the call and neither
+// modify it nor keep it, so it may be reused or shared between goroutines
+// as long as nobody mutates it meanwhile.
 type Message struct {
 	// Type names what happened or is requested, e.g. "order.created".
 	// Required; valid UTF-8; must not itself be a UUID.
