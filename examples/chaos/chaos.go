@@ -120,7 +120,7 @@ func (c *chaos) setup(ctx context.Context) error {
 		return fmt.Errorf("find own executable: %w", err)
 	}
 	base := "chaos_" + c.run
-	c.queue, c.topic, c.group, c.user = "chaos."+c.run, "chaos."+c.run, "chaos-"+c.run, "chaos-"+c.run
+	c.queue, c.topic, c.group, c.user = "chaos."+c.run+".queue", "chaos."+c.run+".topic", "chaos-"+c.run, "chaos-"+c.run
 	c.tables, c.scope = tables{prefix: base}, "chaos"
 
 	// PostgreSQL: the effects table (no unique key, on purpose), the faults
@@ -568,6 +568,9 @@ func (c *chaos) consumeFaults(ctx context.Context) {
 
 func (c *chaos) progress(ctx context.Context) {
 	every := 2 * time.Second
+	if c.opt.n > 5000 {
+		every = 5 * time.Second
+	}
 	for sleep(ctx, every) {
 		rows, _ := c.rows(ctx)
 		var failures int64
@@ -673,7 +676,7 @@ func (c *chaos) startWorkerLocked() error {
 
 // killWorker kills the consumer process with SIGKILL, mid-work, and starts a
 // new one.
-func (c *chaos) killWorker(context.Context) error {
+func (c *chaos) killWorker(ctx context.Context) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	w := c.worker
@@ -686,7 +689,11 @@ func (c *chaos) killWorker(context.Context) error {
 	}
 	<-w.done
 	n := c.sigkills.Add(1)
-	c.logf("fault: consumer process %d (worker #%d) killed with SIGKILL (kill %d)", w.cmd.Process.Pid, w.gen, n)
+	// The claims it held stay leased until their lease ends: their messages
+	// come back to the next consumer, which waits for the lease.
+	var held int64
+	_ = c.pool.QueryRow(ctx, "SELECT count(*) FROM "+c.tables.dedupe()+" WHERE state = 'leased' AND expires_at > clock_timestamp()").Scan(&held)
+	c.logf("fault: consumer process %d (worker #%d) killed with SIGKILL (kill %d), %d claims left leased", w.cmd.Process.Pid, w.gen, n, held)
 	return c.startWorkerLocked()
 }
 
@@ -967,11 +974,14 @@ func (c *chaos) replay(ctx context.Context) error {
 
 // count reads the effects table and compares it with the messages sent.
 func (c *chaos) count(ctx context.Context, res *result) error {
-	want := make(map[uuid.UUID]bool, len(c.msgs))
+	via := make(map[uuid.UUID]string, len(c.msgs))
 	for _, m := range c.msgs {
-		want[m.id] = true
+		via[m.id] = c.topic
+		if m.rabbit {
+			via[m.id] = c.queue
+		}
 	}
-	rows, err := c.pool.Query(ctx, "SELECT message_id, count(*) FROM "+c.tables.effects()+" GROUP BY message_id")
+	rows, err := c.pool.Query(ctx, "SELECT message_id, count(*), min(source), max(source) FROM "+c.tables.effects()+" GROUP BY message_id")
 	if err != nil {
 		return fmt.Errorf("count effects: %w", err)
 	}
@@ -979,11 +989,15 @@ func (c *chaos) count(ctx context.Context, res *result) error {
 	for rows.Next() {
 		var id uuid.UUID
 		var n int64
-		if err := rows.Scan(&id, &n); err != nil {
+		var lo, hi string
+		if err := rows.Scan(&id, &n, &lo, &hi); err != nil {
 			rows.Close()
 			return fmt.Errorf("count effects: %w", err)
 		}
 		got[id] = n
+		if v, ok := via[id]; ok && (lo != v || hi != v) {
+			res.misrouted++
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -995,11 +1009,11 @@ func (c *chaos) count(ctx context.Context, res *result) error {
 		if n > 1 {
 			res.duplicates++
 		}
-		if !want[id] {
+		if _, ok := via[id]; !ok {
 			res.unexpected++
 		}
 	}
-	for id := range want {
+	for id := range via {
 		if got[id] == 0 {
 			res.lost++
 		}

@@ -67,7 +67,7 @@ func program(t *testing.T) string {
 var (
 	finalRe  = regexp.MustCompile(`^chaos: messages=(\d+) effects=(\d+) duplicates=(\d+) lost=(\d+) faults=(\d+)$`)
 	faultsRe = regexp.MustCompile(`^faults: extra_copies=(\d+) handler_failures=(\d+) \(panics (\d+)\) rabbitmq_connection_kills=(\d+) consumer_sigkills=(\d+) kafka_restarts=(\d+)$`)
-	checksRe = regexp.MustCompile(`^checks: rows=(\d+) distinct=(\d+) unexpected=(\d+) replay_new_effects=(\d+) replayed_records=(\d+) left_in_queue=(\d+)$`)
+	checksRe = regexp.MustCompile(`^checks: rows=(\d+) distinct=(\d+) unexpected=(\d+) misrouted=(\d+) replay_new_effects=(\d+) replayed_records=(\d+) left_in_queue=(\d+)$`)
 )
 
 // outcome is one run of the program.
@@ -130,7 +130,7 @@ func runProgram(t *testing.T, args ...string) outcome {
 	n := len(lines)
 	o.final = match(t, finalRe, lines[n-1], "messages", "effects", "duplicates", "lost", "faults")
 	o.faults = match(t, faultsRe, lines[n-2], "extra_copies", "handler_failures", "panics", "connection_kills", "sigkills", "kafka_restarts")
-	o.checks = match(t, checksRe, lines[n-3], "rows", "distinct", "unexpected", "replay_new", "replayed", "left_in_queue")
+	o.checks = match(t, checksRe, lines[n-3], "rows", "distinct", "unexpected", "misrouted", "replay_new", "replayed", "left_in_queue")
 	if strings.Contains(o.stderr, "DATA RACE") {
 		t.Errorf("the race detector reported a race")
 	}
@@ -167,7 +167,7 @@ func TestChaosShort(t *testing.T) {
 			f["connection_kills"], f["sigkills"], f["kafka_restarts"])
 	}
 	c := o.checks
-	if c["unexpected"] != 0 || c["replay_new"] != 0 || c["left_in_queue"] != 0 || c["distinct"] != n {
+	if c["unexpected"] != 0 || c["misrouted"] != 0 || c["replay_new"] != 0 || c["left_in_queue"] != 0 || c["distinct"] != n {
 		t.Errorf("checks: %v", c)
 	}
 	if c["replayed"] < n { // the Kafka half, at least twice each

@@ -120,8 +120,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
-	fmt.Fprintf(stdout, "checks: rows=%d distinct=%d unexpected=%d replay_new_effects=%d replayed_records=%d left_in_queue=%d\n",
-		res.effects, res.distinct, res.unexpected, res.replayNew, res.replayed, res.leftInQueue)
+	fmt.Fprintf(stdout, "checks: rows=%d distinct=%d unexpected=%d misrouted=%d replay_new_effects=%d replayed_records=%d left_in_queue=%d\n",
+		res.effects, res.distinct, res.unexpected, res.misrouted, res.replayNew, res.replayed, res.leftInQueue)
 	fmt.Fprintf(stdout, "faults: extra_copies=%d handler_failures=%d (panics %d) rabbitmq_connection_kills=%d consumer_sigkills=%d kafka_restarts=%d\n",
 		res.extraCopies, res.handlerFailures, res.panics, res.connKills, res.sigkills, res.kafkaRestarts)
 	fmt.Fprintf(stdout, "chaos: messages=%d effects=%d duplicates=%d lost=%d faults=%d\n",
@@ -136,6 +136,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // result is what the run counted.
 type result struct {
 	messages, effects, distinct, duplicates, lost, unexpected int64
+	misrouted                                                 int64
 	replayNew, replayed, leftInQueue                          int64
 	extraCopies, handlerFailures, panics                      int64
 	connKills, sigkills, kafkaRestarts                        int64
@@ -163,6 +164,9 @@ func (r result) problems() []string {
 	}
 	if r.unexpected != 0 {
 		p = append(p, fmt.Sprintf("%d rows for IDs that were never sent", r.unexpected))
+	}
+	if r.misrouted != 0 {
+		p = append(p, fmt.Sprintf("%d messages applied from a source they were not sent to", r.misrouted))
 	}
 	if r.replayNew != 0 {
 		p = append(p, fmt.Sprintf("the replay added %d effects", r.replayNew))
