@@ -26,6 +26,10 @@ const (
 	// HeaderAttempts carries how many handler attempts a dead-lettered
 	// message had.
 	HeaderAttempts = "x-attempts"
+	// HeaderDeadLetterID is a random ID of one dead-letter publication; it
+	// matches a broker return (the dead letter reached no queue) to the
+	// publication it belongs to.
+	HeaderDeadLetterID = "x-dead-letter-id"
 
 	DefaultPrefetch        = 16
 	DefaultWorkers         = 4
@@ -76,7 +80,9 @@ func WithMissingID(p consumer.MissingIDPolicy) Option { return func(c *config) {
 // WithDeadLetterExchange publishes dead letters to exchange with routing key
 // key, in confirm mode, with the reason in [HeaderDeadLetterReason]; the
 // original is acked only after the broker confirmed the dead letter. The
-// exchange must route key to a queue. Conflicts with
+// dead letter is published as mandatory: if the exchange routes it to no
+// queue, the broker returns it, the original is not acked and goes back to
+// its queue, and the error is logged. Conflicts with
 // [WithDeadLetterQueue]. Default: neither; a dead letter is then a
 // Nack(requeue=false), which the queue's own x-dead-letter-exchange receives
 // (without the reason header; RabbitMQ adds x-death) — configure one, or
@@ -212,17 +218,19 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bo
 	if err := ch.Qos(c.cfg.prefetch, 0, false); err != nil {
 		return false, fmt.Errorf("rabbitmq: qos: %w", err)
 	}
-	var dl *amqp.Channel
+	var dl *deadLetters
 	if c.cfg.dlExchange != "" || c.cfg.dlKey != "" {
-		if dl, err = conn.Channel(); err != nil {
+		dlch, err := conn.Channel()
+		if err != nil {
 			return false, fmt.Errorf("rabbitmq: open dead-letter channel: %w", err)
 		}
-		defer dl.Close()
-		if err := dl.Confirm(false); err != nil {
+		defer dlch.Close()
+		dl = &deadLetters{ch: dlch, returns: dlch.NotifyReturn(make(chan amqp.Return, 64)), returned: map[string]bool{}}
+		if err := dl.ch.Confirm(false); err != nil {
 			return false, fmt.Errorf("rabbitmq: dead-letter confirm mode: %w", err)
 		}
 		if c.cfg.dlQueue {
-			if _, err := dl.QueueDeclarePassive(c.cfg.dlKey, false, false, false, false, nil); err != nil {
+			if _, err := dl.ch.QueueDeclarePassive(c.cfg.dlKey, false, false, false, false, nil); err != nil {
 				return true, fmt.Errorf("rabbitmq: dead-letter queue %q: %w", c.cfg.dlKey, err)
 			}
 		}
@@ -297,7 +305,7 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bo
 }
 
 // handle processes one delivery and acks, nacks or dead-letters it.
-func (c *Consumer) handle(stop, work context.Context, dl *amqp.Channel, d amqp.Delivery) {
+func (c *Consumer) handle(stop, work context.Context, dl *deadLetters, d amqp.Delivery) {
 	m := c.message(d)
 	err := consumer.Identify(m, consumer.Identity{
 		MessageID:     d.MessageId,
@@ -338,7 +346,7 @@ func (c *Consumer) handle(stop, work context.Context, dl *amqp.Channel, d amqp.D
 
 // publishDeadLetter publishes a copy of d with the reason and waits for the
 // broker's confirm, retrying with backoff until stop is done.
-func (c *Consumer) publishDeadLetter(stop, work context.Context, dl *amqp.Channel, d amqp.Delivery, m *consumer.Message, reason error) error {
+func (c *Consumer) publishDeadLetter(stop, work context.Context, dl *deadLetters, d amqp.Delivery, m *consumer.Message, reason error) error {
 	headers := amqp.Table{}
 	for k, v := range d.Headers {
 		headers[k] = v
@@ -346,6 +354,8 @@ func (c *Consumer) publishDeadLetter(stop, work context.Context, dl *amqp.Channe
 	headers[HeaderDeadLetterReason] = reason.Error()
 	headers[HeaderOriginalQueue] = c.queue
 	headers[HeaderAttempts] = strconv.Itoa(m.Attempt)
+	dlID := uuid.NewString()
+	headers[HeaderDeadLetterID] = dlID
 	pub := amqp.Publishing{
 		Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
 		DeliveryMode: amqp.Persistent, Priority: d.Priority, CorrelationId: d.CorrelationId,
@@ -357,7 +367,7 @@ func (c *Consumer) publishDeadLetter(stop, work context.Context, dl *amqp.Channe
 		err := func() error {
 			ctx, cancel := context.WithTimeout(work, 10*time.Second)
 			defer cancel()
-			conf, err := dl.PublishWithDeferredConfirmWithContext(ctx, c.cfg.dlExchange, c.cfg.dlKey, false, false, pub)
+			conf, err := dl.ch.PublishWithDeferredConfirmWithContext(ctx, c.cfg.dlExchange, c.cfg.dlKey, true, false, pub)
 			if err != nil {
 				return err
 			}
@@ -368,12 +378,15 @@ func (c *Consumer) publishDeadLetter(stop, work context.Context, dl *amqp.Channe
 			if !ok {
 				return errors.New("broker nacked the dead letter")
 			}
+			if dl.wasReturned(dlID) {
+				return fmt.Errorf("%w: exchange %q routes key %q to no queue", ErrDeadLetterUnroutable, c.cfg.dlExchange, c.cfg.dlKey)
+			}
 			return nil
 		}()
 		if err == nil {
 			return nil
 		}
-		if dl.IsClosed() {
+		if dl.ch.IsClosed() {
 			return fmt.Errorf("rabbitmq: dead letter: %w", err)
 		}
 		t := time.NewTimer(bo.NextBackOff())
@@ -384,6 +397,52 @@ func (c *Consumer) publishDeadLetter(stop, work context.Context, dl *amqp.Channe
 		case <-t.C:
 		}
 	}
+}
+
+// ErrDeadLetterUnroutable: the broker returned a dead letter because its
+// exchange routed it to no queue; the original message is not acked.
+var ErrDeadLetterUnroutable = errors.New("rabbitmq: dead letter unroutable")
+
+// deadLetters is the confirm-mode channel dead letters are published on, with
+// the broker's returns of unroutable ones. Safe for concurrent use.
+type deadLetters struct {
+	ch      *amqp.Channel
+	returns <-chan amqp.Return
+
+	mu       sync.Mutex
+	returned map[string]bool // HeaderDeadLetterID values returned and not yet checked
+}
+
+// wasReturned reports whether the publication with the given dead-letter ID
+// came back as unroutable. The broker sends basic.return before the
+// basic.ack of the same message, and the client hands the return to the
+// returns channel before it resolves the confirm, so once the confirm is in,
+// a return for it is already buffered there.
+func (dl *deadLetters) wasReturned(id string) bool {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	for {
+		select {
+		case r, ok := <-dl.returns:
+			if !ok {
+				return dl.take(id)
+			}
+			if v, ok := r.Headers[HeaderDeadLetterID].(string); ok {
+				dl.returned[v] = true
+			}
+			continue
+		default:
+		}
+		return dl.take(id)
+	}
+}
+
+func (dl *deadLetters) take(id string) bool {
+	if dl.returned[id] {
+		delete(dl.returned, id)
+		return true
+	}
+	return false
 }
 
 func (c *Consumer) message(d amqp.Delivery) *consumer.Message {

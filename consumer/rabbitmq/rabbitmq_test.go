@@ -618,3 +618,51 @@ func TestLineageAndDeadLetterExchange(t *testing.T) {
 		t.Fatalf("dead letters %+v", dead)
 	}
 }
+
+// A dead letter that its exchange routes to no queue must not be taken as
+// stored: the original stays in its queue (unacked, then requeued) instead of
+// being acked into nowhere. Once the exchange gets a binding, it is delivered.
+func TestUnroutableDeadLetterIsNotAcked(t *testing.T) {
+	b := newBroker(t)
+	q, dlq := b.queue(t, "q"), b.queue(t, "dlq")
+	ex := testenv.Name(t, "dlx")
+	if err := b.ch.ExchangeDeclare(ex, "fanout", false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		return consumer.Permanent(errors.New("rejected by the handler"))
+	})
+	b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Type: "poison", Body: []byte("p")})
+	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
+		append(fast(), rabbitmq.WithDeadLetterExchange(ex, "any"),
+			rabbitmq.WithLogger(slog.New(slog.DiscardHandler)))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c)
+	// Let the consumer try (and fail) to dead-letter a few times.
+	time.Sleep(1500 * time.Millisecond)
+	r.stop(t)
+	if n := b.depth(t, q); n != 1 {
+		t.Fatalf("queue depth after unroutable dead letters = %d, want the message back in its queue", n)
+	}
+	if n := b.depth(t, dlq); n != 0 {
+		t.Fatalf("dead-letter queue has %d messages before any binding", n)
+	}
+
+	if err := b.ch.QueueBind(dlq, "", ex, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	r = start(t, c)
+	deadline := time.Now().Add(20 * time.Second)
+	for b.depth(t, dlq) < 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.stop(t)
+	if dead := b.drain(t, dlq); len(dead) != 1 {
+		t.Fatalf("dead letters after binding = %d, want 1", len(dead))
+	}
+	if n := b.depth(t, q); n != 0 {
+		t.Fatalf("queue depth after the dead letter was stored = %d, want 0", n)
+	}
+}
