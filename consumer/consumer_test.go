@@ -321,7 +321,7 @@ func TestLogging(t *testing.T) {
 }
 
 func TestContentIDGolden(t *testing.T) {
-	// Computed from the definition in SPEC-content-id.md, not from forge.
+	// Computed from the definition in forge/SPEC.md (section "Content IDs"), not from forge.
 	ns := uuid.NewSHA1(uuid.NameSpaceDNS, []byte(consumer.DefaultContentNamespace))
 	want := uuid.NewSHA1(ns, []byte(`["","azE=","aGVsbG8="]`))
 	g := forge.MustNew(consumer.DefaultContentNamespace)

@@ -37,6 +37,6 @@
 // processed when it answers again.
 //
 // Messages without an ID get a content ID ([ContentID], see
-// SPEC-content-id.md) unless [MissingIDDeadLetter] is chosen; malformed IDs
+// forge/SPEC.md (section "Content IDs")) unless [MissingIDDeadLetter] is chosen; malformed IDs
 // go to the dead letter with the reason.
 package consumer

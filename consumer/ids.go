@@ -22,7 +22,7 @@ const (
 
 // ContentID returns the content ID of a message without a producer ID:
 // g.ID(type, key, body) — the message type as a string, the key and body
-// as byte strings (nil treated as empty). See SPEC-content-id.md for the
+// as byte strings (nil treated as empty). See forge/SPEC.md (section "Content IDs") for the
 // exact bytes hashed. Two deliveries with the same type, key and body get
 // the same ID; so do two genuinely different messages that happen to be
 // byte-identical, which is why producers should set IDs.

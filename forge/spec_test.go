@@ -156,7 +156,7 @@ func TestSpecNamespacesAndFingerprint(t *testing.T) {
 	if fp := "(`s3cr3t` → `" + Fingerprint("s3cr3t") + "`)"; !strings.Contains(s, fp) {
 		t.Errorf("SPEC.md lacks the fingerprint example %s", fp)
 	}
-	if !strings.Contains(s, "\n## Message IDs\n") {
-		t.Error("SPEC.md lacks the Message IDs section")
+	if !strings.Contains(s, "\n## 8. Message IDs\n") || !strings.Contains(s, "\n### Content IDs") {
+		t.Error("SPEC.md lacks the Message IDs or Content IDs section")
 	}
 }

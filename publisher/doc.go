@@ -11,7 +11,7 @@
 // handled ([lineage.NewContext], put there by the consumer), the new
 // message's ID is derived from the parent's ID as well, its causation ID is
 // the parent's ID and its correlation ID the parent's correlation ID. The
-// exact derivation, byte for byte, is in SPEC-messages.md.
+// exact derivation, byte for byte, is in forge/SPEC.md (section "Message IDs").
 //
 //	gen := forge.MustNew("orders.example.com")
 //	msg := publisher.Message{Type: "order.created", Key: []any{"o-1001"}, Body: body}

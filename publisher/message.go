@@ -153,7 +153,7 @@ func checkUUID(u uuid.UUID) error {
 //     message ID itself;
 //   - causation ID: the parent's message ID; uuid.Nil without a parent.
 //
-// The exact bytes hashed are specified in SPEC-messages.md. A message with
+// The exact bytes hashed are specified in forge/SPEC.md (section "Message IDs"). A message with
 // no parent, no Key, no explicit ID and an empty Body would get the same ID
 // as every other such message of its type, so it is rejected.
 func IDs(ctx context.Context, gen *forge.Generator, msg *Message) (lineage.Lineage, error) {

@@ -14,11 +14,11 @@ import (
 	"github.com/uuidforge/uuidforge/publisher/kafka"
 )
 
-// specRow returns the worked-example table row of SPEC-messages.md that
+// specRow returns the worked-example table row of forge/SPEC.md (section Message IDs) that
 // starts with "| step |".
 func specRows(t *testing.T) map[string]string {
 	t.Helper()
-	f, err := os.Open("SPEC-messages.md")
+	f, err := os.Open("../forge/SPEC.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func specRows(t *testing.T) map[string]string {
 	return rows
 }
 
-// TestSpecWorkedExample recomputes the worked example of SPEC-messages.md
+// TestSpecWorkedExample recomputes the worked example of forge/SPEC.md (section Message IDs)
 // and checks every value written there.
 func TestSpecWorkedExample(t *testing.T) {
 	rows := specRows(t)
@@ -43,7 +43,7 @@ func TestSpecWorkedExample(t *testing.T) {
 	if v5.Namespace().String() != "341c1770-d2ab-56be-98c6-765ed848c864" {
 		t.Fatalf("namespace %s", v5.Namespace())
 	}
-	spec, _ := os.ReadFile("SPEC-messages.md")
+	spec, _ := os.ReadFile("../forge/SPEC.md")
 	contains := func(row, what, want string) {
 		t.Helper()
 		if !strings.Contains(row, "`"+want+"`") {
