@@ -402,7 +402,7 @@ func (c *chaos) scenario(ctx context.Context) error {
 // land while copies are in flight; consume faults fire when enough messages
 // were applied.
 func (c *chaos) planFaults() {
-	kill := func(ctx context.Context) error { return c.killConnections(ctx) }
+	kill := c.killConnections
 	if c.opt.rabbit() {
 		c.pubFaults = append(c.pubFaults, &fault{name: "close RabbitMQ connections while publishing (1)", at: 0.15, do: kill})
 	}
