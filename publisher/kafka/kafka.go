@@ -189,6 +189,7 @@ func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 	}
 	defer p.active.Done()
 	var bo backoff.BackOff
+	var cause error // the last failure that was not the context ending
 	for attempt := 1; ; attempt++ {
 		err := p.single.WriteMessages(ctx, m)
 		if err == nil {
@@ -201,12 +202,18 @@ func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 		if permanent(err) {
 			return &publisher.PublishError{MessageID: id, Attempts: attempt, Err: err}
 		}
+		if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
+			cause = err
+		}
 		if bo == nil {
 			bo = p.cfg.backOff()
 		}
 		p.retries.Add(1)
 		if werr := wait(ctx, bo); werr != nil {
-			return &publisher.PublishError{MessageID: id, Attempts: attempt, Err: joinCtx(werr, err)}
+			if cause == nil {
+				cause = err
+			}
+			return &publisher.PublishError{MessageID: id, Attempts: attempt, Err: joinCtx(werr, cause)}
 		}
 	}
 }

@@ -187,6 +187,7 @@ func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 	defer p.active.Done()
 
 	var bo backoff.BackOff
+	var cause error // the last failure that was not the context ending
 	for attempt := 1; ; attempt++ {
 		err := p.publishOne(ctx, &m)
 		if err == nil {
@@ -195,12 +196,18 @@ func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 		if errors.Is(err, publisher.ErrUnroutable) || isPermanent(err) {
 			return &publisher.PublishError{MessageID: uuid.MustParse(m.id), Attempts: attempt, Err: err}
 		}
+		if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
+			cause = err
+		}
 		if bo == nil {
 			bo = p.cfg.backOff()
 		}
 		p.retries.Add(1)
 		if werr := wait(ctx, bo); werr != nil {
-			return &publisher.PublishError{MessageID: uuid.MustParse(m.id), Attempts: attempt, Err: joinCtx(werr, err)}
+			if cause == nil {
+				cause = err
+			}
+			return &publisher.PublishError{MessageID: uuid.MustParse(m.id), Attempts: attempt, Err: joinCtx(werr, cause)}
 		}
 	}
 }
