@@ -327,3 +327,25 @@ func (c *Consumer) message(rec kafkago.Message) *consumer.Message {
 	}
 	return m
 }
+
+// ReaderConfig returns a kafka-go ReaderConfig for a consumer group that
+// starts new groups at the first offset and uses timers sized for low latency
+// instead of kafka-go's defaults (MaxWait 10 s, JoinGroupBackoff 5 s,
+// PartitionWatchInterval 5 s), which make joining a group and the first fetch
+// take many seconds:
+//
+//	MaxWait 50ms, HeartbeatInterval 100ms, SessionTimeout 6s,
+//	RebalanceTimeout 2s, JoinGroupBackoff 100ms, ReadBackoffMin 10ms,
+//	ReadBackoffMax 50ms, PartitionWatchInterval 100ms
+//
+// Adjust fields on the result as needed (a SessionTimeout below the broker's
+// group.min.session.timeout.ms, 6 s by default, is refused by the broker).
+func ReaderConfig(brokers []string, topic, group string) kafkago.ReaderConfig {
+	return kafkago.ReaderConfig{
+		Brokers: brokers, Topic: topic, GroupID: group, StartOffset: kafkago.FirstOffset,
+		MaxWait: 50 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second,
+		JoinGroupBackoff: 100 * time.Millisecond, ReadBackoffMin: 10 * time.Millisecond,
+		ReadBackoffMax: 50 * time.Millisecond, PartitionWatchInterval: 100 * time.Millisecond,
+	}
+}

@@ -227,7 +227,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 
 	// Wait until downstream has been handed every record on the topic.
-	records, err := topicSize(ctx, broker.Brokers(), topic)
+	records, err := testenv.TopicSize(ctx, broker.Brokers(), topic)
 	if err != nil {
 		return err
 	}
@@ -317,7 +317,7 @@ func (d *downstream) run(ctx context.Context, brokers []string, topic string) er
 		d.mu.Unlock()
 		return nil
 	})
-	c, err := kafkaconsumer.New(readerConfig(brokers, topic, "accounting"), consumer.Chain(record, dd, consumer.Recover())(handle),
+	c, err := kafkaconsumer.New(kafkaconsumer.ReaderConfig(brokers, topic, "accounting"), consumer.Chain(record, dd, consumer.Recover())(handle),
 		kafkaconsumer.WithPartitionParallelism(3),
 		kafkaconsumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
@@ -409,31 +409,6 @@ func createTopic(ctx context.Context, brokers []string, topic string) error {
 	return nil
 }
 
-// topicSize returns the number of records in topic.
-func topicSize(ctx context.Context, brokers []string, topic string) (int, error) {
-	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
-	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
-	if err != nil || len(meta.Topics) != 1 {
-		return 0, fmt.Errorf("kafka: metadata of %s: %v", topic, err)
-	}
-	var reqs []kafkago.OffsetRequest
-	for _, p := range meta.Topics[0].Partitions {
-		reqs = append(reqs, kafkago.FirstOffsetOf(p.ID), kafkago.LastOffsetOf(p.ID))
-	}
-	resp, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
-	if err != nil {
-		return 0, fmt.Errorf("kafka: offsets of %s: %w", topic, err)
-	}
-	n := 0
-	for _, p := range resp.Topics[topic] {
-		if p.Error != nil {
-			return 0, fmt.Errorf("kafka: offsets of %s/%d: %w", topic, p.Partition, p.Error)
-		}
-		n += int(p.LastOffset - p.FirstOffset)
-	}
-	return n, nil
-}
-
 func declareQueue(url, queue string) error {
 	return withChannel(url, func(ch *amqp.Channel) error {
 		_, err := ch.QueueDeclare(queue, true, false, false, false, nil)
@@ -489,17 +464,5 @@ func cleanRedis(url, prefix string) {
 	iter := rdb.Scan(ctx, 0, prefix+"*", 100).Iterator()
 	for iter.Next(ctx) {
 		rdb.Del(ctx, iter.Val())
-	}
-}
-
-// readerConfig reads a topic from its first offset in a consumer group, with
-// short timers so that joining the group takes a fraction of a second.
-func readerConfig(brokers []string, topic, group string) kafkago.ReaderConfig {
-	return kafkago.ReaderConfig{
-		Brokers: brokers, Topic: topic, GroupID: group, StartOffset: kafkago.FirstOffset,
-		MaxWait: 50 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
-		SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second,
-		JoinGroupBackoff: 100 * time.Millisecond, ReadBackoffMin: 10 * time.Millisecond,
-		ReadBackoffMax: 50 * time.Millisecond, PartitionWatchInterval: 100 * time.Millisecond,
 	}
 }

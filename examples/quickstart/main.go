@@ -37,7 +37,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/uuidforge/uuidforge/consumer"
 	kafkaconsumer "github.com/uuidforge/uuidforge/consumer/kafka"
@@ -170,7 +169,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 
 	// Count what the topic really holds: a publish retried inside the
 	// client after a lost acknowledgement would have written a copy too.
-	records, err := topicSize(ctx, broker.Brokers(), topic)
+	records, err := testenv.TopicSize(ctx, broker.Brokers(), topic)
 	if err != nil {
 		return err
 	}
@@ -271,7 +270,7 @@ func (b *billing) consume(ctx context.Context, brokers []string, topic, group st
 	}
 	h := consumer.Chain(countDeliveries, consumer.Lineage(), dd, consumer.Recover(), countCharges)(consumer.HandlerFunc(b.charge))
 
-	c, err := kafkaconsumer.New(readerConfig(brokers, topic, group), h,
+	c, err := kafkaconsumer.New(kafkaconsumer.ReaderConfig(brokers, topic, group), h,
 		kafkaconsumer.WithPartitionParallelism(3),
 		kafkaconsumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
@@ -321,42 +320,4 @@ func (b *billing) summary(want []uuid.UUID, published int, passes ...pass) summa
 		}
 	}
 	return s
-}
-
-// readerConfig reads a topic from its first offset in a consumer group, with
-// short timers so that the demo takes seconds rather than the defaults' tens
-// of seconds to join the group.
-func readerConfig(brokers []string, topic, group string) kafkago.ReaderConfig {
-	return kafkago.ReaderConfig{
-		Brokers: brokers, Topic: topic, GroupID: group, StartOffset: kafkago.FirstOffset,
-		MaxWait: 50 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
-		SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second,
-		JoinGroupBackoff: 100 * time.Millisecond, ReadBackoffMin: 10 * time.Millisecond,
-		ReadBackoffMax: 50 * time.Millisecond, PartitionWatchInterval: 100 * time.Millisecond,
-	}
-}
-
-// topicSize returns the number of records in topic.
-func topicSize(ctx context.Context, brokers []string, topic string) (int, error) {
-	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
-	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
-	if err != nil || len(meta.Topics) != 1 {
-		return 0, fmt.Errorf("kafka: metadata of %s: %v", topic, err)
-	}
-	var reqs []kafkago.OffsetRequest
-	for _, p := range meta.Topics[0].Partitions {
-		reqs = append(reqs, kafkago.FirstOffsetOf(p.ID), kafkago.LastOffsetOf(p.ID))
-	}
-	resp, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
-	if err != nil {
-		return 0, fmt.Errorf("kafka: offsets of %s: %w", topic, err)
-	}
-	n := 0
-	for _, p := range resp.Topics[topic] {
-		if p.Error != nil {
-			return 0, fmt.Errorf("kafka: offsets of %s/%d: %w", topic, p.Partition, p.Error)
-		}
-		n += int(p.LastOffset - p.FirstOffset)
-	}
-	return n, nil
 }

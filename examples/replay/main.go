@@ -38,7 +38,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/uuidforge/uuidforge/consumer"
 	kafkaconsumer "github.com/uuidforge/uuidforge/consumer/kafka"
@@ -164,7 +163,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "published %d payments\n", cfg.First)
-	records, err := topicSize(ctx, broker.Brokers(), topic)
+	records, err := testenv.TopicSize(ctx, broker.Brokers(), topic)
 	if err != nil {
 		return err
 	}
@@ -177,7 +176,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err := publish(cfg.First, cfg.Then); err != nil {
 		return err
 	}
-	if records, err = topicSize(ctx, broker.Brokers(), topic); err != nil {
+	if records, err = testenv.TopicSize(ctx, broker.Brokers(), topic); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "published %d more payments (topic now holds %d records)\n", cfg.Then, records)
@@ -321,7 +320,7 @@ func (l *ledger) replay(ctx context.Context, cfg config, brokers []string, topic
 		})
 	}
 	h := consumer.Chain(countRead, consumer.Lineage(), dd, consumer.Recover(), countProcessed)(consumer.HandlerFunc(l.book))
-	c, err := kafkaconsumer.New(readerConfig(brokers, topic, group), h,
+	c, err := kafkaconsumer.New(kafkaconsumer.ReaderConfig(brokers, topic, group), h,
 		kafkaconsumer.WithPartitionParallelism(3),
 		kafkaconsumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
@@ -344,42 +343,4 @@ func (l *ledger) replay(ctx context.Context, cfg config, brokers []string, topic
 		return counts{}, fmt.Errorf("consumer stopped after %d of %d records: %w", read.Load(), want, err)
 	}
 	return counts{read: int(read.Load()), processed: int(processed.Load())}, nil
-}
-
-// readerConfig reads a topic from its first offset in a consumer group, with
-// short timers so that joining the group takes a fraction of a second.
-func readerConfig(brokers []string, topic, group string) kafkago.ReaderConfig {
-	return kafkago.ReaderConfig{
-		Brokers: brokers, Topic: topic, GroupID: group, StartOffset: kafkago.FirstOffset,
-		MaxWait: 50 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
-		SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second,
-		JoinGroupBackoff: 100 * time.Millisecond, ReadBackoffMin: 10 * time.Millisecond,
-		ReadBackoffMax: 50 * time.Millisecond, PartitionWatchInterval: 100 * time.Millisecond,
-	}
-}
-
-// topicSize returns the number of records in topic: what a replay from offset
-// 0 reads, including any copy a client-side retry wrote.
-func topicSize(ctx context.Context, brokers []string, topic string) (int, error) {
-	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
-	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
-	if err != nil || len(meta.Topics) != 1 {
-		return 0, fmt.Errorf("kafka: metadata of %s: %v", topic, err)
-	}
-	var reqs []kafkago.OffsetRequest
-	for _, p := range meta.Topics[0].Partitions {
-		reqs = append(reqs, kafkago.FirstOffsetOf(p.ID), kafkago.LastOffsetOf(p.ID))
-	}
-	resp, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
-	if err != nil {
-		return 0, fmt.Errorf("kafka: offsets of %s: %w", topic, err)
-	}
-	n := 0
-	for _, p := range resp.Topics[topic] {
-		if p.Error != nil {
-			return 0, fmt.Errorf("kafka: offsets of %s/%d: %w", topic, p.Partition, p.Error)
-		}
-		n += int(p.LastOffset - p.FirstOffset)
-	}
-	return n, nil
 }

@@ -1,11 +1,13 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -69,4 +71,36 @@ func KafkaBrokers(t testing.TB, opts ...KafkaOption) []string {
 	}
 	t.Cleanup(k.Close)
 	return k.Brokers()
+}
+
+// TopicSize returns the number of records in topic (last minus first offset,
+// summed over its partitions): what a replay from offset 0 reads.
+func TopicSize(ctx context.Context, brokers []string, topic string) (int, error) {
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
+	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return 0, fmt.Errorf("testenv: metadata of %s: %w", topic, err)
+	}
+	if len(meta.Topics) != 1 {
+		return 0, fmt.Errorf("testenv: metadata of %s: %d topics in the answer", topic, len(meta.Topics))
+	}
+	if meta.Topics[0].Error != nil {
+		return 0, fmt.Errorf("testenv: metadata of %s: %w", topic, meta.Topics[0].Error)
+	}
+	var reqs []kafkago.OffsetRequest
+	for _, p := range meta.Topics[0].Partitions {
+		reqs = append(reqs, kafkago.FirstOffsetOf(p.ID), kafkago.LastOffsetOf(p.ID))
+	}
+	resp, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return 0, fmt.Errorf("testenv: offsets of %s: %w", topic, err)
+	}
+	n := 0
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			return 0, fmt.Errorf("testenv: offsets of %s/%d: %w", topic, p.Partition, p.Error)
+		}
+		n += int(p.LastOffset - p.FirstOffset)
+	}
+	return n, nil
 }
