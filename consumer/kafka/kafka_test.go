@@ -467,21 +467,21 @@ func TestStoreOutage(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
 	topic, group := testenv.Name(t, "topic"), testenv.Name(t, "group")
 	sink := testsink.New(t, testsink.Pool(t))
-	flaky := &testsink.Flaky{Store: testsink.Redis(t)}
-	flaky.Down.Store(true)
+	store, proxy := testsink.RedisBehindProxy(t)
+	proxy.SetDown(true)
 	const n = 12
 	var msgs []kafkago.Message
 	for i := range n {
 		msgs = append(msgs, idMessage(fmt.Sprint("k", i), uuid.New(), "x"))
 	}
 	write(t, writer(t, brokers, topic), msgs...)
-	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, flaky, group, sink),
+	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, store, group, sink),
 		kafka.WithMaxAttempts(2), kafka.WithPartitionParallelism(3)))
 	deadline := time.Now().Add(15 * time.Second)
-	for flaky.Refused.Load() < 20 && time.Now().Before(deadline) { // well past MaxAttempts
+	for proxy.Refused() < 20 && time.Now().Before(deadline) { // well past MaxAttempts
 		time.Sleep(10 * time.Millisecond)
 	}
-	if flaky.Refused.Load() < 20 {
+	if proxy.Refused() < 20 {
 		t.Fatal("the consumer did not try the store")
 	}
 	for p, off := range committed(t, brokers, topic, group, 3) {
@@ -492,7 +492,7 @@ func TestStoreOutage(t *testing.T) {
 	if sink.Count(t) != 0 {
 		t.Fatal("work done during the store outage")
 	}
-	flaky.Down.Store(false)
+	proxy.SetDown(false)
 	sink.WaitCount(t, n, 20*time.Second)
 	r.stop(t)
 	var total int64

@@ -360,23 +360,23 @@ func TestStoreOutage(t *testing.T) {
 	b := newBroker(t)
 	q, dlq := b.queue(t, "q"), b.queue(t, "dlq")
 	sink := testsink.New(t, testsink.Pool(t))
-	flaky := &testsink.Flaky{Store: testsink.Redis(t)}
-	flaky.Down.Store(true)
+	store, proxy := testsink.RedisBehindProxy(t)
+	proxy.SetDown(true)
 	const n = 10
 	for range n {
 		b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Body: []byte("x")})
 	}
-	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, flaky, q, sink),
+	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, store, q, sink),
 		append(fast(), rabbitmq.WithDeadLetterQueue(dlq), rabbitmq.WithMaxAttempts(2), rabbitmq.WithWorkers(2), rabbitmq.WithPrefetch(4))...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := start(t, c)
 	deadline := time.Now().Add(10 * time.Second)
-	for flaky.Refused.Load() < 20 && time.Now().Before(deadline) { // well past MaxAttempts
+	for proxy.Refused() < 20 && time.Now().Before(deadline) { // well past MaxAttempts
 		time.Sleep(10 * time.Millisecond)
 	}
-	if flaky.Refused.Load() < 20 {
+	if proxy.Refused() < 20 {
 		t.Fatal("the consumer did not try the store")
 	}
 	if got := b.depth(t, q); got != n-4 { // 4 held unacked by the prefetch window
@@ -385,7 +385,7 @@ func TestStoreOutage(t *testing.T) {
 	if sink.Count(t) != 0 || b.depth(t, dlq) != 0 {
 		t.Fatal("work done or dead-lettered during the store outage")
 	}
-	flaky.Down.Store(false)
+	proxy.SetDown(false)
 	sink.WaitCount(t, n, 20*time.Second)
 	waitEmpty(t, b, q)
 	r.stop(t)

@@ -25,16 +25,50 @@ func Memory(t testing.TB) dedupe.Store {
 	return s
 }
 
-// Redis returns a Redis store with a key prefix unique to t.
+// Redis returns a Redis store with a key prefix unique to t; its keys are
+// deleted when t ends.
 func Redis(t testing.TB) dedupe.Store {
+	t.Helper()
+	return redisVia(t, "")
+}
+
+// RedisBehindProxy returns a Redis store whose connections go through a TCP
+// proxy, for outage tests: proxy.SetDown(true) makes the real server
+// unreachable for the store until SetDown(false).
+func RedisBehindProxy(t testing.TB) (dedupe.Store, *testenv.Proxy) {
 	t.Helper()
 	opts, err := redis.ParseURL(testenv.RedisURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	proxy := testenv.StartProxy(t, opts.Addr)
+	return redisVia(t, proxy.Addr()), proxy
+}
+
+func redisVia(t testing.TB, addr string) dedupe.Store {
+	t.Helper()
+	opts, err := redis.ParseURL(testenv.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := redis.NewClient(opts)
+	if addr != "" {
+		o := *opts
+		o.Addr = addr
+		opts = &o
+	}
 	client := redis.NewClient(opts)
-	t.Cleanup(func() { _ = client.Close() })
-	s, err := redisstore.New(client, redisstore.WithPrefix(testenv.Name(t, "dd")+":"))
+	prefix := testenv.Name(t, "dd") + ":"
+	t.Cleanup(func() {
+		_ = client.Close()
+		ctx := context.Background()
+		iter := direct.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			direct.Del(ctx, iter.Val())
+		}
+		_ = direct.Close()
+	})
+	s, err := redisstore.New(client, redisstore.WithPrefix(prefix))
 	if err != nil {
 		t.Fatal(err)
 	}

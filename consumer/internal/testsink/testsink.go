@@ -20,7 +20,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/uuidforge/uuidforge/consumer"
-	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 )
@@ -198,45 +197,6 @@ func (c *Chaos) Wrap(next consumer.Handler) consumer.Handler {
 
 // Injected returns how many failures and panics were injected.
 func (c *Chaos) Injected() (failed, panicked int64) { return c.failed.Load(), c.panicked.Load() }
-
-// Flaky wraps a real store; while Down is set every call fails like an
-// unreachable server would.
-type Flaky struct {
-	dedupe.Store
-	Down atomic.Bool
-	// Refused counts the calls refused while down.
-	Refused atomic.Int64
-}
-
-// ErrOutage is returned while the store is down.
-var ErrOutage = errors.New("testsink: store unreachable")
-
-// Claim implements dedupe.Store.
-func (f *Flaky) Claim(ctx context.Context, k dedupe.Key, lease time.Duration) (dedupe.Claim, error) {
-	if f.Down.Load() {
-		f.Refused.Add(1)
-		return dedupe.Claim{}, ErrOutage
-	}
-	return f.Store.Claim(ctx, k, lease)
-}
-
-// Complete implements dedupe.Store.
-func (f *Flaky) Complete(ctx context.Context, c dedupe.Claim, retention time.Duration) error {
-	if f.Down.Load() {
-		f.Refused.Add(1)
-		return ErrOutage
-	}
-	return f.Store.Complete(ctx, c, retention)
-}
-
-// Release implements dedupe.Store.
-func (f *Flaky) Release(ctx context.Context, c dedupe.Claim) error {
-	if f.Down.Load() {
-		f.Refused.Add(1)
-		return ErrOutage
-	}
-	return f.Store.Release(ctx, c)
-}
 
 // Activity records when a handler chain was last entered or left.
 type Activity struct {
