@@ -33,6 +33,22 @@ fuzz:
 	  done; \
 	done
 
+# The comparisons with the raw clients and with Watermill, in one table.
+# BENCHTIME applies to the in-process benchmarks; the end-to-end consumer
+# benchmarks run a fixed number of messages. Raw output: bench.out.
+BENCHTIME ?= 1s
+BENCHCOUNT ?= 1
+bench: services
+	@{ \
+	  $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./forge/ ./dedupe/... ./publisher/ ./consumer/ && \
+	  $(GO) test -run '^$$' -bench . -benchtime 5000x -count $(BENCHCOUNT) ./consumer/kafka/ && \
+	  $(GO) test -run '^$$' -bench 'Consume$$' -benchtime 20000x -count $(BENCHCOUNT) ./consumer/rabbitmq/ && \
+	  $(GO) test -run '^$$' -bench 'SideBySide' -benchtime 3x -count $(BENCHCOUNT) ./consumer/rabbitmq/ && \
+	  (cd bench && $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./...); \
+	} | tee bench.out
+	@echo
+	@$(GO) run ./internal/cmd/benchtable < bench.out
+
 demo:
 	$(GO) run ./examples/quickstart
 
