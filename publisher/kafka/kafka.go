@@ -15,6 +15,7 @@ import (
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/lineage"
 	"github.com/uuidforge/uuidforge/publisher"
+	"github.com/uuidforge/uuidforge/publisher/internal/retry"
 )
 
 // Header names written on every record: message-id, correlation-id,
@@ -188,34 +189,14 @@ func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 		return err
 	}
 	defer p.active.Done()
-	var bo backoff.BackOff
-	var cause error // the last failure that was not the context ending
-	for attempt := 1; ; attempt++ {
+	return retry.Do(ctx, id, p.cfg.backOff, permanent, func() { p.retries.Add(1) }, func() error {
 		err := p.single.WriteMessages(ctx, m)
-		if err == nil {
-			return nil
-		}
 		var we kafkago.WriteErrors
 		if errors.As(err, &we) && len(we) == 1 {
 			err = we[0]
 		}
-		if permanent(err) {
-			return &publisher.PublishError{MessageID: id, Attempts: attempt, Err: err}
-		}
-		if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
-			cause = err
-		}
-		if bo == nil {
-			bo = p.cfg.backOff()
-		}
-		p.retries.Add(1)
-		if werr := wait(ctx, bo); werr != nil {
-			if cause == nil {
-				cause = err
-			}
-			return &publisher.PublishError{MessageID: id, Attempts: attempt, Err: joinCtx(werr, cause)}
-		}
-	}
+		return err
+	})
 }
 
 // PublishBatch stamps and writes msgs, letting kafka-go group them per
@@ -286,9 +267,9 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 			bo = p.cfg.backOff()
 		}
 		p.retries.Add(int64(len(todo)))
-		if werr := wait(ctx, bo); werr != nil {
+		if werr := retry.Wait(ctx, bo); werr != nil {
 			for j, i := range todo {
-				failed = append(failed, &publisher.PublishError{MessageID: ids[i], Attempts: attempt, Err: joinCtx(werr, lastErr[j])})
+				failed = append(failed, &publisher.PublishError{MessageID: ids[i], Attempts: attempt, Err: retry.JoinCtx(werr, lastErr[j])})
 			}
 			return errors.Join(failed...)
 		}
@@ -306,33 +287,6 @@ func permanent(err error) bool {
 		return !ke.Temporary()
 	}
 	return false
-}
-
-func joinCtx(ctxErr, last error) error {
-	if errors.Is(last, ctxErr) {
-		return last
-	}
-	return fmt.Errorf("%w (last failure: %w)", ctxErr, last)
-}
-
-var errBackOffStop = errors.New("back-off policy gave up")
-
-func wait(ctx context.Context, bo backoff.BackOff) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	d := bo.NextBackOff()
-	if d == backoff.Stop {
-		return errBackOffStop
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // Close stops accepting new publishes, waits for those in progress to

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/uuidforge/uuidforge/publisher"
+	"github.com/uuidforge/uuidforge/publisher/internal/retry"
 )
 
 // PublishBatch publishes msgs with pipelined confirms: every message is sent
@@ -50,9 +51,9 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 	var failed []error
 	var bo backoff.BackOff
 	for attempt := 1; ; attempt++ {
-		retry := p.batchRound(ctx, ptrs, todo, last)
+		failedNow := p.batchRound(ctx, ptrs, todo, last)
 		var next []int
-		for _, i := range retry {
+		for _, i := range failedNow {
 			if errors.Is(last[i], publisher.ErrUnroutable) || isPermanent(last[i]) {
 				failed = append(failed, &publisher.PublishError{MessageID: uuid.MustParse(prep[i].id), Attempts: attempt, Err: last[i]})
 				continue
@@ -67,9 +68,9 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 			bo = p.cfg.backOff()
 		}
 		p.retries.Add(int64(len(todo)))
-		if werr := wait(ctx, bo); werr != nil {
+		if werr := retry.Wait(ctx, bo); werr != nil {
 			for _, i := range todo {
-				failed = append(failed, &publisher.PublishError{MessageID: uuid.MustParse(prep[i].id), Attempts: attempt, Err: joinCtx(werr, last[i])})
+				failed = append(failed, &publisher.PublishError{MessageID: uuid.MustParse(prep[i].id), Attempts: attempt, Err: retry.JoinCtx(werr, last[i])})
 			}
 			return errors.Join(failed...)
 		}

@@ -8,12 +8,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/lineage"
 	"github.com/uuidforge/uuidforge/publisher"
+	"github.com/uuidforge/uuidforge/publisher/internal/retry"
 )
 
 // Header names, re-exported for users of this package. On RabbitMQ the
@@ -186,60 +186,10 @@ func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 	}
 	defer p.active.Done()
 
-	var bo backoff.BackOff
-	var cause error // the last failure that was not the context ending
-	for attempt := 1; ; attempt++ {
-		err := p.publishOne(ctx, &m)
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, publisher.ErrUnroutable) || isPermanent(err) {
-			return &publisher.PublishError{MessageID: uuid.MustParse(m.id), Attempts: attempt, Err: err}
-		}
-		if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
-			cause = err
-		}
-		if bo == nil {
-			bo = p.cfg.backOff()
-		}
-		p.retries.Add(1)
-		if werr := wait(ctx, bo); werr != nil {
-			if cause == nil {
-				cause = err
-			}
-			return &publisher.PublishError{MessageID: uuid.MustParse(m.id), Attempts: attempt, Err: joinCtx(werr, cause)}
-		}
-	}
-}
-
-// joinCtx returns an error matching both the context's error and the last
-// failure.
-func joinCtx(ctxErr, last error) error {
-	if errors.Is(last, ctxErr) {
-		return last
-	}
-	return fmt.Errorf("%w (last failure: %w)", ctxErr, last)
-}
-
-var errBackOffStop = errors.New("back-off policy gave up")
-
-// wait sleeps for the next back-off interval, or returns the context's error.
-func wait(ctx context.Context, bo backoff.BackOff) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	d := bo.NextBackOff()
-	if d == backoff.Stop {
-		return errBackOffStop
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return retry.Do(ctx, uuid.MustParse(m.id), p.cfg.backOff,
+		func(err error) bool { return errors.Is(err, publisher.ErrUnroutable) || isPermanent(err) },
+		func() { p.retries.Add(1) },
+		func() error { return p.publishOne(ctx, &m) })
 }
 
 // isPermanent reports broker errors that publishing again cannot fix: a
