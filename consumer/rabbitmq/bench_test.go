@@ -69,6 +69,7 @@ func consumeOnce(b *testing.B, n int, withDedupe bool, startTimer func()) time.D
 		b.Fatal(err)
 	}
 	defer ch.QueueDelete(q, false, false, false)
+	defer ch.QueueDelete(q+rabbitmq.DeadLetterSuffix, false, false, false)
 	if err := ch.Confirm(false); err != nil {
 		b.Fatal(err)
 	}

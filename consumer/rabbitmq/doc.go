@@ -6,17 +6,17 @@
 // place with backoff, holding the delivery; after the configured attempts,
 // or at once for a [consumer.Permanent] error or a malformed ID, the message
 // is dead-lettered: published with the reason in [HeaderDeadLetterReason] to
-// a dead-letter exchange or queue in confirm mode, and acked only after the
-// broker confirmed it — or, with no dead letter configured, rejected without
-// requeue to the queue's own dead-letter exchange. A message whose claim is
+// a dead-letter queue (by default "<queue>.dead-letter", declared durable)
+// or exchange in confirm mode, and acked only after the broker confirmed it —
+// or, with [WithQueueDeadLetterExchange], rejected without requeue to the
+// queue's own dead-letter exchange. A message whose claim is
 // held elsewhere, or whose store is down, waits (it is never acked or
 // dead-lettered for that). Lost connections and channels are re-established
 // with backoff; the broker redelivers unacked messages and dedupe
 // recognises those already done.
 //
 //	c, err := rabbitmq.New(rabbitmq.DialURL("amqp://guest:guest@localhost:5672/"), "orders", h,
-//		rabbitmq.WithPrefetch(32), rabbitmq.WithWorkers(8),
-//		rabbitmq.WithDeadLetterQueue("orders.dead-letter"))
+//		rabbitmq.WithPrefetch(32), rabbitmq.WithWorkers(8)) // dead letters: "orders.dead-letter"
 //	if err != nil { ... }
 //	err = c.Run(ctx) // graceful shutdown when ctx is done
 //

@@ -53,7 +53,9 @@ type config struct {
 	gen               *forge.Generator
 	missing           consumer.MissingIDPolicy
 	dlExchange, dlKey string
-	dlQueue           bool
+	dlQueue           bool // dlKey names a queue reached through the default exchange
+	dlDeclare         bool // declare that queue (the default dead-letter queue)
+	dlReject          bool // reject to the queue's own x-dead-letter-exchange instead
 	proc              consumer.Processor
 	logger            *slog.Logger
 	shutdown          time.Duration
@@ -82,21 +84,39 @@ func WithMissingID(p consumer.MissingIDPolicy) Option { return func(c *config) {
 // original is acked only after the broker confirmed the dead letter. The
 // dead letter is published as mandatory: if the exchange routes it to no
 // queue, the broker returns it, the original is not acked and goes back to
-// its queue, and the error is logged. Conflicts with
-// [WithDeadLetterQueue]. Default: neither; a dead letter is then a
-// Nack(requeue=false), which the queue's own x-dead-letter-exchange receives
-// (without the reason header; RabbitMQ adds x-death) — configure one, or
-// such messages are dropped by the broker.
+// its queue, and the error is logged. The last of WithDeadLetterExchange,
+// [WithDeadLetterQueue] and [WithQueueDeadLetterExchange] wins. Default: the
+// durable queue "<queue>.dead-letter" (see [DeadLetterSuffix]), declared on
+// every (re)connect.
 func WithDeadLetterExchange(exchange, key string) Option {
-	return func(c *config) { c.dlExchange, c.dlKey, c.dlQueue = exchange, key, false }
+	return func(c *config) {
+		c.dlExchange, c.dlKey, c.dlQueue, c.dlDeclare, c.dlReject = exchange, key, false, false, false
+	}
 }
 
 // WithDeadLetterQueue publishes dead letters straight to queue (through the
 // default exchange) like [WithDeadLetterExchange]; the queue must exist,
 // which is checked on every (re)connect.
 func WithDeadLetterQueue(queue string) Option {
-	return func(c *config) { c.dlExchange, c.dlKey, c.dlQueue = "", queue, true }
+	return func(c *config) {
+		c.dlExchange, c.dlKey, c.dlQueue, c.dlDeclare, c.dlReject = "", queue, true, false, false
+	}
 }
+
+// WithQueueDeadLetterExchange dead-letters by rejecting the delivery without
+// requeue, so that the queue's own x-dead-letter-exchange receives it:
+// RabbitMQ adds its x-death header, but the reason header is not added.
+// Use it only for queues declared with an x-dead-letter-exchange that routes
+// somewhere: for a queue without one, the broker drops rejected messages.
+func WithQueueDeadLetterExchange() Option {
+	return func(c *config) {
+		c.dlExchange, c.dlKey, c.dlQueue, c.dlDeclare, c.dlReject = "", "", false, false, true
+	}
+}
+
+// DeadLetterSuffix names the default dead-letter queue: the consumed queue's
+// name followed by this suffix.
+const DeadLetterSuffix = ".dead-letter"
 
 // WithMaxAttempts sets how many times a failing message is handled before it
 // is dead-lettered (default [consumer.DefaultMaxAttempts]). Retries happen
@@ -138,7 +158,8 @@ func New(dial Dialer, queue string, h consumer.Handler, opts ...Option) (*Consum
 	if dial == nil || h == nil || queue == "" {
 		return nil, errors.New("rabbitmq: New needs a dialer, a queue and a handler")
 	}
-	cfg := config{prefetch: DefaultPrefetch, workers: DefaultWorkers, shutdown: DefaultShutdownTimeout}
+	cfg := config{prefetch: DefaultPrefetch, workers: DefaultWorkers, shutdown: DefaultShutdownTimeout,
+		dlKey: queue + DeadLetterSuffix, dlQueue: true, dlDeclare: true}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -219,7 +240,7 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bo
 		return false, fmt.Errorf("rabbitmq: qos: %w", err)
 	}
 	var dl *deadLetters
-	if c.cfg.dlExchange != "" || c.cfg.dlKey != "" {
+	if !c.cfg.dlReject {
 		dlch, err := conn.Channel()
 		if err != nil {
 			return false, fmt.Errorf("rabbitmq: open dead-letter channel: %w", err)
@@ -229,7 +250,11 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bo
 		if err := dl.ch.Confirm(false); err != nil {
 			return false, fmt.Errorf("rabbitmq: dead-letter confirm mode: %w", err)
 		}
-		if c.cfg.dlQueue {
+		if c.cfg.dlDeclare {
+			if _, err := dl.ch.QueueDeclare(c.cfg.dlKey, true, false, false, false, nil); err != nil {
+				return true, fmt.Errorf("rabbitmq: declare dead-letter queue %q: %w", c.cfg.dlKey, err)
+			}
+		} else if c.cfg.dlQueue {
 			if _, err := dl.ch.QueueDeclarePassive(c.cfg.dlKey, false, false, false, false, nil); err != nil {
 				return true, fmt.Errorf("rabbitmq: dead-letter queue %q: %w", c.cfg.dlKey, err)
 			}

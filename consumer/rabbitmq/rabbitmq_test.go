@@ -58,6 +58,7 @@ func (b *broker) queue(t *testing.T, prefix string) string {
 	t.Cleanup(func() {
 		if ch, err := b.conn.Channel(); err == nil {
 			_, _ = ch.QueueDelete(q, false, false, false)
+			_, _ = ch.QueueDelete(q+rabbitmq.DeadLetterSuffix, false, false, false)
 			_ = ch.Close()
 		}
 	})
@@ -535,13 +536,15 @@ func TestQueueDeadLetterExchange(t *testing.T) {
 	t.Cleanup(func() {
 		if ch, err := b.conn.Channel(); err == nil {
 			_, _ = ch.QueueDelete(q, false, false, false)
+			_, _ = ch.QueueDelete(q+rabbitmq.DeadLetterSuffix, false, false, false)
 			_ = ch.Close()
 		}
 	})
 	sink := testsink.New(t, testsink.Pool(t))
 	good := uuid.NewString()
 	b.publish(t, q, amqp.Publishing{MessageId: "garbage", Body: []byte("bad")}, amqp.Publishing{MessageId: good, Body: []byte("good")})
-	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, sink), fast()...)
+	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, sink),
+		append(fast(), rabbitmq.WithQueueDeadLetterExchange())...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -664,5 +667,32 @@ func TestUnroutableDeadLetterIsNotAcked(t *testing.T) {
 	}
 	if n := b.depth(t, q); n != 0 {
 		t.Fatalf("queue depth after the dead letter was stored = %d, want 0", n)
+	}
+}
+
+// With no dead-letter option, a dead letter goes to the declared queue
+// "<queue>.dead-letter" with its reason, never to a reject the broker may drop.
+func TestDefaultDeadLetterQueue(t *testing.T) {
+	b := newBroker(t)
+	q := b.queue(t, "q")
+	b.publish(t, q, amqp.Publishing{MessageId: "not-a-uuid", Body: []byte("bad")})
+	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q,
+		consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })),
+		append(fast(), rabbitmq.WithLogger(slog.New(slog.DiscardHandler)))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c)
+	// Graceful stop lets the in-flight dead-lettering finish: the original
+	// is acked only after its dead letter was confirmed.
+	waitEmpty(t, b, q)
+	dlq := q + rabbitmq.DeadLetterSuffix
+	r.stop(t)
+	dead := b.drain(t, dlq)
+	if len(dead) != 1 || string(dead[0].Body) != "bad" || !strings.Contains(fmt.Sprint(dead[0].Headers[rabbitmq.HeaderDeadLetterReason]), "not-a-uuid") {
+		t.Fatalf("dead letters in %s: %+v", dlq, dead)
+	}
+	if n := b.depth(t, q); n != 0 {
+		t.Fatalf("queue depth %d after dead-lettering, want 0", n)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/uuidforge/uuidforge/consumer"
+	crabbit "github.com/uuidforge/uuidforge/consumer/rabbitmq"
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
@@ -205,6 +206,7 @@ func (c *chaos) setupRabbit(ctx context.Context) error {
 	c.onCleanup(func() {
 		if ch, err := c.admin.Channel(); err == nil {
 			_, _ = ch.QueueDelete(c.queue, false, false, false)
+			_, _ = ch.QueueDelete(c.queue+crabbit.DeadLetterSuffix, false, false, false)
 			_ = ch.Close()
 		}
 	})

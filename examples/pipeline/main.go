@@ -26,6 +26,7 @@ import (
 
 	"github.com/uuidforge/uuidforge/consumer"
 	kafkaconsumer "github.com/uuidforge/uuidforge/consumer/kafka"
+	rabbitconsumer "github.com/uuidforge/uuidforge/consumer/rabbitmq"
 	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
@@ -391,6 +392,7 @@ func declareQueue(url, queue string) error {
 
 func deleteQueue(url, queue string) {
 	_ = withChannel(url, func(ch *amqp.Channel) error {
+		_, _ = ch.QueueDelete(queue+rabbitconsumer.DeadLetterSuffix, false, false, false)
 		_, err := ch.QueueDelete(queue, false, false, false)
 		return err
 	})
