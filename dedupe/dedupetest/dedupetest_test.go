@@ -55,13 +55,9 @@ func (f *faulty) Release(ctx context.Context, c dedupe.Claim) error {
 	return f.Memory.Release(ctx, c)
 }
 
-// TestFaultyStore runs the suite on a faulty store; it is meant to fail and
-// only runs as a child of TestSuiteCatchesFaults.
-func TestFaultyStore(t *testing.T) {
-	fault := os.Getenv(faultEnv)
-	if fault == "" {
-		t.Skip("runs only as a child of TestSuiteCatchesFaults")
-	}
+// runFaulty runs the suite on a store with the given fault; it is meant to
+// fail, in the child process that TestSuiteCatchesFaults starts.
+func runFaulty(t *testing.T, fault string) {
 	dedupetest.Run(t, dedupetest.Options{
 		NewStore: func(t *testing.T) dedupe.Store {
 			m := dedupe.NewMemory()
@@ -78,10 +74,13 @@ func TestFaultyStore(t *testing.T) {
 }
 
 // TestSuiteCatchesFaults shows that the suite fails stores that break the
-// protocol, each in the case that names the rule.
+// protocol, each in the case that names the rule. It runs itself again as a
+// child process per fault (with the fault in the environment), where it runs
+// the suite on the faulty store, and checks that the child failed there.
 func TestSuiteCatchesFaults(t *testing.T) {
-	if os.Getenv(faultEnv) != "" {
-		t.Skip("child process")
+	if fault := os.Getenv(faultEnv); fault != "" {
+		runFaulty(t, fault)
+		return
 	}
 	tests := []struct{ fault, failingCase string }{
 		{"release-marks-done", "ReleaseThenAcquire"},
@@ -93,13 +92,13 @@ func TestSuiteCatchesFaults(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.fault, func(t *testing.T) {
 			t.Parallel()
-			cmd := exec.Command(os.Args[0], "-test.run=^TestFaultyStore$", "-test.count=1", "-test.v")
+			cmd := exec.Command(os.Args[0], "-test.run=^TestSuiteCatchesFaults$", "-test.count=1", "-test.v")
 			cmd.Env = append(os.Environ(), faultEnv+"="+tt.fault)
 			out, err := cmd.CombinedOutput()
 			if err == nil {
 				t.Fatalf("the suite passed a store with fault %q:\n%s", tt.fault, out)
 			}
-			if want := "--- FAIL: TestFaultyStore/" + tt.failingCase + " "; !strings.Contains(string(out), want) {
+			if want := "--- FAIL: TestSuiteCatchesFaults/" + tt.failingCase + " "; !strings.Contains(string(out), want) {
 				t.Fatalf("fault %q: no %q in the output:\n%s", tt.fault, want, out)
 			}
 		})
