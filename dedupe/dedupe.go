@@ -145,6 +145,52 @@ type Inbox interface {
 	Process(ctx context.Context, key Key, lease, retention time.Duration, fn func(ctx context.Context) error) (Status, error)
 }
 
+// BatchStore is a [Store] that claims, completes and releases many keys in
+// one round trip. It is optional: the consumer loops use it when a store
+// implements it and fall back to the single-key methods otherwise, so a
+// third-party store can stay a plain Store. Each batch method behaves, key by
+// key, exactly as the single-key method would; package dedupetest checks that.
+type BatchStore interface {
+	Store
+	// ClaimBatch claims every key as [Store.Claim] would and returns one
+	// Claim per key, in order. A non-nil error means the call failed as a
+	// whole; leases it may have taken expire on their own.
+	ClaimBatch(ctx context.Context, keys []Key, lease time.Duration) ([]Claim, error)
+	// CompleteBatch completes every claim as [Store.Complete] would. errs[i]
+	// is the result for claims[i]; a non-nil err means the call failed as a
+	// whole and no completion may be counted on.
+	CompleteBatch(ctx context.Context, claims []Claim, retention time.Duration) (errs []error, err error)
+	// ReleaseBatch releases every claim as [Store.Release] would, with
+	// per-claim results like CompleteBatch.
+	ReleaseBatch(ctx context.Context, claims []Claim) (errs []error, err error)
+}
+
+// BatchInbox is an [Inbox] that processes a group of messages in one
+// transaction, each under its own savepoint, so that one failing handler
+// rolls back only its own writes while the group commits together.
+type BatchInbox interface {
+	Inbox
+	// ProcessBatch claims keys in one round trip, begins one transaction and
+	// calls fn(ctx, i) for each acquired key i in order, each inside its own
+	// savepoint, with a context that carries the transaction. A failing fn
+	// is rolled back to its savepoint and its claim released after the
+	// commit; the others' writes and completions commit together. results[i]
+	// reports key i: its claim (Duplicate and InFlight: fn was not called)
+	// and fn's error. A non-nil err means the group did not commit (for
+	// instance a deferred constraint failed at COMMIT): nothing of it was
+	// written, every acquired claim was released where possible, and the
+	// caller processes the messages again one by one.
+	ProcessBatch(ctx context.Context, keys []Key, lease, retention time.Duration, fn func(ctx context.Context, i int) error) (results []Result, err error)
+}
+
+// Result is the outcome of one key of [BatchInbox.ProcessBatch].
+type Result struct {
+	// Claim is the key's claim; its Status says whether fn ran.
+	Claim Claim
+	// Err is fn's error for an acquired key (its writes were rolled back).
+	Err error
+}
+
 // Sentinel errors. Stores wrap them with context; test with errors.Is.
 var (
 	// ErrLeaseLost: the claim's lease expired and the key was claimed
@@ -166,6 +212,13 @@ var (
 	ErrFull = errors.New("dedupe: store full")
 	// ErrUnsupported: the store cannot do what was asked (e.g. [Forever]).
 	ErrUnsupported = errors.New("dedupe: unsupported")
+	// ErrRolledBack: an inbox transaction could not commit because of what
+	// the handler wrote or did in it (a constraint checked at COMMIT, a
+	// statement that aborted the transaction, a serialization failure or
+	// deadlock). It is the handler's failure, not a store outage: the
+	// consumer retries it like any handler error and dead-letters it after
+	// its attempts.
+	ErrRolledBack = errors.New("dedupe: inbox transaction rolled back")
 )
 
 // CheckClaim returns an error wrapping [ErrNotAcquired] or [ErrInvalidKey]
