@@ -11,8 +11,8 @@ import (
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/publisher"
-	"github.com/uuidforge/uuidforge/publisher/kafka"
-	"github.com/uuidforge/uuidforge/publisher/rabbitmq"
+	"github.com/uuidforge/uuidforge/publisher/kafkapub"
+	"github.com/uuidforge/uuidforge/publisher/rabbitpub"
 )
 
 // The benchmarks below run the raw driver and our publisher side by side on
@@ -70,7 +70,7 @@ func rawPublishings(b *testing.B, msgs []publisher.Message) []amqp.Publishing {
 			b.Fatal(err)
 		}
 		out[i] = amqp.Publishing{MessageId: l.MessageID.String(), CorrelationId: l.CorrelationID.String(), Type: msgs[i].Type,
-			DeliveryMode: amqp.Persistent, ContentType: rabbitmq.DefaultContentType, Timestamp: time.Now(), Body: msgs[i].Body}
+			DeliveryMode: amqp.Persistent, ContentType: rabbitpub.DefaultContentType, Timestamp: time.Now(), Body: msgs[i].Body}
 	}
 	return out
 }
@@ -104,7 +104,7 @@ func BenchmarkRabbitMQ(b *testing.B) {
 	})
 	b.Run("single/ours", func(b *testing.B) {
 		q, _ := benchQueue(b, url)
-		p, err := rabbitmq.New(url, benchGen, rabbitmq.WithRoutingKey(func(*publisher.Message) string { return q }))
+		p, err := rabbitpub.New(url, benchGen, rabbitpub.WithRoutingKey(func(*publisher.Message) string { return q }))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -145,7 +145,7 @@ func BenchmarkRabbitMQ(b *testing.B) {
 	})
 	b.Run(fmt.Sprintf("batch%d/ours", benchBatch), func(b *testing.B) {
 		q, _ := benchQueue(b, url)
-		p, err := rabbitmq.New(url, benchGen, rabbitmq.WithRoutingKey(func(*publisher.Message) string { return q }))
+		p, err := rabbitpub.New(url, benchGen, rabbitpub.WithRoutingKey(func(*publisher.Message) string { return q }))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -169,11 +169,11 @@ func rawRecords(b *testing.B, msgs []publisher.Message) []kafkago.Message {
 		if err != nil {
 			b.Fatal(err)
 		}
-		key, _ := kafka.KeyBytes(msgs[i].Key)
+		key, _ := kafkapub.KeyBytes(msgs[i].Key)
 		out[i] = kafkago.Message{Key: key, Value: msgs[i].Body, Time: time.Now(), Headers: []kafkago.Header{
-			{Key: kafka.HeaderMessageID, Value: []byte(l.MessageID.String())},
-			{Key: kafka.HeaderCorrelationID, Value: []byte(l.CorrelationID.String())},
-			{Key: kafka.HeaderMessageType, Value: []byte(msgs[i].Type)},
+			{Key: kafkapub.HeaderMessageID, Value: []byte(l.MessageID.String())},
+			{Key: kafkapub.HeaderCorrelationID, Value: []byte(l.CorrelationID.String())},
+			{Key: kafkapub.HeaderMessageType, Value: []byte(msgs[i].Type)},
 		}}
 	}
 	return out
@@ -181,8 +181,8 @@ func rawRecords(b *testing.B, msgs []publisher.Message) []kafkago.Message {
 
 func rawWriter(brokers []string, topic string, batchSize int) *kafkago.Writer {
 	return &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, Balancer: &kafkago.Hash{}, MaxAttempts: 1,
-		BatchSize: batchSize, BatchBytes: kafka.DefaultMaxBodySize + 1<<16, BatchTimeout: kafka.DefaultBatchTimeout,
-		WriteTimeout: kafka.DefaultWriteTimeout, RequiredAcks: kafkago.RequireAll, AllowAutoTopicCreation: true}
+		BatchSize: batchSize, BatchBytes: kafkapub.DefaultMaxBodySize + 1<<16, BatchTimeout: kafkapub.DefaultBatchTimeout,
+		WriteTimeout: kafkapub.DefaultWriteTimeout, RequiredAcks: kafkago.RequireAll, AllowAutoTopicCreation: true}
 }
 
 // warm creates the topic and loads the writer's metadata.
@@ -206,10 +206,10 @@ func BenchmarkKafka(b *testing.B) {
 	msgs := benchMessages(1000)
 	recs := rawRecords(b, msgs)
 	ctx := context.Background()
-	ours := func(b *testing.B) *kafka.Publisher {
+	ours := func(b *testing.B) *kafkapub.Publisher {
 		topic := testenv.Name(b, "bench")
 		warm(b, rawWriter(brokers, topic, 1))
-		p, err := kafka.New(brokers, topic, benchGen)
+		p, err := kafkapub.New(brokers, topic, benchGen)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -247,7 +247,7 @@ func BenchmarkKafka(b *testing.B) {
 		reportRate(b, 1)
 	})
 	b.Run(fmt.Sprintf("batch%d/raw", benchBatch), func(b *testing.B) {
-		w := raw(b, kafka.DefaultBatchSize)
+		w := raw(b, kafkapub.DefaultBatchSize)
 		b.ResetTimer()
 		for i := 0; b.Loop(); i++ {
 			off := (i * benchBatch) % len(recs)
@@ -306,7 +306,7 @@ func BenchmarkRabbitMQInterleaved(b *testing.B) {
 	msgs := benchMessages(1000)
 	pubs := rawPublishings(b, msgs)
 	ctx := context.Background()
-	setup := func(b *testing.B) (*amqp.Channel, string, *rabbitmq.Publisher, string) {
+	setup := func(b *testing.B) (*amqp.Channel, string, *rabbitpub.Publisher, string) {
 		qRaw, c := benchQueue(b, url)
 		ch, err := c.Channel()
 		if err != nil {
@@ -316,7 +316,7 @@ func BenchmarkRabbitMQInterleaved(b *testing.B) {
 			b.Fatal(err)
 		}
 		qOurs, _ := benchQueue(b, url)
-		p, err := rabbitmq.New(url, benchGen, rabbitmq.WithRoutingKey(func(*publisher.Message) string { return qOurs }))
+		p, err := rabbitpub.New(url, benchGen, rabbitpub.WithRoutingKey(func(*publisher.Message) string { return qOurs }))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -374,13 +374,13 @@ func BenchmarkKafkaInterleaved(b *testing.B) {
 	msgs := benchMessages(1000)
 	recs := rawRecords(b, msgs)
 	ctx := context.Background()
-	setup := func(b *testing.B, batchSize int) (*kafkago.Writer, *kafka.Publisher) {
+	setup := func(b *testing.B, batchSize int) (*kafkago.Writer, *kafkapub.Publisher) {
 		w := rawWriter(brokers, testenv.Name(b, "bench"), batchSize)
 		warm(b, w)
 		b.Cleanup(func() { w.Close() })
 		topic := testenv.Name(b, "bench")
 		warm(b, rawWriter(brokers, topic, 1))
-		p, err := kafka.New(brokers, topic, benchGen)
+		p, err := kafkapub.New(brokers, topic, benchGen)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -403,7 +403,7 @@ func BenchmarkKafkaInterleaved(b *testing.B) {
 		})
 	})
 	b.Run(fmt.Sprintf("batch%d", benchBatch), func(b *testing.B) {
-		w, p := setup(b, kafka.DefaultBatchSize)
+		w, p := setup(b, kafkapub.DefaultBatchSize)
 		interleaved(b, benchBatch, func(i int) {
 			off := (i * benchBatch) % len(recs)
 			if err := w.WriteMessages(ctx, recs[off:off+benchBatch]...); err != nil {

@@ -1,8 +1,8 @@
 // Package publisher stamps outgoing messages with deterministic message,
 // correlation and causation IDs, independently of the transport that sends
 // them. The transports live in subpackages so that importing this package
-// never compiles a broker client: [github.com/uuidforge/uuidforge/publisher/rabbitmq]
-// and [github.com/uuidforge/uuidforge/publisher/kafka].
+// never compiles a broker client: [github.com/uuidforge/uuidforge/publisher/rabbitpub]
+// and [github.com/uuidforge/uuidforge/publisher/kafkapub].
 //
 // A message's ID is computed by forge from what the message is — its type
 // and business key, or its type and body — so a retry, a re-run of a job or

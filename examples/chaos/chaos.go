@@ -24,13 +24,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/uuidforge/uuidforge/consumer"
-	crabbit "github.com/uuidforge/uuidforge/consumer/rabbitmq"
+	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/publisher"
-	pkafka "github.com/uuidforge/uuidforge/publisher/kafka"
-	prabbit "github.com/uuidforge/uuidforge/publisher/rabbitmq"
+	"github.com/uuidforge/uuidforge/publisher/kafkapub"
+	"github.com/uuidforge/uuidforge/publisher/rabbitpub"
 )
 
 // namespace of the run's message IDs.
@@ -206,7 +206,7 @@ func (c *chaos) setupRabbit(ctx context.Context) error {
 	c.onCleanup(func() {
 		if ch, err := c.admin.Channel(); err == nil {
 			_, _ = ch.QueueDelete(c.queue, false, false, false)
-			_, _ = ch.QueueDelete(c.queue+crabbit.DeadLetterSuffix, false, false, false)
+			_, _ = ch.QueueDelete(c.queue+rabbitsub.DeadLetterSuffix, false, false, false)
 			_ = ch.Close()
 		}
 	})
@@ -445,17 +445,17 @@ func (c *chaos) publish(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var rp *prabbit.Publisher
+	var rp *rabbitpub.Publisher
 	if c.opt.rabbit() {
-		if rp, err = prabbit.New(c.userURL, gen, prabbit.WithConfirmTimeout(5*time.Second),
-			prabbit.WithRoutingKey(func(*publisher.Message) string { return c.queue })); err != nil {
+		if rp, err = rabbitpub.New(c.userURL, gen, rabbitpub.WithConfirmTimeout(5*time.Second),
+			rabbitpub.WithRoutingKey(func(*publisher.Message) string { return c.queue })); err != nil {
 			return err
 		}
 		defer rp.Close()
 	}
-	var kp *pkafka.Publisher
+	var kp *kafkapub.Publisher
 	if c.opt.kafka() {
-		if kp, err = pkafka.New([]string{c.kafkaAddr}, c.topic, gen, pkafka.WithWriteTimeout(3*time.Second)); err != nil {
+		if kp, err = kafkapub.New([]string{c.kafkaAddr}, c.topic, gen, kafkapub.WithWriteTimeout(3*time.Second)); err != nil {
 			return err
 		}
 		defer kp.Close()

@@ -21,8 +21,8 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/uuidforge/uuidforge/consumer"
-	ckafka "github.com/uuidforge/uuidforge/consumer/kafka"
-	crabbit "github.com/uuidforge/uuidforge/consumer/rabbitmq"
+	"github.com/uuidforge/uuidforge/consumer/kafkasub"
+	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
 	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 )
@@ -149,10 +149,10 @@ func runWorker(args []string) int {
 	}
 	if cfg.rabbit {
 		loop("rabbitmq", func() error {
-			c, err := crabbit.New(crabbit.DialURL(cfg.amqp), cfg.queue, h,
-				crabbit.WithWorkers(8), crabbit.WithPrefetch(64), crabbit.WithMaxAttempts(1000),
-				crabbit.WithBackoff(2*time.Millisecond, 100*time.Millisecond),
-				crabbit.WithShutdownTimeout(10*time.Second), crabbit.WithLogger(logger))
+			c, err := rabbitsub.New(rabbitsub.DialURL(cfg.amqp), cfg.queue, h,
+				rabbitsub.WithWorkers(8), rabbitsub.WithPrefetch(64), rabbitsub.WithMaxAttempts(1000),
+				rabbitsub.WithBackoff(2*time.Millisecond, 100*time.Millisecond),
+				rabbitsub.WithShutdownTimeout(10*time.Second), rabbitsub.WithLogger(logger))
 			if err != nil {
 				return err
 			}
@@ -208,11 +208,11 @@ func readerConfig(cfg workerConfig) kafkago.ReaderConfig {
 	}
 }
 
-func newKafkaConsumer(cfg workerConfig, h consumer.Handler, logger *slog.Logger) (*ckafka.Consumer, error) {
-	return ckafka.New(readerConfig(cfg), h,
-		ckafka.WithPartitionParallelism(partitions), ckafka.WithMaxAttempts(1000),
-		ckafka.WithBackoff(2*time.Millisecond, 100*time.Millisecond),
-		ckafka.WithShutdownTimeout(10*time.Second), ckafka.WithLogger(logger))
+func newKafkaConsumer(cfg workerConfig, h consumer.Handler, logger *slog.Logger) (*kafkasub.Consumer, error) {
+	return kafkasub.New(readerConfig(cfg), h,
+		kafkasub.WithPartitionParallelism(partitions), kafkasub.WithMaxAttempts(1000),
+		kafkasub.WithBackoff(2*time.Millisecond, 100*time.Millisecond),
+		kafkasub.WithShutdownTimeout(10*time.Second), kafkasub.WithLogger(logger))
 }
 
 // newHandler returns the consumer's chain: the pgstore inbox (so the row and

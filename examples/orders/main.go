@@ -25,13 +25,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/uuidforge/uuidforge/consumer"
-	rabbitconsumer "github.com/uuidforge/uuidforge/consumer/rabbitmq"
+	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
 	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/publisher"
-	rabbitpublisher "github.com/uuidforge/uuidforge/publisher/rabbitmq"
+	"github.com/uuidforge/uuidforge/publisher/rabbitpub"
 )
 
 // config is what one run uses.
@@ -332,9 +332,9 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 
 	// Place the orders; the first one twice, as a producer retry would.
 	orders := sampleOrders()
-	pub, err := rabbitpublisher.New(cfg.AMQPURL, s.ids.messages,
-		rabbitpublisher.WithRoutingKey(func(*publisher.Message) string { return cfg.Queue }),
-		rabbitpublisher.WithContentType("application/json"))
+	pub, err := rabbitpub.New(cfg.AMQPURL, s.ids.messages,
+		rabbitpub.WithRoutingKey(func(*publisher.Message) string { return cfg.Queue }),
+		rabbitpub.WithContentType("application/json"))
 	if err != nil {
 		return err
 	}
@@ -443,8 +443,8 @@ func (s *shop) consume(ctx context.Context, cfg config, inbox *pgstore.Store, wa
 		return 0, 0, err
 	}
 	h := consumer.Chain(countDeliveries, consumer.Lineage(), dd, consumer.Timeout(10*time.Second), consumer.Recover())(handle)
-	c, err := rabbitconsumer.New(rabbitconsumer.DialURL(cfg.AMQPURL), cfg.Queue, h,
-		rabbitconsumer.WithBackoff(20*time.Millisecond, time.Second))
+	c, err := rabbitsub.New(rabbitsub.DialURL(cfg.AMQPURL), cfg.Queue, h,
+		rabbitsub.WithBackoff(20*time.Millisecond, time.Second))
 	if err != nil {
 		return 0, 0, err
 	}

@@ -25,14 +25,14 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/uuidforge/uuidforge/consumer"
-	kafkaconsumer "github.com/uuidforge/uuidforge/consumer/kafka"
-	rabbitconsumer "github.com/uuidforge/uuidforge/consumer/rabbitmq"
+	"github.com/uuidforge/uuidforge/consumer/kafkasub"
+	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
 	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/lineage"
 	"github.com/uuidforge/uuidforge/publisher"
-	rabbitpublisher "github.com/uuidforge/uuidforge/publisher/rabbitmq"
+	"github.com/uuidforge/uuidforge/publisher/rabbitpub"
 )
 
 // namespace is shared by every process of the pipeline: the parent that places
@@ -153,7 +153,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	orders := make([]order, cfg.Orders)
 	wantInvoice := make(map[string]uuid.UUID, cfg.Orders) // order number -> invoice message ID
 	orderIDs := make(map[string]uuid.UUID, cfg.Orders)
-	pub, err := rabbitpublisher.New(cfg.AMQPURL, gen, rabbitpublisher.WithRoutingKey(func(*publisher.Message) string { return queue }))
+	pub, err := rabbitpub.New(cfg.AMQPURL, gen, rabbitpub.WithRoutingKey(func(*publisher.Message) string { return queue }))
 	if err != nil {
 		return err
 	}
@@ -291,9 +291,9 @@ func (d *downstream) run(ctx context.Context, brokers []string, topic string) er
 		d.mu.Unlock()
 		return nil
 	})
-	c, err := kafkaconsumer.New(kafkaconsumer.ReaderConfig(brokers, topic, "accounting"), consumer.Chain(record, dd, consumer.Recover())(handle),
-		kafkaconsumer.WithPartitionParallelism(3),
-		kafkaconsumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	c, err := kafkasub.New(kafkasub.ReaderConfig(brokers, topic, "accounting"), consumer.Chain(record, dd, consumer.Recover())(handle),
+		kafkasub.WithPartitionParallelism(3),
+		kafkasub.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		return err
 	}
@@ -392,7 +392,7 @@ func declareQueue(url, queue string) error {
 
 func deleteQueue(url, queue string) {
 	_ = withChannel(url, func(ch *amqp.Channel) error {
-		_, _ = ch.QueueDelete(queue+rabbitconsumer.DeadLetterSuffix, false, false, false)
+		_, _ = ch.QueueDelete(queue+rabbitsub.DeadLetterSuffix, false, false, false)
 		_, err := ch.QueueDelete(queue, false, false, false)
 		return err
 	})

@@ -17,12 +17,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/uuidforge/uuidforge/consumer"
-	rabbitconsumer "github.com/uuidforge/uuidforge/consumer/rabbitmq"
+	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
 	"github.com/uuidforge/uuidforge/dedupe/redisstore"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/lineage"
-	kafkapublisher "github.com/uuidforge/uuidforge/publisher/kafka"
+	"github.com/uuidforge/uuidforge/publisher/kafkapub"
 )
 
 // workerMain is the worker process: it consumes orders from RabbitMQ and
@@ -56,7 +56,7 @@ func work(ctx context.Context, amqpURL, redisURL, prefix, queue string, brokers 
 	if err != nil {
 		return err
 	}
-	pub, err := kafkapublisher.New(brokers, topic, gen)
+	pub, err := kafkapub.New(brokers, topic, gen)
 	if err != nil {
 		return err
 	}
@@ -129,10 +129,10 @@ func work(ctx context.Context, amqpURL, redisURL, prefix, queue string, brokers 
 		})
 	}
 	h := consumer.Chain(activity, consumer.Lineage(), dd, consumer.Timeout(lease*9/10), consumer.Recover())(handle)
-	c, err := rabbitconsumer.New(rabbitconsumer.DialURL(amqpURL), queue, h,
-		rabbitconsumer.WithPrefetch(1), rabbitconsumer.WithWorkers(1),
-		rabbitconsumer.WithBackoff(20*time.Millisecond, lease),
-		rabbitconsumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))))
+	c, err := rabbitsub.New(rabbitsub.DialURL(amqpURL), queue, h,
+		rabbitsub.WithPrefetch(1), rabbitsub.WithWorkers(1),
+		rabbitsub.WithBackoff(20*time.Millisecond, lease),
+		rabbitsub.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))))
 	if err != nil {
 		return err
 	}

@@ -6,9 +6,9 @@
 //	go run ./examples/quickstart
 //
 // It starts an in-process Kafka broker (or uses the cluster named by
-// KAFKA_BROKERS), publishes the orders with publisher/kafka, publishes some of
+// KAFKA_BROKERS), publishes the orders with publisher/kafkapub, publishes some of
 // them a second time as a producer retry would, consumes the topic with
-// consumer/kafka and the dedupe middleware over the in-memory store, then
+// consumer/kafkasub and the dedupe middleware over the in-memory store, then
 // replays the whole topic from offset 0 with a new consumer group sharing the
 // same store. The last line sums it up:
 //

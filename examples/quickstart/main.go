@@ -17,12 +17,12 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/uuidforge/uuidforge/consumer"
-	kafkaconsumer "github.com/uuidforge/uuidforge/consumer/kafka"
+	"github.com/uuidforge/uuidforge/consumer/kafkasub"
 	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/publisher"
-	kafkapublisher "github.com/uuidforge/uuidforge/publisher/kafka"
+	"github.com/uuidforge/uuidforge/publisher/kafkapub"
 )
 
 // config is what one run does.
@@ -115,7 +115,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		ids[i] = l.MessageID
 	}
 
-	pub, err := kafkapublisher.New(broker.Brokers(), topic, gen, kafkapublisher.WithAutoTopicCreation())
+	pub, err := kafkapub.New(broker.Brokers(), topic, gen, kafkapub.WithAutoTopicCreation())
 	if err != nil {
 		return err
 	}
@@ -248,9 +248,9 @@ func (b *billing) consume(ctx context.Context, brokers []string, topic, group st
 	}
 	h := consumer.Chain(countDeliveries, consumer.Lineage(), dd, consumer.Recover(), countCharges)(consumer.HandlerFunc(b.charge))
 
-	c, err := kafkaconsumer.New(kafkaconsumer.ReaderConfig(brokers, topic, group), h,
-		kafkaconsumer.WithPartitionParallelism(3),
-		kafkaconsumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	c, err := kafkasub.New(kafkasub.ReaderConfig(brokers, topic, group), h,
+		kafkasub.WithPartitionParallelism(3),
+		kafkasub.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		return pass{}, err
 	}

@@ -21,14 +21,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/uuidforge/uuidforge/consumer"
-	kafkaconsumer "github.com/uuidforge/uuidforge/consumer/kafka"
+	"github.com/uuidforge/uuidforge/consumer/kafkasub"
 	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/dedupe/boltstore"
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/publisher"
-	kafkapublisher "github.com/uuidforge/uuidforge/publisher/kafka"
+	"github.com/uuidforge/uuidforge/publisher/kafkapub"
 )
 
 // config is what one run uses.
@@ -113,7 +113,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pub, err := kafkapublisher.New(broker.Brokers(), topic, gen, kafkapublisher.WithAutoTopicCreation())
+	pub, err := kafkapub.New(broker.Brokers(), topic, gen, kafkapub.WithAutoTopicCreation())
 	if err != nil {
 		return err
 	}
@@ -301,9 +301,9 @@ func (l *ledger) replay(ctx context.Context, cfg config, brokers []string, topic
 		})
 	}
 	h := consumer.Chain(countRead, consumer.Lineage(), dd, consumer.Recover(), countProcessed)(consumer.HandlerFunc(l.book))
-	c, err := kafkaconsumer.New(kafkaconsumer.ReaderConfig(brokers, topic, group), h,
-		kafkaconsumer.WithPartitionParallelism(3),
-		kafkaconsumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	c, err := kafkasub.New(kafkasub.ReaderConfig(brokers, topic, group), h,
+		kafkasub.WithPartitionParallelism(3),
+		kafkasub.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		return counts{}, err
 	}

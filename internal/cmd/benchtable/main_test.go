@@ -15,7 +15,7 @@ BenchmarkKafka/single/ours-2       	   20000	     52000 ns/op	     19000 msgs/s
 BenchmarkKafka/single/ours-2       	   20000	     52000 ns/op	     21000 msgs/s
 BenchmarkKafka/single/ours-2       	   20000	     52000 ns/op	     40000 msgs/s
 BenchmarkKafkaInterleaved/single-2 	   20000	     52000 ns/op	  10000 ours-msgs/s	  12500 raw-msgs/s	 0.8 ours/raw
-pkg: github.com/uuidforge/uuidforge/consumer/rabbitmq
+pkg: github.com/uuidforge/uuidforge/consumer/rabbitsub
 BenchmarkConsumeSideBySide-2       	       3	  52000 ns/op	  9000 dedupe-msgs/s	  10000 plain-msgs/s	 10 slowdown-%
 pkg: github.com/uuidforge/uuidforge/dedupe/redisstore
 BenchmarkClaimComplete-2           	   20000	     52000 ns/op	  15000 pairs/s	 1.000 rt/claim	 1.000 rt/complete
@@ -47,7 +47,7 @@ func TestRows(t *testing.T) {
 	check("publisher.BenchmarkKafka/single/ours", 21000, 20000) // median of three runs
 	check("publisher.BenchmarkKafkaInterleaved/single (interleaved)", 10000, 12500)
 	check("bench.BenchmarkDedupe/unique/uuidforge", 1e6, 5e5)
-	check("consumer/rabbitmq.BenchmarkConsumeSideBySide (interleaved)", 9000, 10000)
+	check("consumer/rabbitsub.BenchmarkConsumeSideBySide (interleaved)", 9000, 10000)
 	check("dedupe/redisstore.BenchmarkClaimComplete (round trips: 1.00/claim, 1.00/complete)", 15000, 0)
 	if len(got) != 6 {
 		t.Errorf("got %d rows, want 6: %v", len(got), got)

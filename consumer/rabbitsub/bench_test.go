@@ -1,4 +1,4 @@
-package rabbitmq_test
+package rabbitsub_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 
 	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/consumer/internal/testsink"
-	"github.com/uuidforge/uuidforge/consumer/rabbitmq"
+	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 )
 
@@ -69,7 +69,7 @@ func consumeOnce(b *testing.B, n int, withDedupe bool, startTimer func()) time.D
 		b.Fatal(err)
 	}
 	defer ch.QueueDelete(q, false, false, false)
-	defer ch.QueueDelete(q+rabbitmq.DeadLetterSuffix, false, false, false)
+	defer ch.QueueDelete(q+rabbitsub.DeadLetterSuffix, false, false, false)
 	if err := ch.Confirm(false); err != nil {
 		b.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func consumeOnce(b *testing.B, n int, withDedupe bool, startTimer func()) time.D
 		mws = append(mws, dd)
 	}
 	h = consumer.Chain(append(mws, consumer.Recover())...)(h)
-	c, err := rabbitmq.New(rabbitmq.DialURL(url), q, h, rabbitmq.WithWorkers(4), rabbitmq.WithPrefetch(64))
+	c, err := rabbitsub.New(rabbitsub.DialURL(url), q, h, rabbitsub.WithWorkers(4), rabbitsub.WithPrefetch(64))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package rabbitmq_test
+package rabbitsub_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 
 	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/consumer/internal/testsink"
-	"github.com/uuidforge/uuidforge/consumer/rabbitmq"
+	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
 	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
@@ -58,7 +58,7 @@ func (b *broker) queue(t *testing.T, prefix string) string {
 	t.Cleanup(func() {
 		if ch, err := b.conn.Channel(); err == nil {
 			_, _ = ch.QueueDelete(q, false, false, false)
-			_, _ = ch.QueueDelete(q+rabbitmq.DeadLetterSuffix, false, false, false)
+			_, _ = ch.QueueDelete(q+rabbitsub.DeadLetterSuffix, false, false, false)
 			_ = ch.Close()
 		}
 	})
@@ -147,7 +147,7 @@ type running struct {
 	done   chan error
 }
 
-func start(t *testing.T, c *rabbitmq.Consumer) *running {
+func start(t *testing.T, c *rabbitsub.Consumer) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1)}
@@ -182,8 +182,8 @@ func chain(t *testing.T, store dedupe.Store, scope string, inner consumer.Handle
 	return consumer.Chain(append([]consumer.Middleware{consumer.Lineage(), dd}, append(mws, consumer.Recover())...)...)(inner)
 }
 
-func fast() []rabbitmq.Option {
-	return []rabbitmq.Option{rabbitmq.WithBackoff(5*time.Millisecond, 50*time.Millisecond), rabbitmq.WithShutdownTimeout(10 * time.Second)}
+func fast() []rabbitsub.Option {
+	return []rabbitsub.Option{rabbitsub.WithBackoff(5*time.Millisecond, 50*time.Millisecond), rabbitsub.WithShutdownTimeout(10 * time.Second)}
 }
 
 // TestExactlyOnce: every message published three times, 20 % of handler
@@ -208,8 +208,8 @@ func TestExactlyOnce(t *testing.T) {
 			b.publish(t, q, append(append(append([]amqp.Publishing{}, msgs...), msgs...), msgs...)...)
 
 			d := &connDialer{url: b.url}
-			opts := append(fast(), rabbitmq.WithWorkers(4), rabbitmq.WithPrefetch(8), rabbitmq.WithMaxAttempts(100))
-			c, err := rabbitmq.New(d.dial, q, h, opts...)
+			opts := append(fast(), rabbitsub.WithWorkers(4), rabbitsub.WithPrefetch(8), rabbitsub.WithMaxAttempts(100))
+			c, err := rabbitsub.New(d.dial, q, h, opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -272,7 +272,7 @@ conn.close()
 	if out, err := exec.Command(py, "-c", script, b.url, q).CombinedOutput(); err != nil {
 		t.Fatalf("pika: %v\n%s", err, out)
 	}
-	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, sink), fast()...)
+	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q, sink), fast()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,8 +318,8 @@ func TestDeadLetter(t *testing.T) {
 		amqp.Publishing{MessageId: poison, Body: []byte("poison")},
 		amqp.Publishing{MessageId: good, Body: []byte("good")},
 	)
-	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
-		append(fast(), rabbitmq.WithDeadLetterQueue(dlq), rabbitmq.WithMissingID(consumer.MissingIDDeadLetter), rabbitmq.WithMaxAttempts(3))...)
+	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
+		append(fast(), rabbitsub.WithDeadLetterQueue(dlq), rabbitsub.WithMissingID(consumer.MissingIDDeadLetter), rabbitsub.WithMaxAttempts(3))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,10 +333,10 @@ func TestDeadLetter(t *testing.T) {
 	r.stop(t)
 	got := map[string]string{}
 	for _, d := range b.drain(t, dlq) {
-		reason, _ := d.Headers[rabbitmq.HeaderDeadLetterReason].(string)
+		reason, _ := d.Headers[rabbitsub.HeaderDeadLetterReason].(string)
 		got[string(d.Body)] = reason
-		if d.Headers[rabbitmq.HeaderOriginalQueue] != q {
-			t.Errorf("%s: original queue header %v", d.Body, d.Headers[rabbitmq.HeaderOriginalQueue])
+		if d.Headers[rabbitsub.HeaderOriginalQueue] != q {
+			t.Errorf("%s: original queue header %v", d.Body, d.Headers[rabbitsub.HeaderOriginalQueue])
 		}
 	}
 	for body, want := range map[string]string{
@@ -367,8 +367,8 @@ func TestStoreOutage(t *testing.T) {
 	for range n {
 		b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Body: []byte("x")})
 	}
-	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, store, q, sink),
-		append(fast(), rabbitmq.WithDeadLetterQueue(dlq), rabbitmq.WithMaxAttempts(2), rabbitmq.WithWorkers(2), rabbitmq.WithPrefetch(4))...)
+	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, store, q, sink),
+		append(fast(), rabbitsub.WithDeadLetterQueue(dlq), rabbitsub.WithMaxAttempts(2), rabbitsub.WithWorkers(2), rabbitsub.WithPrefetch(4))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,19 +397,19 @@ func TestStoreOutage(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
-	d := rabbitmq.DialURL("amqp://localhost/")
-	for name, opts := range map[string][]rabbitmq.Option{
-		"no workers":         {rabbitmq.WithWorkers(0)},
-		"prefetch < workers": {rabbitmq.WithWorkers(8), rabbitmq.WithPrefetch(2)},
-		"negative attempts":  {rabbitmq.WithMaxAttempts(-1)},
-		"bad policy":         {rabbitmq.WithMissingID(consumer.MissingIDPolicy(9))},
-		"backoff min > max":  {rabbitmq.WithBackoff(time.Second, time.Millisecond)},
+	d := rabbitsub.DialURL("amqp://localhost/")
+	for name, opts := range map[string][]rabbitsub.Option{
+		"no workers":         {rabbitsub.WithWorkers(0)},
+		"prefetch < workers": {rabbitsub.WithWorkers(8), rabbitsub.WithPrefetch(2)},
+		"negative attempts":  {rabbitsub.WithMaxAttempts(-1)},
+		"bad policy":         {rabbitsub.WithMissingID(consumer.MissingIDPolicy(9))},
+		"backoff min > max":  {rabbitsub.WithBackoff(time.Second, time.Millisecond)},
 	} {
-		if _, err := rabbitmq.New(d, "q", h, opts...); err == nil {
+		if _, err := rabbitsub.New(d, "q", h, opts...); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if _, err := rabbitmq.New(d, "", h); err == nil {
+	if _, err := rabbitsub.New(d, "", h); err == nil {
 		t.Error("empty queue accepted")
 	}
 }
@@ -433,8 +433,8 @@ func TestInbox(t *testing.T) {
 		b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Body: []byte("x")})
 	}
 	b.publish(t, q, amqp.Publishing{MessageId: poison.String(), Body: []byte("poison")})
-	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, store, q, sink),
-		append(fast(), rabbitmq.WithDeadLetterQueue(dlq), rabbitmq.WithMaxAttempts(3))...)
+	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, store, q, sink),
+		append(fast(), rabbitsub.WithDeadLetterQueue(dlq), rabbitsub.WithMaxAttempts(3))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,8 +471,8 @@ func TestGracefulShutdown(t *testing.T) {
 		<-release
 		return sink.Handle(ctx, m)
 	})
-	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
-		append(fast(), rabbitmq.WithWorkers(1), rabbitmq.WithPrefetch(n))...)
+	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
+		append(fast(), rabbitsub.WithWorkers(1), rabbitsub.WithPrefetch(n))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -511,7 +511,7 @@ func TestGracefulShutdown(t *testing.T) {
 // configuration error that Run returns instead of retrying forever.
 func TestMissingQueue(t *testing.T) {
 	url := testenv.AMQPURL(t)
-	c, err := rabbitmq.New(rabbitmq.DialURL(url), testenv.Name(t, "absent"),
+	c, err := rabbitsub.New(rabbitsub.DialURL(url), testenv.Name(t, "absent"),
 		consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil }), fast()...)
 	if err != nil {
 		t.Fatal(err)
@@ -536,15 +536,15 @@ func TestQueueDeadLetterExchange(t *testing.T) {
 	t.Cleanup(func() {
 		if ch, err := b.conn.Channel(); err == nil {
 			_, _ = ch.QueueDelete(q, false, false, false)
-			_, _ = ch.QueueDelete(q+rabbitmq.DeadLetterSuffix, false, false, false)
+			_, _ = ch.QueueDelete(q+rabbitsub.DeadLetterSuffix, false, false, false)
 			_ = ch.Close()
 		}
 	})
 	sink := testsink.New(t, testsink.Pool(t))
 	good := uuid.NewString()
 	b.publish(t, q, amqp.Publishing{MessageId: "garbage", Body: []byte("bad")}, amqp.Publishing{MessageId: good, Body: []byte("good")})
-	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, sink),
-		append(fast(), rabbitmq.WithQueueDeadLetterExchange())...)
+	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q, sink),
+		append(fast(), rabbitsub.WithQueueDeadLetterExchange())...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -595,9 +595,9 @@ func TestLineageAndDeadLetterExchange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
-		append(fast(), rabbitmq.WithDeadLetterExchange(ex, "any"), rabbitmq.WithGenerator(g),
-			rabbitmq.WithConsumerTag(testenv.Name(t, "tag")), rabbitmq.WithLogger(slog.New(slog.DiscardHandler)))...)
+	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
+		append(fast(), rabbitsub.WithDeadLetterExchange(ex, "any"), rabbitsub.WithGenerator(g),
+			rabbitsub.WithConsumerTag(testenv.Name(t, "tag")), rabbitsub.WithLogger(slog.New(slog.DiscardHandler)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -617,7 +617,7 @@ func TestLineageAndDeadLetterExchange(t *testing.T) {
 	}
 	r.stop(t)
 	dead := b.drain(t, dlq)
-	if len(dead) != 1 || dead[0].Type != "poison" || !strings.Contains(fmt.Sprint(dead[0].Headers[rabbitmq.HeaderDeadLetterReason]), "rejected by the handler") {
+	if len(dead) != 1 || dead[0].Type != "poison" || !strings.Contains(fmt.Sprint(dead[0].Headers[rabbitsub.HeaderDeadLetterReason]), "rejected by the handler") {
 		t.Fatalf("dead letters %+v", dead)
 	}
 }
@@ -636,9 +636,9 @@ func TestUnroutableDeadLetterIsNotAcked(t *testing.T) {
 		return consumer.Permanent(errors.New("rejected by the handler"))
 	})
 	b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Type: "poison", Body: []byte("p")})
-	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
-		append(fast(), rabbitmq.WithDeadLetterExchange(ex, "any"),
-			rabbitmq.WithLogger(slog.New(slog.DiscardHandler)))...)
+	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
+		append(fast(), rabbitsub.WithDeadLetterExchange(ex, "any"),
+			rabbitsub.WithLogger(slog.New(slog.DiscardHandler)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -676,9 +676,9 @@ func TestDefaultDeadLetterQueue(t *testing.T) {
 	b := newBroker(t)
 	q := b.queue(t, "q")
 	b.publish(t, q, amqp.Publishing{MessageId: "not-a-uuid", Body: []byte("bad")})
-	c, err := rabbitmq.New(rabbitmq.DialURL(b.url), q, chain(t, testsink.Memory(t), q,
+	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q,
 		consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })),
-		append(fast(), rabbitmq.WithLogger(slog.New(slog.DiscardHandler)))...)
+		append(fast(), rabbitsub.WithLogger(slog.New(slog.DiscardHandler)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -686,10 +686,10 @@ func TestDefaultDeadLetterQueue(t *testing.T) {
 	// Graceful stop lets the in-flight dead-lettering finish: the original
 	// is acked only after its dead letter was confirmed.
 	waitEmpty(t, b, q)
-	dlq := q + rabbitmq.DeadLetterSuffix
+	dlq := q + rabbitsub.DeadLetterSuffix
 	r.stop(t)
 	dead := b.drain(t, dlq)
-	if len(dead) != 1 || string(dead[0].Body) != "bad" || !strings.Contains(fmt.Sprint(dead[0].Headers[rabbitmq.HeaderDeadLetterReason]), "not-a-uuid") {
+	if len(dead) != 1 || string(dead[0].Body) != "bad" || !strings.Contains(fmt.Sprint(dead[0].Headers[rabbitsub.HeaderDeadLetterReason]), "not-a-uuid") {
 		t.Fatalf("dead letters in %s: %+v", dlq, dead)
 	}
 	if n := b.depth(t, q); n != 0 {

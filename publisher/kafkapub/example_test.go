@@ -1,4 +1,4 @@
-package kafka_test
+package kafkapub_test
 
 import (
 	"context"
@@ -7,13 +7,13 @@ import (
 
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/publisher"
-	"github.com/uuidforge/uuidforge/publisher/kafka"
+	"github.com/uuidforge/uuidforge/publisher/kafkapub"
 )
 
 // Publishing needs a broker, so this example is compiled but not run.
 func ExampleNew() {
 	gen := forge.MustNew("orders.example.com")
-	p, err := kafka.New([]string{"localhost:9092"}, "orders", gen)
+	p, err := kafkapub.New([]string{"localhost:9092"}, "orders", gen)
 	if err != nil {
 		log.Fatal(err)
 	}

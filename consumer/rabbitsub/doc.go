@@ -24,4 +24,4 @@
 // CorrelationId property, the causation ID the "causation-id" header, the
 // type the Type property; see [consumer.Identify] for missing and malformed
 // IDs.
-package rabbitmq
+package rabbitsub

@@ -1,4 +1,4 @@
-package kafka_test
+package kafkasub_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/uuidforge/uuidforge/consumer"
-	"github.com/uuidforge/uuidforge/consumer/kafka"
+	"github.com/uuidforge/uuidforge/consumer/kafkasub"
 	"github.com/uuidforge/uuidforge/dedupe"
 )
 
@@ -29,9 +29,9 @@ func ExampleNew() {
 			log.Printf("%s partition %d offset %d: %s", m.ID, m.Partition, m.Offset, m.Body)
 			return nil
 		}))
-	c, err := kafka.New(kafkago.ReaderConfig{
+	c, err := kafkasub.New(kafkago.ReaderConfig{
 		Brokers: []string{"localhost:9092"}, GroupID: "billing", Topic: "orders",
-	}, h, kafka.WithPartitionParallelism(3), kafka.WithMaxAttempts(5))
+	}, h, kafkasub.WithPartitionParallelism(3), kafkasub.WithMaxAttempts(5))
 	if err != nil {
 		log.Fatal(err)
 	}

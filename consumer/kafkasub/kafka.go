@@ -1,4 +1,4 @@
-package kafka
+package kafkasub
 
 import (
 	"context"
@@ -104,15 +104,15 @@ type Consumer struct {
 func New(rc kafkago.ReaderConfig, h consumer.Handler, opts ...Option) (*Consumer, error) {
 	switch {
 	case h == nil:
-		return nil, errors.New("kafka: nil handler")
+		return nil, errors.New("kafkasub: nil handler")
 	case rc.GroupID == "":
-		return nil, errors.New("kafka: ReaderConfig.GroupID is required")
+		return nil, errors.New("kafkasub: ReaderConfig.GroupID is required")
 	case rc.Topic == "" || len(rc.GroupTopics) > 0:
-		return nil, errors.New("kafka: ReaderConfig needs exactly one Topic (GroupTopics is not supported)")
+		return nil, errors.New("kafkasub: ReaderConfig needs exactly one Topic (GroupTopics is not supported)")
 	case rc.CommitInterval != 0:
-		return nil, errors.New("kafka: ReaderConfig.CommitInterval must be 0 (synchronous commits)")
+		return nil, errors.New("kafkasub: ReaderConfig.CommitInterval must be 0 (synchronous commits)")
 	case len(rc.Brokers) == 0:
-		return nil, errors.New("kafka: ReaderConfig.Brokers is empty")
+		return nil, errors.New("kafkasub: ReaderConfig.Brokers is empty")
 	}
 	cfg := config{parallel: 1, shutdown: DefaultShutdownTimeout}
 	for _, o := range opts {
@@ -121,22 +121,22 @@ func New(rc kafkago.ReaderConfig, h consumer.Handler, opts ...Option) (*Consumer
 	cfg.proc.Handler = h
 	switch {
 	case cfg.parallel < 1:
-		return nil, fmt.Errorf("kafka: partition parallelism %d", cfg.parallel)
+		return nil, fmt.Errorf("kafkasub: partition parallelism %d", cfg.parallel)
 	case cfg.proc.MaxAttempts < 0:
-		return nil, fmt.Errorf("kafka: max attempts %d", cfg.proc.MaxAttempts)
+		return nil, fmt.Errorf("kafkasub: max attempts %d", cfg.proc.MaxAttempts)
 	case cfg.proc.MinBackoff < 0 || cfg.proc.MaxBackoff < 0 || (cfg.proc.MaxBackoff > 0 && cfg.proc.MinBackoff > cfg.proc.MaxBackoff):
-		return nil, fmt.Errorf("kafka: backoff between %v and %v", cfg.proc.MinBackoff, cfg.proc.MaxBackoff)
+		return nil, fmt.Errorf("kafkasub: backoff between %v and %v", cfg.proc.MinBackoff, cfg.proc.MaxBackoff)
 	case cfg.shutdown < 0:
-		return nil, fmt.Errorf("kafka: shutdown timeout %v", cfg.shutdown)
+		return nil, fmt.Errorf("kafkasub: shutdown timeout %v", cfg.shutdown)
 	case cfg.missing != consumer.MissingIDContent && cfg.missing != consumer.MissingIDDeadLetter:
-		return nil, fmt.Errorf("kafka: missing-ID policy %d", cfg.missing)
+		return nil, fmt.Errorf("kafkasub: missing-ID policy %d", cfg.missing)
 	case cfg.dl != nil && cfg.dl.Topic == "":
-		return nil, errors.New("kafka: the dead-letter writer needs a Topic")
+		return nil, errors.New("kafkasub: the dead-letter writer needs a Topic")
 	}
 	if cfg.gen == nil {
 		g, err := forge.New(consumer.DefaultContentNamespace)
 		if err != nil {
-			return nil, fmt.Errorf("kafka: content generator: %w", err)
+			return nil, fmt.Errorf("kafkasub: content generator: %w", err)
 		}
 		cfg.gen = g
 	}
@@ -192,7 +192,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if stop.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("kafka: fetch from %s: %w", c.rc.Topic, err)
+			return fmt.Errorf("kafkasub: fetch from %s: %w", c.rc.Topic, err)
 		}
 		if stop.Err() != nil { // fetched from the buffer as we stopped: leave it
 			return nil
@@ -258,16 +258,16 @@ func (c *Consumer) handle(stop, work context.Context, r *kafkago.Reader, dl *kaf
 	case consumer.OutcomeAbandon:
 		return false
 	case consumer.OutcomeDeadLetter:
-		log.WarnContext(work, "kafka consumer: dead-lettering record", "error", err, "attempt", m.Attempt)
+		log.WarnContext(work, "kafkasub: dead-lettering record", "error", err, "attempt", m.Attempt)
 		if derr := c.deadLetter(stop, work, dl, rec, m, err); derr != nil {
-			log.WarnContext(work, "kafka consumer: dead letter not written, record not committed", "error", derr)
+			log.WarnContext(work, "kafkasub: dead letter not written, record not committed", "error", derr)
 			return false
 		}
 	}
 	if cerr := r.CommitMessages(work, rec); cerr != nil {
 		// Not committed: the record comes back and dedupe answers
 		// duplicate.
-		log.WarnContext(work, "kafka consumer: commit failed", "error", cerr)
+		log.WarnContext(work, "kafkasub: commit failed", "error", cerr)
 	}
 	return true
 }
@@ -299,10 +299,10 @@ func (c *Consumer) deadLetter(stop, work context.Context, dl *kafkago.Writer, re
 		select {
 		case <-stop.Done():
 			t.Stop()
-			return fmt.Errorf("kafka: dead letter to %s: %w", dl.Topic, err)
+			return fmt.Errorf("kafkasub: dead letter to %s: %w", dl.Topic, err)
 		case <-work.Done():
 			t.Stop()
-			return fmt.Errorf("kafka: dead letter to %s: %w", dl.Topic, err)
+			return fmt.Errorf("kafkasub: dead letter to %s: %w", dl.Topic, err)
 		case <-t.C:
 		}
 	}

@@ -1,4 +1,4 @@
-package rabbitmq_test
+package rabbitpub_test
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/publisher"
-	"github.com/uuidforge/uuidforge/publisher/rabbitmq"
+	"github.com/uuidforge/uuidforge/publisher/rabbitpub"
 )
 
 // testUser creates a broker user for this test only, so that closing "all
@@ -64,7 +64,7 @@ func TestConfirmsSurviveConnectionKills(t *testing.T) {
 	userURL := testUser(t, adminURL)
 	user := strings.Split(strings.TrimPrefix(userURL, "amqp://"), ":")[0]
 	q, ch := declareQueue(t, adminURL)
-	p := newPublisher(t, userURL, toQueue(q), rabbitmq.WithConfirmTimeout(5*time.Second))
+	p := newPublisher(t, userURL, toQueue(q), rabbitpub.WithConfirmTimeout(5*time.Second))
 	ctx := testenv.Context(t, 90*time.Second)
 
 	const (
@@ -183,7 +183,7 @@ func TestConfirmsSurviveConnectionKills(t *testing.T) {
 		}
 		bg += n
 	}
-	retries := rabbitmq.Retries(p)
+	retries := rabbitpub.Retries(p)
 	t.Logf("%d+%d messages confirmed, %d distinct in the queue, %d duplicates, %d missing, after %d connection kills; %d messages were published again",
 		total, bg, len(seen), dups, missing, kills, retries)
 	if missing != 0 || len(seen) != total+bg {

@@ -1,4 +1,4 @@
-package rabbitmq_test
+package rabbitsub_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/uuidforge/uuidforge/consumer"
-	"github.com/uuidforge/uuidforge/consumer/rabbitmq"
+	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
 	"github.com/uuidforge/uuidforge/dedupe"
 )
 
@@ -31,9 +31,9 @@ func ExampleNew() {
 		log.Printf("order %s: %s", m.ID, m.Body)
 		return nil
 	}))
-	c, err := rabbitmq.New(rabbitmq.DialURL("amqp://guest:guest@localhost:5672/"), "orders", h,
-		rabbitmq.WithWorkers(8), rabbitmq.WithPrefetch(32),
-		rabbitmq.WithDeadLetterQueue("orders.dead-letter"))
+	c, err := rabbitsub.New(rabbitsub.DialURL("amqp://guest:guest@localhost:5672/"), "orders", h,
+		rabbitsub.WithWorkers(8), rabbitsub.WithPrefetch(32),
+		rabbitsub.WithDeadLetterQueue("orders.dead-letter"))
 	if err != nil {
 		log.Fatal(err)
 	}

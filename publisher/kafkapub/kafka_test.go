@@ -1,4 +1,4 @@
-package kafka_test
+package kafkapub_test
 
 import (
 	"bytes"
@@ -18,14 +18,14 @@ import (
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/lineage"
 	"github.com/uuidforge/uuidforge/publisher"
-	"github.com/uuidforge/uuidforge/publisher/kafka"
+	"github.com/uuidforge/uuidforge/publisher/kafkapub"
 )
 
 var gen = forge.MustNew("orders.example.com")
 
-func newPublisher(t *testing.T, brokers []string, topic string, opts ...kafka.Option) *kafka.Publisher {
+func newPublisher(t *testing.T, brokers []string, topic string, opts ...kafkapub.Option) *kafkapub.Publisher {
 	t.Helper()
-	p, err := kafka.New(brokers, topic, gen, append([]kafka.Option{kafka.WithAutoTopicCreation()}, opts...)...)
+	p, err := kafkapub.New(brokers, topic, gen, append([]kafkapub.Option{kafkapub.WithAutoTopicCreation()}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,19 +98,19 @@ func TestRecordsReadByIndependentClient(t *testing.T) {
 	}
 	byType := map[string]record{}
 	for _, r := range recs {
-		byType[r.header(kafka.HeaderMessageType)] = r
+		byType[r.header(kafkapub.HeaderMessageType)] = r
 	}
 	d := byType["invoice.requested"]
 	wantID := gen.MustID(parent.MessageID, "invoice.requested", "o-1001").String()
-	if d.header(kafka.HeaderMessageID) != wantID || d.header(kafka.HeaderCorrelationID) != parent.CorrelationID.String() ||
-		d.header(kafka.HeaderCausationID) != parent.MessageID.String() || d.header("tenant") != "acme" ||
+	if d.header(kafkapub.HeaderMessageID) != wantID || d.header(kafkapub.HeaderCorrelationID) != parent.CorrelationID.String() ||
+		d.header(kafkapub.HeaderCausationID) != parent.MessageID.String() || d.header("tenant") != "acme" ||
 		d.Key != "o-1001" || d.Payload != `{"total":12}` {
 		t.Errorf("derived record as read by kcat: %+v (want id %s)", d, wantID)
 	}
 	r := byType["fx.rate"]
 	rootID := gen.MustID("fx.rate", "EUR", 12345).String()
-	if r.header(kafka.HeaderMessageID) != rootID || r.header(kafka.HeaderCorrelationID) != rootID ||
-		r.header(kafka.HeaderCausationID) != "" || r.Key != `["EUR",12345]` {
+	if r.header(kafkapub.HeaderMessageID) != rootID || r.header(kafkapub.HeaderCorrelationID) != rootID ||
+		r.header(kafkapub.HeaderCausationID) != "" || r.Key != `["EUR",12345]` {
 		t.Errorf("root record as read by kcat: %+v (want id %s)", r, rootID)
 	}
 }
@@ -170,7 +170,7 @@ func TestSameIncomingMessageGivesSameIDs(t *testing.T) {
 		}
 	}
 	recs := readWithKcat(t, brokers, topic)
-	if len(recs) != 2 || recs[0].header(kafka.HeaderMessageID) != recs[1].header(kafka.HeaderMessageID) || recs[0].header(kafka.HeaderMessageID) == "" {
+	if len(recs) != 2 || recs[0].header(kafkapub.HeaderMessageID) != recs[1].header(kafkapub.HeaderMessageID) || recs[0].header(kafkapub.HeaderMessageID) == "" {
 		t.Fatalf("records: %+v", recs)
 	}
 }
@@ -178,7 +178,7 @@ func TestSameIncomingMessageGivesSameIDs(t *testing.T) {
 func TestBadInputSendsNothing(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
 	topic := testenv.Name(t, "topic")
-	p := newPublisher(t, brokers, topic, kafka.WithMaxBodySize(100))
+	p := newPublisher(t, brokers, topic, kafkapub.WithMaxBodySize(100))
 	ctx := testenv.Context(t, 30*time.Second)
 	tests := []struct {
 		name string
@@ -186,7 +186,7 @@ func TestBadInputSendsNothing(t *testing.T) {
 	}{
 		{"missing type", publisher.Message{Key: []any{"k"}}},
 		{"empty header name", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{"": "v"}}},
-		{"reserved header", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{kafka.HeaderMessageID: "v"}}},
+		{"reserved header", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{kafkapub.HeaderMessageID: "v"}}},
 		{"header not utf8", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{"h\xff": "v"}}},
 		{"body over max", publisher.Message{Type: "t", Key: []any{"k"}, Body: make([]byte, 101)}},
 		{"invalid explicit id", publisher.Message{Type: "t", ID: uuid.Max}},
@@ -218,7 +218,7 @@ func TestDeadBrokerRespectsDeadline(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	p, err := kafka.New([]string{addr}, "t", gen)
+	p, err := kafkapub.New([]string{addr}, "t", gen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestRetriesAcrossBrokerRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("publish across restart: %v", err)
 	}
-	if r := kafka.Retries(p); r == 0 {
+	if r := kafkapub.Retries(p); r == 0 {
 		t.Errorf("no retry recorded while the broker was down")
 	}
 	recs := readWithKcat(t, k2.Brokers(), topic)
@@ -299,7 +299,7 @@ func TestRetriesAcrossBrokerRestart(t *testing.T) {
 func TestPublishDoesNotWaitForBatchTimeout(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
 	topic := testenv.Name(t, "topic")
-	p := newPublisher(t, brokers, topic, kafka.WithBatchTimeout(10*time.Second))
+	p := newPublisher(t, brokers, topic, kafkapub.WithBatchTimeout(10*time.Second))
 	ctx := testenv.Context(t, 30*time.Second)
 	start := time.Now()
 	for i := range 3 {
@@ -328,38 +328,38 @@ func TestKeyBytes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := kafka.KeyBytes(tt.key)
+			got, err := kafkapub.KeyBytes(tt.key)
 			if err != nil || !bytes.Equal(got, tt.want) {
 				t.Errorf("KeyBytes(%v) = %q, %v; want %q", tt.key, got, err, tt.want)
 			}
 		})
 	}
-	if _, err := kafka.KeyBytes([]any{1 << 60, "x"}); err == nil {
+	if _, err := kafkapub.KeyBytes([]any{1 << 60, "x"}); err == nil {
 		t.Error("unsafe integer accepted")
 	}
 }
 
 func TestOptionsValidated(t *testing.T) {
-	for name, opt := range map[string]kafka.Option{
-		"acks":     kafka.WithRequiredAcks(5),
-		"balancer": kafka.WithBalancer(nil),
-		"batch":    kafka.WithBatchSize(0),
-		"timeout":  kafka.WithBatchTimeout(0),
-		"write":    kafka.WithWriteTimeout(0),
-		"body":     kafka.WithMaxBodySize(0),
-		"backoff":  kafka.WithBackOff(nil),
+	for name, opt := range map[string]kafkapub.Option{
+		"acks":     kafkapub.WithRequiredAcks(5),
+		"balancer": kafkapub.WithBalancer(nil),
+		"batch":    kafkapub.WithBatchSize(0),
+		"timeout":  kafkapub.WithBatchTimeout(0),
+		"write":    kafkapub.WithWriteTimeout(0),
+		"body":     kafkapub.WithMaxBodySize(0),
+		"backoff":  kafkapub.WithBackOff(nil),
 	} {
-		if _, err := kafka.New([]string{"x:9092"}, "t", gen, opt); err == nil {
+		if _, err := kafkapub.New([]string{"x:9092"}, "t", gen, opt); err == nil {
 			t.Errorf("%s: invalid option accepted", name)
 		}
 	}
-	if _, err := kafka.New(nil, "t", gen); err == nil {
+	if _, err := kafkapub.New(nil, "t", gen); err == nil {
 		t.Error("no brokers accepted")
 	}
-	if _, err := kafka.New([]string{"x:9092"}, "", gen); err == nil {
+	if _, err := kafkapub.New([]string{"x:9092"}, "", gen); err == nil {
 		t.Error("empty topic accepted")
 	}
-	p, err := kafka.New([]string{"x:9092"}, "t", gen)
+	p, err := kafkapub.New([]string{"x:9092"}, "t", gen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +402,7 @@ func TestConcurrentPublish(t *testing.T) {
 	}
 	ids := map[string]bool{}
 	for _, r := range readWithKcat(t, brokers, topic) {
-		ids[r.header(kafka.HeaderMessageID)] = true
+		ids[r.header(kafkapub.HeaderMessageID)] = true
 	}
 	for g := range 8 {
 		for i := range 25 {

@@ -1,4 +1,4 @@
-package rabbitmq_test
+package rabbitpub_test
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/lineage"
 	"github.com/uuidforge/uuidforge/publisher"
-	"github.com/uuidforge/uuidforge/publisher/rabbitmq"
+	"github.com/uuidforge/uuidforge/publisher/rabbitpub"
 )
 
 var gen = forge.MustNew("orders.example.com")
@@ -50,13 +50,13 @@ func declareQueue(t *testing.T, url string) (string, *amqp.Channel) {
 	return q, ch
 }
 
-func toQueue(q string) rabbitmq.Option {
-	return rabbitmq.WithRoutingKey(func(*publisher.Message) string { return q })
+func toQueue(q string) rabbitpub.Option {
+	return rabbitpub.WithRoutingKey(func(*publisher.Message) string { return q })
 }
 
-func newPublisher(t *testing.T, url string, opts ...rabbitmq.Option) *rabbitmq.Publisher {
+func newPublisher(t *testing.T, url string, opts ...rabbitpub.Option) *rabbitpub.Publisher {
 	t.Helper()
-	p, err := rabbitmq.New(url, gen, opts...)
+	p, err := rabbitpub.New(url, gen, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ print(json.dumps(out))
 	wantID := gen.MustID(parent.MessageID, "invoice.requested", "o-1001").String()
 	d := got[0]
 	if d.MessageID != wantID || d.CorrelationID != parent.CorrelationID.String() || d.Type != "invoice.requested" ||
-		d.DeliveryMode != 2 || d.Headers[rabbitmq.HeaderCausationID] != parent.MessageID.String() ||
+		d.DeliveryMode != 2 || d.Headers[rabbitpub.HeaderCausationID] != parent.MessageID.String() ||
 		d.Headers["tenant"] != "acme" || d.Body != `{"total":12}` {
 		t.Errorf("derived message as read by pika: %+v (want id %s)", d, wantID)
 	}
@@ -144,7 +144,7 @@ print(json.dumps(out))
 	if d.MessageID != rootID || d.CorrelationID != rootID || d.Type != "order.created" {
 		t.Errorf("root message as read by pika: %+v (want id %s)", d, rootID)
 	}
-	if _, ok := d.Headers[rabbitmq.HeaderCausationID]; ok {
+	if _, ok := d.Headers[rabbitpub.HeaderCausationID]; ok {
 		t.Errorf("root message has a causation header: %+v", d.Headers)
 	}
 }
@@ -179,7 +179,7 @@ func TestUnroutable(t *testing.T) {
 	url := testenv.AMQPURL(t)
 	q, ch := declareQueue(t, url)
 	missing := testenv.Name(t, "nowhere")
-	p := newPublisher(t, url, rabbitmq.WithRoutingKey(func(m *publisher.Message) string {
+	p := newPublisher(t, url, rabbitpub.WithRoutingKey(func(m *publisher.Message) string {
 		if m.Type == "lost" {
 			return missing
 		}
@@ -215,7 +215,7 @@ func TestUnroutable(t *testing.T) {
 		t.Errorf("%d messages routed, want 40", len(ids))
 	}
 	// Not mandatory: dropped silently, confirmed.
-	p2 := newPublisher(t, url, rabbitmq.WithMandatory(false), rabbitmq.WithRoutingKey(func(*publisher.Message) string { return missing }))
+	p2 := newPublisher(t, url, rabbitpub.WithMandatory(false), rabbitpub.WithRoutingKey(func(*publisher.Message) string { return missing }))
 	if err := p2.Publish(ctx, publisher.Message{Type: "lost", Key: []any{1}}); err != nil {
 		t.Errorf("non-mandatory publish: %v", err)
 	}
@@ -224,7 +224,7 @@ func TestUnroutable(t *testing.T) {
 func TestBadInputSendsNothing(t *testing.T) {
 	url := testenv.AMQPURL(t)
 	q, ch := declareQueue(t, url)
-	p := newPublisher(t, url, toQueue(q), rabbitmq.WithMaxBodySize(100))
+	p := newPublisher(t, url, toQueue(q), rabbitpub.WithMaxBodySize(100))
 	ctx := testenv.Context(t, 30*time.Second)
 	long := strings.Repeat("x", 256)
 	tests := []struct {
@@ -291,7 +291,7 @@ func TestDeadBrokerRespectsDeadline(t *testing.T) {
 	}()
 	for name, addr := range map[string]string{"closed port": closedAddr, "silent broker": hang.Addr().String()} {
 		t.Run(name, func(t *testing.T) {
-			p, err := rabbitmq.New("amqp://guest:guest@"+addr+"/", gen)
+			p, err := rabbitpub.New("amqp://guest:guest@"+addr+"/", gen)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -322,7 +322,7 @@ func TestDeadBrokerRespectsDeadline(t *testing.T) {
 func TestCloseWaitsAndRejects(t *testing.T) {
 	url := testenv.AMQPURL(t)
 	q, ch := declareQueue(t, url)
-	p, err := rabbitmq.New(url, gen, toQueue(q))
+	p, err := rabbitpub.New(url, gen, toQueue(q))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,30 +366,30 @@ func TestCloseWaitsAndRejects(t *testing.T) {
 }
 
 func TestOptionsValidated(t *testing.T) {
-	for name, opt := range map[string]rabbitmq.Option{
-		"pool":     rabbitmq.WithPoolSize(0),
-		"body":     rabbitmq.WithMaxBodySize(0),
-		"timeout":  rabbitmq.WithConfirmTimeout(0),
-		"routing":  rabbitmq.WithRoutingKey(nil),
-		"backoff":  rabbitmq.WithBackOff(nil),
-		"exchange": rabbitmq.WithExchange(strings.Repeat("e", 256)),
-		"recovery": rabbitmq.WithAMQPConfig(amqp.Config{Recovery: &amqp.Recovery{}}),
+	for name, opt := range map[string]rabbitpub.Option{
+		"pool":     rabbitpub.WithPoolSize(0),
+		"body":     rabbitpub.WithMaxBodySize(0),
+		"timeout":  rabbitpub.WithConfirmTimeout(0),
+		"routing":  rabbitpub.WithRoutingKey(nil),
+		"backoff":  rabbitpub.WithBackOff(nil),
+		"exchange": rabbitpub.WithExchange(strings.Repeat("e", 256)),
+		"recovery": rabbitpub.WithAMQPConfig(amqp.Config{Recovery: &amqp.Recovery{}}),
 	} {
-		if _, err := rabbitmq.New("amqp://localhost/", gen, opt); err == nil {
+		if _, err := rabbitpub.New("amqp://localhost/", gen, opt); err == nil {
 			t.Errorf("%s: invalid option accepted", name)
 		}
 	}
-	if _, err := rabbitmq.New("http://x", gen); err == nil {
+	if _, err := rabbitpub.New("http://x", gen); err == nil {
 		t.Error("bad URL accepted")
 	}
-	if _, err := rabbitmq.New("amqp://localhost/", nil); err == nil {
+	if _, err := rabbitpub.New("amqp://localhost/", nil); err == nil {
 		t.Error("nil generator accepted")
 	}
 }
 
 func TestMissingExchangeFailsFast(t *testing.T) {
 	url := testenv.AMQPURL(t)
-	p := newPublisher(t, url, rabbitmq.WithExchange(testenv.Name(t, "no_such_exchange")))
+	p := newPublisher(t, url, rabbitpub.WithExchange(testenv.Name(t, "no_such_exchange")))
 	ctx := testenv.Context(t, 20*time.Second)
 	start := time.Now()
 	err := p.Publish(ctx, publisher.Message{Type: "t", Key: []any{"k"}})

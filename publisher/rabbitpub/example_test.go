@@ -1,4 +1,4 @@
-package rabbitmq_test
+package rabbitpub_test
 
 import (
 	"context"
@@ -8,15 +8,15 @@ import (
 
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/publisher"
-	"github.com/uuidforge/uuidforge/publisher/rabbitmq"
+	"github.com/uuidforge/uuidforge/publisher/rabbitpub"
 )
 
 // Publishing needs a broker, so this example is compiled but not run.
 func ExampleNew() {
 	gen := forge.MustNew("orders.example.com")
-	p, err := rabbitmq.New("amqp://guest:guest@localhost:5672/", gen,
-		rabbitmq.WithExchange("orders"), // routing key: the message type
-		rabbitmq.WithConfirmTimeout(5*time.Second))
+	p, err := rabbitpub.New("amqp://guest:guest@localhost:5672/", gen,
+		rabbitpub.WithExchange("orders"), // routing key: the message type
+		rabbitpub.WithConfirmTimeout(5*time.Second))
 	if err != nil {
 		log.Fatal(err)
 	}

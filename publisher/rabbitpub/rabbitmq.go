@@ -1,4 +1,4 @@
-package rabbitmq
+package rabbitpub
 
 import (
 	"context"
@@ -93,15 +93,15 @@ type slot struct{ ch *channel }
 // itself does no I/O.
 func New(url string, gen *forge.Generator, opts ...Option) (*Publisher, error) {
 	if gen == nil {
-		return nil, errors.New("rabbitmq: nil generator")
+		return nil, errors.New("rabbitpub: nil generator")
 	}
 	if _, err := amqp.ParseURI(url); err != nil {
-		return nil, fmt.Errorf("rabbitmq: url: %w", err)
+		return nil, fmt.Errorf("rabbitpub: url: %w", err)
 	}
 	cfg := defaultConfig()
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
-			return nil, fmt.Errorf("rabbitmq: option: %w", err)
+			return nil, fmt.Errorf("rabbitpub: option: %w", err)
 		}
 	}
 	p := &Publisher{url: url, gen: gen, cfg: cfg, slots: make(chan *slot, cfg.poolSize)}
@@ -121,25 +121,25 @@ type prepared struct {
 // prepare validates msg and builds its AMQP publishing.
 func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now time.Time) (prepared, error) {
 	if len(msg.Type) > maxShortString {
-		return prepared{}, fmt.Errorf("rabbitmq: %w", publisher.Invalid(msg.Type[:32]+"...", "type longer than %d bytes (AMQP shortstr)", maxShortString))
+		return prepared{}, fmt.Errorf("rabbitpub: %w", publisher.Invalid(msg.Type[:32]+"...", "type longer than %d bytes (AMQP shortstr)", maxShortString))
 	}
 	rk := p.cfg.routingKey(msg)
 	if len(rk) > maxShortString {
-		return prepared{}, fmt.Errorf("rabbitmq: %w", publisher.Invalid(msg.Type, "routing key longer than %d bytes", maxShortString))
+		return prepared{}, fmt.Errorf("rabbitpub: %w", publisher.Invalid(msg.Type, "routing key longer than %d bytes", maxShortString))
 	}
 	var headers amqp.Table
 	if len(msg.Headers) > 0 {
 		headers = make(amqp.Table, len(msg.Headers)+1)
 		for k, v := range msg.Headers {
 			if len(k) > maxShortString {
-				return prepared{}, fmt.Errorf("rabbitmq: %w", publisher.Invalid(msg.Type, "header name %.32q... longer than %d bytes (AMQP shortstr)", k, maxShortString))
+				return prepared{}, fmt.Errorf("rabbitpub: %w", publisher.Invalid(msg.Type, "header name %.32q... longer than %d bytes (AMQP shortstr)", k, maxShortString))
 			}
 			headers[k] = v
 		}
 	}
 	l, err := publisher.Stamp(ctx, p.gen, msg, p.cfg.maxBody)
 	if err != nil {
-		return prepared{}, fmt.Errorf("rabbitmq: %w", err)
+		return prepared{}, fmt.Errorf("rabbitpub: %w", err)
 	}
 	if l.CausationID != uuid.Nil {
 		if headers == nil {
@@ -164,7 +164,7 @@ func (p *Publisher) enter() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return fmt.Errorf("rabbitmq: %w", publisher.ErrClosed)
+		return fmt.Errorf("rabbitpub: %w", publisher.ErrClosed)
 	}
 	p.active.Add(1)
 	return nil
@@ -288,7 +288,7 @@ func (p *Publisher) Close() error {
 	p.mu.Unlock()
 	if c != nil {
 		if err := c.c.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
-			return fmt.Errorf("rabbitmq: close: %w", err)
+			return fmt.Errorf("rabbitpub: close: %w", err)
 		}
 	}
 	return nil

@@ -1,4 +1,4 @@
-package rabbitmq_test
+package rabbitpub_test
 
 import (
 	"bufio"
@@ -14,7 +14,7 @@ import (
 
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/publisher"
-	"github.com/uuidforge/uuidforge/publisher/rabbitmq"
+	"github.com/uuidforge/uuidforge/publisher/rabbitpub"
 )
 
 // frameProxy sits between the publisher and RabbitMQ. It forwards the
@@ -241,7 +241,7 @@ func TestConfirmTimeoutRepublishes(t *testing.T) {
 	url := testenv.AMQPURL(t)
 	q, _ := declareQueue(t, url)
 	proxy, proxyURL := startProxy(t, url)
-	p := newPublisher(t, proxyURL, toQueue(q), rabbitmq.WithPoolSize(1), rabbitmq.WithConfirmTimeout(100*time.Millisecond))
+	p := newPublisher(t, proxyURL, toQueue(q), rabbitpub.WithPoolSize(1), rabbitpub.WithConfirmTimeout(100*time.Millisecond))
 	ctx := testenv.Context(t, 30*time.Second)
 	if err := p.Publish(ctx, publisher.Message{Type: "t", Key: []any{"before"}}); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package rabbitmq
+package rabbitpub
 
 import (
 	"errors"

@@ -30,4 +30,4 @@
 // IDs come from the "message-id", "correlation-id" and "causation-id"
 // headers and the type from "message-type"; see [consumer.Identify] for
 // missing and malformed IDs.
-package kafka
+package kafkasub

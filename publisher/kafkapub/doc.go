@@ -21,4 +21,4 @@
 // kafka-go has no idempotent producer, so a retried write whose first attempt
 // did reach the broker lands twice. That is safe: both copies have the same
 // message ID, and consumers deduplicate by it.
-package kafka
+package kafkapub

@@ -1,4 +1,4 @@
-package rabbitmq
+package rabbitsub
 
 import (
 	"context"
@@ -156,7 +156,7 @@ type Consumer struct {
 // [consumer.Chain] that includes [consumer.Dedupe]).
 func New(dial Dialer, queue string, h consumer.Handler, opts ...Option) (*Consumer, error) {
 	if dial == nil || h == nil || queue == "" {
-		return nil, errors.New("rabbitmq: New needs a dialer, a queue and a handler")
+		return nil, errors.New("rabbitsub: New needs a dialer, a queue and a handler")
 	}
 	cfg := config{prefetch: DefaultPrefetch, workers: DefaultWorkers, shutdown: DefaultShutdownTimeout,
 		dlKey: queue + DeadLetterSuffix, dlQueue: true, dlDeclare: true}
@@ -166,22 +166,22 @@ func New(dial Dialer, queue string, h consumer.Handler, opts ...Option) (*Consum
 	cfg.proc.Handler = h
 	switch {
 	case cfg.workers < 1:
-		return nil, fmt.Errorf("rabbitmq: %d workers", cfg.workers)
+		return nil, fmt.Errorf("rabbitsub: %d workers", cfg.workers)
 	case cfg.prefetch < cfg.workers:
-		return nil, fmt.Errorf("rabbitmq: prefetch %d below workers %d", cfg.prefetch, cfg.workers)
+		return nil, fmt.Errorf("rabbitsub: prefetch %d below workers %d", cfg.prefetch, cfg.workers)
 	case cfg.proc.MaxAttempts < 0:
-		return nil, fmt.Errorf("rabbitmq: max attempts %d", cfg.proc.MaxAttempts)
+		return nil, fmt.Errorf("rabbitsub: max attempts %d", cfg.proc.MaxAttempts)
 	case cfg.proc.MinBackoff < 0 || cfg.proc.MaxBackoff < 0 || (cfg.proc.MaxBackoff > 0 && cfg.proc.MinBackoff > cfg.proc.MaxBackoff):
-		return nil, fmt.Errorf("rabbitmq: backoff between %v and %v", cfg.proc.MinBackoff, cfg.proc.MaxBackoff)
+		return nil, fmt.Errorf("rabbitsub: backoff between %v and %v", cfg.proc.MinBackoff, cfg.proc.MaxBackoff)
 	case cfg.shutdown < 0:
-		return nil, fmt.Errorf("rabbitmq: shutdown timeout %v", cfg.shutdown)
+		return nil, fmt.Errorf("rabbitsub: shutdown timeout %v", cfg.shutdown)
 	case cfg.missing != consumer.MissingIDContent && cfg.missing != consumer.MissingIDDeadLetter:
-		return nil, fmt.Errorf("rabbitmq: missing-ID policy %d", cfg.missing)
+		return nil, fmt.Errorf("rabbitsub: missing-ID policy %d", cfg.missing)
 	}
 	if cfg.gen == nil {
 		g, err := forge.New(consumer.DefaultContentNamespace)
 		if err != nil {
-			return nil, fmt.Errorf("rabbitmq: content generator: %w", err)
+			return nil, fmt.Errorf("rabbitsub: content generator: %w", err)
 		}
 		cfg.gen = g
 	}
@@ -217,7 +217,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			first = false
 			bo.Reset()
 		}
-		c.cfg.logger.WarnContext(ctx, "rabbitmq consumer: connection lost, reconnecting", "queue", c.queue, "error", err)
+		c.cfg.logger.WarnContext(ctx, "rabbitsub: connection lost, reconnecting", "queue", c.queue, "error", err)
 		t := time.NewTimer(bo.NextBackOff())
 		select {
 		case <-ctx.Done():
@@ -233,30 +233,30 @@ func (c *Consumer) Run(ctx context.Context) error {
 func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bool, err error) {
 	ch, err := conn.Channel()
 	if err != nil {
-		return false, fmt.Errorf("rabbitmq: open channel: %w", err)
+		return false, fmt.Errorf("rabbitsub: open channel: %w", err)
 	}
 	defer ch.Close()
 	if err := ch.Qos(c.cfg.prefetch, 0, false); err != nil {
-		return false, fmt.Errorf("rabbitmq: qos: %w", err)
+		return false, fmt.Errorf("rabbitsub: qos: %w", err)
 	}
 	var dl *deadLetters
 	if !c.cfg.dlReject {
 		dlch, err := conn.Channel()
 		if err != nil {
-			return false, fmt.Errorf("rabbitmq: open dead-letter channel: %w", err)
+			return false, fmt.Errorf("rabbitsub: open dead-letter channel: %w", err)
 		}
 		defer dlch.Close()
 		dl = &deadLetters{ch: dlch, returns: dlch.NotifyReturn(make(chan amqp.Return, 64)), returned: map[string]bool{}}
 		if err := dl.ch.Confirm(false); err != nil {
-			return false, fmt.Errorf("rabbitmq: dead-letter confirm mode: %w", err)
+			return false, fmt.Errorf("rabbitsub: dead-letter confirm mode: %w", err)
 		}
 		if c.cfg.dlDeclare {
 			if _, err := dl.ch.QueueDeclare(c.cfg.dlKey, true, false, false, false, nil); err != nil {
-				return true, fmt.Errorf("rabbitmq: declare dead-letter queue %q: %w", c.cfg.dlKey, err)
+				return true, fmt.Errorf("rabbitsub: declare dead-letter queue %q: %w", c.cfg.dlKey, err)
 			}
 		} else if c.cfg.dlQueue {
 			if _, err := dl.ch.QueueDeclarePassive(c.cfg.dlKey, false, false, false, false, nil); err != nil {
-				return true, fmt.Errorf("rabbitmq: dead-letter queue %q: %w", c.cfg.dlKey, err)
+				return true, fmt.Errorf("rabbitsub: dead-letter queue %q: %w", c.cfg.dlKey, err)
 			}
 		}
 	}
@@ -266,7 +266,7 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bo
 	}
 	deliveries, err := ch.Consume(c.queue, tag, false, false, false, false, nil)
 	if err != nil {
-		return true, fmt.Errorf("rabbitmq: consume %q: %w", c.queue, err)
+		return true, fmt.Errorf("rabbitsub: consume %q: %w", c.queue, err)
 	}
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
@@ -313,11 +313,11 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bo
 	select {
 	case <-ctx.Done():
 	case <-workersDone: // the delivery channel closed: the broker cancelled us
-		cause = errors.New("rabbitmq: consumer cancelled by the broker")
+		cause = errors.New("rabbitsub: consumer cancelled by the broker")
 	case e := <-closed:
-		cause = fmt.Errorf("rabbitmq: connection closed: %v", e)
+		cause = fmt.Errorf("rabbitsub: connection closed: %v", e)
 	case e := <-chClosed:
-		cause = fmt.Errorf("rabbitmq: channel closed: %v", e)
+		cause = fmt.Errorf("rabbitsub: channel closed: %v", e)
 	}
 	if ctx.Err() != nil {
 		// Stop taking; prefetched deliveries go back to the queue when the
@@ -346,25 +346,25 @@ func (c *Consumer) handle(stop, work context.Context, dl *deadLetters, d amqp.De
 	case consumer.OutcomeAck:
 		if aerr := d.Ack(false); aerr != nil {
 			// The broker redelivers it; dedupe answers duplicate then.
-			log.WarnContext(work, "rabbitmq consumer: ack failed", "error", aerr)
+			log.WarnContext(work, "rabbitsub: ack failed", "error", aerr)
 		}
 	case consumer.OutcomeAbandon:
 		_ = d.Nack(false, true)
 	case consumer.OutcomeDeadLetter:
-		log.WarnContext(work, "rabbitmq consumer: dead-lettering message", "error", err, "attempt", m.Attempt)
+		log.WarnContext(work, "rabbitsub: dead-lettering message", "error", err, "attempt", m.Attempt)
 		if dl == nil {
 			if nerr := d.Reject(false); nerr != nil {
-				log.WarnContext(work, "rabbitmq consumer: reject failed", "error", nerr)
+				log.WarnContext(work, "rabbitsub: reject failed", "error", nerr)
 			}
 			return
 		}
 		if perr := c.publishDeadLetter(stop, work, dl, d, m, err); perr != nil {
-			log.WarnContext(work, "rabbitmq consumer: dead letter not stored, returning the message", "error", perr)
+			log.WarnContext(work, "rabbitsub: dead letter not stored, returning the message", "error", perr)
 			_ = d.Nack(false, true)
 			return
 		}
 		if aerr := d.Ack(false); aerr != nil {
-			log.WarnContext(work, "rabbitmq consumer: ack after dead letter failed", "error", aerr)
+			log.WarnContext(work, "rabbitsub: ack after dead letter failed", "error", aerr)
 		}
 	}
 }
@@ -412,13 +412,13 @@ func (c *Consumer) publishDeadLetter(stop, work context.Context, dl *deadLetters
 			return nil
 		}
 		if dl.ch.IsClosed() {
-			return fmt.Errorf("rabbitmq: dead letter: %w", err)
+			return fmt.Errorf("rabbitsub: dead letter: %w", err)
 		}
 		t := time.NewTimer(bo.NextBackOff())
 		select {
 		case <-stop.Done():
 			t.Stop()
-			return fmt.Errorf("rabbitmq: dead letter: %w", err)
+			return fmt.Errorf("rabbitsub: dead letter: %w", err)
 		case <-t.C:
 		}
 	}
@@ -426,7 +426,7 @@ func (c *Consumer) publishDeadLetter(stop, work context.Context, dl *deadLetters
 
 // ErrDeadLetterUnroutable: the broker returned a dead letter because its
 // exchange routed it to no queue; the original message is not acked.
-var ErrDeadLetterUnroutable = errors.New("rabbitmq: dead letter unroutable")
+var ErrDeadLetterUnroutable = errors.New("rabbitsub: dead letter unroutable")
 
 // deadLetters is the confirm-mode channel dead letters are published on, with
 // the broker's returns of unroutable ones. Safe for concurrent use.

@@ -1,4 +1,4 @@
-package kafka_test
+package kafkasub_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 
 	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/consumer/internal/testsink"
-	"github.com/uuidforge/uuidforge/consumer/kafka"
+	"github.com/uuidforge/uuidforge/consumer/kafkasub"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 )
 
@@ -73,7 +73,7 @@ func BenchmarkConsume(b *testing.B) {
 				mws = append(mws, dd)
 			}
 			h = consumer.Chain(append(mws, consumer.Recover())...)(h)
-			c, err := kafka.New(readerConfig(k.Brokers(), topic, group), h, kafka.WithPartitionParallelism(3))
+			c, err := kafkasub.New(readerConfig(k.Brokers(), topic, group), h, kafkasub.WithPartitionParallelism(3))
 			if err != nil {
 				b.Fatal(err)
 			}

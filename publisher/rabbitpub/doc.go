@@ -24,4 +24,4 @@
 //
 // Because a message can be stored twice (its ack lost with the connection),
 // consumers must deduplicate by message ID.
-package rabbitmq
+package rabbitpub

@@ -1,4 +1,4 @@
-package kafka
+package kafkapub
 
 import (
 	"context"
@@ -63,16 +63,16 @@ type Publisher struct {
 func New(brokers []string, topic string, gen *forge.Generator, opts ...Option) (*Publisher, error) {
 	switch {
 	case len(brokers) == 0:
-		return nil, errors.New("kafka: no brokers")
+		return nil, errors.New("kafkapub: no brokers")
 	case topic == "":
-		return nil, errors.New("kafka: empty topic")
+		return nil, errors.New("kafkapub: empty topic")
 	case gen == nil:
-		return nil, errors.New("kafka: nil generator")
+		return nil, errors.New("kafkapub: nil generator")
 	}
 	cfg := defaultConfig()
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
-			return nil, fmt.Errorf("kafka: option: %w", err)
+			return nil, fmt.Errorf("kafkapub: option: %w", err)
 		}
 	}
 	w := func(size int, timeout time.Duration) *kafkago.Writer {
@@ -122,11 +122,11 @@ func KeyBytes(key []any) ([]byte, error) {
 func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now time.Time) (kafkago.Message, uuid.UUID, error) {
 	l, err := publisher.Stamp(ctx, p.gen, msg, p.cfg.maxBody)
 	if err != nil {
-		return kafkago.Message{}, uuid.Nil, fmt.Errorf("kafka: %w", err)
+		return kafkago.Message{}, uuid.Nil, fmt.Errorf("kafkapub: %w", err)
 	}
 	key, err := KeyBytes(msg.Key)
 	if err != nil {
-		return kafkago.Message{}, uuid.Nil, fmt.Errorf("kafka: %w", publisher.Invalid(msg.Type, "record key: %v", err))
+		return kafkago.Message{}, uuid.Nil, fmt.Errorf("kafkapub: %w", publisher.Invalid(msg.Type, "record key: %v", err))
 	}
 	n := 3 + len(msg.Headers)
 	if l.CausationID != uuid.Nil {
@@ -169,7 +169,7 @@ func (p *Publisher) enter() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return fmt.Errorf("kafka: %w", publisher.ErrClosed)
+		return fmt.Errorf("kafkapub: %w", publisher.ErrClosed)
 	}
 	p.active.Add(1)
 	return nil

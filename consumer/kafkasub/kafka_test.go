@@ -1,4 +1,4 @@
-package kafka_test
+package kafkasub_test
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 
 	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/consumer/internal/testsink"
-	"github.com/uuidforge/uuidforge/consumer/kafka"
+	"github.com/uuidforge/uuidforge/consumer/kafkasub"
 	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
@@ -69,7 +69,7 @@ type running struct {
 	done   chan error
 }
 
-func start(t *testing.T, c *kafka.Consumer) *running {
+func start(t *testing.T, c *kafkasub.Consumer) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1)}
@@ -104,10 +104,10 @@ func chain(t *testing.T, store dedupe.Store, scope string, inner consumer.Handle
 	return consumer.Chain(consumer.Lineage(), dd, consumer.Recover())(inner)
 }
 
-func newConsumer(t *testing.T, rc kafkago.ReaderConfig, h consumer.Handler, opts ...kafka.Option) *kafka.Consumer {
+func newConsumer(t *testing.T, rc kafkago.ReaderConfig, h consumer.Handler, opts ...kafkasub.Option) *kafkasub.Consumer {
 	t.Helper()
-	opts = append([]kafka.Option{kafka.WithBackoff(5*time.Millisecond, 50*time.Millisecond), kafka.WithShutdownTimeout(10 * time.Second)}, opts...)
-	c, err := kafka.New(rc, h, opts...)
+	opts = append([]kafkasub.Option{kafkasub.WithBackoff(5*time.Millisecond, 50*time.Millisecond), kafkasub.WithShutdownTimeout(10 * time.Second)}, opts...)
+	c, err := kafkasub.New(rc, h, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestExactlyOnce(t *testing.T) {
 				write(t, w, msgs...)
 			}
 			rc := readerConfig(brokers, topic, group)
-			opts := []kafka.Option{kafka.WithPartitionParallelism(3), kafka.WithMaxAttempts(100)}
+			opts := []kafkasub.Option{kafkasub.WithPartitionParallelism(3), kafkasub.WithMaxAttempts(100)}
 			a := start(t, newConsumer(t, rc, h, opts...))
 			b := start(t, newConsumer(t, rc, h, opts...))
 			waitRows(t, sink, n/3)
@@ -356,13 +356,13 @@ func TestDeadLetter(t *testing.T) {
 		}
 		return sink.Handle(ctx, m)
 	})
-	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h), kafka.WithMaxAttempts(3)))
+	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h), kafkasub.WithMaxAttempts(3)))
 	sink.WaitCount(t, 1, 30*time.Second)
 	r.stop(t)
 	if !sink.Has(t, good) {
 		t.Fatal("the good record was not processed")
 	}
-	dl := kafkago.NewReader(readerConfig(brokers, topic+kafka.DeadLetterSuffix, testenv.Name(t, "dl")))
+	dl := kafkago.NewReader(readerConfig(brokers, topic+kafkasub.DeadLetterSuffix, testenv.Name(t, "dl")))
 	defer dl.Close()
 	ctx := testenv.Context(t, 20*time.Second)
 	got := map[string]string{}
@@ -375,10 +375,10 @@ func TestDeadLetter(t *testing.T) {
 		for _, h := range m.Headers {
 			hs[h.Key] = string(h.Value)
 		}
-		if hs[kafka.HeaderOriginalTopic] != topic {
-			t.Errorf("%s: original topic %q", m.Value, hs[kafka.HeaderOriginalTopic])
+		if hs[kafkasub.HeaderOriginalTopic] != topic {
+			t.Errorf("%s: original topic %q", m.Value, hs[kafkasub.HeaderOriginalTopic])
 		}
-		got[string(m.Value)] = hs[kafka.HeaderDeadLetterReason]
+		got[string(m.Value)] = hs[kafkasub.HeaderDeadLetterReason]
 	}
 	for body, want := range map[string]string{"malformed": "not a UUID", "nil": "nil UUID", "poison": "always fails"} {
 		if !strings.Contains(got[body], want) {
@@ -408,7 +408,7 @@ func TestContentIDsFromKcat(t *testing.T) {
 	}
 	sink := testsink.New(t, testsink.Pool(t))
 	seen := &counter{}
-	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), seen.wrap(chain(t, testsink.Memory(t), group, sink)), kafka.WithPartitionParallelism(3)))
+	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), seen.wrap(chain(t, testsink.Memory(t), group, sink)), kafkasub.WithPartitionParallelism(3)))
 	sink.WaitCount(t, 6, 30*time.Second) // 5 distinct kcat messages + warmup
 	waitSeen(t, seen, 11)
 	r.stop(t)
@@ -422,20 +422,20 @@ func TestNewValidates(t *testing.T) {
 	good := kafkago.ReaderConfig{Brokers: []string{net.JoinHostPort("127.0.0.1", "9092")}, Topic: "t", GroupID: "g"}
 	for name, tc := range map[string]struct {
 		rc   func(kafkago.ReaderConfig) kafkago.ReaderConfig
-		opts []kafka.Option
+		opts []kafkasub.Option
 	}{
 		"no group":         {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.GroupID = ""; return rc }, nil},
 		"commit interval":  {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.CommitInterval = time.Second; return rc }, nil},
 		"no topic":         {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.Topic = ""; return rc }, nil},
-		"parallelism":      {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafka.Option{kafka.WithPartitionParallelism(0)}},
-		"negative backoff": {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafka.Option{kafka.WithBackoff(-1, 0)}},
-		"dl writer topic":  {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafka.Option{kafka.WithDeadLetterWriter(&kafkago.Writer{})}},
+		"parallelism":      {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafkasub.Option{kafkasub.WithPartitionParallelism(0)}},
+		"negative backoff": {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafkasub.Option{kafkasub.WithBackoff(-1, 0)}},
+		"dl writer topic":  {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafkasub.Option{kafkasub.WithDeadLetterWriter(&kafkago.Writer{})}},
 	} {
-		if _, err := kafka.New(tc.rc(good), h, tc.opts...); err == nil {
+		if _, err := kafkasub.New(tc.rc(good), h, tc.opts...); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if _, err := kafka.New(good, h); err != nil {
+	if _, err := kafkasub.New(good, h); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -476,7 +476,7 @@ func TestStoreOutage(t *testing.T) {
 	}
 	write(t, writer(t, brokers, topic), msgs...)
 	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, store, group, sink),
-		kafka.WithMaxAttempts(2), kafka.WithPartitionParallelism(3)))
+		kafkasub.WithMaxAttempts(2), kafkasub.WithPartitionParallelism(3)))
 	deadline := time.Now().Add(15 * time.Second)
 	for proxy.Refused() < 20 && time.Now().Before(deadline) { // well past MaxAttempts
 		time.Sleep(10 * time.Millisecond)
@@ -523,7 +523,7 @@ func TestDeadLetterMustSucceedBeforeCommit(t *testing.T) {
 	})
 	broken := &kafkago.Writer{Addr: kafkago.TCP("127.0.0.1:1"), Topic: "unreachable", MaxAttempts: 1, WriteTimeout: 100 * time.Millisecond}
 	defer broken.Close()
-	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h), kafka.WithDeadLetterWriter(broken)))
+	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h), kafkasub.WithDeadLetterWriter(broken)))
 	deadline := time.Now().Add(15 * time.Second)
 	for tried.Load() == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -634,7 +634,7 @@ func TestRebalanceInFlight(t *testing.T) {
 		return sink.Handle(ctx, m)
 	})
 	rc := readerConfig(brokers, topic, group)
-	a := start(t, newConsumer(t, rc, chain(t, store, group, slow), kafka.WithPartitionParallelism(3)))
+	a := start(t, newConsumer(t, rc, chain(t, store, group, slow), kafkasub.WithPartitionParallelism(3)))
 	deadline := time.Now().Add(20 * time.Second)
 	for holding.Load() < 3 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -642,7 +642,7 @@ func TestRebalanceInFlight(t *testing.T) {
 	if holding.Load() < 3 {
 		t.Fatalf("member A holds %d records, want 3", holding.Load())
 	}
-	b := start(t, newConsumer(t, rc, observe(chain(t, store, group, fastH)), kafka.WithPartitionParallelism(3)))
+	b := start(t, newConsumer(t, rc, observe(chain(t, store, group, fastH)), kafkasub.WithPartitionParallelism(3)))
 	deadline = time.Now().Add(20 * time.Second)
 	for bInFlight.Load() == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -694,7 +694,7 @@ func TestLineageHeaders(t *testing.T) {
 			return nil
 		})
 		r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h),
-			kafka.WithMissingID(policy), kafka.WithGenerator(g), kafka.WithLogger(slog.New(slog.DiscardHandler))))
+			kafkasub.WithMissingID(policy), kafkasub.WithGenerator(g), kafkasub.WithLogger(slog.New(slog.DiscardHandler))))
 		want := 1
 		if policy == consumer.MissingIDContent {
 			want = 2
@@ -721,7 +721,7 @@ func TestLineageHeaders(t *testing.T) {
 			t.Fatalf("%v: handled %d records, content ID %s handled: %v", policy, len(seen), contentID, gotContent)
 		}
 		if policy == consumer.MissingIDDeadLetter {
-			dl := kafkago.NewReader(readerConfig(brokers, topic+kafka.DeadLetterSuffix, testenv.Name(t, "dl")))
+			dl := kafkago.NewReader(readerConfig(brokers, topic+kafkasub.DeadLetterSuffix, testenv.Name(t, "dl")))
 			m, err := dl.FetchMessage(testenv.Context(t, 20*time.Second))
 			_ = dl.Close()
 			if err != nil || string(m.Value) != "no id" {
