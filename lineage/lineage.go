@@ -7,14 +7,19 @@ import (
 )
 
 // Header names shared by the publisher (which writes them) and the consumer
-// (which reads them). On Kafka all four are record headers; on RabbitMQ the
-// message ID, correlation ID and type travel in the native MessageId,
-// CorrelationId and Type properties and only the causation ID is a header.
+// (which reads them): the wire contract of forge/SPEC.md. On Kafka the first
+// four are record headers and the business key is the record key; on
+// RabbitMQ the message ID, correlation ID and type travel in the native
+// MessageId, CorrelationId and Type properties, and the causation ID and the
+// business key are headers.
 const (
 	HeaderMessageID     = "message-id"
 	HeaderCorrelationID = "correlation-id"
 	HeaderCausationID   = "causation-id"
 	HeaderMessageType   = "message-type"
+	// HeaderMessageKey carries the business key on RabbitMQ (the record
+	// key on Kafka), in the form publisher.KeyBytes gives it.
+	HeaderMessageKey = "message-key"
 )
 
 // Lineage is the identity of one message and its place in a chain of messages.

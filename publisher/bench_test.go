@@ -10,6 +10,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
+	"github.com/uuidforge/uuidforge/lineage"
 	"github.com/uuidforge/uuidforge/publisher"
 	"github.com/uuidforge/uuidforge/publisher/kafkapub"
 	"github.com/uuidforge/uuidforge/publisher/rabbitpub"
@@ -169,11 +170,11 @@ func rawRecords(b *testing.B, msgs []publisher.Message) []kafkago.Message {
 		if err != nil {
 			b.Fatal(err)
 		}
-		key, _ := kafkapub.KeyBytes(msgs[i].Key)
+		key, _ := publisher.KeyBytes(msgs[i].Key)
 		out[i] = kafkago.Message{Key: key, Value: msgs[i].Body, Time: time.Now(), Headers: []kafkago.Header{
-			{Key: kafkapub.HeaderMessageID, Value: []byte(l.MessageID.String())},
-			{Key: kafkapub.HeaderCorrelationID, Value: []byte(l.CorrelationID.String())},
-			{Key: kafkapub.HeaderMessageType, Value: []byte(msgs[i].Type)},
+			{Key: lineage.HeaderMessageID, Value: []byte(l.MessageID.String())},
+			{Key: lineage.HeaderCorrelationID, Value: []byte(l.CorrelationID.String())},
+			{Key: lineage.HeaderMessageType, Value: []byte(msgs[i].Type)},
 		}}
 	}
 	return out

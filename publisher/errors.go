@@ -11,6 +11,9 @@ import (
 // and why the last one failed. Err wraps the last cause (and the context's
 // error when the context ended), so [errors.Is] sees through it.
 type PublishError struct {
+	// Transport is the package that failed to publish ("rabbitpub",
+	// "kafkapub", ...); it starts the error message.
+	Transport string
 	MessageID uuid.UUID
 	Attempts  int
 	Err       error
@@ -18,7 +21,11 @@ type PublishError struct {
 
 // Error implements error.
 func (e *PublishError) Error() string {
-	return fmt.Sprintf("publisher: message %s: %d attempt(s): %v", e.MessageID, e.Attempts, e.Err)
+	t := e.Transport
+	if t == "" {
+		t = "publisher"
+	}
+	return fmt.Sprintf("%s: message %s: %d attempt(s): %v", t, e.MessageID, e.Attempts, e.Err)
 }
 
 // Unwrap returns the cause.

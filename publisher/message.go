@@ -11,15 +11,20 @@ import (
 	"github.com/uuidforge/uuidforge/lineage"
 )
 
-// Header names written on every published message, re-exported from
-// [lineage] so that users of this package find them here. See the
-// transport packages for which of them travel as native properties.
-const (
-	HeaderMessageID     = lineage.HeaderMessageID
-	HeaderCorrelationID = lineage.HeaderCorrelationID
-	HeaderCausationID   = lineage.HeaderCausationID
-	HeaderMessageType   = lineage.HeaderMessageType
-)
+// Publisher publishes messages stamped with their deterministic IDs. It is
+// implemented by the RabbitMQ and Kafka publishers (packages rabbitpub and
+// kafkapub), by the transactional outbox (package outbox) and by the
+// recording fake in package publishertest, so a service can take "a
+// publisher" and its tests need no broker. Implementations are safe for
+// concurrent use.
+type Publisher interface {
+	// Publish stamps msg (see [IDs]) and returns once it is stored: confirmed
+	// by the broker, or written to the outbox in the caller's transaction.
+	Publish(ctx context.Context, msg Message) error
+	// PublishBatch publishes msgs like Publish, as one batch where the
+	// transport allows it. If any message is invalid, nothing is sent.
+	PublishBatch(ctx context.Context, msgs ...Message) error
+}
 
 // Sentinel errors callers branch on. Errors returned by this package and its
 // transports wrap them, so test with [errors.Is].
@@ -64,6 +69,31 @@ type Message struct {
 	CorrelationID uuid.UUID
 }
 
+// MaxHeaderNameLen is the longest header name accepted: AMQP's limit on
+// table keys, applied on every transport so a message can move between
+// them.
+const MaxHeaderNameLen = 255
+
+// KeyBytes returns the wire form of a business key: nil for no key; a
+// single string part as its UTF-8 bytes; a single []byte part as is;
+// otherwise the canonical JSON array of the parts (as forge hashes them),
+// e.g. ["EUR",12345]. It is the Kafka record key (so one entity's messages
+// stay in one partition, in order) and the RabbitMQ message-key header.
+func KeyBytes(key []any) ([]byte, error) {
+	if len(key) == 0 {
+		return nil, nil
+	}
+	if len(key) == 1 {
+		switch k := key[0].(type) {
+		case string:
+			return []byte(k), nil
+		case []byte:
+			return k, nil
+		}
+	}
+	return forge.Canonical(key...)
+}
+
 // Invalid returns an error wrapping [ErrInvalid] that names the message type
 // and the reason. Transports use it for their own limits.
 func Invalid(msgType, format string, args ...any) error {
@@ -104,6 +134,8 @@ func Validate(msg *Message, maxBody int) error {
 			return Invalid(msg.Type, "empty header name")
 		case reserved(k):
 			return Invalid(msg.Type, "header %q is reserved for the publisher", k)
+		case len(k) > MaxHeaderNameLen:
+			return Invalid(msg.Type, "header name %.32q... is longer than %d bytes", k, MaxHeaderNameLen)
 		case !utf8.ValidString(k):
 			return Invalid(msg.Type, "header name %q is not valid UTF-8", k)
 		case !utf8.ValidString(v):
@@ -125,7 +157,8 @@ func mayBeUUID(s string) bool {
 
 func reserved(name string) bool {
 	switch name {
-	case HeaderMessageID, HeaderCorrelationID, HeaderCausationID, HeaderMessageType:
+	case lineage.HeaderMessageID, lineage.HeaderCorrelationID, lineage.HeaderCausationID,
+		lineage.HeaderMessageType, lineage.HeaderMessageKey:
 		return true
 	}
 	return false

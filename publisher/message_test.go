@@ -110,7 +110,7 @@ func TestValidate(t *testing.T) {
 		{"explicit id max", "explicit ID", publisher.Message{Type: "t", ID: uuid.Max}},
 		{"correlation id", "correlation ID", publisher.Message{Type: "t", Key: []any{"k"}, CorrelationID: uuid.Max}},
 		{"empty header", "empty header name", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{"": "v"}}},
-		{"reserved header", "reserved", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{publisher.HeaderCausationID: "v"}}},
+		{"reserved header", "reserved", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{lineage.HeaderCausationID: "v"}}},
 		{"header value utf8", "not valid UTF-8", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{"h": "\xc3"}}},
 		{"nothing to derive", "nothing to derive", publisher.Message{Type: "t"}},
 		{"bad key part", "deriving message ID", publisher.Message{Type: "t", Key: []any{1 << 60}}},

@@ -11,7 +11,6 @@ import (
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/lineage"
 	"github.com/uuidforge/uuidforge/publisher"
-	"github.com/uuidforge/uuidforge/publisher/kafkapub"
 )
 
 // specRow returns the worked-example table row of forge/SPEC.md (section Message IDs) that
@@ -102,7 +101,7 @@ func TestSpecWorkedExample(t *testing.T) {
 		key  []any
 		want string
 	}{{e1.Key, "o-1001"}, {e2.Key, `["o-1001",1]`}} {
-		k, err := kafkapub.KeyBytes(c.key)
+		k, err := publisher.KeyBytes(c.key)
 		if err != nil || string(k) != c.want {
 			t.Errorf("KeyBytes(%v) = %s, %v; want %s", c.key, k, err, c.want)
 		}
@@ -110,7 +109,7 @@ func TestSpecWorkedExample(t *testing.T) {
 			t.Errorf("record key %s not in the spec", c.want)
 		}
 	}
-	if !strings.Contains(string(spec), "`"+publisher.HeaderCausationID+"`") {
+	if !strings.Contains(string(spec), "`"+lineage.HeaderCausationID+"`") {
 		t.Error("causation header name not in the spec")
 	}
 }

@@ -18,15 +18,6 @@ import (
 	"github.com/uuidforge/uuidforge/publisher/internal/retry"
 )
 
-// Header names written on every record: message-id, correlation-id,
-// message-type, and causation-id on a message caused by another one.
-const (
-	HeaderMessageID     = lineage.HeaderMessageID
-	HeaderCorrelationID = lineage.HeaderCorrelationID
-	HeaderCausationID   = lineage.HeaderCausationID
-	HeaderMessageType   = lineage.HeaderMessageType
-)
-
 // Publisher writes messages to one Kafka topic, stamped with their IDs in
 // record headers, with the business key as record key.
 //
@@ -47,6 +38,7 @@ const (
 type Publisher struct {
 	gen    *forge.Generator
 	cfg    config
+	set    publisher.Settings
 	topic  string
 	single *kafkago.Writer // BatchSize 1: writes immediately
 	batch  *kafkago.Writer
@@ -60,7 +52,7 @@ type Publisher struct {
 // New returns a publisher writing to topic on the cluster reachable at
 // brokers (host:port bootstrap addresses), deriving IDs with gen. It does no
 // I/O: connections are made on first publish.
-func New(brokers []string, topic string, gen *forge.Generator, opts ...Option) (*Publisher, error) {
+func New(brokers []string, topic string, gen *forge.Generator, opts ...publisher.Option) (*Publisher, error) {
 	switch {
 	case len(brokers) == 0:
 		return nil, errors.New("kafkapub: no brokers")
@@ -70,10 +62,12 @@ func New(brokers []string, topic string, gen *forge.Generator, opts ...Option) (
 		return nil, errors.New("kafkapub: nil generator")
 	}
 	cfg := defaultConfig()
-	for _, o := range opts {
-		if err := o(&cfg); err != nil {
-			return nil, fmt.Errorf("kafkapub: option: %w", err)
-		}
+	set, err := publisher.Apply("kafkapub", &cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if set.MaxBodySize == 0 {
+		set.MaxBodySize = DefaultMaxBodySize
 	}
 	w := func(size int, timeout time.Duration) *kafkago.Writer {
 		return &kafkago.Writer{
@@ -82,7 +76,7 @@ func New(brokers []string, topic string, gen *forge.Generator, opts ...Option) (
 			Balancer:               cfg.balancer,
 			MaxAttempts:            1, // retries are ours, with back-off and the context
 			BatchSize:              size,
-			BatchBytes:             int64(cfg.maxBody) + 1<<16,
+			BatchBytes:             int64(set.MaxBodySize) + 1<<16,
 			BatchTimeout:           timeout,
 			WriteTimeout:           cfg.writeTimeout,
 			RequiredAcks:           cfg.acks,
@@ -93,38 +87,19 @@ func New(brokers []string, topic string, gen *forge.Generator, opts ...Option) (
 	return &Publisher{
 		gen:    gen,
 		cfg:    cfg,
+		set:    set,
 		topic:  topic,
 		single: w(1, cfg.batchTimeout),
 		batch:  w(cfg.batchSize, cfg.batchTimeout),
 	}, nil
 }
 
-// KeyBytes returns the record key for a message's business key: nil for no
-// key; a single string part as its UTF-8 bytes; a single []byte part as is;
-// otherwise the canonical JSON array of the parts (as forge hashes them),
-// e.g. ["EUR",12345]. It is the partitioning key, so one entity's messages
-// stay in one partition, in order.
-func KeyBytes(key []any) ([]byte, error) {
-	if len(key) == 0 {
-		return nil, nil
-	}
-	if len(key) == 1 {
-		switch k := key[0].(type) {
-		case string:
-			return []byte(k), nil
-		case []byte:
-			return k, nil
-		}
-	}
-	return forge.Canonical(key...)
-}
-
 func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now time.Time) (kafkago.Message, uuid.UUID, error) {
-	l, err := publisher.Stamp(ctx, p.gen, msg, p.cfg.maxBody)
+	l, err := publisher.Stamp(ctx, p.gen, msg, p.set.MaxBodySize)
 	if err != nil {
 		return kafkago.Message{}, uuid.Nil, fmt.Errorf("kafkapub: %w", err)
 	}
-	key, err := KeyBytes(msg.Key)
+	key, err := publisher.KeyBytes(msg.Key)
 	if err != nil {
 		return kafkago.Message{}, uuid.Nil, fmt.Errorf("kafkapub: %w", publisher.Invalid(msg.Type, "record key: %v", err))
 	}
@@ -139,12 +114,12 @@ func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now tim
 	copy(buf[108:], msg.Type)
 	h := make([]kafkago.Header, 0, n)
 	h = append(h,
-		kafkago.Header{Key: HeaderMessageID, Value: buf[0:36:36]},
-		kafkago.Header{Key: HeaderCorrelationID, Value: buf[36:72:72]},
-		kafkago.Header{Key: HeaderMessageType, Value: buf[108:]})
+		kafkago.Header{Key: lineage.HeaderMessageID, Value: buf[0:36:36]},
+		kafkago.Header{Key: lineage.HeaderCorrelationID, Value: buf[36:72:72]},
+		kafkago.Header{Key: lineage.HeaderMessageType, Value: buf[108:]})
 	if l.CausationID != uuid.Nil {
 		hexUUID(buf[72:108], l.CausationID)
-		h = append(h, kafkago.Header{Key: HeaderCausationID, Value: buf[72:108:108]})
+		h = append(h, kafkago.Header{Key: lineage.HeaderCausationID, Value: buf[72:108:108]})
 	}
 	for k, v := range msg.Headers {
 		h = append(h, kafkago.Header{Key: k, Value: []byte(v)})
@@ -189,7 +164,7 @@ func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 		return err
 	}
 	defer p.active.Done()
-	return retry.Do(ctx, id, p.cfg.backOff, permanent, func() { p.retries.Add(1) }, func() error {
+	return retry.Do(ctx, "kafkapub", id, p.set.NewBackOff, permanent, func() { p.retries.Add(1) }, func() error {
 		err := p.single.WriteMessages(ctx, m)
 		var we kafkago.WriteErrors
 		if errors.As(err, &we) && len(we) == 1 {
@@ -249,7 +224,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 			switch e := we[j]; {
 			case e == nil:
 			case permanent(e):
-				failed = append(failed, &publisher.PublishError{MessageID: ids[i], Attempts: attempt, Err: e})
+				failed = append(failed, &publisher.PublishError{Transport: "kafkapub", MessageID: ids[i], Attempts: attempt, Err: e})
 			default:
 				next = append(next, i)
 				lastErr = append(lastErr, e)
@@ -264,12 +239,12 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 			batch[j] = recs[i]
 		}
 		if bo == nil {
-			bo = p.cfg.backOff()
+			bo = p.set.NewBackOff()
 		}
 		p.retries.Add(int64(len(todo)))
 		if werr := retry.Wait(ctx, bo); werr != nil {
 			for j, i := range todo {
-				failed = append(failed, &publisher.PublishError{MessageID: ids[i], Attempts: attempt, Err: retry.JoinCtx(werr, lastErr[j])})
+				failed = append(failed, &publisher.PublishError{Transport: "kafkapub", MessageID: ids[i], Attempts: attempt, Err: retry.JoinCtx(werr, lastErr[j])})
 			}
 			return errors.Join(failed...)
 		}

@@ -23,9 +23,9 @@ import (
 
 var gen = forge.MustNew("orders.example.com")
 
-func newPublisher(t *testing.T, brokers []string, topic string, opts ...kafkapub.Option) *kafkapub.Publisher {
+func newPublisher(t *testing.T, brokers []string, topic string, opts ...publisher.Option) *kafkapub.Publisher {
 	t.Helper()
-	p, err := kafkapub.New(brokers, topic, gen, append([]kafkapub.Option{kafkapub.WithAutoTopicCreation()}, opts...)...)
+	p, err := kafkapub.New(brokers, topic, gen, append([]publisher.Option{kafkapub.WithAutoTopicCreation()}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,19 +98,19 @@ func TestRecordsReadByIndependentClient(t *testing.T) {
 	}
 	byType := map[string]record{}
 	for _, r := range recs {
-		byType[r.header(kafkapub.HeaderMessageType)] = r
+		byType[r.header(lineage.HeaderMessageType)] = r
 	}
 	d := byType["invoice.requested"]
 	wantID := gen.MustID(parent.MessageID, "invoice.requested", "o-1001").String()
-	if d.header(kafkapub.HeaderMessageID) != wantID || d.header(kafkapub.HeaderCorrelationID) != parent.CorrelationID.String() ||
-		d.header(kafkapub.HeaderCausationID) != parent.MessageID.String() || d.header("tenant") != "acme" ||
+	if d.header(lineage.HeaderMessageID) != wantID || d.header(lineage.HeaderCorrelationID) != parent.CorrelationID.String() ||
+		d.header(lineage.HeaderCausationID) != parent.MessageID.String() || d.header("tenant") != "acme" ||
 		d.Key != "o-1001" || d.Payload != `{"total":12}` {
 		t.Errorf("derived record as read by kcat: %+v (want id %s)", d, wantID)
 	}
 	r := byType["fx.rate"]
 	rootID := gen.MustID("fx.rate", "EUR", 12345).String()
-	if r.header(kafkapub.HeaderMessageID) != rootID || r.header(kafkapub.HeaderCorrelationID) != rootID ||
-		r.header(kafkapub.HeaderCausationID) != "" || r.Key != `["EUR",12345]` {
+	if r.header(lineage.HeaderMessageID) != rootID || r.header(lineage.HeaderCorrelationID) != rootID ||
+		r.header(lineage.HeaderCausationID) != "" || r.Key != `["EUR",12345]` {
 		t.Errorf("root record as read by kcat: %+v (want id %s)", r, rootID)
 	}
 }
@@ -170,7 +170,7 @@ func TestSameIncomingMessageGivesSameIDs(t *testing.T) {
 		}
 	}
 	recs := readWithKcat(t, brokers, topic)
-	if len(recs) != 2 || recs[0].header(kafkapub.HeaderMessageID) != recs[1].header(kafkapub.HeaderMessageID) || recs[0].header(kafkapub.HeaderMessageID) == "" {
+	if len(recs) != 2 || recs[0].header(lineage.HeaderMessageID) != recs[1].header(lineage.HeaderMessageID) || recs[0].header(lineage.HeaderMessageID) == "" {
 		t.Fatalf("records: %+v", recs)
 	}
 }
@@ -178,7 +178,7 @@ func TestSameIncomingMessageGivesSameIDs(t *testing.T) {
 func TestBadInputSendsNothing(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
 	topic := testenv.Name(t, "topic")
-	p := newPublisher(t, brokers, topic, kafkapub.WithMaxBodySize(100))
+	p := newPublisher(t, brokers, topic, publisher.WithMaxBodySize(100))
 	ctx := testenv.Context(t, 30*time.Second)
 	tests := []struct {
 		name string
@@ -186,7 +186,7 @@ func TestBadInputSendsNothing(t *testing.T) {
 	}{
 		{"missing type", publisher.Message{Key: []any{"k"}}},
 		{"empty header name", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{"": "v"}}},
-		{"reserved header", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{kafkapub.HeaderMessageID: "v"}}},
+		{"reserved header", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{lineage.HeaderMessageID: "v"}}},
 		{"header not utf8", publisher.Message{Type: "t", Key: []any{"k"}, Headers: map[string]string{"h\xff": "v"}}},
 		{"body over max", publisher.Message{Type: "t", Key: []any{"k"}, Body: make([]byte, 101)}},
 		{"invalid explicit id", publisher.Message{Type: "t", ID: uuid.Max}},
@@ -328,26 +328,26 @@ func TestKeyBytes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := kafkapub.KeyBytes(tt.key)
+			got, err := publisher.KeyBytes(tt.key)
 			if err != nil || !bytes.Equal(got, tt.want) {
 				t.Errorf("KeyBytes(%v) = %q, %v; want %q", tt.key, got, err, tt.want)
 			}
 		})
 	}
-	if _, err := kafkapub.KeyBytes([]any{1 << 60, "x"}); err == nil {
+	if _, err := publisher.KeyBytes([]any{1 << 60, "x"}); err == nil {
 		t.Error("unsafe integer accepted")
 	}
 }
 
 func TestOptionsValidated(t *testing.T) {
-	for name, opt := range map[string]kafkapub.Option{
+	for name, opt := range map[string]publisher.Option{
 		"acks":     kafkapub.WithRequiredAcks(5),
 		"balancer": kafkapub.WithBalancer(nil),
 		"batch":    kafkapub.WithBatchSize(0),
 		"timeout":  kafkapub.WithBatchTimeout(0),
 		"write":    kafkapub.WithWriteTimeout(0),
-		"body":     kafkapub.WithMaxBodySize(0),
-		"backoff":  kafkapub.WithBackOff(nil),
+		"body":     publisher.WithMaxBodySize(0),
+		"backoff":  publisher.WithBackoff(0, time.Second),
 	} {
 		if _, err := kafkapub.New([]string{"x:9092"}, "t", gen, opt); err == nil {
 			t.Errorf("%s: invalid option accepted", name)
@@ -402,7 +402,7 @@ func TestConcurrentPublish(t *testing.T) {
 	}
 	ids := map[string]bool{}
 	for _, r := range readWithKcat(t, brokers, topic) {
-		ids[r.header(kafkapub.HeaderMessageID)] = true
+		ids[r.header(lineage.HeaderMessageID)] = true
 	}
 	for g := range 8 {
 		for i := range 25 {

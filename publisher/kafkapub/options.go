@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	kafkago "github.com/segmentio/kafka-go"
+	"github.com/uuidforge/uuidforge/publisher"
 )
 
 // Defaults.
@@ -24,19 +24,14 @@ const (
 	DefaultWriteTimeout = 10 * time.Second
 )
 
-// Option configures a [Publisher]; options are validated by [New].
-type Option func(*config) error
-
 type config struct {
 	acks         kafkago.RequiredAcks
 	balancer     kafkago.Balancer
 	batchSize    int
 	batchTimeout time.Duration
 	writeTimeout time.Duration
-	maxBody      int
 	autoCreate   bool
 	transport    kafkago.RoundTripper
-	backOff      func() backoff.BackOff
 }
 
 func defaultConfig() config {
@@ -46,122 +41,86 @@ func defaultConfig() config {
 		batchSize:    DefaultBatchSize,
 		batchTimeout: DefaultBatchTimeout,
 		writeTimeout: DefaultWriteTimeout,
-		maxBody:      DefaultMaxBodySize,
-		backOff:      defaultBackOff,
 	}
-}
-
-func defaultBackOff() backoff.BackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 20 * time.Millisecond
-	b.MaxInterval = 2 * time.Second
-	b.MaxElapsedTime = 0 // the caller's context bounds the retries
-	b.Reset()
-	return b
 }
 
 // WithRequiredAcks sets the acknowledgement level. Default: kafka-go's
 // RequireAll (all in-sync replicas), not the zero value's RequireNone.
-func WithRequiredAcks(acks kafkago.RequiredAcks) Option {
-	return func(c *config) error {
+func WithRequiredAcks(acks kafkago.RequiredAcks) publisher.Option {
+	return publisher.TransportOption("kafkapub.WithRequiredAcks", func(c *config) error {
 		switch acks {
 		case kafkago.RequireAll, kafkago.RequireOne, kafkago.RequireNone:
 			c.acks = acks
 			return nil
 		}
 		return fmt.Errorf("invalid required acks %d", acks)
-	}
+	})
 }
 
 // WithBalancer sets how records are assigned to partitions. Default:
 // &kafka.Hash{} (FNV-1a of the record key), so all messages with one key go to
 // one partition and keep their order. kafka.Murmur2Balancer{} matches the Java
 // client's partitioner. A balancer that ignores keys breaks per-key order.
-func WithBalancer(b kafkago.Balancer) Option {
-	return func(c *config) error {
+func WithBalancer(b kafkago.Balancer) publisher.Option {
+	return publisher.TransportOption("kafkapub.WithBalancer", func(c *config) error {
 		if b == nil {
 			return errors.New("nil balancer")
 		}
 		c.balancer = b
 		return nil
-	}
+	})
 }
 
 // WithBatchSize sets the largest number of records per partition in one
 // produce request of PublishBatch. Default: [DefaultBatchSize].
-func WithBatchSize(n int) Option {
-	return func(c *config) error {
+func WithBatchSize(n int) publisher.Option {
+	return publisher.TransportOption("kafkapub.WithBatchSize", func(c *config) error {
 		if n < 1 {
 			return fmt.Errorf("batch size %d < 1", n)
 		}
 		c.batchSize = n
 		return nil
-	}
+	})
 }
 
 // WithBatchTimeout sets how long PublishBatch waits to fill a partial
 // batch. Default: [DefaultBatchTimeout]. Publish never waits: it writes at
 // once.
-func WithBatchTimeout(d time.Duration) Option {
-	return func(c *config) error {
+func WithBatchTimeout(d time.Duration) publisher.Option {
+	return publisher.TransportOption("kafkapub.WithBatchTimeout", func(c *config) error {
 		if d <= 0 {
 			return fmt.Errorf("batch timeout %v <= 0", d)
 		}
 		c.batchTimeout = d
 		return nil
-	}
+	})
 }
 
 // WithWriteTimeout bounds one produce request. Default: [DefaultWriteTimeout].
-func WithWriteTimeout(d time.Duration) Option {
-	return func(c *config) error {
+func WithWriteTimeout(d time.Duration) publisher.Option {
+	return publisher.TransportOption("kafkapub.WithWriteTimeout", func(c *config) error {
 		if d <= 0 {
 			return fmt.Errorf("write timeout %v <= 0", d)
 		}
 		c.writeTimeout = d
 		return nil
-	}
-}
-
-// WithMaxBodySize sets the largest body accepted, in bytes. Default:
-// [DefaultMaxBodySize]; keep it below the topic's max.message.bytes.
-func WithMaxBodySize(n int) Option {
-	return func(c *config) error {
-		if n < 1 {
-			return fmt.Errorf("max body size %d < 1", n)
-		}
-		c.maxBody = n
-		return nil
-	}
+	})
 }
 
 // WithAutoTopicCreation lets the first write to a missing topic create it,
 // when the broker allows it. Default: off.
-func WithAutoTopicCreation() Option {
-	return func(c *config) error { c.autoCreate = true; return nil }
+func WithAutoTopicCreation() publisher.Option {
+	return publisher.TransportOption("kafkapub.WithAutoTopicCreation", func(c *config) error { c.autoCreate = true; return nil })
 }
 
 // WithTransport sets kafka-go's transport (TLS, SASL, client ID). Default:
 // kafka-go's default transport.
-func WithTransport(t kafkago.RoundTripper) Option {
-	return func(c *config) error {
+func WithTransport(t kafkago.RoundTripper) publisher.Option {
+	return publisher.TransportOption("kafkapub.WithTransport", func(c *config) error {
 		if t == nil {
 			return errors.New("nil transport")
 		}
 		c.transport = t
 		return nil
-	}
-}
-
-// WithBackOff sets the policy between attempts; f is called once per message
-// (or batch) that needs a retry. Default: exponential from 20 ms to 2 s with
-// no elapsed-time limit — the context bounds the retries.
-func WithBackOff(f func() backoff.BackOff) Option {
-	return func(c *config) error {
-		if f == nil {
-			return errors.New("nil back-off factory")
-		}
-		c.backOff = f
-		return nil
-	}
+	})
 }

@@ -55,7 +55,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 		var next []int
 		for _, i := range failedNow {
 			if errors.Is(last[i], publisher.ErrUnroutable) || isPermanent(last[i]) {
-				failed = append(failed, &publisher.PublishError{MessageID: uuid.MustParse(prep[i].id), Attempts: attempt, Err: last[i]})
+				failed = append(failed, &publisher.PublishError{Transport: "rabbitpub", MessageID: uuid.MustParse(prep[i].id), Attempts: attempt, Err: last[i]})
 				continue
 			}
 			next = append(next, i)
@@ -65,12 +65,12 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 			return errors.Join(failed...)
 		}
 		if bo == nil {
-			bo = p.cfg.backOff()
+			bo = p.set.NewBackOff()
 		}
 		p.retries.Add(int64(len(todo)))
 		if werr := retry.Wait(ctx, bo); werr != nil {
 			for _, i := range todo {
-				failed = append(failed, &publisher.PublishError{MessageID: uuid.MustParse(prep[i].id), Attempts: attempt, Err: retry.JoinCtx(werr, last[i])})
+				failed = append(failed, &publisher.PublishError{Transport: "rabbitpub", MessageID: uuid.MustParse(prep[i].id), Attempts: attempt, Err: retry.JoinCtx(werr, last[i])})
 			}
 			return errors.Join(failed...)
 		}

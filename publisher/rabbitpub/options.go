@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/uuidforge/uuidforge/publisher"
 )
@@ -27,9 +26,6 @@ const (
 // correlation ID, type, routing key, header names).
 const maxShortString = 255
 
-// Option configures a [Publisher]; options are validated by [New].
-type Option func(*config) error
-
 type config struct {
 	exchange       string
 	routingKey     func(*publisher.Message) string
@@ -37,9 +33,7 @@ type config struct {
 	deliveryMode   uint8
 	contentType    string
 	poolSize       int
-	maxBody        int
 	confirmTimeout time.Duration
-	backOff        func() backoff.BackOff
 	amqpConfig     amqp.Config
 	dial           func(url string, cfg amqp.Config) (*amqp.Connection, error)
 }
@@ -51,131 +45,94 @@ func defaultConfig() config {
 		deliveryMode:   amqp.Persistent,
 		contentType:    DefaultContentType,
 		poolSize:       DefaultPoolSize,
-		maxBody:        DefaultMaxBodySize,
 		confirmTimeout: DefaultConfirmTimeout,
-		backOff:        defaultBackOff,
 		amqpConfig:     amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US"},
 		dial:           amqp.DialConfig,
 	}
 }
 
-func defaultBackOff() backoff.BackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 20 * time.Millisecond
-	b.MaxInterval = 2 * time.Second
-	b.MaxElapsedTime = 0 // the caller's context bounds the retries
-	b.Reset()            // NewExponentialBackOff reset with the old initial interval
-	return b
-}
-
 // WithExchange publishes to the named exchange. Default: "" (the default
 // exchange, which routes by queue name).
-func WithExchange(name string) Option {
-	return func(c *config) error {
+func WithExchange(name string) publisher.Option {
+	return publisher.TransportOption("rabbitpub.WithExchange", func(c *config) error {
 		if len(name) > maxShortString {
 			return fmt.Errorf("exchange name longer than %d bytes", maxShortString)
 		}
 		c.exchange = name
 		return nil
-	}
+	})
 }
 
 // WithRoutingKey sets the function computing a message's routing key.
 // Default: the message type. Use a constant function to publish every
 // message to one queue through the default exchange.
-func WithRoutingKey(f func(*publisher.Message) string) Option {
-	return func(c *config) error {
+func WithRoutingKey(f func(*publisher.Message) string) publisher.Option {
+	return publisher.TransportOption("rabbitpub.WithRoutingKey", func(c *config) error {
 		if f == nil {
 			return errors.New("nil routing key function")
 		}
 		c.routingKey = f
 		return nil
-	}
+	})
 }
 
 // WithMandatory sets the mandatory flag. Default: true, so a message no queue
 // receives fails with [publisher.ErrUnroutable] instead of being dropped.
-func WithMandatory(on bool) Option {
-	return func(c *config) error { c.mandatory = on; return nil }
+func WithMandatory(on bool) publisher.Option {
+	return publisher.TransportOption("rabbitpub.WithMandatory", func(c *config) error { c.mandatory = on; return nil })
 }
 
 // WithTransient publishes with delivery mode 1 (not persisted by the broker).
 // Default: persistent (delivery mode 2).
-func WithTransient() Option {
-	return func(c *config) error { c.deliveryMode = amqp.Transient; return nil }
+func WithTransient() publisher.Option {
+	return publisher.TransportOption("rabbitpub.WithTransient", func(c *config) error { c.deliveryMode = amqp.Transient; return nil })
 }
 
 // WithContentType sets the content-type property. Default: [DefaultContentType].
-func WithContentType(ct string) Option {
-	return func(c *config) error {
+func WithContentType(ct string) publisher.Option {
+	return publisher.TransportOption("rabbitpub.WithContentType", func(c *config) error {
 		if len(ct) > maxShortString {
 			return fmt.Errorf("content type longer than %d bytes", maxShortString)
 		}
 		c.contentType = ct
 		return nil
-	}
+	})
 }
 
 // WithPoolSize sets how many channels publish concurrently. Default:
 // [DefaultPoolSize]. Must be at least 1.
-func WithPoolSize(n int) Option {
-	return func(c *config) error {
+func WithPoolSize(n int) publisher.Option {
+	return publisher.TransportOption("rabbitpub.WithPoolSize", func(c *config) error {
 		if n < 1 {
 			return fmt.Errorf("pool size %d < 1", n)
 		}
 		c.poolSize = n
 		return nil
-	}
-}
-
-// WithMaxBodySize sets the largest body accepted, in bytes. Default:
-// [DefaultMaxBodySize]; keep it at or below the broker's max_message_size.
-func WithMaxBodySize(n int) Option {
-	return func(c *config) error {
-		if n < 1 {
-			return fmt.Errorf("max body size %d < 1", n)
-		}
-		c.maxBody = n
-		return nil
-	}
+	})
 }
 
 // WithConfirmTimeout sets how long one attempt waits for a confirm before the
 // message is published again. Default: [DefaultConfirmTimeout].
-func WithConfirmTimeout(d time.Duration) Option {
-	return func(c *config) error {
+func WithConfirmTimeout(d time.Duration) publisher.Option {
+	return publisher.TransportOption("rabbitpub.WithConfirmTimeout", func(c *config) error {
 		if d <= 0 {
 			return fmt.Errorf("confirm timeout %v <= 0", d)
 		}
 		c.confirmTimeout = d
 		return nil
-	}
-}
-
-// WithBackOff sets the policy between attempts; f is called once per message
-// (or batch) that needs a retry. Default: exponential from 20 ms to 2 s with
-// no elapsed-time limit — the context bounds the retries. A policy returning
-// backoff.Stop ends the retries early.
-func WithBackOff(f func() backoff.BackOff) Option {
-	return func(c *config) error {
-		if f == nil {
-			return errors.New("nil back-off factory")
-		}
-		c.backOff = f
-		return nil
-	}
+	})
 }
 
 // WithAMQPConfig sets the connection configuration passed to
 // amqp.DialConfig (TLS, heartbeat, connection name...). Default: a 10 s
 // heartbeat. Do not set its Recovery field: the publisher reconnects itself
 // and republishes unconfirmed messages.
-func WithAMQPConfig(cfg amqp.Config) Option {
-	return func(c *config) error {
+func WithAMQPConfig(cfg amqp.Config) publisher.Option {
+	return publisher.TransportOption("rabbitpub.WithAMQPConfig", func(c *config) error {
 		if cfg.Recovery != nil {
 			return errors.New("amqp.Config.Recovery must be nil: the publisher recovers connections itself")
 		}
 		c.amqpConfig = cfg
 		return nil
-	}
+	})
 }

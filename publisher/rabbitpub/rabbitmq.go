@@ -16,17 +16,6 @@ import (
 	"github.com/uuidforge/uuidforge/publisher/internal/retry"
 )
 
-// Header names, re-exported for users of this package. On RabbitMQ the
-// message ID, correlation ID and type travel in the native MessageId,
-// CorrelationId and Type properties; the causation ID is the header
-// HeaderCausationID (absent on a message that starts a chain).
-const (
-	HeaderMessageID     = lineage.HeaderMessageID
-	HeaderCorrelationID = lineage.HeaderCorrelationID
-	HeaderCausationID   = lineage.HeaderCausationID
-	HeaderMessageType   = lineage.HeaderMessageType
-)
-
 var (
 	errNack          = errors.New("broker nacked the message")
 	errConfirmTimout = errors.New("confirm timed out")
@@ -74,6 +63,7 @@ type Publisher struct {
 	url   string
 	gen   *forge.Generator
 	cfg   config
+	set   publisher.Settings
 	slots chan *slot
 
 	mu      sync.Mutex
@@ -91,7 +81,7 @@ type slot struct{ ch *channel }
 // New returns a publisher that connects to url (an amqp:// or amqps:// URL)
 // and derives IDs with gen. It connects lazily, on first publish, so New
 // itself does no I/O.
-func New(url string, gen *forge.Generator, opts ...Option) (*Publisher, error) {
+func New(url string, gen *forge.Generator, opts ...publisher.Option) (*Publisher, error) {
 	if gen == nil {
 		return nil, errors.New("rabbitpub: nil generator")
 	}
@@ -99,12 +89,14 @@ func New(url string, gen *forge.Generator, opts ...Option) (*Publisher, error) {
 		return nil, fmt.Errorf("rabbitpub: url: %w", err)
 	}
 	cfg := defaultConfig()
-	for _, o := range opts {
-		if err := o(&cfg); err != nil {
-			return nil, fmt.Errorf("rabbitpub: option: %w", err)
-		}
+	set, err := publisher.Apply("rabbitpub", &cfg, opts)
+	if err != nil {
+		return nil, err
 	}
-	p := &Publisher{url: url, gen: gen, cfg: cfg, slots: make(chan *slot, cfg.poolSize)}
+	if set.MaxBodySize == 0 {
+		set.MaxBodySize = DefaultMaxBodySize
+	}
+	p := &Publisher{url: url, gen: gen, cfg: cfg, set: set, slots: make(chan *slot, cfg.poolSize)}
 	for range cfg.poolSize {
 		p.slots <- &slot{}
 	}
@@ -137,7 +129,7 @@ func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now tim
 			headers[k] = v
 		}
 	}
-	l, err := publisher.Stamp(ctx, p.gen, msg, p.cfg.maxBody)
+	l, err := publisher.Stamp(ctx, p.gen, msg, p.set.MaxBodySize)
 	if err != nil {
 		return prepared{}, fmt.Errorf("rabbitpub: %w", err)
 	}
@@ -145,7 +137,7 @@ func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now tim
 		if headers == nil {
 			headers = make(amqp.Table, 1)
 		}
-		headers[HeaderCausationID] = l.CausationID.String()
+		headers[lineage.HeaderCausationID] = l.CausationID.String()
 	}
 	id := l.MessageID.String()
 	return prepared{id: id, key: rk, pub: amqp.Publishing{
@@ -186,7 +178,7 @@ func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 	}
 	defer p.active.Done()
 
-	return retry.Do(ctx, uuid.MustParse(m.id), p.cfg.backOff,
+	return retry.Do(ctx, "rabbitpub", uuid.MustParse(m.id), p.set.NewBackOff,
 		func(err error) bool { return errors.Is(err, publisher.ErrUnroutable) || isPermanent(err) },
 		func() { p.retries.Add(1) },
 		func() error { return p.publishOne(ctx, &m) })

@@ -50,11 +50,11 @@ func declareQueue(t *testing.T, url string) (string, *amqp.Channel) {
 	return q, ch
 }
 
-func toQueue(q string) rabbitpub.Option {
+func toQueue(q string) publisher.Option {
 	return rabbitpub.WithRoutingKey(func(*publisher.Message) string { return q })
 }
 
-func newPublisher(t *testing.T, url string, opts ...rabbitpub.Option) *rabbitpub.Publisher {
+func newPublisher(t *testing.T, url string, opts ...publisher.Option) *rabbitpub.Publisher {
 	t.Helper()
 	p, err := rabbitpub.New(url, gen, opts...)
 	if err != nil {
@@ -135,7 +135,7 @@ print(json.dumps(out))
 	wantID := gen.MustID(parent.MessageID, "invoice.requested", "o-1001").String()
 	d := got[0]
 	if d.MessageID != wantID || d.CorrelationID != parent.CorrelationID.String() || d.Type != "invoice.requested" ||
-		d.DeliveryMode != 2 || d.Headers[rabbitpub.HeaderCausationID] != parent.MessageID.String() ||
+		d.DeliveryMode != 2 || d.Headers[lineage.HeaderCausationID] != parent.MessageID.String() ||
 		d.Headers["tenant"] != "acme" || d.Body != `{"total":12}` {
 		t.Errorf("derived message as read by pika: %+v (want id %s)", d, wantID)
 	}
@@ -144,7 +144,7 @@ print(json.dumps(out))
 	if d.MessageID != rootID || d.CorrelationID != rootID || d.Type != "order.created" {
 		t.Errorf("root message as read by pika: %+v (want id %s)", d, rootID)
 	}
-	if _, ok := d.Headers[rabbitpub.HeaderCausationID]; ok {
+	if _, ok := d.Headers[lineage.HeaderCausationID]; ok {
 		t.Errorf("root message has a causation header: %+v", d.Headers)
 	}
 }
@@ -224,7 +224,7 @@ func TestUnroutable(t *testing.T) {
 func TestBadInputSendsNothing(t *testing.T) {
 	url := testenv.AMQPURL(t)
 	q, ch := declareQueue(t, url)
-	p := newPublisher(t, url, toQueue(q), rabbitpub.WithMaxBodySize(100))
+	p := newPublisher(t, url, toQueue(q), publisher.WithMaxBodySize(100))
 	ctx := testenv.Context(t, 30*time.Second)
 	long := strings.Repeat("x", 256)
 	tests := []struct {
@@ -366,12 +366,12 @@ func TestCloseWaitsAndRejects(t *testing.T) {
 }
 
 func TestOptionsValidated(t *testing.T) {
-	for name, opt := range map[string]rabbitpub.Option{
+	for name, opt := range map[string]publisher.Option{
 		"pool":     rabbitpub.WithPoolSize(0),
-		"body":     rabbitpub.WithMaxBodySize(0),
+		"body":     publisher.WithMaxBodySize(0),
 		"timeout":  rabbitpub.WithConfirmTimeout(0),
 		"routing":  rabbitpub.WithRoutingKey(nil),
-		"backoff":  rabbitpub.WithBackOff(nil),
+		"backoff":  publisher.WithBackoff(0, time.Second),
 		"exchange": rabbitpub.WithExchange(strings.Repeat("e", 256)),
 		"recovery": rabbitpub.WithAMQPConfig(amqp.Config{Recovery: &amqp.Recovery{}}),
 	} {

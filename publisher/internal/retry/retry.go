@@ -21,7 +21,7 @@ var ErrBackOffStop = errors.New("back-off policy gave up")
 // [*publisher.PublishError] for message id with the number of attempts; when
 // ctx ended it wraps both ctx's error and the last failure that was not the
 // context ending (a cut-off attempt says less about why than the one before).
-func Do(ctx context.Context, id uuid.UUID, newBackOff func() backoff.BackOff, permanent func(error) bool, onRetry func(), op func() error) error {
+func Do(ctx context.Context, transport string, id uuid.UUID, newBackOff func() backoff.BackOff, permanent func(error) bool, onRetry func(), op func() error) error {
 	var bo backoff.BackOff
 	var cause error
 	for attempt := 1; ; attempt++ {
@@ -30,7 +30,7 @@ func Do(ctx context.Context, id uuid.UUID, newBackOff func() backoff.BackOff, pe
 			return nil
 		}
 		if permanent(err) {
-			return &publisher.PublishError{MessageID: id, Attempts: attempt, Err: err}
+			return &publisher.PublishError{Transport: transport, MessageID: id, Attempts: attempt, Err: err}
 		}
 		if cause == nil || ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
 			cause = err
@@ -42,7 +42,7 @@ func Do(ctx context.Context, id uuid.UUID, newBackOff func() backoff.BackOff, pe
 			onRetry()
 		}
 		if werr := Wait(ctx, bo); werr != nil {
-			return &publisher.PublishError{MessageID: id, Attempts: attempt, Err: JoinCtx(werr, cause)}
+			return &publisher.PublishError{Transport: transport, MessageID: id, Attempts: attempt, Err: JoinCtx(werr, cause)}
 		}
 	}
 }

@@ -19,7 +19,7 @@ func never(error) bool { return false }
 
 func TestDoSucceedsAfterFailures(t *testing.T) {
 	calls, retries := 0, 0
-	err := Do(context.Background(), uuid.New(), fast, never, func() { retries++ }, func() error {
+	err := Do(context.Background(), "test", uuid.New(), fast, never, func() { retries++ }, func() error {
 		if calls++; calls < 3 {
 			return errors.New("nacked")
 		}
@@ -33,7 +33,7 @@ func TestDoSucceedsAfterFailures(t *testing.T) {
 func TestDoPermanent(t *testing.T) {
 	boom := errors.New("access refused")
 	id := uuid.New()
-	err := Do(context.Background(), id, fast, func(err error) bool { return errors.Is(err, boom) }, nil, func() error { return boom })
+	err := Do(context.Background(), "test", id, fast, func(err error) bool { return errors.Is(err, boom) }, nil, func() error { return boom })
 	var pe *publisher.PublishError
 	if !errors.As(err, &pe) || pe.Attempts != 1 || pe.MessageID != id || !errors.Is(err, boom) {
 		t.Fatalf("Do = %v, want a PublishError after 1 attempt wrapping the cause", err)
@@ -46,7 +46,7 @@ func TestDoContextEndKeepsCause(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	calls := 0
-	err := Do(ctx, uuid.New(), fast, never, nil, func() error {
+	err := Do(ctx, "test", uuid.New(), fast, never, nil, func() error {
 		calls++
 		if calls == 1 {
 			return errors.New("confirm timed out")
