@@ -46,10 +46,7 @@ func newFixture(n, copies int) fixture {
 func ours(b *testing.B) consumer.Handler {
 	store := dedupe.NewMemory()
 	b.Cleanup(func() { _ = store.Close() })
-	dd, err := consumer.Dedupe(store, "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
+	dd := consumer.Dedupe(store, "bench")
 	return dd(consumer.HandlerFunc(func(_ context.Context, m *consumer.Message) error { return work(m.Body) }))
 }
 
@@ -139,10 +136,7 @@ func TestFailedHandlerIsRetried(t *testing.T) {
 
 	store := dedupe.NewMemory()
 	defer store.Close()
-	dd, err := consumer.Dedupe(store, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dd := consumer.Dedupe(store, "test")
 	h := dd(consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return handle() }))
 	for range 2 { // delivery, then the redelivery after the failure
 		_ = h.Handle(context.Background(), &consumer.Message{ID: id})

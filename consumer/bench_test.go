@@ -22,10 +22,7 @@ var benchHandler = consumer.HandlerFunc(func(_ context.Context, m *consumer.Mess
 func benchChains(b *testing.B) map[string]consumer.Handler {
 	store := dedupe.NewMemory()
 	b.Cleanup(func() { _ = store.Close() })
-	dd, err := consumer.Dedupe(store, "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
+	dd := consumer.Dedupe(store, "bench")
 	return map[string]consumer.Handler{
 		"plain":         consumer.Chain(consumer.Lineage(), consumer.Recover())(benchHandler),
 		"dedupe-memory": consumer.Chain(consumer.Lineage(), dd, consumer.Recover())(benchHandler),

@@ -26,8 +26,13 @@ type Message struct {
 	CausationID uuid.UUID
 	// Type is the message type ("order.created"); may be empty.
 	Type string
-	// Key is the Kafka record key, or the RabbitMQ routing key.
+	// Key is the business key in its wire form (publisher.KeyBytes): the
+	// Kafka record key, or the RabbitMQ "message-key" header; nil when the
+	// producer sent none.
 	Key []byte
+	// RoutingKey is the RabbitMQ routing key the message was published
+	// with; empty on Kafka.
+	RoutingKey string
 	// Body is the payload.
 	Body []byte
 	// Headers holds the remaining headers as strings.
@@ -48,6 +53,26 @@ type Message struct {
 	Offset    int64
 	// Time is the broker's or producer's timestamp, when known.
 	Time time.Time
+
+	state deliveryState // the Processor's bookkeeping
+}
+
+// deliveryState is what the Processor and the dedupe middleware note about
+// one delivery.
+type deliveryState struct {
+	start     time.Time
+	begun     bool
+	runs      int  // handler runs so far
+	duplicate bool // the delivery ended as a duplicate
+	attempt   attemptState
+}
+
+// attemptState is what the dedupe middleware reports about one run of the
+// chain.
+type attemptState struct {
+	skipped   bool // the handler did not run (duplicate, in flight, store error)
+	duplicate bool
+	leaseLost bool
 }
 
 // Handler processes one message. A nil error means the message is done and
@@ -71,17 +96,21 @@ type Middleware func(Handler) Handler
 // Chain composes middlewares: Chain(a, b, c)(h) is a(b(c(h))), so a message
 // passes a first and reaches h last. Nil middlewares are skipped.
 //
-// The recommended order, outermost first:
+// [NewHandler] builds the standard chain in the right order; the transports
+// build it from their options. When composing by hand, the order is,
+// outermost first:
 //
 //	consumer.Chain(
-//		consumer.Logging(logger),     // sees the final outcome of every delivery
-//		consumer.Lineage(),           // everything below publishes with the message's lineage
-//		consumer.DeadLetter(sink),    // only if not using a transport loop's dead letter
-//		consumer.Retry(newBackOff),   // each attempt claims afresh, so an inbox never commits a failed attempt
-//		dedupe,                       // claim → handler → complete / release
-//		consumer.Timeout(d),          // keep d below the dedupe lease
-//		consumer.Recover(),           // innermost: a panic becomes an error before dedupe sees it
+//		consumer.Lineage(),         // everything below publishes with the message's lineage
+//		consumer.DeadLetter(sink),  // only when not using a transport loop's dead letter
+//		consumer.Retry(newBackOff), // each attempt claims afresh, so an inbox never commits a failed attempt
+//		consumer.Dedupe(store, "billing"),
+//		consumer.Timeout(d),        // keep d below the dedupe lease
+//		consumer.Recover(),         // innermost: a panic becomes an error before dedupe sees it
 //	)(handler)
+//
+// [Check] (which the transports' New calls) rejects the orders that break
+// a guarantee: Retry or a second Dedupe of the same scope inside Dedupe.
 func Chain(mws ...Middleware) Middleware {
 	return func(h Handler) Handler {
 		for i := len(mws) - 1; i >= 0; i-- {
@@ -109,8 +138,9 @@ var (
 	ErrMissingID = errors.New("consumer: message has no ID")
 	// ErrMalformedID: an ID header or property is not a UUID.
 	ErrMalformedID = errors.New("consumer: malformed ID")
-	// ErrClosed: the consumer was stopped.
-	ErrClosed = errors.New("consumer: closed")
+	// ErrForgedID: the message's ID is not the one its causation ID, type
+	// and key derive under the keyed generator of [WithVerifiedIDs].
+	ErrForgedID = errors.New("consumer: message ID does not match its content")
 )
 
 // InFlightError is returned by the dedupe middleware when another consumer

@@ -1,12 +1,9 @@
 package consumer_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -77,13 +74,9 @@ func TestRecover(t *testing.T) {
 	}
 }
 
-func newDedupe(t *testing.T, store dedupe.Store, opts ...consumer.DedupeOption) consumer.Middleware {
+func newDedupe(t *testing.T, store dedupe.Store, opts ...consumer.Option) consumer.Middleware {
 	t.Helper()
-	mw, err := consumer.Dedupe(store, "test-scope", opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mw
+	return consumer.Dedupe(store, "test-scope", opts...)
 }
 
 func TestDedupe(t *testing.T) {
@@ -179,14 +172,24 @@ func TestDedupe(t *testing.T) {
 		}
 	})
 	t.Run("bad config", func(t *testing.T) {
-		if _, err := consumer.Dedupe(dedupe.NewMemory(), ""); !errors.Is(err, dedupe.ErrInvalidKey) {
-			t.Fatalf("empty scope: %v", err)
+		mustPanic := func(name string, f func()) {
+			t.Helper()
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: Dedupe did not panic", name)
+				}
+			}()
+			f()
 		}
-		if _, err := consumer.Dedupe(nil, "s"); err == nil {
-			t.Fatal("nil store accepted")
+		mustPanic("empty scope", func() { consumer.Dedupe(dedupe.NewMemory(), "") })
+		mustPanic("nil store", func() { consumer.Dedupe(nil, "s") })
+		mustPanic("negative lease", func() { consumer.Dedupe(dedupe.NewMemory(), "s", consumer.WithLease(-time.Second)) })
+		h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
+		if _, err := consumer.NewHandler(h, consumer.WithDedupe(dedupe.NewMemory(), "")); !errors.Is(err, dedupe.ErrInvalidKey) {
+			t.Fatalf("NewHandler with an empty scope: %v", err)
 		}
-		if _, err := consumer.Dedupe(dedupe.NewMemory(), "s", consumer.WithLease(-time.Second)); !errors.Is(err, dedupe.ErrInvalidDuration) {
-			t.Fatalf("negative lease: %v", err)
+		if _, err := consumer.NewHandler(h, consumer.WithDedupe(nil, "s")); err == nil {
+			t.Fatal("NewHandler accepted a nil store")
 		}
 	})
 }
@@ -281,42 +284,6 @@ func TestTimeoutAndLineage(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("timeout took %v", d)
-	}
-}
-
-func TestLogging(t *testing.T) {
-	var buf bytes.Buffer
-	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	fail := errors.New("nope")
-	h := consumer.Logging(logger)(consumer.HandlerFunc(func(_ context.Context, m *consumer.Message) error {
-		if string(m.Body) == "fail" {
-			return fail
-		}
-		return nil
-	}))
-	ok, bad := msg(), msg()
-	bad.Body = []byte("fail")
-	if err := h.Handle(context.Background(), ok); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Handle(context.Background(), bad); !errors.Is(err, fail) {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	if len(lines) != 2 {
-		t.Fatalf("%d log lines, want 2:\n%s", len(lines), buf.String())
-	}
-	for i, want := range []struct {
-		m     *consumer.Message
-		level string
-	}{{ok, "DEBUG"}, {bad, "WARN"}} {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(lines[i]), &rec); err != nil {
-			t.Fatal(err)
-		}
-		if rec["level"] != want.level || rec[consumer.LogKeyMessageID] != want.m.ID.String() || rec[consumer.LogKeyCorrelationID] != want.m.CorrelationID.String() {
-			t.Fatalf("log line %d = %v", i, rec)
-		}
 	}
 }
 
@@ -444,11 +411,11 @@ func TestDedupeInboxSelection(t *testing.T) {
 	store := testsink.Postgres(t)
 	for _, tc := range []struct {
 		name   string
-		opts   []consumer.DedupeOption
+		opts   []consumer.Option
 		wantTx bool
 	}{
 		{"inbox", nil, true},
-		{"without inbox", []consumer.DedupeOption{consumer.WithoutInbox(), consumer.WithRetention(time.Hour), consumer.WithLease(time.Minute)}, false},
+		{"without inbox", []consumer.Option{consumer.WithoutInbox(), consumer.WithRetention(time.Hour), consumer.WithLease(time.Minute)}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var sawTx, called bool

@@ -9,29 +9,6 @@ import (
 	"github.com/uuidforge/uuidforge/dedupe"
 )
 
-// DedupeOption configures [Dedupe].
-type DedupeOption func(*dedupeConfig)
-
-type dedupeConfig struct {
-	lease, retention time.Duration
-	noInbox          bool
-}
-
-// WithLease sets how long a claim is held before another consumer may take
-// the message (default 0: the store's default, [dedupe.DefaultLease]). It
-// must exceed the handler's longest run ([Timeout]).
-func WithLease(d time.Duration) DedupeOption { return func(c *dedupeConfig) { c.lease = d } }
-
-// WithRetention sets how long a completed message is remembered as a
-// duplicate (default 0: the store's default; [dedupe.Forever] for replays of
-// a whole topic, where the store supports it).
-func WithRetention(d time.Duration) DedupeOption { return func(c *dedupeConfig) { c.retention = d } }
-
-// WithoutInbox makes [Dedupe] use Claim / Complete / Release even when the
-// store implements [dedupe.Inbox]. Default: a store that is an Inbox runs the
-// handler inside its transaction.
-func WithoutInbox() DedupeOption { return func(c *dedupeConfig) { c.noInbox = true } }
-
 // Dedupe returns a middleware that processes each message ID once per scope
 // (the consumer's name or group), using the claim protocol of package
 // dedupe:
@@ -46,60 +23,72 @@ func WithoutInbox() DedupeOption { return func(c *dedupeConfig) { c.noInbox = tr
 //   - a store error: an error matching [ErrStore] (and the store's own
 //     sentinel): the message is not acknowledged and waits.
 //
+// A completion that fails for a passing store error is retried with the
+// same claim for as long as its lease lasts, so a store hiccup after the
+// handler succeeded does not run the handler again; only a lost lease does.
+//
 // When store implements [dedupe.Inbox] (and [WithoutInbox] is not given) the
 // handler runs inside [dedupe.Inbox.Process]: its writes through the
 // store's transaction and the completion commit together, and a failing
-// handler leaves nothing behind.
+// handler leaves nothing behind. A transaction that cannot commit because of
+// what the handler wrote ([dedupe.ErrRolledBack]) is a handler failure,
+// retried and dead-lettered like one; only a store outage waits.
 //
+// Of opts, [WithLease], [WithRetention] and [WithoutInbox] apply. Dedupe
+// panics on a nil store, an invalid scope or an invalid option, so that it
+// can be written inline in [Chain]; [WithDedupe] reports the same as errors.
 // The middleware is safe for concurrent use if store is.
-func Dedupe(store dedupe.Store, scope string, opts ...DedupeOption) (Middleware, error) {
-	if store == nil {
-		return nil, errors.New("consumer: dedupe: nil store")
+func Dedupe(store dedupe.Store, scope string, opts ...Option) Middleware {
+	s, err := Apply("consumer", nil, append([]Option{WithDedupe(store, scope)}, opts...))
+	if err != nil {
+		panic("consumer.Dedupe: " + err.Error())
 	}
-	var cfg dedupeConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
-	if err := (dedupe.Key{Scope: scope, ID: [16]byte{1}}).Validate(); err != nil {
-		return nil, fmt.Errorf("consumer: dedupe scope %q: %w", scope, err)
-	}
-	if _, err := dedupe.LeaseOrDefault(cfg.lease, dedupe.DefaultLease); err != nil {
-		return nil, fmt.Errorf("consumer: dedupe: %w", err)
-	}
-	if _, err := dedupe.RetentionOrDefault(cfg.retention, dedupe.DefaultRetention); err != nil {
-		return nil, fmt.Errorf("consumer: dedupe: %w", err)
-	}
-	inbox, isInbox := store.(dedupe.Inbox)
-	if cfg.noInbox {
+	return dedupeMiddleware(&s)
+}
+
+func dedupeMiddleware(s *Settings) Middleware {
+	inbox, isInbox := s.Store.(dedupe.Inbox)
+	if s.NoInbox {
 		isInbox = false
 	}
+	cfg := dedupeConfig{store: s.Store, scope: s.Scope, lease: s.Lease, retention: s.Retention}
 	return func(next Handler) Handler {
 		if isInbox {
-			return &inboxHandler{next: next, inbox: inbox, scope: scope, cfg: cfg}
+			return &inboxHandler{dedupeConfig: cfg, next: next, inbox: inbox}
 		}
-		return &dedupeHandler{next: next, store: store, scope: scope, cfg: cfg}
-	}, nil
+		return &dedupeHandler{dedupeConfig: cfg, next: next}
+	}
+}
+
+type dedupeConfig struct {
+	store            dedupe.Store
+	scope            string
+	lease, retention time.Duration
 }
 
 type dedupeHandler struct {
-	next  Handler
-	store dedupe.Store
-	scope string
-	cfg   dedupeConfig
+	dedupeConfig
+	next Handler
 }
 
+func (d *dedupeHandler) layerInfo() (layerKind, Handler) { return layerDedupe, d.next }
+
 func (d *dedupeHandler) Handle(ctx context.Context, m *Message) error {
-	c, err := d.store.Claim(ctx, dedupe.Key{Scope: d.scope, ID: m.ID}, d.cfg.lease)
+	c, err := d.store.Claim(ctx, dedupe.Key{Scope: d.scope, ID: m.ID}, d.lease)
 	if err != nil {
+		m.state.attempt.skipped = true
 		return &storeError{fmt.Errorf("claim %s: %w", m.ID, err)}
 	}
 	switch c.Status {
 	case dedupe.Duplicate:
+		m.state.attempt.skipped, m.state.attempt.duplicate = true, true
 		return nil
 	case dedupe.InFlight:
+		m.state.attempt.skipped = true
 		return &InFlightError{ID: m.ID, Until: c.Until}
 	case dedupe.Acquired:
 	default:
+		m.state.attempt.skipped = true
 		return &storeError{fmt.Errorf("claim %s: unexpected status %s", m.ID, c.Status)}
 	}
 	done := false
@@ -118,36 +107,83 @@ func (d *dedupeHandler) Handle(ctx context.Context, m *Message) error {
 		}
 		return herr
 	}
-	if err := d.store.Complete(context.WithoutCancel(ctx), c, d.cfg.retention); err != nil {
+	if err := d.complete(ctx, c); err != nil {
+		if errors.Is(err, dedupe.ErrLeaseLost) {
+			m.state.attempt.leaseLost = true
+		}
 		return &storeError{fmt.Errorf("complete %s: %w", m.ID, err)}
 	}
 	return nil
 }
 
+// complete stores c's completion, retrying a failure other than a lost
+// lease with the same claim while the lease lasts: the work is done, and
+// running the handler again would repeat its effect.
+func (d *dedupeHandler) complete(ctx context.Context, c dedupe.Claim) error {
+	bg := context.WithoutCancel(ctx)
+	wait := 10 * time.Millisecond
+	for {
+		err := d.store.Complete(bg, c, d.retention)
+		if err == nil || errors.Is(err, dedupe.ErrLeaseLost) || errors.Is(err, dedupe.ErrNotAcquired) ||
+			errors.Is(err, dedupe.ErrInvalidKey) || errors.Is(err, dedupe.ErrInvalidDuration) || errors.Is(err, dedupe.ErrClosed) {
+			return err
+		}
+		// Stop in time for the lease: past it another consumer may claim
+		// the message, and the completion would fail anyway.
+		if c.Until.IsZero() || time.Until(c.Until) < wait+completeMargin {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// completeMargin is kept between the last completion attempt and the end
+// of the lease.
+const completeMargin = 50 * time.Millisecond
+
 type inboxHandler struct {
+	dedupeConfig
 	next  Handler
 	inbox dedupe.Inbox
-	scope string
-	cfg   dedupeConfig
 }
+
+func (d *inboxHandler) layerInfo() (layerKind, Handler) { return layerDedupe, d.next }
 
 func (d *inboxHandler) Handle(ctx context.Context, m *Message) error {
 	var herr error
 	called := false
-	st, err := d.inbox.Process(ctx, dedupe.Key{Scope: d.scope, ID: m.ID}, d.cfg.lease, d.cfg.retention,
+	st, err := d.inbox.Process(ctx, dedupe.Key{Scope: d.scope, ID: m.ID}, d.lease, d.retention,
 		func(ctx context.Context) error {
 			called = true
 			herr = d.next.Handle(ctx, m)
 			return herr
 		})
+	if !called {
+		m.state.attempt.skipped = true
+	}
 	if herr != nil {
 		return herr
 	}
 	if err != nil {
+		if called && errors.Is(err, dedupe.ErrRolledBack) {
+			// The handler's own writes made the commit fail: its failure.
+			return fmt.Errorf("consumer: inbox %s: %w", m.ID, err)
+		}
+		if errors.Is(err, dedupe.ErrLeaseLost) {
+			m.state.attempt.leaseLost = true
+		}
 		return &storeError{fmt.Errorf("process %s: %w", m.ID, err)}
 	}
 	switch st {
 	case dedupe.Duplicate:
+		m.state.attempt.duplicate = true
 		return nil
 	case dedupe.InFlight:
 		return &InFlightError{ID: m.ID, Until: time.Now().Add(time.Second)}

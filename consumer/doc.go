@@ -2,30 +2,31 @@
 // or a producer delivers the message, without losing a message to a failure,
 // a crash or a restart.
 //
-// A [Handler] processes one transport-neutral [Message]; [Middleware] wraps
-// handlers like net/http middleware and [Chain] composes them. The
-// middlewares are [Recover], [Lineage], [Dedupe], [Retry], [DeadLetter],
-// [Timeout] and [Logging]; see [Chain] for the recommended order. The
-// transport loops live in the subpackages rabbitmq and kafka; both retry a
-// failing message in place ([Processor]), dead-letter it after N attempts,
-// and acknowledge or commit only after the handler succeeded and the dedupe
-// completion is stored.
+// A [Handler] processes one transport-neutral [Message]. The transport loops
+// (packages rabbitsub and kafkasub) wrap it in the standard chain —
+// [Lineage], [Dedupe], [Timeout], [Recover], in the order that keeps every
+// guarantee — retry a failing message in place ([Processor]), dead-letter it
+// after N attempts, and acknowledge or commit only after the handler
+// succeeded and the dedupe completion is stored. One [Option] list
+// configures all of it; transport options are of the same type:
 //
-//	store := dedupe.NewMemory()
-//	dd, err := consumer.Dedupe(store, "billing")
-//	if err != nil { ... }
-//	h := consumer.Chain(
-//		consumer.Logging(nil),
-//		consumer.Lineage(),
-//		dd,
-//		consumer.Timeout(10*time.Second),
-//		consumer.Recover(),
-//	)(consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
-//		return charge(ctx, m.ID, m.Body)
-//	}))
-//	c, err := rabbitmq.New(rabbitmq.DialURL(url), "billing", h)
+//	store := dedupe.NewMemory() // or redisstore, pgstore (the transactional inbox), boltstore
+//	handle := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+//		return charge(ctx, m.ID, m.Key, m.Body) // publishing from here derives IDs from m
+//	})
+//	c, err := rabbitsub.New(url, "billing", handle,
+//		consumer.WithDedupe(store, "billing"),   // scope: this consumer's name or group
+//		consumer.WithTimeout(10*time.Second),    // below the lease
+//		consumer.WithMaxAttempts(5),
+//		rabbitsub.WithPrefetch(32))
 //	if err != nil { ... }
 //	err = c.Run(ctx) // until ctx is done
+//
+// [NewHandler] builds the same chain for running it another way; [Chain]
+// composes middlewares by hand and [Check] rejects orders that break a
+// guarantee. Every outcome — processed, duplicate, waiting for another
+// consumer's lease, retry, dead-lettered, abandoned — reaches the logger
+// ([WithLogger], [LogObserver]) and any [Observer] ([WithObserver]).
 //
 // Guarantees: a message is acknowledged only after its handler returned nil
 // and the store recorded it done (or it was a duplicate, or it was stored in
@@ -36,7 +37,9 @@
 // once. A store outage stops acknowledgements; messages wait and are
 // processed when it answers again.
 //
-// Messages without an ID get a content ID ([ContentID], see
-// forge/SPEC.md (section "Content IDs")) unless [MissingIDDeadLetter] is chosen; malformed IDs
-// go to the dead letter with the reason.
+// Messages without an ID get a content ID ([ContentID], see forge/SPEC.md,
+// section "Content IDs") unless [MissingIDDeadLetter] is chosen; malformed
+// IDs go to the dead letter with the reason. [WithVerifiedIDs] also
+// dead-letters messages whose ID is not the keyed derivation of their
+// content.
 package consumer

@@ -18,12 +18,8 @@ import (
 func ExampleDedupe() {
 	store := dedupe.NewMemory()
 	defer store.Close()
-	dd, err := consumer.Dedupe(store, "billing")
-	if err != nil {
-		panic(err)
-	}
 	calls := 0
-	h := consumer.Chain(consumer.Lineage(), dd, consumer.Recover())(
+	h := consumer.Chain(consumer.Lineage(), consumer.Dedupe(store, "billing"), consumer.Recover())(
 		consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
 			calls++
 			if calls == 1 {

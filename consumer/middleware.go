@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime/debug"
 	"time"
 
@@ -32,30 +31,62 @@ func (e *PanicError) Unwrap() error {
 	return err
 }
 
+// layerKind names the middlewares of this package, so that [Check] can see
+// the order of a chain.
+type layerKind int
+
+const (
+	layerRecover layerKind = iota + 1
+	layerLineage
+	layerTimeout
+	layerRetry
+	layerDeadLetter
+	layerDedupe
+	layerVerify
+)
+
+// layer is implemented by the handlers the middlewares of this package
+// return.
+type layer interface {
+	Handler
+	layerInfo() (kind layerKind, next Handler)
+}
+
+// wrapped is a middleware handler of this package around next.
+type wrapped struct {
+	kind layerKind
+	next Handler
+	fn   func(ctx context.Context, m *Message) error
+}
+
+func (w *wrapped) Handle(ctx context.Context, m *Message) error { return w.fn(ctx, m) }
+func (w *wrapped) layerInfo() (layerKind, Handler)              { return w.kind, w.next }
+
 // Recover turns a panic in the next handler into a *[PanicError] carrying
 // the stack. A panic is an ordinary (retryable) failure: the message is not
 // acknowledged. Put it innermost so that dedupe releases the claim.
 func Recover() Middleware {
 	return func(next Handler) Handler {
-		return HandlerFunc(func(ctx context.Context, m *Message) (err error) {
+		return &wrapped{kind: layerRecover, next: next, fn: func(ctx context.Context, m *Message) (err error) {
 			defer func() {
 				if v := recover(); v != nil {
 					err = &PanicError{Value: v, Stack: debug.Stack()}
 				}
 			}()
 			return next.Handle(ctx, m)
-		})
+		}}
 	}
 }
 
 // Lineage puts the message's lineage (ID, correlation, causation, type) into
 // the context with [lineage.NewContext], so a publisher used by the handler
-// derives the IDs of the messages it sends from it.
+// derives the IDs of the messages it sends from it. The standard chain
+// ([NewHandler]) and the transports always include it.
 func Lineage() Middleware {
 	return func(next Handler) Handler {
-		return HandlerFunc(func(ctx context.Context, m *Message) error {
+		return &wrapped{kind: layerLineage, next: next, fn: func(ctx context.Context, m *Message) error {
 			return next.Handle(lineage.NewContext(ctx, LineageOf(m)), m)
-		})
+		}}
 	}
 }
 
@@ -72,19 +103,21 @@ func Timeout(d time.Duration) Middleware {
 		if d <= 0 {
 			return next
 		}
-		return HandlerFunc(func(ctx context.Context, m *Message) error {
+		return &wrapped{kind: layerTimeout, next: next, fn: func(ctx context.Context, m *Message) error {
 			ctx, cancel := context.WithTimeout(ctx, d)
 			defer cancel()
 			return next.Handle(ctx, m)
-		})
+		}}
 	}
 }
 
 // Retry runs the next handler again after a failure, waiting as newBackOff's
 // policy says (nil: an exponential backoff of at most 30 s in all). It does
-// not retry a [Permanent] error, an [ErrInFlight] error (the loops wait for
-// the holder's lease instead), or once ctx is done; it returns the last
-// error. newBackOff is called once per message, since a BackOff has state.
+// not retry a [Permanent] error, a [Waiting] error (the loops wait for the
+// holder's lease or the store instead), or once ctx is done; it returns the
+// last error. newBackOff is called once per message, since a BackOff has
+// state. The transport loops retry by themselves; Retry is for chains run
+// another way. Put it outside [Dedupe] ([Check] rejects it inside).
 func Retry(newBackOff func() backoff.BackOff) Middleware {
 	if newBackOff == nil {
 		newBackOff = func() backoff.BackOff {
@@ -95,14 +128,14 @@ func Retry(newBackOff func() backoff.BackOff) Middleware {
 		}
 	}
 	return func(next Handler) Handler {
-		return HandlerFunc(func(ctx context.Context, m *Message) error {
+		return &wrapped{kind: layerRetry, next: next, fn: func(ctx context.Context, m *Message) error {
 			var last error
 			op := func() error {
 				last = next.Handle(ctx, m)
 				if last == nil {
 					return nil
 				}
-				if IsPermanent(last) || errors.Is(last, ErrInFlight) {
+				if IsPermanent(last) || Waiting(last) {
 					return backoff.Permanent(last)
 				}
 				m.Attempt++
@@ -116,7 +149,7 @@ func Retry(newBackOff func() backoff.BackOff) Middleware {
 				return last
 			}
 			return err
-		})
+		}}
 	}
 }
 
@@ -142,7 +175,7 @@ func ShouldDeadLetter(err error, attempt, maxAttempts int) bool {
 // this middleware when running the chain another way.
 func DeadLetter(dl DeadLetterFunc) Middleware {
 	return func(next Handler) Handler {
-		return HandlerFunc(func(ctx context.Context, m *Message) error {
+		return &wrapped{kind: layerDeadLetter, next: next, fn: func(ctx context.Context, m *Message) error {
 			err := next.Handle(ctx, m)
 			if !ShouldDeadLetter(err, m.Attempt, 0) {
 				return err
@@ -151,50 +184,6 @@ func DeadLetter(dl DeadLetterFunc) Middleware {
 				return errors.Join(err, fmt.Errorf("consumer: dead letter %s: %w", m.ID, dlErr))
 			}
 			return nil
-		})
+		}}
 	}
 }
-
-// Logging logs every handler call on logger (nil: slog.Default()) with the
-// attributes message_id, correlation_id, causation_id, message_type,
-// attempt and duration: at Debug on success, at Warn on failure with the
-// error.
-func Logging(logger *slog.Logger) Middleware {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	return func(next Handler) Handler {
-		return HandlerFunc(func(ctx context.Context, m *Message) error {
-			start := time.Now()
-			err := next.Handle(ctx, m)
-			level, msg := slog.LevelDebug, "message handled"
-			if err != nil {
-				level, msg = slog.LevelWarn, "message failed"
-			}
-			if !logger.Enabled(ctx, level) {
-				return err
-			}
-			attrs := []slog.Attr{
-				slog.String(LogKeyMessageID, m.ID.String()),
-				slog.String(LogKeyCorrelationID, m.CorrelationID.String()),
-				slog.String(LogKeyCausationID, m.CausationID.String()),
-				slog.String(LogKeyMessageType, m.Type),
-				slog.Int("attempt", m.Attempt),
-				slog.Duration("duration", time.Since(start)),
-			}
-			if err != nil {
-				attrs = append(attrs, slog.Any("error", err))
-			}
-			logger.LogAttrs(ctx, level, msg, attrs...)
-			return err
-		})
-	}
-}
-
-// Log attribute keys used by [Logging] and the transport loops.
-const (
-	LogKeyMessageID     = "message_id"
-	LogKeyCorrelationID = "correlation_id"
-	LogKeyCausationID   = "causation_id"
-	LogKeyMessageType   = "message_type"
-)

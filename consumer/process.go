@@ -15,14 +15,15 @@ import (
 type Outcome int
 
 const (
-	// OutcomeAck: the handler succeeded (or the message is a duplicate): acknowledge
-	// or commit it.
+	// OutcomeAck: the handler succeeded (or the message is a duplicate):
+	// acknowledge or commit it.
 	OutcomeAck Outcome = iota + 1
-	// OutcomeDeadLetter: store the message in the dead letter with the returned
-	// reason, then acknowledge it — never before the dead letter is stored.
+	// OutcomeDeadLetter: store the message in the dead letter with the
+	// returned reason, then acknowledge it — never before the dead letter
+	// is stored.
 	OutcomeDeadLetter
-	// OutcomeAbandon: the consumer is stopping; neither acknowledge nor commit, the
-	// broker delivers the message again.
+	// OutcomeAbandon: the consumer is stopping; neither acknowledge nor
+	// commit, the broker delivers the message again.
 	OutcomeAbandon
 )
 
@@ -39,30 +40,81 @@ func (o Outcome) String() string {
 	return fmt.Sprintf("Outcome(%d)", int(o))
 }
 
-// Defaults of the retry policy shared by the transport loops.
-const (
-	DefaultMaxAttempts = 5
-	DefaultMinBackoff  = 50 * time.Millisecond
-	DefaultMaxBackoff  = 5 * time.Second
-)
-
-// Processor runs a handler for one delivery under the retry policy the
-// transport loops share: a failure is retried in place with exponential
+// Processor runs a handler chain for one delivery under the retry policy
+// the transport loops share: a failure is retried in place with exponential
 // backoff, without moving past the message; a [Permanent] error, or any
-// other error on the MaxAttempts-th attempt, asks for the dead letter; an
-// [ErrInFlight] or [ErrStore] error is retried without limit (waiting until
-// the holder's lease ends), since the message must wait rather than be
-// dropped. A zero Processor is not usable: set Handler. It is safe for
-// concurrent use; each call has its own state.
+// other error on the MaxAttempts-th run of the handler, asks for the dead
+// letter; an [ErrInFlight] or [ErrStore] error waits (for the holder's
+// lease, for the store) without counting an attempt, since the message must
+// wait rather than be dropped.
+//
+// A transport calls [Processor.Begin], then Process, then, once it has
+// acknowledged, dead-lettered or handed back the message, [Processor.End];
+// the Observer sees each step. Build it with [Settings.Processor], or set
+// the fields; Handler is required. It is safe for concurrent use; each
+// delivery has its own state.
 type Processor struct {
 	// Handler is the handler chain.
 	Handler Handler
-	// MaxAttempts bounds the attempts for ordinary errors (0:
+	// MaxAttempts bounds the runs of the handler for ordinary errors (0:
 	// [DefaultMaxAttempts]).
 	MaxAttempts int
 	// MinBackoff and MaxBackoff bound the wait between attempts (0: the
 	// defaults).
 	MinBackoff, MaxBackoff time.Duration
+	// Observer receives the delivery's events; nil: none.
+	Observer Observer
+}
+
+// Processor returns the Processor of these settings for the handler chain
+// h, with the logger and observers of the settings.
+func (s *Settings) Processor(h Handler) *Processor {
+	return &Processor{
+		Handler:     h,
+		MaxAttempts: s.MaxAttempts,
+		MinBackoff:  s.MinBackoff,
+		MaxBackoff:  s.MaxBackoff,
+		Observer:    JoinObservers(LogObserver(s.Logger, s.MaxAttempts), s.Observer),
+	}
+}
+
+// Begin starts the delivery of m: it notes the time and gives the Observer
+// its DeliveryStart. The handler runs with the returned context (pass it to
+// Process as work) and End receives it.
+func (p *Processor) Begin(ctx context.Context, m *Message) context.Context {
+	m.state.start = time.Now()
+	m.state.begun = true
+	if p.Observer != nil {
+		return p.Observer.DeliveryStart(ctx, m)
+	}
+	return ctx
+}
+
+// End reports how the delivery of m ended, with ctx from Begin: outcome is
+// what the transport did ([OutcomeAck]: acknowledged, a processed message
+// or a duplicate; [OutcomeDeadLetter]: its dead letter is stored;
+// [OutcomeAbandon]: handed back), err the dead-letter reason or why it was
+// handed back.
+func (p *Processor) End(ctx context.Context, m *Message, outcome Outcome, err error) {
+	if p.Observer == nil {
+		return
+	}
+	d := Delivery{Err: err, Attempts: m.state.runs}
+	if m.state.begun {
+		d.Duration = time.Since(m.state.start)
+	}
+	switch outcome {
+	case OutcomeAck:
+		d.Result, d.Err = Processed, nil
+		if m.state.duplicate {
+			d.Result = Duplicate
+		}
+	case OutcomeDeadLetter:
+		d.Result = DeadLettered
+	default:
+		d.Result = Abandoned
+	}
+	p.Observer.DeliveryDone(ctx, m, d)
 }
 
 // Process runs the handler for m until it succeeds, asks for the dead
@@ -82,32 +134,52 @@ func (p *Processor) Process(stop, work context.Context, m *Message) (Outcome, er
 			timer.Stop()
 		}
 	}()
-	for attempt := 1; ; attempt++ {
-		m.Attempt = attempt
+	failures := 0
+	for {
+		m.state.attempt = attemptState{}
+		m.Attempt = m.state.runs + 1
+		start := time.Now()
 		err := p.handle(work, m)
+		if !m.state.attempt.skipped {
+			m.state.runs++
+		}
+		m.Attempt = max(m.state.runs, 1)
 		if err == nil {
+			m.state.duplicate = m.state.attempt.duplicate
 			return OutcomeAck, nil
 		}
 		if work.Err() != nil {
 			return OutcomeAbandon, err
 		}
-		if ShouldDeadLetter(err, attempt, maxAttempts) {
-			return OutcomeDeadLetter, err
+		a := Attempt{Next: NextRetry, Err: err, Duration: time.Since(start), LeaseLost: m.state.attempt.leaseLost}
+		switch {
+		case errors.Is(err, ErrInFlight):
+			a.Next = NextWaitLease
+		case Waiting(err):
+			a.Next = NextWaitStore
+		default:
+			failures++
+			if ShouldDeadLetter(err, failures, maxAttempts) {
+				return OutcomeDeadLetter, err
+			}
 		}
 		if b == nil {
 			b = p.Backoff()
 		}
-		wait := b.NextBackOff()
+		a.Wait = b.NextBackOff()
 		var inFlight *InFlightError
 		if errors.As(err, &inFlight) && !inFlight.Until.IsZero() {
-			if d := time.Until(inFlight.Until); d > 0 && d < wait {
-				wait = d
+			if d := time.Until(inFlight.Until); d > 0 && d < a.Wait {
+				a.Wait = d
 			}
 		}
+		if p.Observer != nil {
+			p.Observer.AttemptDone(work, m, a)
+		}
 		if timer == nil {
-			timer = time.NewTimer(wait)
+			timer = time.NewTimer(a.Wait)
 		} else {
-			timer.Reset(wait)
+			timer.Reset(a.Wait)
 		}
 		select {
 		case <-stop.Done():

@@ -66,14 +66,11 @@ func BenchmarkConsume(b *testing.B) {
 			}))
 			mws := []consumer.Middleware{consumer.Lineage()}
 			if name == "dedupe-memory" {
-				dd, err := consumer.Dedupe(testsink.Memory(b), group)
-				if err != nil {
-					b.Fatal(err)
-				}
+				dd := consumer.Dedupe(testsink.Memory(b), group)
 				mws = append(mws, dd)
 			}
 			h = consumer.Chain(append(mws, consumer.Recover())...)(h)
-			c, err := kafkasub.New(readerConfig(k.Brokers(), topic, group), h, kafkasub.WithPartitionParallelism(3))
+			c, err := kafkasub.New(k.Brokers(), topic, group, h, kafkasub.WithPartitionParallelism(3))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -6,8 +6,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	kafkago "github.com/segmentio/kafka-go"
-
 	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/consumer/kafkasub"
 	"github.com/uuidforge/uuidforge/dedupe"
@@ -20,18 +18,14 @@ import (
 func ExampleNew() {
 	store := dedupe.NewMemory()
 	defer store.Close()
-	dd, err := consumer.Dedupe(store, "billing")
-	if err != nil {
-		log.Fatal(err)
-	}
-	h := consumer.Chain(consumer.Lineage(), dd, consumer.Recover())(
-		consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
-			log.Printf("%s partition %d offset %d: %s", m.ID, m.Partition, m.Offset, m.Body)
-			return nil
-		}))
-	c, err := kafkasub.New(kafkago.ReaderConfig{
-		Brokers: []string{"localhost:9092"}, GroupID: "billing", Topic: "orders",
-	}, h, kafkasub.WithPartitionParallelism(3), kafkasub.WithMaxAttempts(5))
+	handle := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		log.Printf("%s partition %d offset %d: %s", m.ID, m.Partition, m.Offset, m.Body)
+		return nil
+	})
+	c, err := kafkasub.New([]string{"localhost:9092"}, "orders", "billing", handle,
+		consumer.WithDedupe(store, "billing"),
+		consumer.WithMaxAttempts(5),
+		kafkasub.WithPartitionParallelism(3))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -12,138 +11,173 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/uuidforge/uuidforge/consumer"
-	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/lineage"
 )
 
-// Header names and defaults.
-const (
-	// HeaderDeadLetterReason carries why a record was dead-lettered.
-	HeaderDeadLetterReason = "x-dead-letter-reason"
-	// HeaderOriginalTopic, HeaderOriginalPartition and HeaderOriginalOffset
-	// locate the original of a dead-lettered record.
-	HeaderOriginalTopic     = "x-original-topic"
-	HeaderOriginalPartition = "x-original-partition"
-	HeaderOriginalOffset    = "x-original-offset"
-	// HeaderAttempts carries how many handler attempts a dead-lettered
-	// record had.
-	HeaderAttempts = "x-attempts"
-
-	// DeadLetterSuffix is appended to the topic to name the default dead
-	// letter topic.
-	DeadLetterSuffix = ".dead-letter"
-
-	DefaultShutdownTimeout = 30 * time.Second
-)
-
-// Option configures [New].
-type Option func(*config)
-
+// config is this transport's own configuration; the shared one is
+// consumer.Settings.
 type config struct {
 	parallel int
-	gen      *forge.Generator
-	missing  consumer.MissingIDPolicy
 	dl       *kafkago.Writer
-	proc     consumer.Processor
-	logger   *slog.Logger
-	shutdown time.Duration
+	dlTopic  string
+	rc       kafkago.ReaderConfig
 }
 
 // WithPartitionParallelism handles up to n partitions at once, one goroutine
-// per partition, each in order (default 1: one record at a time).
-func WithPartitionParallelism(n int) Option { return func(c *config) { c.parallel = n } }
-
-// WithGenerator sets the generator for content IDs (default: forge.New(
-// [consumer.DefaultContentNamespace])). All members of a group must use the
-// same one.
-func WithGenerator(g *forge.Generator) Option { return func(c *config) { c.gen = g } }
-
-// WithMissingID sets what happens to a record without a "message-id" header
-// (default [consumer.MissingIDContent]).
-func WithMissingID(p consumer.MissingIDPolicy) Option { return func(c *config) { c.missing = p } }
-
-// WithDeadLetterWriter sets the writer dead letters go to; its Topic must be
-// set, and it should require all acks. The consumer does not close it.
-// Default: a writer on the reader's brokers to the topic + [DeadLetterSuffix],
-// RequireAll, creating the topic if the cluster allows it.
-func WithDeadLetterWriter(w *kafkago.Writer) Option { return func(c *config) { c.dl = w } }
-
-// WithMaxAttempts sets how often a failing record is handled, in place and
-// with backoff, before it is dead-lettered (default
-// [consumer.DefaultMaxAttempts]).
-func WithMaxAttempts(n int) Option { return func(c *config) { c.proc.MaxAttempts = n } }
-
-// WithBackoff bounds the wait between attempts and between dead-letter
-// writes (default [consumer.DefaultMinBackoff] to
-// [consumer.DefaultMaxBackoff]; 0 keeps a default; min may not exceed max).
-func WithBackoff(min, max time.Duration) Option {
-	return func(c *config) { c.proc.MinBackoff, c.proc.MaxBackoff = min, max }
-}
-
-// WithLogger sets the logger (default slog.Default()).
-func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
-
-// WithShutdownTimeout sets how long in-flight handlers may run after Run's
-// context is done before their context is cancelled (default
-// [DefaultShutdownTimeout]). Cancelled work is not committed.
-func WithShutdownTimeout(d time.Duration) Option { return func(c *config) { c.shutdown = d } }
-
-// Consumer runs a handler for every record of a consumer group. Create it
-// with [New]; Run may be called again after it returned (each Run is a new
-// group member), but not concurrently with itself.
-type Consumer struct {
-	rc  kafkago.ReaderConfig
-	cfg config
-}
-
-// New returns a consumer that reads with a kafka-go Reader built from rc
-// and passes each record to h (usually a [consumer.Chain] including
-// [consumer.Dedupe]). rc must name a GroupID and one Topic, and must not set
-// CommitInterval: offsets are committed synchronously, one processed record
-// at a time.
-func New(rc kafkago.ReaderConfig, h consumer.Handler, opts ...Option) (*Consumer, error) {
-	switch {
-	case h == nil:
-		return nil, errors.New("kafkasub: nil handler")
-	case rc.GroupID == "":
-		return nil, errors.New("kafkasub: ReaderConfig.GroupID is required")
-	case rc.Topic == "" || len(rc.GroupTopics) > 0:
-		return nil, errors.New("kafkasub: ReaderConfig needs exactly one Topic (GroupTopics is not supported)")
-	case rc.CommitInterval != 0:
-		return nil, errors.New("kafkasub: ReaderConfig.CommitInterval must be 0 (synchronous commits)")
-	case len(rc.Brokers) == 0:
-		return nil, errors.New("kafkasub: ReaderConfig.Brokers is empty")
-	}
-	cfg := config{parallel: 1, shutdown: DefaultShutdownTimeout}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	cfg.proc.Handler = h
-	switch {
-	case cfg.parallel < 1:
-		return nil, fmt.Errorf("kafkasub: partition parallelism %d", cfg.parallel)
-	case cfg.proc.MaxAttempts < 0:
-		return nil, fmt.Errorf("kafkasub: max attempts %d", cfg.proc.MaxAttempts)
-	case cfg.proc.MinBackoff < 0 || cfg.proc.MaxBackoff < 0 || (cfg.proc.MaxBackoff > 0 && cfg.proc.MinBackoff > cfg.proc.MaxBackoff):
-		return nil, fmt.Errorf("kafkasub: backoff between %v and %v", cfg.proc.MinBackoff, cfg.proc.MaxBackoff)
-	case cfg.shutdown < 0:
-		return nil, fmt.Errorf("kafkasub: shutdown timeout %v", cfg.shutdown)
-	case cfg.missing != consumer.MissingIDContent && cfg.missing != consumer.MissingIDDeadLetter:
-		return nil, fmt.Errorf("kafkasub: missing-ID policy %d", cfg.missing)
-	case cfg.dl != nil && cfg.dl.Topic == "":
-		return nil, errors.New("kafkasub: the dead-letter writer needs a Topic")
-	}
-	if cfg.gen == nil {
-		g, err := forge.New(consumer.DefaultContentNamespace)
-		if err != nil {
-			return nil, fmt.Errorf("kafkasub: content generator: %w", err)
+// per partition, each in order. Default: 1 (one record at a time).
+func WithPartitionParallelism(n int) consumer.Option {
+	return consumer.TransportOption("kafkasub.WithPartitionParallelism", func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("%d < 1", n)
 		}
-		cfg.gen = g
+		c.parallel = n
+		return nil
+	})
+}
+
+// Offset says where a consumer group that has no committed offset starts.
+type Offset int
+
+const (
+	// FirstOffset starts a new group at the oldest record (the default), so
+	// a new consumer also processes what was published before it started.
+	FirstOffset Offset = iota
+	// LastOffset starts a new group after the newest record.
+	LastOffset
+)
+
+// WithStartOffset sets where a group with no committed offset starts.
+// Default: [FirstOffset].
+func WithStartOffset(o Offset) consumer.Option {
+	return consumer.TransportOption("kafkasub.WithStartOffset", func(c *config) error {
+		switch o {
+		case FirstOffset:
+			c.rc.StartOffset = kafkago.FirstOffset
+		case LastOffset:
+			c.rc.StartOffset = kafkago.LastOffset
+		default:
+			return fmt.Errorf("unknown offset %d", o)
+		}
+		return nil
+	})
+}
+
+// WithSessionTimeout sets how long the group waits for a member that
+// stopped sending heartbeats before it hands the member's partitions to
+// others. Default: 6 s (the broker's group.min.session.timeout.ms by
+// default).
+func WithSessionTimeout(d time.Duration) consumer.Option {
+	return consumer.TransportOption("kafkasub.WithSessionTimeout", func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("%v <= 0", d)
+		}
+		c.rc.SessionTimeout = d
+		return nil
+	})
+}
+
+// WithDeadLetterTopic writes dead letters to topic on the same cluster.
+// Default: the consumed topic followed by [consumer.DeadLetterSuffix].
+func WithDeadLetterTopic(topic string) consumer.Option {
+	return consumer.TransportOption("kafkasub.WithDeadLetterTopic", func(c *config) error {
+		if topic == "" {
+			return errors.New("empty topic")
+		}
+		c.dlTopic, c.dl = topic, nil
+		return nil
+	})
+}
+
+// WithDeadLetterWriter is an escape hatch: dead letters go to w, a kafka-go
+// writer the caller configures (another cluster, its own transport). Its
+// Topic must be set and it should require all acks; the consumer does not
+// close it. It replaces [WithDeadLetterTopic].
+func WithDeadLetterWriter(w *kafkago.Writer) consumer.Option {
+	return consumer.TransportOption("kafkasub.WithDeadLetterWriter", func(c *config) error {
+		if w == nil || w.Topic == "" {
+			return errors.New("the writer needs a Topic")
+		}
+		c.dl = w
+		return nil
+	})
+}
+
+// WithReaderConfig is an escape hatch: f may change the kafka-go
+// ReaderConfig the consumer reads with (TLS and SASL through its Dialer,
+// fetch sizes, timers). New validates the result: Brokers, Topic and
+// GroupID must stay as given to New, GroupTopics and Partition must stay
+// unset, and CommitInterval must stay 0 (offsets are committed
+// synchronously, only after a record is done).
+func WithReaderConfig(f func(*kafkago.ReaderConfig)) consumer.Option {
+	return consumer.TransportOption("kafkasub.WithReaderConfig", func(c *config) error {
+		if f == nil {
+			return errors.New("nil function")
+		}
+		f(&c.rc)
+		return nil
+	})
+}
+
+// Consumer runs a handler for every record of a topic in a consumer group.
+// Create it with [New]; Run may be called again after it returned (each Run
+// is a new group member), but not concurrently with itself.
+type Consumer struct {
+	cfg  config
+	set  consumer.Settings
+	proc *consumer.Processor
+}
+
+// New returns a consumer that reads topic as a member of group from the
+// cluster reachable at brokers (host:port bootstrap addresses), and passes
+// each record to h wrapped in the standard chain of opts
+// ([consumer.NewHandler]: lineage, deduplication with [consumer.WithDedupe],
+// timeout, recovery). New does no I/O.
+//
+// The reader uses timers sized for low latency instead of kafka-go's
+// defaults (which make joining a group and the first fetch take many
+// seconds): MaxWait 50ms, HeartbeatInterval 100ms, SessionTimeout 6s,
+// RebalanceTimeout 2s, JoinGroupBackoff 100ms, ReadBackoffMin 10ms,
+// ReadBackoffMax 50ms, PartitionWatchInterval 100ms.
+func New(brokers []string, topic, group string, h consumer.Handler, opts ...consumer.Option) (*Consumer, error) {
+	switch {
+	case len(brokers) == 0:
+		return nil, errors.New("kafkasub: no brokers")
+	case topic == "":
+		return nil, errors.New("kafkasub: empty topic")
+	case group == "":
+		return nil, errors.New("kafkasub: empty group")
 	}
-	if cfg.logger == nil {
-		cfg.logger = slog.Default()
+	cfg := config{parallel: 1, rc: kafkago.ReaderConfig{
+		Brokers: brokers, Topic: topic, GroupID: group, StartOffset: kafkago.FirstOffset,
+		MaxWait: 50 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second,
+		JoinGroupBackoff: 100 * time.Millisecond, ReadBackoffMin: 10 * time.Millisecond,
+		ReadBackoffMax: 50 * time.Millisecond, PartitionWatchInterval: 100 * time.Millisecond,
+	}}
+	set, err := consumer.Apply("kafkasub", &cfg, opts)
+	if err != nil {
+		return nil, err
 	}
-	return &Consumer{rc: rc, cfg: cfg}, nil
+	rc := cfg.rc
+	switch {
+	case rc.GroupID != group || rc.Topic != topic || len(rc.GroupTopics) > 0 || rc.Partition != 0:
+		return nil, errors.New("kafkasub: WithReaderConfig must not change the group, the topic or the partition")
+	case rc.CommitInterval != 0:
+		return nil, errors.New("kafkasub: WithReaderConfig: CommitInterval must stay 0 (offsets are committed synchronously)")
+	case len(rc.Brokers) == 0:
+		return nil, errors.New("kafkasub: WithReaderConfig emptied Brokers")
+	}
+	if err := rc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafkasub: reader config: %w", err)
+	}
+	if cfg.dlTopic == "" {
+		cfg.dlTopic = topic + consumer.DeadLetterSuffix
+	}
+	chain, err := set.Chain(h)
+	if err != nil {
+		return nil, err
+	}
+	return &Consumer{cfg: cfg, set: set, proc: set.Processor(chain)}, nil
 }
 
 // Run consumes until ctx is done. For each record it runs the handler
@@ -154,25 +188,27 @@ func New(rc kafkago.ReaderConfig, h consumer.Handler, opts ...Option) (*Consumer
 // finished are not committed and come back to the group. It returns an
 // error when the reader fails for a reason other than ctx.
 func (c *Consumer) Run(ctx context.Context) error {
-	r := kafkago.NewReader(c.rc)
+	r := kafkago.NewReader(c.cfg.rc)
 	defer r.Close()
 	dl := c.cfg.dl
 	if dl == nil {
 		dl = &kafkago.Writer{
-			Addr: kafkago.TCP(c.rc.Brokers...), Topic: c.rc.Topic + DeadLetterSuffix,
+			Addr: kafkago.TCP(c.cfg.rc.Brokers...), Topic: c.cfg.dlTopic,
 			RequiredAcks: kafkago.RequireAll, AllowAutoTopicCreation: true,
 			BatchTimeout: time.Millisecond, Balancer: &kafkago.Hash{},
 		}
+		if d := c.cfg.rc.Dialer; d != nil && (d.TLS != nil || d.SASLMechanism != nil) {
+			dl.Transport = &kafkago.Transport{TLS: d.TLS, SASL: d.SASLMechanism, ClientID: d.ClientID}
+		}
 		defer dl.Close()
 	}
-	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-	stopWatch := context.AfterFunc(ctx, func() { time.AfterFunc(c.cfg.shutdown, cancelWork) })
-	defer stopWatch()
 
-	// stop ends fetching and waiting; set on shutdown or when a record is
+	// stop ends fetching and waiting; it is also cancelled when a record is
 	// abandoned, so no later record of its partition is committed past it.
-	stop, cancelStop := context.WithCancel(ctx)
+	// work outlives ctx by the shutdown timeout.
+	shutdown, work, release := consumer.ShutdownContexts(ctx, c.set.ShutdownTimeout)
+	defer release()
+	stop, cancelStop := context.WithCancel(shutdown)
 	defer cancelStop()
 
 	var (
@@ -192,7 +228,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if stop.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("kafkasub: fetch from %s: %w", c.rc.Topic, err)
+			return fmt.Errorf("kafkasub: fetch from %s: %w", c.cfg.rc.Topic, err)
 		}
 		if stop.Err() != nil { // fetched from the buffer as we stopped: leave it
 			return nil
@@ -248,19 +284,21 @@ func (c *Consumer) handle(stop, work context.Context, r *kafkago.Reader, dl *kaf
 			raw.CausationID = string(h.Value)
 		}
 	}
-	err := consumer.Identify(m, raw, c.cfg.gen, c.cfg.missing)
+	ctx := c.proc.Begin(work, m)
+	err := consumer.Identify(m, raw, c.set.Generator, c.set.MissingID)
 	outcome := consumer.OutcomeDeadLetter
 	if err == nil {
-		outcome, err = c.cfg.proc.Process(stop, work, m)
+		outcome, err = c.proc.Process(stop, ctx, m)
 	}
-	log := c.cfg.logger.With("topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, consumer.LogKeyMessageID, m.ID.String())
+	log := c.set.Logger.With("topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, consumer.LogKeyMessageID, m.ID.String())
 	switch outcome {
 	case consumer.OutcomeAbandon:
+		c.proc.End(ctx, m, outcome, err)
 		return false
 	case consumer.OutcomeDeadLetter:
-		log.WarnContext(work, "kafkasub: dead-lettering record", "error", err, "attempt", m.Attempt)
 		if derr := c.deadLetter(stop, work, dl, rec, m, err); derr != nil {
 			log.WarnContext(work, "kafkasub: dead letter not written, record not committed", "error", derr)
+			c.proc.End(ctx, m, consumer.OutcomeAbandon, derr)
 			return false
 		}
 	}
@@ -269,6 +307,7 @@ func (c *Consumer) handle(stop, work context.Context, r *kafkago.Reader, dl *kaf
 		// duplicate.
 		log.WarnContext(work, "kafkasub: commit failed", "error", cerr)
 	}
+	c.proc.End(ctx, m, outcome, err)
 	return true
 }
 
@@ -276,20 +315,20 @@ func (c *Consumer) deadLetter(stop, work context.Context, dl *kafkago.Writer, re
 	headers := make([]kafkago.Header, 0, len(rec.Headers)+5)
 	for _, h := range rec.Headers {
 		switch h.Key {
-		case HeaderDeadLetterReason, HeaderOriginalTopic, HeaderOriginalPartition, HeaderOriginalOffset, HeaderAttempts:
+		case consumer.HeaderDeadLetterReason, consumer.HeaderOriginalTopic, consumer.HeaderOriginalPartition, consumer.HeaderOriginalOffset, consumer.HeaderAttempts:
 		default:
 			headers = append(headers, h)
 		}
 	}
 	headers = append(headers,
-		kafkago.Header{Key: HeaderDeadLetterReason, Value: []byte(reason.Error())},
-		kafkago.Header{Key: HeaderOriginalTopic, Value: []byte(rec.Topic)},
-		kafkago.Header{Key: HeaderOriginalPartition, Value: []byte(strconv.Itoa(rec.Partition))},
-		kafkago.Header{Key: HeaderOriginalOffset, Value: []byte(strconv.FormatInt(rec.Offset, 10))},
-		kafkago.Header{Key: HeaderAttempts, Value: []byte(strconv.Itoa(m.Attempt))},
+		kafkago.Header{Key: consumer.HeaderDeadLetterReason, Value: []byte(consumer.Reason(reason))},
+		kafkago.Header{Key: consumer.HeaderOriginalTopic, Value: []byte(rec.Topic)},
+		kafkago.Header{Key: consumer.HeaderOriginalPartition, Value: []byte(strconv.Itoa(rec.Partition))},
+		kafkago.Header{Key: consumer.HeaderOriginalOffset, Value: []byte(strconv.FormatInt(rec.Offset, 10))},
+		kafkago.Header{Key: consumer.HeaderAttempts, Value: []byte(strconv.Itoa(m.Attempt))},
 	)
 	out := kafkago.Message{Key: rec.Key, Value: rec.Value, Headers: headers, Time: rec.Time}
-	bo := c.cfg.proc.Backoff()
+	bo := c.proc.Backoff()
 	for {
 		err := dl.WriteMessages(work, out)
 		if err == nil {
@@ -326,26 +365,4 @@ func (c *Consumer) message(rec kafkago.Message) *consumer.Message {
 		}
 	}
 	return m
-}
-
-// ReaderConfig returns a kafka-go ReaderConfig for a consumer group that
-// starts new groups at the first offset and uses timers sized for low latency
-// instead of kafka-go's defaults (MaxWait 10 s, JoinGroupBackoff 5 s,
-// PartitionWatchInterval 5 s), which make joining a group and the first fetch
-// take many seconds:
-//
-//	MaxWait 50ms, HeartbeatInterval 100ms, SessionTimeout 6s,
-//	RebalanceTimeout 2s, JoinGroupBackoff 100ms, ReadBackoffMin 10ms,
-//	ReadBackoffMax 50ms, PartitionWatchInterval 100ms
-//
-// Adjust fields on the result as needed (a SessionTimeout below the broker's
-// group.min.session.timeout.ms, 6 s by default, is refused by the broker).
-func ReaderConfig(brokers []string, topic, group string) kafkago.ReaderConfig {
-	return kafkago.ReaderConfig{
-		Brokers: brokers, Topic: topic, GroupID: group, StartOffset: kafkago.FirstOffset,
-		MaxWait: 50 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
-		SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second,
-		JoinGroupBackoff: 100 * time.Millisecond, ReadBackoffMin: 10 * time.Millisecond,
-		ReadBackoffMax: 50 * time.Millisecond, PartitionWatchInterval: 100 * time.Millisecond,
-	}
 }

@@ -47,7 +47,7 @@ func write(t *testing.T, w *kafkago.Writer, msgs ...kafkago.Message) {
 	t.Fatalf("write: %v", err)
 }
 
-func readerConfig(brokers []string, topic, group string) kafkago.ReaderConfig {
+func rawReaderConfig(brokers []string, topic, group string) kafkago.ReaderConfig {
 	return kafkago.ReaderConfig{
 		Brokers: brokers, Topic: topic, GroupID: group, StartOffset: kafkago.FirstOffset,
 		MaxWait: 50 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
@@ -95,19 +95,24 @@ func (r *running) stop(t *testing.T) {
 	}
 }
 
-func chain(t *testing.T, store dedupe.Store, scope string, inner consumer.Handler, opts ...consumer.DedupeOption) consumer.Handler {
+func chain(t *testing.T, store dedupe.Store, scope string, inner consumer.Handler, opts ...consumer.Option) consumer.Handler {
 	t.Helper()
-	dd, err := consumer.Dedupe(store, scope, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dd := consumer.Dedupe(store, scope, opts...)
 	return consumer.Chain(consumer.Lineage(), dd, consumer.Recover())(inner)
 }
 
-func newConsumer(t *testing.T, rc kafkago.ReaderConfig, h consumer.Handler, opts ...kafkasub.Option) *kafkasub.Consumer {
+// target names what a consumer reads.
+type target struct {
+	brokers      []string
+	topic, group string
+}
+
+func readerConfig(brokers []string, topic, group string) target { return target{brokers, topic, group} }
+
+func newConsumer(t *testing.T, rc target, h consumer.Handler, opts ...consumer.Option) *kafkasub.Consumer {
 	t.Helper()
-	opts = append([]kafkasub.Option{kafkasub.WithBackoff(5*time.Millisecond, 50*time.Millisecond), kafkasub.WithShutdownTimeout(10 * time.Second)}, opts...)
-	c, err := kafkasub.New(rc, h, opts...)
+	opts = append([]consumer.Option{consumer.WithBackoff(5*time.Millisecond, 50*time.Millisecond), consumer.WithShutdownTimeout(10 * time.Second)}, opts...)
+	c, err := kafkasub.New(rc.brokers, rc.topic, rc.group, h, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +186,7 @@ func TestExactlyOnce(t *testing.T) {
 				write(t, w, msgs...)
 			}
 			rc := readerConfig(brokers, topic, group)
-			opts := []kafkasub.Option{kafkasub.WithPartitionParallelism(3), kafkasub.WithMaxAttempts(100)}
+			opts := []consumer.Option{kafkasub.WithPartitionParallelism(3), consumer.WithMaxAttempts(100)}
 			a := start(t, newConsumer(t, rc, h, opts...))
 			b := start(t, newConsumer(t, rc, h, opts...))
 			waitRows(t, sink, n/3)
@@ -356,13 +361,13 @@ func TestDeadLetter(t *testing.T) {
 		}
 		return sink.Handle(ctx, m)
 	})
-	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h), kafkasub.WithMaxAttempts(3)))
+	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h), consumer.WithMaxAttempts(3)))
 	sink.WaitCount(t, 1, 30*time.Second)
 	r.stop(t)
 	if !sink.Has(t, good) {
 		t.Fatal("the good record was not processed")
 	}
-	dl := kafkago.NewReader(readerConfig(brokers, topic+kafkasub.DeadLetterSuffix, testenv.Name(t, "dl")))
+	dl := kafkago.NewReader(rawReaderConfig(brokers, topic+consumer.DeadLetterSuffix, testenv.Name(t, "dl")))
 	defer dl.Close()
 	ctx := testenv.Context(t, 20*time.Second)
 	got := map[string]string{}
@@ -375,10 +380,10 @@ func TestDeadLetter(t *testing.T) {
 		for _, h := range m.Headers {
 			hs[h.Key] = string(h.Value)
 		}
-		if hs[kafkasub.HeaderOriginalTopic] != topic {
-			t.Errorf("%s: original topic %q", m.Value, hs[kafkasub.HeaderOriginalTopic])
+		if hs[consumer.HeaderOriginalTopic] != topic {
+			t.Errorf("%s: original topic %q", m.Value, hs[consumer.HeaderOriginalTopic])
 		}
-		got[string(m.Value)] = hs[kafkasub.HeaderDeadLetterReason]
+		got[string(m.Value)] = hs[consumer.HeaderDeadLetterReason]
 	}
 	for body, want := range map[string]string{"malformed": "not a UUID", "nil": "nil UUID", "poison": "always fails"} {
 		if !strings.Contains(got[body], want) {
@@ -419,23 +424,25 @@ func TestContentIDsFromKcat(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
-	good := kafkago.ReaderConfig{Brokers: []string{net.JoinHostPort("127.0.0.1", "9092")}, Topic: "t", GroupID: "g"}
+	brokers := []string{net.JoinHostPort("127.0.0.1", "9092")}
 	for name, tc := range map[string]struct {
-		rc   func(kafkago.ReaderConfig) kafkago.ReaderConfig
-		opts []kafkasub.Option
+		topic, group string
+		opts         []consumer.Option
 	}{
-		"no group":         {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.GroupID = ""; return rc }, nil},
-		"commit interval":  {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.CommitInterval = time.Second; return rc }, nil},
-		"no topic":         {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { rc.Topic = ""; return rc }, nil},
-		"parallelism":      {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafkasub.Option{kafkasub.WithPartitionParallelism(0)}},
-		"negative backoff": {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafkasub.Option{kafkasub.WithBackoff(-1, 0)}},
-		"dl writer topic":  {func(rc kafkago.ReaderConfig) kafkago.ReaderConfig { return rc }, []kafkasub.Option{kafkasub.WithDeadLetterWriter(&kafkago.Writer{})}},
+		"no group":        {"t", "", nil},
+		"no topic":        {"", "g", nil},
+		"commit interval": {"t", "g", []consumer.Option{kafkasub.WithReaderConfig(func(rc *kafkago.ReaderConfig) { rc.CommitInterval = time.Second })}},
+		"other group":     {"t", "g", []consumer.Option{kafkasub.WithReaderConfig(func(rc *kafkago.ReaderConfig) { rc.GroupID = "x" })}},
+		"parallelism":     {"t", "g", []consumer.Option{kafkasub.WithPartitionParallelism(0)}},
+		"bad backoff":     {"t", "g", []consumer.Option{consumer.WithBackoff(-1, 0)}},
+		"dl writer topic": {"t", "g", []consumer.Option{kafkasub.WithDeadLetterWriter(&kafkago.Writer{})}},
+		"foreign option":  {"t", "g", []consumer.Option{consumer.TransportOption("other.WithX", func(*struct{}) error { return nil })}},
 	} {
-		if _, err := kafkasub.New(tc.rc(good), h, tc.opts...); err == nil {
+		if _, err := kafkasub.New(brokers, tc.topic, tc.group, h, tc.opts...); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if _, err := kafkasub.New(good, h); err != nil {
+	if _, err := kafkasub.New(brokers, "t", "g", h); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -476,7 +483,7 @@ func TestStoreOutage(t *testing.T) {
 	}
 	write(t, writer(t, brokers, topic), msgs...)
 	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, store, group, sink),
-		kafkasub.WithMaxAttempts(2), kafkasub.WithPartitionParallelism(3)))
+		consumer.WithMaxAttempts(2), kafkasub.WithPartitionParallelism(3)))
 	deadline := time.Now().Add(15 * time.Second)
 	for proxy.Refused() < 20 && time.Now().Before(deadline) { // well past MaxAttempts
 		time.Sleep(10 * time.Millisecond)
@@ -694,7 +701,7 @@ func TestLineageHeaders(t *testing.T) {
 			return nil
 		})
 		r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h),
-			kafkasub.WithMissingID(policy), kafkasub.WithGenerator(g), kafkasub.WithLogger(slog.New(slog.DiscardHandler))))
+			consumer.WithMissingID(policy), consumer.WithGenerator(g), consumer.WithLogger(slog.New(slog.DiscardHandler))))
 		want := 1
 		if policy == consumer.MissingIDContent {
 			want = 2
@@ -721,7 +728,7 @@ func TestLineageHeaders(t *testing.T) {
 			t.Fatalf("%v: handled %d records, content ID %s handled: %v", policy, len(seen), contentID, gotContent)
 		}
 		if policy == consumer.MissingIDDeadLetter {
-			dl := kafkago.NewReader(readerConfig(brokers, topic+kafkasub.DeadLetterSuffix, testenv.Name(t, "dl")))
+			dl := kafkago.NewReader(rawReaderConfig(brokers, topic+consumer.DeadLetterSuffix, testenv.Name(t, "dl")))
 			m, err := dl.FetchMessage(testenv.Context(t, 20*time.Second))
 			_ = dl.Close()
 			if err != nil || string(m.Value) != "no id" {

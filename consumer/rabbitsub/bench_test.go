@@ -69,7 +69,7 @@ func consumeOnce(b *testing.B, n int, withDedupe bool, startTimer func()) time.D
 		b.Fatal(err)
 	}
 	defer ch.QueueDelete(q, false, false, false)
-	defer ch.QueueDelete(q+rabbitsub.DeadLetterSuffix, false, false, false)
+	defer ch.QueueDelete(q+consumer.DeadLetterSuffix, false, false, false)
 	if err := ch.Confirm(false); err != nil {
 		b.Fatal(err)
 	}
@@ -99,14 +99,11 @@ func consumeOnce(b *testing.B, n int, withDedupe bool, startTimer func()) time.D
 	}))
 	mws := []consumer.Middleware{consumer.Lineage()}
 	if withDedupe {
-		dd, err := consumer.Dedupe(testsink.Memory(b), q)
-		if err != nil {
-			b.Fatal(err)
-		}
+		dd := consumer.Dedupe(testsink.Memory(b), q)
 		mws = append(mws, dd)
 	}
 	h = consumer.Chain(append(mws, consumer.Recover())...)(h)
-	c, err := rabbitsub.New(rabbitsub.DialURL(url), q, h, rabbitsub.WithWorkers(4), rabbitsub.WithPrefetch(64))
+	c, err := rabbitsub.New(url, q, h, rabbitsub.WithWorkers(4), rabbitsub.WithPrefetch(64))
 	if err != nil {
 		b.Fatal(err)
 	}

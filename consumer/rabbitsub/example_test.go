@@ -17,23 +17,14 @@ import (
 func ExampleNew() {
 	store := dedupe.NewMemory()
 	defer store.Close()
-	dd, err := consumer.Dedupe(store, "orders-service")
-	if err != nil {
-		log.Fatal(err)
-	}
-	h := consumer.Chain(
-		consumer.Logging(nil),
-		consumer.Lineage(),
-		dd,
-		consumer.Timeout(10*time.Second),
-		consumer.Recover(),
-	)(consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
-		log.Printf("order %s: %s", m.ID, m.Body)
+	handle := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		log.Printf("order %s (key %s): %s", m.ID, m.Key, m.Body)
 		return nil
-	}))
-	c, err := rabbitsub.New(rabbitsub.DialURL("amqp://guest:guest@localhost:5672/"), "orders", h,
-		rabbitsub.WithWorkers(8), rabbitsub.WithPrefetch(32),
-		rabbitsub.WithDeadLetterQueue("orders.dead-letter"))
+	})
+	c, err := rabbitsub.New("amqp://guest:guest@localhost:5672/", "orders", handle,
+		consumer.WithDedupe(store, "orders-service"),
+		consumer.WithTimeout(10*time.Second),
+		rabbitsub.WithWorkers(8), rabbitsub.WithPrefetch(32))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -13,94 +12,86 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/uuidforge/uuidforge/consumer"
-	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/lineage"
 )
 
 // Header names and defaults.
 const (
-	// HeaderDeadLetterReason carries why a message was dead-lettered.
-	HeaderDeadLetterReason = "x-dead-letter-reason"
-	// HeaderOriginalQueue carries the queue a dead-lettered message came from.
-	HeaderOriginalQueue = "x-original-queue"
-	// HeaderAttempts carries how many handler attempts a dead-lettered
-	// message had.
-	HeaderAttempts = "x-attempts"
 	// HeaderDeadLetterID is a random ID of one dead-letter publication; it
 	// matches a broker return (the dead letter reached no queue) to the
 	// publication it belongs to.
 	HeaderDeadLetterID = "x-dead-letter-id"
 
-	DefaultPrefetch        = 16
-	DefaultWorkers         = 4
-	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultPrefetch is the channel's prefetch count.
+	DefaultPrefetch = 16
+	// DefaultWorkers is how many deliveries are handled at once.
+	DefaultWorkers = 4
 )
 
-// Dialer opens a connection; the consumer calls it again after a connection
-// loss.
-type Dialer func(ctx context.Context) (*amqp.Connection, error)
-
-// DialURL returns a Dialer for an AMQP URL.
-func DialURL(url string) Dialer {
-	return func(context.Context) (*amqp.Connection, error) { return amqp.Dial(url) }
-}
-
-// Option configures [New].
-type Option func(*config)
-
+// config is this transport's own configuration; the shared one is
+// consumer.Settings.
 type config struct {
 	prefetch, workers int
-	gen               *forge.Generator
-	missing           consumer.MissingIDPolicy
 	dlExchange, dlKey string
 	dlQueue           bool // dlKey names a queue reached through the default exchange
 	dlDeclare         bool // declare that queue (the default dead-letter queue)
 	dlReject          bool // reject to the queue's own x-dead-letter-exchange instead
-	proc              consumer.Processor
-	logger            *slog.Logger
-	shutdown          time.Duration
 	tag               string
+	amqpConfig        amqp.Config
+	dial              func(url string, cfg amqp.Config) (*amqp.Connection, error)
 }
 
-// WithPrefetch sets the channel's prefetch count (default [DefaultPrefetch]);
+// WithPrefetch sets the channel's prefetch count. Default: [DefaultPrefetch];
 // it must be at least the number of workers.
-func WithPrefetch(n int) Option { return func(c *config) { c.prefetch = n } }
+func WithPrefetch(n int) consumer.Option {
+	return consumer.TransportOption("rabbitsub.WithPrefetch", func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("%d < 1", n)
+		}
+		c.prefetch = n
+		return nil
+	})
+}
 
-// WithWorkers sets how many deliveries are handled at once (default
-// [DefaultWorkers]).
-func WithWorkers(n int) Option { return func(c *config) { c.workers = n } }
-
-// WithGenerator sets the generator for content IDs (default: forge.New(
-// [consumer.DefaultContentNamespace])). All consumers of one queue must use
-// the same one.
-func WithGenerator(g *forge.Generator) Option { return func(c *config) { c.gen = g } }
-
-// WithMissingID sets what happens to a message without MessageId (default
-// [consumer.MissingIDContent]).
-func WithMissingID(p consumer.MissingIDPolicy) Option { return func(c *config) { c.missing = p } }
+// WithWorkers sets how many deliveries are handled at once. Default:
+// [DefaultWorkers].
+func WithWorkers(n int) consumer.Option {
+	return consumer.TransportOption("rabbitsub.WithWorkers", func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("%d < 1", n)
+		}
+		c.workers = n
+		return nil
+	})
+}
 
 // WithDeadLetterExchange publishes dead letters to exchange with routing key
-// key, in confirm mode, with the reason in [HeaderDeadLetterReason]; the
-// original is acked only after the broker confirmed the dead letter. The
+// key, in confirm mode, with the reason in [consumer.HeaderDeadLetterReason];
+// the original is acked only after the broker confirmed the dead letter. The
 // dead letter is published as mandatory: if the exchange routes it to no
 // queue, the broker returns it, the original is not acked and goes back to
 // its queue, and the error is logged. The last of WithDeadLetterExchange,
 // [WithDeadLetterQueue] and [WithQueueDeadLetterExchange] wins. Default: the
-// durable queue "<queue>.dead-letter" (see [DeadLetterSuffix]), declared on
-// every (re)connect.
-func WithDeadLetterExchange(exchange, key string) Option {
-	return func(c *config) {
+// durable queue "<queue>.dead-letter" ([consumer.DeadLetterSuffix]),
+// declared on every (re)connect.
+func WithDeadLetterExchange(exchange, key string) consumer.Option {
+	return consumer.TransportOption("rabbitsub.WithDeadLetterExchange", func(c *config) error {
 		c.dlExchange, c.dlKey, c.dlQueue, c.dlDeclare, c.dlReject = exchange, key, false, false, false
-	}
+		return nil
+	})
 }
 
 // WithDeadLetterQueue publishes dead letters straight to queue (through the
 // default exchange) like [WithDeadLetterExchange]; the queue must exist,
 // which is checked on every (re)connect.
-func WithDeadLetterQueue(queue string) Option {
-	return func(c *config) {
+func WithDeadLetterQueue(queue string) consumer.Option {
+	return consumer.TransportOption("rabbitsub.WithDeadLetterQueue", func(c *config) error {
+		if queue == "" {
+			return errors.New("empty queue name")
+		}
 		c.dlExchange, c.dlKey, c.dlQueue, c.dlDeclare, c.dlReject = "", queue, true, false, false
-	}
+		return nil
+	})
 }
 
 // WithQueueDeadLetterExchange dead-letters by rejecting the delivery without
@@ -108,87 +99,70 @@ func WithDeadLetterQueue(queue string) Option {
 // RabbitMQ adds its x-death header, but the reason header is not added.
 // Use it only for queues declared with an x-dead-letter-exchange that routes
 // somewhere: for a queue without one, the broker drops rejected messages.
-func WithQueueDeadLetterExchange() Option {
-	return func(c *config) {
+func WithQueueDeadLetterExchange() consumer.Option {
+	return consumer.TransportOption("rabbitsub.WithQueueDeadLetterExchange", func(c *config) error {
 		c.dlExchange, c.dlKey, c.dlQueue, c.dlDeclare, c.dlReject = "", "", false, false, true
-	}
+		return nil
+	})
 }
 
-// DeadLetterSuffix names the default dead-letter queue: the consumed queue's
-// name followed by this suffix.
-const DeadLetterSuffix = ".dead-letter"
-
-// WithMaxAttempts sets how many times a failing message is handled before it
-// is dead-lettered (default [consumer.DefaultMaxAttempts]). Retries happen
-// in place, holding the delivery, with backoff between
-// [consumer.DefaultMinBackoff] and [consumer.DefaultMaxBackoff] unless
-// [WithBackoff] says otherwise.
-func WithMaxAttempts(n int) Option { return func(c *config) { c.proc.MaxAttempts = n } }
-
-// WithBackoff bounds the wait between attempts and between reconnects
-// (default [consumer.DefaultMinBackoff] to [consumer.DefaultMaxBackoff]; 0
-// keeps a default; min may not exceed max).
-func WithBackoff(min, max time.Duration) Option {
-	return func(c *config) { c.proc.MinBackoff, c.proc.MaxBackoff = min, max }
+// WithConsumerTag sets the consumer tag. Default: "uuidforge-" and a random
+// UUID.
+func WithConsumerTag(tag string) consumer.Option {
+	return consumer.TransportOption("rabbitsub.WithConsumerTag", func(c *config) error { c.tag = tag; return nil })
 }
 
-// WithLogger sets the logger (default slog.Default()).
-func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
-
-// WithShutdownTimeout sets how long in-flight handlers may run after Run's
-// context is done before their context is cancelled too (default
-// [DefaultShutdownTimeout]). Cancelled work is not acked.
-func WithShutdownTimeout(d time.Duration) Option { return func(c *config) { c.shutdown = d } }
-
-// WithConsumerTag sets the consumer tag (default: chosen by the server).
-func WithConsumerTag(tag string) Option { return func(c *config) { c.tag = tag } }
+// WithAMQPConfig sets the connection configuration passed to
+// amqp.DialConfig (TLS, heartbeat, connection name...). Default: a 10 s
+// heartbeat. Do not set its Recovery field: the consumer reconnects itself.
+func WithAMQPConfig(cfg amqp.Config) consumer.Option {
+	return consumer.TransportOption("rabbitsub.WithAMQPConfig", func(c *config) error {
+		if cfg.Recovery != nil {
+			return errors.New("amqp.Config.Recovery must be nil: the consumer recovers connections itself")
+		}
+		c.amqpConfig = cfg
+		return nil
+	})
+}
 
 // Consumer runs a handler for every message of one queue. Create it with
-// [New]; Run it once. Safe for concurrent use only in that Run may be
-// called from any goroutine.
+// [New]; Run it once at a time. Safe for concurrent use only in that Run
+// may be called from any goroutine.
 type Consumer struct {
-	dial  Dialer
+	url   string
 	queue string
 	cfg   config
+	set   consumer.Settings
+	proc  *consumer.Processor
 }
 
-// New returns a consumer of queue that passes each delivery to h (usually a
-// [consumer.Chain] that includes [consumer.Dedupe]).
-func New(dial Dialer, queue string, h consumer.Handler, opts ...Option) (*Consumer, error) {
-	if dial == nil || h == nil || queue == "" {
-		return nil, errors.New("rabbitsub: New needs a dialer, a queue and a handler")
+// New returns a consumer of queue on the broker at url (an amqp:// or
+// amqps:// URL) that passes each delivery to h wrapped in the standard chain
+// of opts ([consumer.NewHandler]: lineage, deduplication with
+// [consumer.WithDedupe], timeout, recovery). Options are the shared
+// consumer options and this package's own. New does no I/O.
+func New(url, queue string, h consumer.Handler, opts ...consumer.Option) (*Consumer, error) {
+	if queue == "" {
+		return nil, errors.New("rabbitsub: empty queue name")
 	}
-	cfg := config{prefetch: DefaultPrefetch, workers: DefaultWorkers, shutdown: DefaultShutdownTimeout,
-		dlKey: queue + DeadLetterSuffix, dlQueue: true, dlDeclare: true}
-	for _, o := range opts {
-		o(&cfg)
+	if _, err := amqp.ParseURI(url); err != nil {
+		return nil, fmt.Errorf("rabbitsub: url: %w", err)
 	}
-	cfg.proc.Handler = h
-	switch {
-	case cfg.workers < 1:
-		return nil, fmt.Errorf("rabbitsub: %d workers", cfg.workers)
-	case cfg.prefetch < cfg.workers:
+	cfg := config{prefetch: DefaultPrefetch, workers: DefaultWorkers,
+		dlKey: queue + consumer.DeadLetterSuffix, dlQueue: true, dlDeclare: true,
+		amqpConfig: amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US"}, dial: amqp.DialConfig}
+	set, err := consumer.Apply("rabbitsub", &cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.prefetch < cfg.workers {
 		return nil, fmt.Errorf("rabbitsub: prefetch %d below workers %d", cfg.prefetch, cfg.workers)
-	case cfg.proc.MaxAttempts < 0:
-		return nil, fmt.Errorf("rabbitsub: max attempts %d", cfg.proc.MaxAttempts)
-	case cfg.proc.MinBackoff < 0 || cfg.proc.MaxBackoff < 0 || (cfg.proc.MaxBackoff > 0 && cfg.proc.MinBackoff > cfg.proc.MaxBackoff):
-		return nil, fmt.Errorf("rabbitsub: backoff between %v and %v", cfg.proc.MinBackoff, cfg.proc.MaxBackoff)
-	case cfg.shutdown < 0:
-		return nil, fmt.Errorf("rabbitsub: shutdown timeout %v", cfg.shutdown)
-	case cfg.missing != consumer.MissingIDContent && cfg.missing != consumer.MissingIDDeadLetter:
-		return nil, fmt.Errorf("rabbitsub: missing-ID policy %d", cfg.missing)
 	}
-	if cfg.gen == nil {
-		g, err := forge.New(consumer.DefaultContentNamespace)
-		if err != nil {
-			return nil, fmt.Errorf("rabbitsub: content generator: %w", err)
-		}
-		cfg.gen = g
+	chain, err := set.Chain(h)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.logger == nil {
-		cfg.logger = slog.Default()
-	}
-	return &Consumer{dial: dial, queue: queue, cfg: cfg}, nil
+	return &Consumer{url: url, queue: queue, cfg: cfg, set: set, proc: set.Processor(chain)}, nil
 }
 
 // Run consumes until ctx is done, then shuts down gracefully: it stops
@@ -200,10 +174,10 @@ func New(dial Dialer, queue string, h consumer.Handler, opts ...Option) (*Consum
 // done. Run returns an error only for a configuration the broker rejects
 // at the first connection (e.g. a missing queue).
 func (c *Consumer) Run(ctx context.Context) error {
-	bo := c.cfg.proc.Backoff()
+	bo := c.proc.Backoff()
 	first := true
 	for {
-		conn, err := c.dial(ctx)
+		conn, err := c.cfg.dial(c.url, c.cfg.amqpConfig)
 		if err == nil {
 			var fatal bool
 			fatal, err = c.session(ctx, conn)
@@ -217,7 +191,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			first = false
 			bo.Reset()
 		}
-		c.cfg.logger.WarnContext(ctx, "rabbitsub: connection lost, reconnecting", "queue", c.queue, "error", err)
+		c.set.Logger.WarnContext(ctx, "rabbitsub: connection lost, reconnecting", "queue", c.queue, "error", err)
 		t := time.NewTimer(bo.NextBackOff())
 		select {
 		case <-ctx.Done():
@@ -271,18 +245,13 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bo
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
 
-	// work outlives ctx by the shutdown timeout, so in-flight handlers finish.
-	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-	stopWatch := context.AfterFunc(ctx, func() {
-		time.AfterFunc(c.cfg.shutdown, cancelWork)
-	})
-	defer stopWatch()
-
-	// stop ends taking and waiting: on shutdown or when the channel is gone.
-	stop, cancelStop := context.WithCancel(ctx)
+	// stop ends taking and waiting (on shutdown, or when the channel is
+	// gone); work outlives ctx by the shutdown timeout, so in-flight
+	// handlers finish.
+	shutdown, work, release := consumer.ShutdownContexts(ctx, c.set.ShutdownTimeout)
+	defer release()
+	stop, cancelStop := context.WithCancel(shutdown)
 	defer cancelStop()
-
 	var wg sync.WaitGroup
 	for range c.cfg.workers {
 		wg.Add(1)
@@ -332,16 +301,17 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bo
 // handle processes one delivery and acks, nacks or dead-letters it.
 func (c *Consumer) handle(stop, work context.Context, dl *deadLetters, d amqp.Delivery) {
 	m := c.message(d)
+	ctx := c.proc.Begin(work, m)
 	err := consumer.Identify(m, consumer.Identity{
 		MessageID:     d.MessageId,
 		CorrelationID: d.CorrelationId,
 		CausationID:   headerString(d.Headers, lineage.HeaderCausationID),
-	}, c.cfg.gen, c.cfg.missing)
+	}, c.set.Generator, c.set.MissingID)
 	outcome := consumer.OutcomeDeadLetter
 	if err == nil {
-		outcome, err = c.cfg.proc.Process(stop, work, m)
+		outcome, err = c.proc.Process(stop, ctx, m)
 	}
-	log := c.cfg.logger.With("queue", c.queue, consumer.LogKeyMessageID, m.ID.String(), "delivery_tag", d.DeliveryTag)
+	log := c.set.Logger.With("queue", c.queue, consumer.LogKeyMessageID, m.ID.String(), "delivery_tag", d.DeliveryTag)
 	switch outcome {
 	case consumer.OutcomeAck:
 		if aerr := d.Ack(false); aerr != nil {
@@ -351,22 +321,23 @@ func (c *Consumer) handle(stop, work context.Context, dl *deadLetters, d amqp.De
 	case consumer.OutcomeAbandon:
 		_ = d.Nack(false, true)
 	case consumer.OutcomeDeadLetter:
-		log.WarnContext(work, "rabbitsub: dead-lettering message", "error", err, "attempt", m.Attempt)
 		if dl == nil {
 			if nerr := d.Reject(false); nerr != nil {
 				log.WarnContext(work, "rabbitsub: reject failed", "error", nerr)
 			}
-			return
+			break
 		}
 		if perr := c.publishDeadLetter(stop, work, dl, d, m, err); perr != nil {
 			log.WarnContext(work, "rabbitsub: dead letter not stored, returning the message", "error", perr)
 			_ = d.Nack(false, true)
-			return
+			outcome, err = consumer.OutcomeAbandon, perr
+			break
 		}
 		if aerr := d.Ack(false); aerr != nil {
 			log.WarnContext(work, "rabbitsub: ack after dead letter failed", "error", aerr)
 		}
 	}
+	c.proc.End(ctx, m, outcome, err)
 }
 
 // publishDeadLetter publishes a copy of d with the reason and waits for the
@@ -376,9 +347,9 @@ func (c *Consumer) publishDeadLetter(stop, work context.Context, dl *deadLetters
 	for k, v := range d.Headers {
 		headers[k] = v
 	}
-	headers[HeaderDeadLetterReason] = reason.Error()
-	headers[HeaderOriginalQueue] = c.queue
-	headers[HeaderAttempts] = strconv.Itoa(m.Attempt)
+	headers[consumer.HeaderDeadLetterReason] = consumer.Reason(reason)
+	headers[consumer.HeaderOriginalQueue] = c.queue
+	headers[consumer.HeaderAttempts] = strconv.Itoa(m.Attempt)
 	dlID := uuid.NewString()
 	headers[HeaderDeadLetterID] = dlID
 	pub := amqp.Publishing{
@@ -387,7 +358,7 @@ func (c *Consumer) publishDeadLetter(stop, work context.Context, dl *deadLetters
 		ReplyTo: d.ReplyTo, MessageId: d.MessageId, Timestamp: d.Timestamp, Type: d.Type,
 		UserId: d.UserId, AppId: d.AppId, Body: d.Body,
 	}
-	bo := c.cfg.proc.Backoff()
+	bo := c.proc.Backoff()
 	for {
 		err := func() error {
 			ctx, cancel := context.WithTimeout(work, 10*time.Second)
@@ -473,15 +444,21 @@ func (dl *deadLetters) take(id string) bool {
 func (c *Consumer) message(d amqp.Delivery) *consumer.Message {
 	m := &consumer.Message{
 		Type:        d.Type,
-		Key:         []byte(d.RoutingKey),
+		RoutingKey:  d.RoutingKey,
 		Body:        d.Body,
 		Redelivered: d.Redelivered,
 		Source:      c.queue,
 		Time:        d.Timestamp,
 	}
-	if len(d.Headers) > 0 {
-		m.Headers = make(map[string]string, len(d.Headers))
-		for k := range d.Headers {
+	for k := range d.Headers {
+		switch k {
+		case lineage.HeaderMessageKey:
+			m.Key = []byte(headerString(d.Headers, k))
+		case lineage.HeaderCausationID:
+		default:
+			if m.Headers == nil {
+				m.Headers = make(map[string]string, len(d.Headers))
+			}
 			m.Headers[k] = headerString(d.Headers, k)
 		}
 	}

@@ -58,7 +58,7 @@ func (b *broker) queue(t *testing.T, prefix string) string {
 	t.Cleanup(func() {
 		if ch, err := b.conn.Channel(); err == nil {
 			_, _ = ch.QueueDelete(q, false, false, false)
-			_, _ = ch.QueueDelete(q+rabbitsub.DeadLetterSuffix, false, false, false)
+			_, _ = ch.QueueDelete(q+consumer.DeadLetterSuffix, false, false, false)
 			_ = ch.Close()
 		}
 	})
@@ -121,8 +121,8 @@ type connDialer struct {
 	conns []*amqp.Connection
 }
 
-func (d *connDialer) dial(context.Context) (*amqp.Connection, error) {
-	c, err := amqp.Dial(d.url)
+func (d *connDialer) dial(url string, cfg amqp.Config) (*amqp.Connection, error) {
+	c, err := amqp.DialConfig(url, cfg)
 	if err == nil {
 		d.mu.Lock()
 		d.conns = append(d.conns, c)
@@ -175,15 +175,11 @@ func (r *running) stop(t *testing.T) {
 
 func chain(t *testing.T, store dedupe.Store, scope string, inner consumer.Handler, mws ...consumer.Middleware) consumer.Handler {
 	t.Helper()
-	dd, err := consumer.Dedupe(store, scope)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return consumer.Chain(append([]consumer.Middleware{consumer.Lineage(), dd}, append(mws, consumer.Recover())...)...)(inner)
+	return consumer.Chain(append([]consumer.Middleware{consumer.Lineage(), consumer.Dedupe(store, scope)}, append(mws, consumer.Recover())...)...)(inner)
 }
 
-func fast() []rabbitsub.Option {
-	return []rabbitsub.Option{rabbitsub.WithBackoff(5*time.Millisecond, 50*time.Millisecond), rabbitsub.WithShutdownTimeout(10 * time.Second)}
+func fast() []consumer.Option {
+	return []consumer.Option{consumer.WithBackoff(5*time.Millisecond, 50*time.Millisecond), consumer.WithShutdownTimeout(10 * time.Second)}
 }
 
 // TestExactlyOnce: every message published three times, 20 % of handler
@@ -208,8 +204,8 @@ func TestExactlyOnce(t *testing.T) {
 			b.publish(t, q, append(append(append([]amqp.Publishing{}, msgs...), msgs...), msgs...)...)
 
 			d := &connDialer{url: b.url}
-			opts := append(fast(), rabbitsub.WithWorkers(4), rabbitsub.WithPrefetch(8), rabbitsub.WithMaxAttempts(100))
-			c, err := rabbitsub.New(d.dial, q, h, opts...)
+			opts := append(fast(), rabbitsub.WithWorkers(4), rabbitsub.WithPrefetch(8), consumer.WithMaxAttempts(100))
+			c, err := rabbitsub.New(d.url, q, h, append(opts, rabbitsub.WithDial(d.dial))...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -272,7 +268,7 @@ conn.close()
 	if out, err := exec.Command(py, "-c", script, b.url, q).CombinedOutput(); err != nil {
 		t.Fatalf("pika: %v\n%s", err, out)
 	}
-	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q, sink), fast()...)
+	c, err := rabbitsub.New(b.url, q, chain(t, testsink.Memory(t), q, sink), fast()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,8 +314,8 @@ func TestDeadLetter(t *testing.T) {
 		amqp.Publishing{MessageId: poison, Body: []byte("poison")},
 		amqp.Publishing{MessageId: good, Body: []byte("good")},
 	)
-	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
-		append(fast(), rabbitsub.WithDeadLetterQueue(dlq), rabbitsub.WithMissingID(consumer.MissingIDDeadLetter), rabbitsub.WithMaxAttempts(3))...)
+	c, err := rabbitsub.New(b.url, q, chain(t, testsink.Memory(t), q, h),
+		append(fast(), rabbitsub.WithDeadLetterQueue(dlq), consumer.WithMissingID(consumer.MissingIDDeadLetter), consumer.WithMaxAttempts(3))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,10 +329,10 @@ func TestDeadLetter(t *testing.T) {
 	r.stop(t)
 	got := map[string]string{}
 	for _, d := range b.drain(t, dlq) {
-		reason, _ := d.Headers[rabbitsub.HeaderDeadLetterReason].(string)
+		reason, _ := d.Headers[consumer.HeaderDeadLetterReason].(string)
 		got[string(d.Body)] = reason
-		if d.Headers[rabbitsub.HeaderOriginalQueue] != q {
-			t.Errorf("%s: original queue header %v", d.Body, d.Headers[rabbitsub.HeaderOriginalQueue])
+		if d.Headers[consumer.HeaderOriginalQueue] != q {
+			t.Errorf("%s: original queue header %v", d.Body, d.Headers[consumer.HeaderOriginalQueue])
 		}
 	}
 	for body, want := range map[string]string{
@@ -367,8 +363,8 @@ func TestStoreOutage(t *testing.T) {
 	for range n {
 		b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Body: []byte("x")})
 	}
-	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, store, q, sink),
-		append(fast(), rabbitsub.WithDeadLetterQueue(dlq), rabbitsub.WithMaxAttempts(2), rabbitsub.WithWorkers(2), rabbitsub.WithPrefetch(4))...)
+	c, err := rabbitsub.New(b.url, q, chain(t, store, q, sink),
+		append(fast(), rabbitsub.WithDeadLetterQueue(dlq), consumer.WithMaxAttempts(2), rabbitsub.WithWorkers(2), rabbitsub.WithPrefetch(4))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,13 +393,13 @@ func TestStoreOutage(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
-	d := rabbitsub.DialURL("amqp://localhost/")
-	for name, opts := range map[string][]rabbitsub.Option{
+	d := "amqp://localhost/"
+	for name, opts := range map[string][]consumer.Option{
 		"no workers":         {rabbitsub.WithWorkers(0)},
 		"prefetch < workers": {rabbitsub.WithWorkers(8), rabbitsub.WithPrefetch(2)},
-		"negative attempts":  {rabbitsub.WithMaxAttempts(-1)},
-		"bad policy":         {rabbitsub.WithMissingID(consumer.MissingIDPolicy(9))},
-		"backoff min > max":  {rabbitsub.WithBackoff(time.Second, time.Millisecond)},
+		"negative attempts":  {consumer.WithMaxAttempts(-1)},
+		"bad policy":         {consumer.WithMissingID(consumer.MissingIDPolicy(9))},
+		"backoff min > max":  {consumer.WithBackoff(time.Second, time.Millisecond)},
 	} {
 		if _, err := rabbitsub.New(d, "q", h, opts...); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -433,8 +429,8 @@ func TestInbox(t *testing.T) {
 		b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Body: []byte("x")})
 	}
 	b.publish(t, q, amqp.Publishing{MessageId: poison.String(), Body: []byte("poison")})
-	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, store, q, sink),
-		append(fast(), rabbitsub.WithDeadLetterQueue(dlq), rabbitsub.WithMaxAttempts(3))...)
+	c, err := rabbitsub.New(b.url, q, chain(t, store, q, sink),
+		append(fast(), rabbitsub.WithDeadLetterQueue(dlq), consumer.WithMaxAttempts(3))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +467,7 @@ func TestGracefulShutdown(t *testing.T) {
 		<-release
 		return sink.Handle(ctx, m)
 	})
-	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
+	c, err := rabbitsub.New(b.url, q, chain(t, testsink.Memory(t), q, h),
 		append(fast(), rabbitsub.WithWorkers(1), rabbitsub.WithPrefetch(n))...)
 	if err != nil {
 		t.Fatal(err)
@@ -511,7 +507,7 @@ func TestGracefulShutdown(t *testing.T) {
 // configuration error that Run returns instead of retrying forever.
 func TestMissingQueue(t *testing.T) {
 	url := testenv.AMQPURL(t)
-	c, err := rabbitsub.New(rabbitsub.DialURL(url), testenv.Name(t, "absent"),
+	c, err := rabbitsub.New(url, testenv.Name(t, "absent"),
 		consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil }), fast()...)
 	if err != nil {
 		t.Fatal(err)
@@ -536,14 +532,14 @@ func TestQueueDeadLetterExchange(t *testing.T) {
 	t.Cleanup(func() {
 		if ch, err := b.conn.Channel(); err == nil {
 			_, _ = ch.QueueDelete(q, false, false, false)
-			_, _ = ch.QueueDelete(q+rabbitsub.DeadLetterSuffix, false, false, false)
+			_, _ = ch.QueueDelete(q+consumer.DeadLetterSuffix, false, false, false)
 			_ = ch.Close()
 		}
 	})
 	sink := testsink.New(t, testsink.Pool(t))
 	good := uuid.NewString()
 	b.publish(t, q, amqp.Publishing{MessageId: "garbage", Body: []byte("bad")}, amqp.Publishing{MessageId: good, Body: []byte("good")})
-	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q, sink),
+	c, err := rabbitsub.New(b.url, q, chain(t, testsink.Memory(t), q, sink),
 		append(fast(), rabbitsub.WithQueueDeadLetterExchange())...)
 	if err != nil {
 		t.Fatal(err)
@@ -595,9 +591,9 @@ func TestLineageAndDeadLetterExchange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
-		append(fast(), rabbitsub.WithDeadLetterExchange(ex, "any"), rabbitsub.WithGenerator(g),
-			rabbitsub.WithConsumerTag(testenv.Name(t, "tag")), rabbitsub.WithLogger(slog.New(slog.DiscardHandler)))...)
+	c, err := rabbitsub.New(b.url, q, chain(t, testsink.Memory(t), q, h),
+		append(fast(), rabbitsub.WithDeadLetterExchange(ex, "any"), consumer.WithGenerator(g),
+			rabbitsub.WithConsumerTag(testenv.Name(t, "tag")), consumer.WithLogger(slog.New(slog.DiscardHandler)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -617,7 +613,7 @@ func TestLineageAndDeadLetterExchange(t *testing.T) {
 	}
 	r.stop(t)
 	dead := b.drain(t, dlq)
-	if len(dead) != 1 || dead[0].Type != "poison" || !strings.Contains(fmt.Sprint(dead[0].Headers[rabbitsub.HeaderDeadLetterReason]), "rejected by the handler") {
+	if len(dead) != 1 || dead[0].Type != "poison" || !strings.Contains(fmt.Sprint(dead[0].Headers[consumer.HeaderDeadLetterReason]), "rejected by the handler") {
 		t.Fatalf("dead letters %+v", dead)
 	}
 }
@@ -636,9 +632,9 @@ func TestUnroutableDeadLetterIsNotAcked(t *testing.T) {
 		return consumer.Permanent(errors.New("rejected by the handler"))
 	})
 	b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Type: "poison", Body: []byte("p")})
-	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q, h),
+	c, err := rabbitsub.New(b.url, q, chain(t, testsink.Memory(t), q, h),
 		append(fast(), rabbitsub.WithDeadLetterExchange(ex, "any"),
-			rabbitsub.WithLogger(slog.New(slog.DiscardHandler)))...)
+			consumer.WithLogger(slog.New(slog.DiscardHandler)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -676,9 +672,9 @@ func TestDefaultDeadLetterQueue(t *testing.T) {
 	b := newBroker(t)
 	q := b.queue(t, "q")
 	b.publish(t, q, amqp.Publishing{MessageId: "not-a-uuid", Body: []byte("bad")})
-	c, err := rabbitsub.New(rabbitsub.DialURL(b.url), q, chain(t, testsink.Memory(t), q,
+	c, err := rabbitsub.New(b.url, q, chain(t, testsink.Memory(t), q,
 		consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })),
-		append(fast(), rabbitsub.WithLogger(slog.New(slog.DiscardHandler)))...)
+		append(fast(), consumer.WithLogger(slog.New(slog.DiscardHandler)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -686,10 +682,10 @@ func TestDefaultDeadLetterQueue(t *testing.T) {
 	// Graceful stop lets the in-flight dead-lettering finish: the original
 	// is acked only after its dead letter was confirmed.
 	waitEmpty(t, b, q)
-	dlq := q + rabbitsub.DeadLetterSuffix
+	dlq := q + consumer.DeadLetterSuffix
 	r.stop(t)
 	dead := b.drain(t, dlq)
-	if len(dead) != 1 || string(dead[0].Body) != "bad" || !strings.Contains(fmt.Sprint(dead[0].Headers[rabbitsub.HeaderDeadLetterReason]), "not-a-uuid") {
+	if len(dead) != 1 || string(dead[0].Body) != "bad" || !strings.Contains(fmt.Sprint(dead[0].Headers[consumer.HeaderDeadLetterReason]), "not-a-uuid") {
 		t.Fatalf("dead letters in %s: %+v", dlq, dead)
 	}
 	if n := b.depth(t, q); n != 0 {

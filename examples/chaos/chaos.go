@@ -24,7 +24,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/uuidforge/uuidforge/consumer"
-	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
@@ -206,7 +205,7 @@ func (c *chaos) setupRabbit(ctx context.Context) error {
 	c.onCleanup(func() {
 		if ch, err := c.admin.Channel(); err == nil {
 			_, _ = ch.QueueDelete(c.queue, false, false, false)
-			_, _ = ch.QueueDelete(c.queue+rabbitsub.DeadLetterSuffix, false, false, false)
+			_, _ = ch.QueueDelete(c.queue+consumer.DeadLetterSuffix, false, false, false)
 			_ = ch.Close()
 		}
 	})

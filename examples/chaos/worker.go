@@ -149,10 +149,10 @@ func runWorker(args []string) int {
 	}
 	if cfg.rabbit {
 		loop("rabbitmq", func() error {
-			c, err := rabbitsub.New(rabbitsub.DialURL(cfg.amqp), cfg.queue, h,
-				rabbitsub.WithWorkers(8), rabbitsub.WithPrefetch(64), rabbitsub.WithMaxAttempts(1000),
-				rabbitsub.WithBackoff(2*time.Millisecond, 100*time.Millisecond),
-				rabbitsub.WithShutdownTimeout(10*time.Second), rabbitsub.WithLogger(logger))
+			c, err := rabbitsub.New(cfg.amqp, cfg.queue, h,
+				rabbitsub.WithWorkers(8), rabbitsub.WithPrefetch(64), consumer.WithMaxAttempts(1000),
+				consumer.WithBackoff(2*time.Millisecond, 100*time.Millisecond),
+				consumer.WithShutdownTimeout(10*time.Second), consumer.WithLogger(logger))
 			if err != nil {
 				return err
 			}
@@ -195,24 +195,22 @@ func newPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
-// readerConfig is the consumer group's reader: short sessions so that the
-// group notices a killed member within seconds.
-func readerConfig(cfg workerConfig) kafkago.ReaderConfig {
-	return kafkago.ReaderConfig{
-		Brokers: []string{cfg.kafka}, Topic: cfg.topic, GroupID: cfg.group,
-		StartOffset: kafkago.FirstOffset, MaxWait: 100 * time.Millisecond,
-		HeartbeatInterval: 300 * time.Millisecond, SessionTimeout: 3 * time.Second,
-		RebalanceTimeout: 3 * time.Second, JoinGroupBackoff: 200 * time.Millisecond,
-		ReadBackoffMin: 10 * time.Millisecond, ReadBackoffMax: 100 * time.Millisecond,
-		MaxAttempts: 1000,
-	}
-}
-
 func newKafkaConsumer(cfg workerConfig, h consumer.Handler, logger *slog.Logger) (*kafkasub.Consumer, error) {
-	return kafkasub.New(readerConfig(cfg), h,
-		kafkasub.WithPartitionParallelism(partitions), kafkasub.WithMaxAttempts(1000),
-		kafkasub.WithBackoff(2*time.Millisecond, 100*time.Millisecond),
-		kafkasub.WithShutdownTimeout(10*time.Second), kafkasub.WithLogger(logger))
+	// Short sessions, so that the group notices a killed member within
+	// seconds.
+	return kafkasub.New([]string{cfg.kafka}, cfg.topic, cfg.group, h,
+		kafkasub.WithSessionTimeout(3*time.Second),
+		kafkasub.WithReaderConfig(func(rc *kafkago.ReaderConfig) {
+			rc.MaxWait = 100 * time.Millisecond
+			rc.HeartbeatInterval = 300 * time.Millisecond
+			rc.RebalanceTimeout = 3 * time.Second
+			rc.JoinGroupBackoff = 200 * time.Millisecond
+			rc.ReadBackoffMax = 100 * time.Millisecond
+			rc.MaxAttempts = 1000
+		}),
+		kafkasub.WithPartitionParallelism(partitions), consumer.WithMaxAttempts(1000),
+		consumer.WithBackoff(2*time.Millisecond, 100*time.Millisecond),
+		consumer.WithShutdownTimeout(10*time.Second), consumer.WithLogger(logger))
 }
 
 // newHandler returns the consumer's chain: the pgstore inbox (so the row and
@@ -227,11 +225,7 @@ func newHandler(ctx context.Context, pool *pgxpool.Pool, cfg workerConfig) (cons
 	if err != nil {
 		return nil, nil, fmt.Errorf("chaos: dedupe store: %w", err)
 	}
-	dd, err := consumer.Dedupe(store, cfg.scope, consumer.WithLease(cfg.lease), consumer.WithRetention(dedupe.Forever))
-	if err != nil {
-		_ = store.Close()
-		return nil, nil, fmt.Errorf("chaos: dedupe middleware: %w", err)
-	}
+	dd := consumer.Dedupe(store, cfg.scope, consumer.WithLease(cfg.lease), consumer.WithRetention(dedupe.Forever))
 	return consumer.Chain(dd, consumer.Timeout(cfg.timeout), consumer.Recover())(inner), func() { _ = store.Close() }, nil
 }
 

@@ -438,13 +438,10 @@ func (s *shop) consume(ctx context.Context, cfg config, inbox *pgstore.Store, wa
 			return err
 		})
 	}
-	dd, err := consumer.Dedupe(inbox, "orders-example", consumer.WithRetention(dedupe.Forever))
-	if err != nil {
-		return 0, 0, err
-	}
+	dd := consumer.Dedupe(inbox, "orders-example", consumer.WithRetention(dedupe.Forever))
 	h := consumer.Chain(countDeliveries, consumer.Lineage(), dd, consumer.Timeout(10*time.Second), consumer.Recover())(handle)
-	c, err := rabbitsub.New(rabbitsub.DialURL(cfg.AMQPURL), cfg.Queue, h,
-		rabbitsub.WithBackoff(20*time.Millisecond, time.Second))
+	c, err := rabbitsub.New(cfg.AMQPURL, cfg.Queue, h,
+		consumer.WithBackoff(20*time.Millisecond, time.Second))
 	if err != nil {
 		return 0, 0, err
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
+	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 )
 
@@ -46,7 +46,7 @@ func testConfig(t *testing.T) config {
 		if conn, err := amqp.Dial(cfg.AMQPURL); err == nil {
 			if ch, err := conn.Channel(); err == nil {
 				_, _ = ch.QueueDelete(cfg.Queue, false, false, false)
-				_, _ = ch.QueueDelete(cfg.Queue+rabbitsub.DeadLetterSuffix, false, false, false)
+				_, _ = ch.QueueDelete(cfg.Queue+consumer.DeadLetterSuffix, false, false, false)
 			}
 			conn.Close()
 		}

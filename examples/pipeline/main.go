@@ -26,7 +26,6 @@ import (
 
 	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/consumer/kafkasub"
-	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
 	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
@@ -269,10 +268,7 @@ func newDownstream() *downstream {
 func (d *downstream) run(ctx context.Context, brokers []string, topic string) error {
 	store := dedupe.NewMemory()
 	defer store.Close()
-	dd, err := consumer.Dedupe(store, "accounting")
-	if err != nil {
-		return err
-	}
+	dd := consumer.Dedupe(store, "accounting")
 	record := func(next consumer.Handler) consumer.Handler {
 		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
 			err := next.Handle(ctx, m)
@@ -291,9 +287,9 @@ func (d *downstream) run(ctx context.Context, brokers []string, topic string) er
 		d.mu.Unlock()
 		return nil
 	})
-	c, err := kafkasub.New(kafkasub.ReaderConfig(brokers, topic, "accounting"), consumer.Chain(record, dd, consumer.Recover())(handle),
+	c, err := kafkasub.New(brokers, topic, "accounting", consumer.Chain(record, dd, consumer.Recover())(handle),
 		kafkasub.WithPartitionParallelism(3),
-		kafkasub.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+		consumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		return err
 	}
@@ -392,7 +388,7 @@ func declareQueue(url, queue string) error {
 
 func deleteQueue(url, queue string) {
 	_ = withChannel(url, func(ch *amqp.Channel) error {
-		_, _ = ch.QueueDelete(queue+rabbitsub.DeadLetterSuffix, false, false, false)
+		_, _ = ch.QueueDelete(queue+consumer.DeadLetterSuffix, false, false, false)
 		_, err := ch.QueueDelete(queue, false, false, false)
 		return err
 	})

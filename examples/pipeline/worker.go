@@ -75,10 +75,7 @@ func work(ctx context.Context, amqpURL, redisURL, prefix, queue string, brokers 
 	if err != nil {
 		return err
 	}
-	dd, err := consumer.Dedupe(store, "invoicing", consumer.WithLease(lease))
-	if err != nil {
-		return err
-	}
+	dd := consumer.Dedupe(store, "invoicing", consumer.WithLease(lease))
 
 	pid := os.Getpid()
 	var handled atomic.Int64
@@ -129,10 +126,10 @@ func work(ctx context.Context, amqpURL, redisURL, prefix, queue string, brokers 
 		})
 	}
 	h := consumer.Chain(activity, consumer.Lineage(), dd, consumer.Timeout(lease*9/10), consumer.Recover())(handle)
-	c, err := rabbitsub.New(rabbitsub.DialURL(amqpURL), queue, h,
+	c, err := rabbitsub.New(amqpURL, queue, h,
 		rabbitsub.WithPrefetch(1), rabbitsub.WithWorkers(1),
-		rabbitsub.WithBackoff(20*time.Millisecond, lease),
-		rabbitsub.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))))
+		consumer.WithBackoff(20*time.Millisecond, lease),
+		consumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))))
 	if err != nil {
 		return err
 	}

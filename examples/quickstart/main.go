@@ -221,10 +221,7 @@ func (b *billing) consume(ctx context.Context, brokers []string, topic, group st
 	done := make(chan struct{})
 	var once sync.Once
 
-	dd, err := consumer.Dedupe(store, "billing")
-	if err != nil {
-		return pass{}, err
-	}
+	dd := consumer.Dedupe(store, "billing")
 	countCharges := func(next consumer.Handler) consumer.Handler {
 		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
 			err := next.Handle(ctx, m)
@@ -248,9 +245,9 @@ func (b *billing) consume(ctx context.Context, brokers []string, topic, group st
 	}
 	h := consumer.Chain(countDeliveries, consumer.Lineage(), dd, consumer.Recover(), countCharges)(consumer.HandlerFunc(b.charge))
 
-	c, err := kafkasub.New(kafkasub.ReaderConfig(brokers, topic, group), h,
+	c, err := kafkasub.New(brokers, topic, group, h,
 		kafkasub.WithPartitionParallelism(3),
-		kafkasub.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+		consumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		return pass{}, err
 	}

@@ -278,10 +278,7 @@ func (l *ledger) replay(ctx context.Context, cfg config, brokers []string, topic
 	var read, processed atomic.Int64
 	done := make(chan struct{})
 	var once sync.Once
-	dd, err := consumer.Dedupe(store, "ledger", consumer.WithRetention(dedupe.Forever))
-	if err != nil {
-		return counts{}, err
-	}
+	dd := consumer.Dedupe(store, "ledger", consumer.WithRetention(dedupe.Forever))
 	countProcessed := func(next consumer.Handler) consumer.Handler {
 		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
 			err := next.Handle(ctx, m)
@@ -301,9 +298,9 @@ func (l *ledger) replay(ctx context.Context, cfg config, brokers []string, topic
 		})
 	}
 	h := consumer.Chain(countRead, consumer.Lineage(), dd, consumer.Recover(), countProcessed)(consumer.HandlerFunc(l.book))
-	c, err := kafkasub.New(kafkasub.ReaderConfig(brokers, topic, group), h,
+	c, err := kafkasub.New(brokers, topic, group, h,
 		kafkasub.WithPartitionParallelism(3),
-		kafkasub.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+		consumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		return counts{}, err
 	}
