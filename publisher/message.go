@@ -67,6 +67,17 @@ type Message struct {
 	// message that starts a chain. Ignored when ctx carries a lineage, whose
 	// correlation ID always wins. Validated like ID.
 	CorrelationID uuid.UUID
+	// CausationID, when not uuid.Nil and ctx carries no lineage, names the
+	// message that caused this one, exactly as if it were published while
+	// handling that message: the ID is derived from it and it becomes the
+	// causation ID (with CorrelationID, or else CausationID, as the
+	// correlation ID). It lets code outside a handler — an outbox relay
+	// re-sending a stored message — reproduce a lineage. Validated like ID.
+	CausationID uuid.UUID
+	// RoutingKey, when not empty, is the RabbitMQ routing key of this
+	// message, overriding the publisher's routing-key function. Kafka
+	// publishers reject it (their topic is fixed and the record key is Key).
+	RoutingKey string
 }
 
 // MaxHeaderNameLen is the longest header name accepted: AMQP's limit on
@@ -125,6 +136,14 @@ func Validate(msg *Message, maxBody int) error {
 			return Invalid(msg.Type, "correlation ID %s: %v", msg.CorrelationID, err)
 		}
 	}
+	if msg.CausationID != uuid.Nil {
+		if err := checkUUID(msg.CausationID); err != nil {
+			return Invalid(msg.Type, "causation ID %s: %v", msg.CausationID, err)
+		}
+	}
+	if !utf8.ValidString(msg.RoutingKey) {
+		return Invalid(msg.Type, "routing key is not valid UTF-8")
+	}
 	if maxBody > 0 && len(msg.Body) > maxBody {
 		return Invalid(msg.Type, "body of %d bytes exceeds the maximum of %d", len(msg.Body), maxBody)
 	}
@@ -178,7 +197,9 @@ func checkUUID(u uuid.UUID) error {
 // lineage with gen:
 //
 //   - message ID: msg.ID if set; otherwise, when ctx carries a parent
-//     lineage ([lineage.FromContext]), gen.ID(parent.MessageID, Type, Key...)
+//     lineage ([lineage.FromContext]) — or, without one, when
+//     msg.CausationID is set, which then stands for the parent —
+//     gen.ID(parent.MessageID, Type, Key...)
 //     (or gen.ID(parent.MessageID, Type, Body) when Key is empty); otherwise
 //     gen.ID(Type, Key...) (or gen.ID(Type, Body));
 //   - correlation ID: the parent's correlation ID (or, when that is nil, the
@@ -207,6 +228,10 @@ func ids(ctx context.Context, gen *forge.Generator, msg *Message) (lineage.Linea
 	parent, hasParent := lineage.FromContext(ctx)
 	if hasParent && parent.MessageID == uuid.Nil {
 		hasParent = false
+	}
+	if !hasParent && msg.CausationID != uuid.Nil {
+		parent = lineage.Lineage{MessageID: msg.CausationID, CorrelationID: msg.CorrelationID}
+		hasParent = true
 	}
 	l.MessageID = msg.ID
 	if l.MessageID == uuid.Nil {

@@ -170,3 +170,38 @@ func FuzzIDs(f *testing.F) {
 		}
 	})
 }
+
+// An explicit CausationID stands for the parent lineage: the same IDs as
+// publishing while handling the causing message.
+func TestExplicitCausation(t *testing.T) {
+	gen := forge.MustNew("orders.example.com")
+	parent := lineage.Lineage{MessageID: uuid.New(), CorrelationID: uuid.New()}
+	msg := publisher.Message{Type: "payment.captured", Key: []any{"SO-1"}}
+	inHandler, err := publisher.IDs(lineage.NewContext(context.Background(), parent), gen, &msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	explicit := msg
+	explicit.CausationID, explicit.CorrelationID = parent.MessageID, parent.CorrelationID
+	got, err := publisher.IDs(context.Background(), gen, &explicit)
+	if err != nil || got != inHandler {
+		t.Fatalf("explicit causation gives %+v, %v; want %+v", got, err, inHandler)
+	}
+	// Without a correlation ID the causing message's ID is the correlation.
+	explicit.CorrelationID = uuid.Nil
+	got, _ = publisher.IDs(context.Background(), gen, &explicit)
+	if got.MessageID != inHandler.MessageID || got.CorrelationID != parent.MessageID || got.CausationID != parent.MessageID {
+		t.Fatalf("explicit causation without correlation: %+v", got)
+	}
+	// A lineage in the context wins over the field.
+	other := lineage.Lineage{MessageID: uuid.New()}
+	got, _ = publisher.IDs(lineage.NewContext(context.Background(), other), gen, &explicit)
+	if got.CausationID != other.MessageID {
+		t.Fatalf("context lineage lost to the field: %+v", got)
+	}
+	bad := msg
+	bad.CausationID = uuid.UUID{1}
+	if _, err := publisher.IDs(context.Background(), gen, &bad); !errors.Is(err, publisher.ErrInvalid) {
+		t.Fatalf("invalid causation ID accepted: %v", err)
+	}
+}

@@ -95,6 +95,9 @@ func New(brokers []string, topic string, gen *forge.Generator, opts ...publisher
 }
 
 func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now time.Time) (kafkago.Message, uuid.UUID, error) {
+	if msg.RoutingKey != "" {
+		return kafkago.Message{}, uuid.Nil, fmt.Errorf("kafkapub: %w", publisher.Invalid(msg.Type, "a routing key has no meaning on Kafka (the topic is the publisher's, the record key is Key)"))
+	}
 	l, err := publisher.Stamp(ctx, p.gen, msg, p.set.MaxBodySize)
 	if err != nil {
 		return kafkago.Message{}, uuid.Nil, fmt.Errorf("kafkapub: %w", err)

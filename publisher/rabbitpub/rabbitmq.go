@@ -115,7 +115,10 @@ func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now tim
 	if len(msg.Type) > maxShortString {
 		return prepared{}, fmt.Errorf("rabbitpub: %w", publisher.Invalid(msg.Type[:32]+"...", "type longer than %d bytes (AMQP shortstr)", maxShortString))
 	}
-	rk := p.cfg.routingKey(msg)
+	rk := msg.RoutingKey
+	if rk == "" {
+		rk = p.cfg.routingKey(msg)
+	}
 	if len(rk) > maxShortString {
 		return prepared{}, fmt.Errorf("rabbitpub: %w", publisher.Invalid(msg.Type, "routing key longer than %d bytes", maxShortString))
 	}
