@@ -46,6 +46,9 @@ type Message struct {
 	// ContentID reports that ID was computed from the content because the
 	// producer sent no ID.
 	ContentID bool
+	// System is the messaging system the message came from: "rabbitmq" or
+	// "kafka" (the OpenTelemetry messaging.system values).
+	System string
 	// Source is the queue or topic the message came from.
 	Source string
 	// Partition and Offset locate a Kafka record; zero on RabbitMQ.

@@ -349,7 +349,7 @@ func (c *Consumer) deadLetter(stop, work context.Context, dl *kafkago.Writer, re
 
 func (c *Consumer) message(rec kafkago.Message) *consumer.Message {
 	m := &consumer.Message{
-		Key: rec.Key, Body: rec.Value, Source: rec.Topic,
+		Key: rec.Key, Body: rec.Value, System: "kafka", Source: rec.Topic,
 		Partition: rec.Partition, Offset: rec.Offset, Time: rec.Time,
 	}
 	for _, h := range rec.Headers {

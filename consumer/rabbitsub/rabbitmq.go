@@ -447,6 +447,7 @@ func (c *Consumer) message(d amqp.Delivery) *consumer.Message {
 		RoutingKey:  d.RoutingKey,
 		Body:        d.Body,
 		Redelivered: d.Redelivered,
+		System:      "rabbitmq",
 		Source:      c.queue,
 		Time:        d.Timestamp,
 	}
