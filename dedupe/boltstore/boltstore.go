@@ -18,8 +18,8 @@ import (
 
 // Defaults, each overridable by an [Option].
 const (
-	// DefaultBucket is the name of the bucket holding the keys; the expiry
-	// index lives in DefaultBucket+".expiry".
+	// DefaultBucket is the name of the top-level bucket holding a store's
+	// records and expiry index (see the package doc for the layout).
 	DefaultBucket = "dedupe"
 	// DefaultOpenTimeout is how long [Open] waits for the file lock before
 	// failing with [ErrLocked].
@@ -36,6 +36,23 @@ const (
 // ErrLocked is returned (wrapped) by [Open] when another process — or another
 // Store of this process — holds the file: bbolt allows one opener per file.
 var ErrLocked = errors.New("boltstore: database file is locked by another opener")
+
+// ErrLayout is returned (wrapped) by [Open] and [New] when the store's bucket
+// exists but holds something other than this store's layout: a file written
+// by a version of boltstore before the nested layout (one bucket of records
+// named after the store and a sibling "<name>.expiry"), or another program's
+// bucket of that name. Nothing in the file is changed; use another bucket name
+// ([WithBucket]) or another file. Entries of an old file are not migrated: a
+// message completed in it is processed again once after the switch.
+var ErrLayout = errors.New("boltstore: bucket is not in this store's layout")
+
+// The layout inside a store's bucket (see the package doc).
+var (
+	layoutKey     = []byte("layout")
+	layoutVersion = []byte("uuidforge-dedupe/2")
+	recordsName   = []byte("records")
+	expiryName    = []byte("expiry")
+)
 
 // Record states.
 const (
@@ -61,8 +78,7 @@ const (
 type Store struct {
 	db        *bolt.DB
 	owned     bool
-	bucket    []byte
-	expiry    []byte
+	bucket    []byte // the store's top-level bucket: records and expiry inside
 	lease     time.Duration
 	retention time.Duration
 	batch     int
@@ -95,8 +111,11 @@ type config struct {
 	noSync      bool
 }
 
-// WithBucket names the bucket holding the keys. Default [DefaultBucket]. Use
-// different buckets to keep independent stores in one file.
+// WithBucket names the top-level bucket that holds the store's records and
+// expiry index. Default [DefaultBucket]. Use different names to keep
+// independent stores in one file: every name is its own bucket, so no name
+// can reach into another store's data. The bucket must be new, empty, or a
+// store's bucket; anything else fails with [ErrLayout].
 func WithBucket(name string) Option { return func(c *config) { c.bucket = name } }
 
 // WithLease sets the lease Claim uses when given 0. Default
@@ -195,7 +214,6 @@ func newStore(db *bolt.DB, owned bool, cfg config) (*Store, error) {
 		db:         db,
 		owned:      owned,
 		bucket:     []byte(cfg.bucket),
-		expiry:     []byte(cfg.bucket + ".expiry"),
 		lease:      cfg.lease,
 		retention:  cfg.retention,
 		batch:      cfg.batch,
@@ -204,20 +222,52 @@ func newStore(db *bolt.DB, owned bool, cfg config) (*Store, error) {
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
-	err := db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(s.bucket); err != nil {
-			return err
-		}
-		_, err := tx.CreateBucketIfNotExists(s.expiry)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("boltstore: create bucket %s: %w", cfg.bucket, err)
+	if err := db.Update(s.createLayout); err != nil {
+		return nil, fmt.Errorf("boltstore: bucket %q: %w", cfg.bucket, err)
 	}
 	go s.cleaner(cfg.cleanup)
 	go s.writer()
 	return s, nil
 }
+
+// createLayout creates the store's bucket with its records and expiry
+// buckets, or checks that an existing bucket has this layout. An empty
+// bucket is adopted.
+func (s *Store) createLayout(tx *bolt.Tx) error {
+	top := tx.Bucket(s.bucket)
+	if top == nil {
+		var err error
+		if top, err = tx.CreateBucket(s.bucket); err != nil {
+			return err
+		}
+	}
+	switch v := top.Get(layoutKey); {
+	case bytes.Equal(v, layoutVersion):
+	case v == nil && isEmpty(top):
+		if err := top.Put(layoutKey, layoutVersion); err != nil {
+			return err
+		}
+	case v == nil:
+		return fmt.Errorf("%w: it holds entries but no layout marker (a file written before the nested layout, or another program's bucket)", ErrLayout)
+	default:
+		return fmt.Errorf("%w: layout %q, this version reads %q", ErrLayout, v, layoutVersion)
+	}
+	for _, name := range [][]byte{recordsName, expiryName} {
+		if _, err := top.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isEmpty(b *bolt.Bucket) bool {
+	k, _ := b.Cursor().First()
+	return k == nil
+}
+
+// records and expiry return the store's two buckets in tx.
+func (s *Store) records(tx *bolt.Tx) *bolt.Bucket { return tx.Bucket(s.bucket).Bucket(recordsName) }
+func (s *Store) expiry(tx *bolt.Tx) *bolt.Bucket  { return tx.Bucket(s.bucket).Bucket(expiryName) }
 
 // write runs fn in a write transaction shared with the other writes queued
 // meanwhile. The caller holds s.mu shared, so the writer is running.
@@ -354,13 +404,13 @@ func (s *Store) Claim(ctx context.Context, key dedupe.Key, lease time.Duration) 
 		if c, err = s.peek(tx, key, rk, now); err != nil || c.Status != 0 {
 			return err
 		}
-		b := tx.Bucket(s.bucket)
+		b := s.records(tx)
 		if old := b.Get(rk); old != nil { // expired: take it over
 			r, err := decode(old)
 			if err != nil {
 				return err
 			}
-			if err := tx.Bucket(s.expiry).Delete(expiryKey(r.until, rk)); err != nil {
+			if err := s.expiry(tx).Delete(expiryKey(r.until, rk)); err != nil {
 				return err
 			}
 		}
@@ -372,7 +422,7 @@ func (s *Store) Claim(ctx context.Context, key dedupe.Key, lease time.Duration) 
 		if err := b.Put(rk, r.encode()); err != nil {
 			return err
 		}
-		if err := tx.Bucket(s.expiry).Put(expiryKey(r.until, rk), nil); err != nil {
+		if err := s.expiry(tx).Put(expiryKey(r.until, rk), nil); err != nil {
 			return err
 		}
 		c = dedupe.Claim{Key: key, Status: dedupe.Acquired, Token: token, Until: time.Unix(0, r.until)}
@@ -387,7 +437,7 @@ func (s *Store) Claim(ctx context.Context, key dedupe.Key, lease time.Duration) 
 // peek returns the claim for a key that cannot be acquired now (Duplicate or
 // InFlight), or a zero Claim when it can.
 func (s *Store) peek(tx *bolt.Tx, key dedupe.Key, rk []byte, now int64) (dedupe.Claim, error) {
-	v := tx.Bucket(s.bucket).Get(rk)
+	v := s.records(tx).Get(rk)
 	if v == nil {
 		return dedupe.Claim{}, nil
 	}
@@ -424,11 +474,11 @@ func (s *Store) Complete(ctx context.Context, c dedupe.Claim, retention time.Dur
 		r := record{state: stateDone, token: c.Token}
 		if retention != dedupe.Forever {
 			r.until = addSat(time.Now().UnixNano(), retention)
-			if err := tx.Bucket(s.expiry).Put(expiryKey(r.until, rk), nil); err != nil {
+			if err := s.expiry(tx).Put(expiryKey(r.until, rk), nil); err != nil {
 				return err
 			}
 		}
-		return tx.Bucket(s.bucket).Put(rk, r.encode())
+		return s.records(tx).Put(rk, r.encode())
 	})
 }
 
@@ -438,7 +488,7 @@ func (s *Store) Release(ctx context.Context, c dedupe.Claim) error {
 		return fmt.Errorf("boltstore: release %s: %w", c.Key, err)
 	}
 	return s.finish(ctx, "release", c, func(tx *bolt.Tx, rk []byte) error {
-		return tx.Bucket(s.bucket).Delete(rk)
+		return s.records(tx).Delete(rk)
 	})
 }
 
@@ -453,7 +503,7 @@ func (s *Store) finish(ctx context.Context, op string, c dedupe.Claim, write fun
 	lost := false
 	err := s.write(func(tx *bolt.Tx) error {
 		lost = false
-		v := tx.Bucket(s.bucket).Get(rk)
+		v := s.records(tx).Get(rk)
 		if v == nil {
 			lost = true
 			return nil
@@ -466,7 +516,7 @@ func (s *Store) finish(ctx context.Context, op string, c dedupe.Claim, write fun
 			lost = true
 			return nil
 		}
-		if err := tx.Bucket(s.expiry).Delete(expiryKey(r.until, rk)); err != nil {
+		if err := s.expiry(tx).Delete(expiryKey(r.until, rk)); err != nil {
 			return err
 		}
 		return write(tx, rk)
@@ -500,7 +550,7 @@ func (s *Store) Len() (int, error) {
 	}
 	n := 0
 	err := s.db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(s.bucket).Stats().KeyN
+		n = s.records(tx).Stats().KeyN
 		return nil
 	})
 	return n, err
@@ -533,7 +583,7 @@ func (s *Store) cleanupBatch(ctx context.Context) (int, error) {
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		now := time.Now().UnixNano()
-		b, exp := tx.Bucket(s.bucket), tx.Bucket(s.expiry)
+		b, exp := s.records(tx), s.expiry(tx)
 		cur := exp.Cursor()
 		var stale [][]byte
 		for k, _ := cur.First(); k != nil && n < s.batch; k, _ = cur.Next() {
