@@ -44,7 +44,10 @@ func newFixture(n, copies int) fixture {
 }
 
 func ours(b *testing.B) consumer.Handler {
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(func() { _ = store.Close() })
 	dd, err := consumer.Dedupe(store, "bench")
 	if err != nil {
@@ -137,7 +140,10 @@ func TestFailedHandlerIsRetried(t *testing.T) {
 		return nil
 	}
 
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer store.Close()
 	dd, err := consumer.Dedupe(store, "test")
 	if err != nil {

@@ -86,11 +86,20 @@ func newDedupe(t *testing.T, store dedupe.Store, opts ...consumer.DedupeOption) 
 	return mw
 }
 
+func newMemory(t testing.TB) *dedupe.Memory {
+	t.Helper()
+	m, err := dedupe.NewMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return m
+}
+
 func TestDedupe(t *testing.T) {
 	ctx := context.Background()
 	t.Run("success then duplicate", func(t *testing.T) {
-		store := dedupe.NewMemory()
-		defer store.Close()
+		store := newMemory(t)
 		var calls atomic.Int32
 		h := newDedupe(t, store)(consumer.HandlerFunc(func(context.Context, *consumer.Message) error { calls.Add(1); return nil }))
 		m := msg()
@@ -108,8 +117,7 @@ func TestDedupe(t *testing.T) {
 		}
 	})
 	t.Run("failure releases", func(t *testing.T) {
-		store := dedupe.NewMemory()
-		defer store.Close()
+		store := newMemory(t)
 		var calls atomic.Int32
 		fail := errors.New("transient")
 		h := newDedupe(t, store)(consumer.HandlerFunc(func(context.Context, *consumer.Message) error {
@@ -130,8 +138,7 @@ func TestDedupe(t *testing.T) {
 		}
 	})
 	t.Run("panic releases", func(t *testing.T) {
-		store := dedupe.NewMemory()
-		defer store.Close()
+		store := newMemory(t)
 		h := newDedupe(t, store)(consumer.HandlerFunc(func(context.Context, *consumer.Message) error { panic("x") }))
 		m := msg()
 		func() {
@@ -144,8 +151,7 @@ func TestDedupe(t *testing.T) {
 		}
 	})
 	t.Run("in flight", func(t *testing.T) {
-		store := dedupe.NewMemory()
-		defer store.Close()
+		store := newMemory(t)
 		m := msg()
 		held, err := store.Claim(ctx, dedupe.Key{Scope: "test-scope", ID: m.ID}, time.Minute)
 		if err != nil || !held.Acquired() {
@@ -166,7 +172,7 @@ func TestDedupe(t *testing.T) {
 		}
 	})
 	t.Run("store error", func(t *testing.T) {
-		store := dedupe.NewMemory()
+		store := newMemory(t)
 		store.Close()
 		var calls atomic.Int32
 		h := newDedupe(t, store)(consumer.HandlerFunc(func(context.Context, *consumer.Message) error { calls.Add(1); return nil }))
@@ -179,13 +185,13 @@ func TestDedupe(t *testing.T) {
 		}
 	})
 	t.Run("bad config", func(t *testing.T) {
-		if _, err := consumer.Dedupe(dedupe.NewMemory(), ""); !errors.Is(err, dedupe.ErrInvalidKey) {
+		if _, err := consumer.Dedupe(newMemory(t), ""); !errors.Is(err, dedupe.ErrInvalidKey) {
 			t.Fatalf("empty scope: %v", err)
 		}
 		if _, err := consumer.Dedupe(nil, "s"); err == nil {
 			t.Fatal("nil store accepted")
 		}
-		if _, err := consumer.Dedupe(dedupe.NewMemory(), "s", consumer.WithLease(-time.Second)); !errors.Is(err, dedupe.ErrInvalidDuration) {
+		if _, err := consumer.Dedupe(newMemory(t), "s", consumer.WithLease(-time.Second)); !errors.Is(err, dedupe.ErrInvalidDuration) {
 			t.Fatalf("negative lease: %v", err)
 		}
 	})

@@ -11,7 +11,8 @@
 // and acknowledge or commit only after the handler succeeded and the dedupe
 // completion is stored.
 //
-//	store := dedupe.NewMemory()
+//	store, err := dedupe.NewMemory()
+//	if err != nil { ... }
 //	dd, err := consumer.Dedupe(store, "billing")
 //	if err != nil { ... }
 //	h := consumer.Chain(

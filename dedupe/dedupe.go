@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -256,3 +257,20 @@ func RetentionOrDefault(retention, def time.Duration) (time.Duration, error) {
 	}
 	return retention, nil
 }
+
+// errorf formats an error of this package: "dedupe: " followed by format.
+// Errors among args keep wrapping (%w) but lose their own "dedupe: " prefix
+// in the text, so the package name appears once.
+func errorf(format string, args ...any) error {
+	for i, a := range args {
+		if e, ok := a.(error); ok {
+			args[i] = unprefixed{e}
+		}
+	}
+	return fmt.Errorf("dedupe: "+format, args...)
+}
+
+type unprefixed struct{ err error }
+
+func (u unprefixed) Error() string { return strings.TrimPrefix(u.err.Error(), "dedupe: ") }
+func (u unprefixed) Unwrap() error { return u.err }

@@ -39,7 +39,10 @@
 //
 // # Usage
 //
-//	store := dedupe.NewMemory()
+//	store, err := dedupe.NewMemory()
+//	if err != nil {
+//		return err
+//	}
 //	defer store.Close()
 //	key := dedupe.Key{Scope: "billing", ID: msg.ID}
 //	c, err := store.Claim(ctx, key, 30*time.Second)

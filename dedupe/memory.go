@@ -108,8 +108,9 @@ type memDone struct {
 	token uint64
 }
 
-// MemoryOption configures [NewMemory].
-type MemoryOption func(*memoryConfig)
+// MemoryOption configures [NewMemory]; a bad value is an error from
+// NewMemory that names the option.
+type MemoryOption func(*memoryConfig) error
 
 type memoryConfig struct {
 	maxEntries int
@@ -119,51 +120,60 @@ type memoryConfig struct {
 }
 
 // WithMaxEntries bounds the store to n keys (leases and completed keys
-// together). Default [DefaultMaxEntries]; n <= 0 keeps the default. See
-// [Memory] for the eviction rule.
+// together); n must be positive. Default [DefaultMaxEntries]. See [Memory]
+// for the eviction rule.
 func WithMaxEntries(n int) MemoryOption {
-	return func(c *memoryConfig) {
-		if n > 0 {
-			c.maxEntries = n
+	return func(c *memoryConfig) error {
+		if n <= 0 {
+			return errorf("WithMaxEntries(%d): must be positive", n)
 		}
+		c.maxEntries = n
+		return nil
 	}
 }
 
-// WithLease sets the lease Claim uses when given 0. Default [DefaultLease];
-// d <= 0 keeps the default.
-func WithLease(d time.Duration) MemoryOption {
-	return func(c *memoryConfig) {
-		if d > 0 {
-			c.lease = d
+// WithDefaultLease sets the lease Claim uses when given 0; d must be
+// positive. Default [DefaultLease].
+func WithDefaultLease(d time.Duration) MemoryOption {
+	return func(c *memoryConfig) error {
+		if d <= 0 {
+			return errorf("WithDefaultLease(%v): %w", d, ErrInvalidDuration)
 		}
+		c.lease = d
+		return nil
 	}
 }
 
-// WithRetention sets the retention Complete uses when given 0. Default
-// [DefaultRetention]; [Forever] is allowed; other d <= 0 keep the default.
-func WithRetention(d time.Duration) MemoryOption {
-	return func(c *memoryConfig) {
-		if d > 0 || d == Forever {
-			c.retention = d
+// WithDefaultRetention sets the retention Complete uses when given 0; d
+// must be positive or [Forever]. Default [DefaultRetention].
+func WithDefaultRetention(d time.Duration) MemoryOption {
+	return func(c *memoryConfig) error {
+		if d <= 0 && d != Forever {
+			return errorf("WithDefaultRetention(%v): %w", d, ErrInvalidDuration)
 		}
+		c.retention = d
+		return nil
 	}
 }
 
 // WithSweepInterval sets how often the background goroutine drops expired
-// entries. Default [DefaultSweepInterval]; d <= 0 keeps the default.
-// Expired entries are also dropped when the store is full, so this only
-// decides how soon their memory is freed.
+// entries; d must be positive. Default [DefaultSweepInterval]. Expired
+// entries are also dropped when the store is full, so this only decides how
+// soon their memory is freed.
 func WithSweepInterval(d time.Duration) MemoryOption {
-	return func(c *memoryConfig) {
-		if d > 0 {
-			c.sweep = d
+	return func(c *memoryConfig) error {
+		if d <= 0 {
+			return errorf("WithSweepInterval(%v): must be positive", d)
 		}
+		c.sweep = d
+		return nil
 	}
 }
 
 // NewMemory returns an empty memory store and starts its sweeping goroutine;
-// call [Memory.Close] to stop it.
-func NewMemory(opts ...MemoryOption) *Memory {
+// call [Memory.Close] to stop it. It fails only on an invalid option (nil
+// options are ignored).
+func NewMemory(opts ...MemoryOption) (*Memory, error) {
 	cfg := memoryConfig{
 		maxEntries: DefaultMaxEntries,
 		lease:      DefaultLease,
@@ -171,7 +181,12 @@ func NewMemory(opts ...MemoryOption) *Memory {
 		sweep:      DefaultSweepInterval,
 	}
 	for _, o := range opts {
-		o(&cfg)
+		if o == nil {
+			continue
+		}
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
 	}
 	n := 1
 	if cfg.maxEntries >= shardingThreshold {
@@ -194,7 +209,7 @@ func NewMemory(opts ...MemoryOption) *Memory {
 	}
 	m.scopes.Store(&map[string]uint32{})
 	go m.janitor(cfg.sweep)
-	return m
+	return m, nil
 }
 
 var _ Store = (*Memory)(nil)
@@ -239,10 +254,10 @@ func (m *Memory) shard(k memKey) *memShard {
 
 func (m *Memory) check(ctx context.Context, op string, k Key) error {
 	if m.closed.Load() {
-		return fmt.Errorf("dedupe: memory %s %s: %w", op, k, ErrClosed)
+		return errorf("memory %s %s: %w", op, k, ErrClosed)
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("dedupe: memory %s %s: %w", op, k, err)
+		return errorf("memory %s %s: %w", op, k, err)
 	}
 	return nil
 }
@@ -253,22 +268,22 @@ func (m *Memory) Claim(ctx context.Context, key Key, lease time.Duration) (Claim
 		return Claim{}, err
 	}
 	if err := key.Validate(); err != nil {
-		return Claim{}, fmt.Errorf("dedupe: memory claim: %w", err)
+		return Claim{}, errorf("memory claim: %w", err)
 	}
 	lease, err := LeaseOrDefault(lease, m.lease)
 	if err != nil {
-		return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w", key, err)
+		return Claim{}, errorf("memory claim %s: %w", key, err)
 	}
 	mk, _, err := m.intern(key, true)
 	if err != nil {
-		return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w", key, err)
+		return Claim{}, errorf("memory claim %s: %w", key, err)
 	}
 	now := m.now()
 	s := m.shard(mk)
 	s.mu.Lock()
 	if s.m == nil { // closed meanwhile
 		s.mu.Unlock()
-		return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w", key, ErrClosed)
+		return Claim{}, errorf("memory claim %s: %w", key, ErrClosed)
 	}
 	e, ok := s.m[mk]
 	switch {
@@ -285,7 +300,7 @@ func (m *Memory) Claim(ctx context.Context, key Key, lease time.Duration) (Claim
 	case !ok && len(s.m) >= m.shardCap:
 		if !s.makeRoom(now, m.shardCap) {
 			s.mu.Unlock()
-			return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w (%d live leases)", key, ErrFull, m.shardCap)
+			return Claim{}, errorf("memory claim %s: %w (%d live leases)", key, ErrFull, m.shardCap)
 		}
 	}
 	s.token++
@@ -302,26 +317,26 @@ func (m *Memory) Complete(ctx context.Context, c Claim, retention time.Duration)
 		return err
 	}
 	if err := CheckClaim(c); err != nil {
-		return fmt.Errorf("dedupe: memory complete %s: %w", c.Key, err)
+		return errorf("memory complete %s: %w", c.Key, err)
 	}
 	retention, err := RetentionOrDefault(retention, m.retention)
 	if err != nil {
-		return fmt.Errorf("dedupe: memory complete %s: %w", c.Key, err)
+		return errorf("memory complete %s: %w", c.Key, err)
 	}
 	mk, known, _ := m.intern(c.Key, false)
 	if !known {
-		return fmt.Errorf("dedupe: memory complete %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
+		return errorf("memory complete %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
 	}
 	now := m.now()
 	s := m.shard(mk)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		return fmt.Errorf("dedupe: memory complete %s: %w", c.Key, ErrClosed)
+		return errorf("memory complete %s: %w", c.Key, ErrClosed)
 	}
 	e, ok := s.m[mk]
 	if !ok || e.done || e.token != c.Token {
-		return fmt.Errorf("dedupe: memory complete %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
+		return errorf("memory complete %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
 	}
 	e.done = true
 	if retention == Forever {
@@ -343,21 +358,21 @@ func (m *Memory) Release(ctx context.Context, c Claim) error {
 		return err
 	}
 	if err := CheckClaim(c); err != nil {
-		return fmt.Errorf("dedupe: memory release %s: %w", c.Key, err)
+		return errorf("memory release %s: %w", c.Key, err)
 	}
 	mk, known, _ := m.intern(c.Key, false)
 	if !known {
-		return fmt.Errorf("dedupe: memory release %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
+		return errorf("memory release %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
 	}
 	s := m.shard(mk)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		return fmt.Errorf("dedupe: memory release %s: %w", c.Key, ErrClosed)
+		return errorf("memory release %s: %w", c.Key, ErrClosed)
 	}
 	e, ok := s.m[mk]
 	if !ok || e.done || e.token != c.Token {
-		return fmt.Errorf("dedupe: memory release %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
+		return errorf("memory release %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
 	}
 	delete(s.m, mk)
 	return nil

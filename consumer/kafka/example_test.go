@@ -18,7 +18,10 @@ import (
 // five attempts, written to "orders.dead-letter" before their offset is
 // committed.
 func ExampleNew() {
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer store.Close()
 	dd, err := consumer.Dedupe(store, "billing")
 	if err != nil {

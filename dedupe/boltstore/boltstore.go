@@ -98,8 +98,9 @@ type writeReq struct {
 
 var _ dedupe.Store = (*Store)(nil)
 
-// Option configures [Open] and [New].
-type Option func(*config)
+// Option configures [Open] and [New]; a bad value is an error from them
+// that names the option.
+type Option func(*config) error
 
 type config struct {
 	bucket      string
@@ -109,40 +110,101 @@ type config struct {
 	cleanup     time.Duration
 	batch       int
 	noSync      bool
+	openOnly    []string // options that only Open honours, given
 }
 
 // WithBucket names the top-level bucket that holds the store's records and
-// expiry index. Default [DefaultBucket]. Use different names to keep
-// independent stores in one file: every name is its own bucket, so no name
-// can reach into another store's data. The bucket must be new, empty, or a
-// store's bucket; anything else fails with [ErrLayout].
-func WithBucket(name string) Option { return func(c *config) { c.bucket = name } }
+// expiry index; name must not be empty. Default [DefaultBucket]. Use
+// different names to keep independent stores in one file: every name is its
+// own bucket, so no name can reach into another store's data. The bucket
+// must be new, empty, or a store's bucket; anything else fails with
+// [ErrLayout].
+func WithBucket(name string) Option {
+	return func(c *config) error {
+		if name == "" {
+			return errors.New(`boltstore: WithBucket(""): empty bucket name`)
+		}
+		c.bucket = name
+		return nil
+	}
+}
 
-// WithLease sets the lease Claim uses when given 0. Default
-// [dedupe.DefaultLease].
-func WithLease(d time.Duration) Option { return func(c *config) { c.lease = d } }
+// WithDefaultLease sets the lease Claim uses when given 0; d must be
+// positive. Default [dedupe.DefaultLease].
+func WithDefaultLease(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("boltstore: WithDefaultLease(%v): %w", d, dedupe.ErrInvalidDuration)
+		}
+		c.lease = d
+		return nil
+	}
+}
 
-// WithRetention sets the retention Complete uses when given 0. Default
-// [dedupe.DefaultRetention]; [dedupe.Forever] keeps keys until deleted.
-func WithRetention(d time.Duration) Option { return func(c *config) { c.retention = d } }
+// WithDefaultRetention sets the retention Complete uses when given 0; d must
+// be positive or [dedupe.Forever], which keeps keys until deleted. Default
+// [dedupe.DefaultRetention].
+func WithDefaultRetention(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 && d != dedupe.Forever {
+			return fmt.Errorf("boltstore: WithDefaultRetention(%v): %w", d, dedupe.ErrInvalidDuration)
+		}
+		c.retention = d
+		return nil
+	}
+}
 
-// WithOpenTimeout sets how long [Open] waits for the file lock. Default
-// [DefaultOpenTimeout]. Ignored by [New].
-func WithOpenTimeout(d time.Duration) Option { return func(c *config) { c.openTimeout = d } }
+// WithOpenTimeout sets how long [Open] waits for the file lock; d must be
+// positive (bbolt would otherwise wait forever). Default
+// [DefaultOpenTimeout]. It configures the file Open opens, so [New], which
+// takes an open database, rejects it.
+func WithOpenTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("boltstore: WithOpenTimeout(%v): must be positive (bbolt would wait forever)", d)
+		}
+		c.openTimeout = d
+		c.openOnly = append(c.openOnly, "WithOpenTimeout")
+		return nil
+	}
+}
 
-// WithCleanupInterval sets how often expired entries are deleted. Default
-// [DefaultCleanupInterval].
-func WithCleanupInterval(d time.Duration) Option { return func(c *config) { c.cleanup = d } }
+// WithCleanupInterval sets how often expired entries are deleted; d must be
+// positive. Default [DefaultCleanupInterval].
+func WithCleanupInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("boltstore: WithCleanupInterval(%v): must be positive", d)
+		}
+		c.cleanup = d
+		return nil
+	}
+}
 
 // WithCleanupBatch sets how many expired entries one cleanup transaction
-// deletes. Default [DefaultCleanupBatch].
-func WithCleanupBatch(n int) Option { return func(c *config) { c.batch = n } }
+// deletes; n must be positive. Default [DefaultCleanupBatch].
+func WithCleanupBatch(n int) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return fmt.Errorf("boltstore: WithCleanupBatch(%d): must be positive", n)
+		}
+		c.batch = n
+		return nil
+	}
+}
 
-// WithNoSync skips fsync on commit (bbolt's DB.NoSync) for a database opened
-// by [Open]: much faster; a process crash loses nothing, but a power failure or
+// WithNoSync skips fsync on commit (bbolt's DB.NoSync) for the file [Open]
+// opens: much faster; a process crash loses nothing, but a power failure or
 // OS crash can lose recent claims and completions, i.e. let messages be
-// processed twice. Default false. Ignored by [New].
-func WithNoSync() Option { return func(c *config) { c.noSync = true } }
+// processed twice. Default false (durable). [New] rejects it: set NoSync on
+// your own *bbolt.DB instead.
+func WithNoSync() Option {
+	return func(c *config) error {
+		c.noSync = true
+		c.openOnly = append(c.openOnly, "WithNoSync")
+		return nil
+	}
+}
 
 func newConfig(opts []Option) (config, error) {
 	c := config{
@@ -154,21 +216,12 @@ func newConfig(opts []Option) (config, error) {
 		batch:       DefaultCleanupBatch,
 	}
 	for _, o := range opts {
-		o(&c)
-	}
-	switch {
-	case c.bucket == "":
-		return c, errors.New("boltstore: empty bucket name")
-	case c.lease <= 0:
-		return c, fmt.Errorf("boltstore: default lease %v: %w", c.lease, dedupe.ErrInvalidDuration)
-	case c.retention <= 0 && c.retention != dedupe.Forever:
-		return c, fmt.Errorf("boltstore: default retention %v: %w", c.retention, dedupe.ErrInvalidDuration)
-	case c.openTimeout <= 0:
-		return c, fmt.Errorf("boltstore: open timeout %v must be positive (bbolt would wait forever)", c.openTimeout)
-	case c.cleanup <= 0:
-		return c, fmt.Errorf("boltstore: cleanup interval %v must be positive", c.cleanup)
-	case c.batch <= 0:
-		return c, fmt.Errorf("boltstore: cleanup batch %d must be positive", c.batch)
+		if o == nil {
+			continue
+		}
+		if err := o(&c); err != nil {
+			return c, err
+		}
 	}
 	return c, nil
 }
@@ -183,7 +236,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: cfg.openTimeout, NoSync: cfg.noSync})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("boltstore: open %s: %w (waited %v): %w", path, ErrLocked, cfg.openTimeout, err)
+		return nil, fmt.Errorf("%w: %s (waited %v): %w", ErrLocked, path, cfg.openTimeout, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
@@ -196,8 +249,10 @@ func Open(path string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-// New returns a store in the caller's open database, creating its buckets.
-// [Store.Close] stops the store but leaves db open.
+// New returns a store in the caller's open database, creating its bucket.
+// [Store.Close] stops the store but leaves db open. Options that configure
+// the file ([WithOpenTimeout], [WithNoSync]) are an error here: db is opened
+// already. Nil options are ignored.
 func New(db *bolt.DB, opts ...Option) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("boltstore: nil *bbolt.DB")
@@ -205,6 +260,9 @@ func New(db *bolt.DB, opts ...Option) (*Store, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
+	}
+	if len(cfg.openOnly) > 0 {
+		return nil, fmt.Errorf("boltstore: %s configures the file Open opens; New takes an open *bbolt.DB (set its options when you open it)", cfg.openOnly[0])
 	}
 	return newStore(db, false, cfg)
 }
@@ -223,6 +281,10 @@ func newStore(db *bolt.DB, owned bool, cfg config) (*Store, error) {
 		writerDone: make(chan struct{}),
 	}
 	if err := db.Update(s.createLayout); err != nil {
+		var lm layoutMismatch
+		if errors.As(err, &lm) {
+			return nil, fmt.Errorf("%w: bucket %q: %s", ErrLayout, cfg.bucket, string(lm))
+		}
 		return nil, fmt.Errorf("boltstore: bucket %q: %w", cfg.bucket, err)
 	}
 	go s.cleaner(cfg.cleanup)
@@ -248,9 +310,9 @@ func (s *Store) createLayout(tx *bolt.Tx) error {
 			return err
 		}
 	case v == nil:
-		return fmt.Errorf("%w: it holds entries but no layout marker (a file written before the nested layout, or another program's bucket)", ErrLayout)
+		return layoutMismatch("it holds entries but no layout marker (a file written before the nested layout, or another program's bucket)")
 	default:
-		return fmt.Errorf("%w: layout %q, this version reads %q", ErrLayout, v, layoutVersion)
+		return layoutMismatch(fmt.Sprintf("layout %q, this version reads %q", v, layoutVersion))
 	}
 	for _, name := range [][]byte{recordsName, expiryName} {
 		if _, err := top.CreateBucketIfNotExists(name); err != nil {
@@ -259,6 +321,11 @@ func (s *Store) createLayout(tx *bolt.Tx) error {
 	}
 	return nil
 }
+
+// layoutMismatch is why an existing bucket is not in this store's layout.
+type layoutMismatch string
+
+func (l layoutMismatch) Error() string { return string(l) }
 
 func isEmpty(b *bolt.Bucket) bool {
 	k, _ := b.Cursor().First()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,7 +44,8 @@ func TestConformance(t *testing.T) {
 			}
 			return s
 		},
-		Forever: true,
+		Forever:     true,
+		ErrorPrefix: "boltstore: ",
 	})
 }
 
@@ -123,22 +125,48 @@ func TestSecondOpener(t *testing.T) {
 
 func TestOptions(t *testing.T) {
 	dir := t.TempDir()
-	for i, o := range []boltstore.Option{
-		boltstore.WithBucket(""),
-		boltstore.WithLease(-time.Second),
-		boltstore.WithRetention(-2 * time.Second),
-		boltstore.WithOpenTimeout(0),
-		boltstore.WithCleanupInterval(0),
-		boltstore.WithCleanupBatch(0),
-	} {
-		if s, err := boltstore.Open(filepath.Join(dir, fmt.Sprint(i)), o); err == nil {
+	bad := []struct {
+		option string
+		o      boltstore.Option
+	}{
+		{"WithBucket", boltstore.WithBucket("")},
+		{"WithDefaultLease", boltstore.WithDefaultLease(-time.Second)},
+		{"WithDefaultRetention", boltstore.WithDefaultRetention(-2 * time.Second)},
+		{"WithOpenTimeout", boltstore.WithOpenTimeout(0)},
+		{"WithCleanupInterval", boltstore.WithCleanupInterval(0)},
+		{"WithCleanupBatch", boltstore.WithCleanupBatch(0)},
+	}
+	for i, b := range bad {
+		s, err := boltstore.Open(filepath.Join(dir, fmt.Sprint(i)), b.o)
+		if err == nil {
 			s.Close()
-			t.Errorf("option %d: Open accepted an invalid option", i)
+			t.Errorf("%s: Open accepted an invalid value", b.option)
+			continue
+		}
+		if msg := err.Error(); !strings.HasPrefix(msg, "boltstore: "+b.option+"(") || strings.Count(msg, "boltstore:") != 1 {
+			t.Errorf("%s: error %q does not start with %q", b.option, msg, "boltstore: "+b.option+"(")
 		}
 	}
 	if _, err := boltstore.New(nil); err == nil {
 		t.Error("New(nil) accepted")
 	}
+	// Options of the file Open opens are an error from New.
+	db, err := bolt.Open(filepath.Join(dir, "db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, o := range []boltstore.Option{boltstore.WithNoSync(), boltstore.WithOpenTimeout(time.Second)} {
+		if s, err := boltstore.New(db, o); err == nil {
+			s.Close()
+			t.Error("New accepted an option only Open can honour")
+		}
+	}
+	s, err := boltstore.New(db, nil, boltstore.WithDefaultRetention(dedupe.Forever))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
 }
 
 // New uses the caller's database, keeps independent stores in separate

@@ -42,7 +42,7 @@
 //
 // # Usage
 //
-//	store, err := boltstore.Open("/var/lib/billing/dedupe.db", boltstore.WithRetention(dedupe.Forever))
+//	store, err := boltstore.Open("/var/lib/billing/dedupe.db", boltstore.WithDefaultRetention(dedupe.Forever))
 //	if err != nil {
 //		return err // errors.Is(err, boltstore.ErrLocked): another process has it
 //	}

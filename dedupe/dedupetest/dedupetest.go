@@ -54,6 +54,11 @@ type Options struct {
 	// committed, reading outside any transaction. Required with InboxWrite.
 	InboxHasRow func(t *testing.T, key dedupe.Key) bool
 
+	// ErrorPrefix, when set, is what every error of the store starts with,
+	// once: its package name and ": " ("mystore: "), however many layers of
+	// its own it wraps. The suite checks the errors its cases provoke.
+	ErrorPrefix string
+
 	// Serial runs the sub-tests one after another instead of in parallel
 	// (for stores that cannot be shared by concurrent tests).
 	Serial bool
@@ -207,10 +212,32 @@ func release(t *testing.T, st dedupe.Store, c dedupe.Claim) {
 	}
 }
 
-func wantErr(t *testing.T, what string, err, target error) {
+func (s *suite) wantErr(t *testing.T, what string, err, target error) {
 	t.Helper()
 	if !errors.Is(err, target) {
 		t.Fatalf("%s: error %v, want one wrapping %v", what, err, target)
+	}
+	s.checkPrefix(t, what, err)
+}
+
+// wantIs is wantErr for an error that is not the store's own (a handler's).
+func wantIs(t *testing.T, what string, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("%s: error %v, want one wrapping %v", what, err, target)
+	}
+}
+
+// checkPrefix checks that err's text starts with Options.ErrorPrefix, once.
+func (s *suite) checkPrefix(t *testing.T, what string, err error) {
+	t.Helper()
+	p := s.opts.ErrorPrefix
+	if p == "" || err == nil {
+		return
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, p) || strings.Count(msg, strings.TrimSpace(p)) != 1 {
+		t.Errorf("%s: error %q does not start with %q exactly once", what, msg, p)
 	}
 }
 
@@ -229,13 +256,13 @@ func (s *suite) invalidInput(t *testing.T) {
 	for _, b := range bad {
 		t.Run(b.name, func(t *testing.T) {
 			c, err := st.Claim(ctx(t), b.key, longLease)
-			wantErr(t, "Claim", err, dedupe.ErrInvalidKey)
+			s.wantErr(t, "Claim", err, dedupe.ErrInvalidKey)
 			if c.Status == dedupe.Acquired || c.Status == dedupe.Duplicate {
 				t.Fatalf("Claim with an invalid key returned %s", c.Status)
 			}
 			forged := dedupe.Claim{Key: b.key, Status: dedupe.Acquired, Token: 1, Until: time.Now().Add(time.Minute)}
-			wantErr(t, "Complete", st.Complete(ctx(t), forged, 0), dedupe.ErrInvalidKey)
-			wantErr(t, "Release", st.Release(ctx(t), forged), dedupe.ErrInvalidKey)
+			s.wantErr(t, "Complete", st.Complete(ctx(t), forged, 0), dedupe.ErrInvalidKey)
+			s.wantErr(t, "Release", st.Release(ctx(t), forged), dedupe.ErrInvalidKey)
 		})
 	}
 	t.Run("longest scope", func(t *testing.T) {
@@ -247,13 +274,13 @@ func (s *suite) invalidInput(t *testing.T) {
 	t.Run("negative lease", func(t *testing.T) {
 		key := NewKey(scope)
 		_, err := st.Claim(ctx(t), key, -time.Second)
-		wantErr(t, "Claim with a negative lease", err, dedupe.ErrInvalidDuration)
+		s.wantErr(t, "Claim with a negative lease", err, dedupe.ErrInvalidDuration)
 		claim(t, st, key, longLease, dedupe.Acquired) // nothing was taken
 	})
 	t.Run("negative retention", func(t *testing.T) {
 		key := NewKey(scope)
 		c := claim(t, st, key, longLease, dedupe.Acquired)
-		wantErr(t, "Complete with a negative retention", st.Complete(ctx(t), c, -time.Hour), dedupe.ErrInvalidDuration)
+		s.wantErr(t, "Complete with a negative retention", st.Complete(ctx(t), c, -time.Hour), dedupe.ErrInvalidDuration)
 		claim(t, st, key, longLease, dedupe.InFlight) // still held
 		complete(t, st, c, 0)
 		claim(t, st, key, longLease, dedupe.Duplicate)
@@ -415,7 +442,7 @@ func (s *suite) retentionEnds(t *testing.T) {
 		t.Fatalf("token after retention %d, want > %d", again.Token, c.Token)
 	}
 	// The old claim is finished: it must not complete over the new one.
-	wantErr(t, "Complete with the claim whose record expired", st.Complete(ctx(t), c, 0), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Complete with the claim whose record expired", st.Complete(ctx(t), c, 0), dedupe.ErrLeaseLost)
 	complete(t, st, again, 0)
 	claim(t, st, key, longLease, dedupe.Duplicate)
 }
@@ -425,7 +452,7 @@ func (s *suite) forever(t *testing.T) {
 	key := NewKey(scope)
 	c := claim(t, st, key, longLease, dedupe.Acquired)
 	if !s.opts.Forever {
-		wantErr(t, "Complete(Forever) on a store without Forever", st.Complete(ctx(t), c, dedupe.Forever), dedupe.ErrUnsupported)
+		s.wantErr(t, "Complete(Forever) on a store without Forever", st.Complete(ctx(t), c, dedupe.Forever), dedupe.ErrUnsupported)
 		claim(t, st, key, longLease, dedupe.InFlight)
 		release(t, st, c)
 		return
@@ -470,8 +497,8 @@ func (s *suite) releaseThenAcquire(t *testing.T) {
 	if again.Token <= c.Token {
 		t.Fatalf("token after release %d, want > %d", again.Token, c.Token)
 	}
-	wantErr(t, "second Release of the same claim", st.Release(ctx(t), c), dedupe.ErrLeaseLost)
-	wantErr(t, "Complete after Release", st.Complete(ctx(t), c, 0), dedupe.ErrLeaseLost)
+	s.wantErr(t, "second Release of the same claim", st.Release(ctx(t), c), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Complete after Release", st.Complete(ctx(t), c, 0), dedupe.ErrLeaseLost)
 	claim(t, st, key, longLease, dedupe.InFlight) // the new holder is untouched
 	complete(t, st, again, 0)
 	claim(t, st, key, longLease, dedupe.Duplicate)
@@ -488,12 +515,12 @@ func (s *suite) leaseExpiry(t *testing.T) {
 	if second.Token <= first.Token {
 		t.Fatalf("token after expiry %d, want > %d", second.Token, first.Token)
 	}
-	wantErr(t, "Complete by the holder whose lease expired", st.Complete(ctx(t), first, 0), dedupe.ErrLeaseLost)
-	wantErr(t, "Release by the holder whose lease expired", st.Release(ctx(t), first), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Complete by the holder whose lease expired", st.Complete(ctx(t), first, 0), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Release by the holder whose lease expired", st.Release(ctx(t), first), dedupe.ErrLeaseLost)
 	claim(t, st, key, longLease, dedupe.InFlight) // the stale calls changed nothing
 	complete(t, st, second, 0)
 	claim(t, st, key, longLease, dedupe.Duplicate)
-	wantErr(t, "Complete by the old holder after the new one completed", st.Complete(ctx(t), first, 0), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Complete by the old holder after the new one completed", st.Complete(ctx(t), first, 0), dedupe.ErrLeaseLost)
 }
 
 func (s *suite) tokensGrow(t *testing.T) {
@@ -529,22 +556,22 @@ func (s *suite) scopesIndependent(t *testing.T) {
 func (s *suite) notAcquired(t *testing.T) {
 	st := s.store(t)
 	key := NewKey(scope)
-	wantErr(t, "Complete(zero Claim)", st.Complete(ctx(t), dedupe.Claim{}, 0), dedupe.ErrNotAcquired)
-	wantErr(t, "Release(zero Claim)", st.Release(ctx(t), dedupe.Claim{}), dedupe.ErrNotAcquired)
+	s.wantErr(t, "Complete(zero Claim)", st.Complete(ctx(t), dedupe.Claim{}, 0), dedupe.ErrNotAcquired)
+	s.wantErr(t, "Release(zero Claim)", st.Release(ctx(t), dedupe.Claim{}), dedupe.ErrNotAcquired)
 	c := claim(t, st, key, longLease, dedupe.Acquired)
 	in := claim(t, st, key, longLease, dedupe.InFlight)
-	wantErr(t, "Complete(in-flight claim)", st.Complete(ctx(t), in, 0), dedupe.ErrNotAcquired)
-	wantErr(t, "Release(in-flight claim)", st.Release(ctx(t), in), dedupe.ErrNotAcquired)
+	s.wantErr(t, "Complete(in-flight claim)", st.Complete(ctx(t), in, 0), dedupe.ErrNotAcquired)
+	s.wantErr(t, "Release(in-flight claim)", st.Release(ctx(t), in), dedupe.ErrNotAcquired)
 	claim(t, st, key, longLease, dedupe.InFlight)
 	complete(t, st, c, 0)
 	d := claim(t, st, key, longLease, dedupe.Duplicate)
-	wantErr(t, "Complete(duplicate claim)", st.Complete(ctx(t), d, 0), dedupe.ErrNotAcquired)
-	wantErr(t, "Release(duplicate claim)", st.Release(ctx(t), d), dedupe.ErrNotAcquired)
+	s.wantErr(t, "Complete(duplicate claim)", st.Complete(ctx(t), d, 0), dedupe.ErrNotAcquired)
+	s.wantErr(t, "Release(duplicate claim)", st.Release(ctx(t), d), dedupe.ErrNotAcquired)
 	claim(t, st, key, longLease, dedupe.Duplicate)
 	// A token that was never issued for a key with no record.
 	forged := dedupe.Claim{Key: NewKey(scope), Status: dedupe.Acquired, Token: 1 << 62, Until: time.Now().Add(time.Minute)}
-	wantErr(t, "Complete(never claimed)", st.Complete(ctx(t), forged, 0), dedupe.ErrLeaseLost)
-	wantErr(t, "Release(never claimed)", st.Release(ctx(t), forged), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Complete(never claimed)", st.Complete(ctx(t), forged, 0), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Release(never claimed)", st.Release(ctx(t), forged), dedupe.ErrLeaseLost)
 	claim(t, st, forged.Key, longLease, dedupe.Acquired)
 }
 
@@ -553,7 +580,7 @@ func (s *suite) releaseAfterComplete(t *testing.T) {
 	key := NewKey(scope)
 	c := claim(t, st, key, longLease, dedupe.Acquired)
 	complete(t, st, c, 0)
-	wantErr(t, "Release after Complete", st.Release(ctx(t), c), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Release after Complete", st.Release(ctx(t), c), dedupe.ErrLeaseLost)
 	claim(t, st, key, longLease, dedupe.Duplicate) // still done
 }
 
@@ -564,14 +591,14 @@ func (s *suite) cancelledContext(t *testing.T) {
 	cancel()
 
 	c, err := st.Claim(cancelled, key, longLease)
-	wantErr(t, "Claim(cancelled context)", err, context.Canceled)
+	s.wantErr(t, "Claim(cancelled context)", err, context.Canceled)
 	if c.Status == dedupe.Acquired || c.Status == dedupe.Duplicate {
 		t.Fatalf("Claim(cancelled context) returned %s", c.Status)
 	}
 	c = claim(t, st, key, longLease, dedupe.Acquired) // nothing was taken
 
-	wantErr(t, "Complete(cancelled context)", st.Complete(cancelled, c, 0), context.Canceled)
-	wantErr(t, "Release(cancelled context)", st.Release(cancelled, c), context.Canceled)
+	s.wantErr(t, "Complete(cancelled context)", st.Complete(cancelled, c, 0), context.Canceled)
+	s.wantErr(t, "Release(cancelled context)", st.Release(cancelled, c), context.Canceled)
 	claim(t, st, key, longLease, dedupe.InFlight) // still held
 	complete(t, st, c, 0)
 	claim(t, st, key, longLease, dedupe.Duplicate)
@@ -585,9 +612,11 @@ func (s *suite) broken(t *testing.T) {
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		start := time.Now()
-		if err := f(c); err == nil {
+		err := f(c)
+		if err == nil {
 			t.Errorf("%s on a broken store: nil error", what)
 		}
+		s.checkPrefix(t, what+" on a broken store", err)
 		if d := time.Since(start); d > 6*time.Second {
 			t.Errorf("%s on a broken store took %v", what, d)
 		}
@@ -651,7 +680,7 @@ func (s *suite) inboxRollback(t *testing.T) {
 		}
 		return errHandler
 	})
-	wantErr(t, "Process with a failing handler", err, errHandler)
+	wantIs(t, "Process with a failing handler", err, errHandler)
 	if status == dedupe.Duplicate {
 		t.Fatalf("Process with a failing handler returned %s", status)
 	}
@@ -705,7 +734,7 @@ func (s *suite) inboxLeaseLost(t *testing.T) {
 		taker = c
 		return nil
 	})
-	wantErr(t, "Process whose lease was lost", err, dedupe.ErrLeaseLost)
+	s.wantErr(t, "Process whose lease was lost", err, dedupe.ErrLeaseLost)
 	if status == dedupe.Duplicate {
 		t.Fatalf("Process whose lease was lost returned %s", status)
 	}
@@ -728,7 +757,7 @@ func (s *suite) inboxCancelled(t *testing.T) {
 		t.Error("handler called with a cancelled context")
 		return nil
 	})
-	wantErr(t, "Process(cancelled context)", err, context.Canceled)
+	s.wantErr(t, "Process(cancelled context)", err, context.Canceled)
 	if status == dedupe.Acquired || status == dedupe.Duplicate {
 		t.Fatalf("Process(cancelled context) returned %s", status)
 	}

@@ -55,17 +55,26 @@ func (f *faulty) Release(ctx context.Context, c dedupe.Claim) error {
 	return f.Memory.Release(ctx, c)
 }
 
+func newMemory(t *testing.T) *dedupe.Memory {
+	t.Helper()
+	m, err := dedupe.NewMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
 // runFaulty runs the suite on a store with the given fault; it is meant to
 // fail, in the child process that TestSuiteCatchesFaults starts.
 func runFaulty(t *testing.T, fault string) {
 	dedupetest.Run(t, dedupetest.Options{
 		NewStore: func(t *testing.T) dedupe.Store {
-			m := dedupe.NewMemory()
-			t.Cleanup(func() { m.Close() })
+			m := newMemory(t)
 			return &faulty{Memory: m, fault: fault}
 		},
 		Broken: func(t *testing.T) dedupe.Store {
-			m := dedupe.NewMemory()
+			m := newMemory(t)
 			m.Close()
 			return &faulty{Memory: m, fault: fault}
 		},
@@ -110,8 +119,7 @@ func TestSuiteCatchesFaults(t *testing.T) {
 func TestMemory(t *testing.T) {
 	dedupetest.Run(t, dedupetest.Options{
 		NewStore: func(t *testing.T) dedupe.Store {
-			m := dedupe.NewMemory()
-			t.Cleanup(func() { m.Close() })
+			m := newMemory(t)
 			return m
 		},
 		Forever: true,

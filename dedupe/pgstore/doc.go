@@ -7,10 +7,12 @@
 //
 //	pool, err := pgxpool.New(ctx, "postgres://app@db/app")
 //	...
-//	store, err := pgstore.New(ctx, pool, pgstore.WithMigrate(),
-//		pgstore.WithJanitor(time.Minute, func(err error) { log.Print(err) }))
+//	store, err := pgstore.New(pool, pgstore.WithJanitor(time.Minute, func(err error) { log.Print(err) }))
 //	...
 //	defer store.Close()
+//	if err := store.Migrate(ctx); err != nil { // or create the table from DDL with your migration tool
+//		return err
+//	}
 //
 //	status, err := store.Process(ctx, dedupe.Key{Scope: "billing", ID: msgID}, 30*time.Second, 0,
 //		func(ctx context.Context) error {

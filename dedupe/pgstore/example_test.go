@@ -25,11 +25,14 @@ func ExampleStore_Process() {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	store, err := pgstore.New(ctx, pool, pgstore.WithMigrate(), pgstore.WithJanitor(time.Minute, nil))
+	store, err := pgstore.New(pool, pgstore.WithJanitor(time.Minute, nil))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer store.Close()
+	if err := store.Migrate(ctx); err != nil {
+		log.Fatal(err)
+	}
 
 	msgID := uuid.MustParse("6ba7b810-9dad-11d1-80b4-00c04fd430c8")
 	status, err := store.Process(ctx, dedupe.Key{Scope: "billing", ID: msgID}, 30*time.Second, dedupe.Forever,
@@ -53,7 +56,7 @@ func ExampleStore_CompleteTx() {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	store, err := pgstore.New(ctx, pool)
+	store, err := pgstore.New(pool)
 	if err != nil {
 		log.Fatal(err)
 	}

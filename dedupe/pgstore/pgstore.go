@@ -45,7 +45,6 @@ type config struct {
 	table         []string // optional schema, then name
 	lease         time.Duration
 	retention     time.Duration
-	migrate       bool
 	janitorEvery  time.Duration
 	janitorErrors func(error)
 }
@@ -55,11 +54,11 @@ var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 func parseTable(name string) ([]string, error) {
 	parts := strings.Split(name, ".")
 	if len(parts) > 2 {
-		return nil, fmt.Errorf("pgstore: table %q: want name or schema.name", name)
+		return nil, fmt.Errorf("table %q: want name or schema.name", name)
 	}
 	for _, p := range parts {
 		if !identRE.MatchString(p) {
-			return nil, fmt.Errorf("pgstore: table %q: %q is not a plain identifier of at most 63 bytes (letters, digits, _)", name, p)
+			return nil, fmt.Errorf("table %q: %q is not a plain identifier of at most 63 bytes (letters, digits, _)", name, p)
 		}
 	}
 	return parts, nil
@@ -73,19 +72,19 @@ func WithTable(name string) Option {
 	return func(c *config) error {
 		parts, err := parseTable(name)
 		if err != nil {
-			return err
+			return fmt.Errorf("pgstore: WithTable(%q): %w", name, err)
 		}
 		c.table = parts
 		return nil
 	}
 }
 
-// WithDefaultLease sets the lease used when Claim is given 0. Default
-// [dedupe.DefaultLease].
+// WithDefaultLease sets the lease used when Claim is given 0; d must be
+// positive. Default [dedupe.DefaultLease].
 func WithDefaultLease(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
-			return fmt.Errorf("pgstore: default lease %v: %w", d, dedupe.ErrInvalidDuration)
+			return fmt.Errorf("pgstore: WithDefaultLease(%v): %w", d, dedupe.ErrInvalidDuration)
 		}
 		c.lease = d
 		return nil
@@ -98,18 +97,9 @@ func WithDefaultLease(d time.Duration) Option {
 func WithDefaultRetention(d time.Duration) Option {
 	return func(c *config) error {
 		if d != dedupe.Forever && d <= 0 {
-			return fmt.Errorf("pgstore: default retention %v: %w", d, dedupe.ErrInvalidDuration)
+			return fmt.Errorf("pgstore: WithDefaultRetention(%v): %w", d, dedupe.ErrInvalidDuration)
 		}
 		c.retention = d
-		return nil
-	}
-}
-
-// WithMigrate makes [New] run [Store.Migrate] before returning. Default off:
-// many deployments create tables with their own migration tool from [DDL].
-func WithMigrate() Option {
-	return func(c *config) error {
-		c.migrate = true
 		return nil
 	}
 }
@@ -122,7 +112,7 @@ func WithMigrate() Option {
 func WithJanitor(every time.Duration, onError func(error)) Option {
 	return func(c *config) error {
 		if every <= 0 {
-			return fmt.Errorf("pgstore: janitor interval %v: %w", every, dedupe.ErrInvalidDuration)
+			return fmt.Errorf("pgstore: WithJanitor(%v): %w", every, dedupe.ErrInvalidDuration)
 		}
 		c.janitorEvery, c.janitorErrors = every, onError
 		return nil
@@ -148,10 +138,11 @@ type Store struct {
 }
 
 // New returns a store that keeps its records in pool's database. The pool
-// stays the caller's: [Store.Close] does not close it. ctx is used only by
-// [WithMigrate]; New does no other I/O, so the table must exist (see
-// [Store.Migrate] and [DDL]) before the first call.
-func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error) {
+// stays the caller's: [Store.Close] does not close it. New does no I/O: the
+// table must exist before the first call — run [Store.Migrate] once, or
+// create it with your migration tool from [DDL]. It fails only on a nil pool
+// or an invalid option (nil options are ignored).
+func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	if pool == nil {
 		return nil, errors.New("pgstore: nil pool")
 	}
@@ -169,11 +160,6 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error
 		}
 	}
 	s.prepare()
-	if s.cfg.migrate {
-		if err := s.Migrate(ctx); err != nil {
-			return nil, err
-		}
-	}
 	if s.cfg.janitorEvery > 0 {
 		jctx, cancel := context.WithCancel(context.Background())
 		s.stopJanitor = cancel
@@ -240,7 +226,7 @@ func DDL(table string) (string, error) {
 	}
 	parts, err := parseTable(table)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("pgstore: %w", err)
 	}
 	return ddl(tableNames(parts)), nil
 }
@@ -616,7 +602,7 @@ func (s *Store) processAcquired(ctx context.Context, c dedupe.Claim, retention t
 		return err
 	}
 	if err := s.CompleteTx(ctx, tx, c, retention); err != nil {
-		return fmt.Errorf("pgstore: process: %w", err)
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("pgstore: process %s: commit: %w", c.Key, err)

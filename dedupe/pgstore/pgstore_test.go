@@ -52,16 +52,21 @@ func newPool(t testing.TB, cnt *counter, maxConns int32) *pgxpool.Pool {
 func newStore(t testing.TB, pool *pgxpool.Pool, opts ...pgstore.Option) *pgstore.Store {
 	t.Helper()
 	table := testenv.Name(t, "dd")
-	opts = append([]pgstore.Option{pgstore.WithTable(table), pgstore.WithMigrate()}, opts...)
-	ctx := testenv.Context(t, 30*time.Second)
-	s, err := pgstore.New(ctx, pool, opts...)
+	// Migrate before the store under test exists, so that a janitor it
+	// starts finds the table.
+	m, err := pgstore.New(pool, pgstore.WithTable(table))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = s.Close()
-		dropTables(t, s.Table())
-	})
+	t.Cleanup(func() { dropTables(t, m.Table()) })
+	if err := m.Migrate(testenv.Context(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := pgstore.New(pool, append([]pgstore.Option{pgstore.WithTable(table)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
@@ -123,14 +128,15 @@ func TestConformance(t *testing.T) {
 	dedupetest.Run(t, dedupetest.Options{
 		NewStore: func(t *testing.T) dedupe.Store { return newStore(t, pool) },
 		Broken: func(t *testing.T) dedupe.Store {
-			s, err := pgstore.New(context.Background(), unreachablePool(t))
+			s, err := pgstore.New(unreachablePool(t))
 			if err != nil {
 				t.Fatal(err)
 			}
 			return s
 		},
-		Forever:  true,
-		MinLease: time.Millisecond,
+		Forever:     true,
+		MinLease:    time.Millisecond,
+		ErrorPrefix: "pgstore: ",
 		InboxWrite: func(ctx context.Context, t *testing.T, key dedupe.Key) error {
 			tx, ok := pgstore.TxFromContext(ctx)
 			if !ok {

@@ -47,7 +47,7 @@ func TestBroken(t *testing.T) {
 			return s
 		}, nil},
 		{"unreachable server", func(t *testing.T) *pgstore.Store {
-			s, err := pgstore.New(context.Background(), unreachablePool(t))
+			s, err := pgstore.New(unreachablePool(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -96,26 +96,33 @@ func TestBroken(t *testing.T) {
 
 func TestOptions(t *testing.T) {
 	pool := newPool(t, nil, 0)
-	ctx := testenv.Context(t, 10*time.Second)
-	bad := map[string]pgstore.Option{
-		"empty table":        pgstore.WithTable(""),
-		"quote in table":     pgstore.WithTable(`a"b`),
-		"three parts":        pgstore.WithTable("a.b.c"),
-		"digit first":        pgstore.WithTable("1abc"),
-		"64-byte table":      pgstore.WithTable(strings.Repeat("t", 64)),
-		"zero lease":         pgstore.WithDefaultLease(0),
-		"negative retention": pgstore.WithDefaultRetention(-2 * time.Second),
-		"zero janitor":       pgstore.WithJanitor(0, nil),
+	bad := []struct {
+		option string
+		o      pgstore.Option
+	}{
+		{"WithTable", pgstore.WithTable("")},
+		{"WithTable", pgstore.WithTable(`a"b`)},
+		{"WithTable", pgstore.WithTable("a.b.c")},
+		{"WithTable", pgstore.WithTable("1abc")},
+		{"WithTable", pgstore.WithTable(strings.Repeat("t", 64))},
+		{"WithDefaultLease", pgstore.WithDefaultLease(0)},
+		{"WithDefaultRetention", pgstore.WithDefaultRetention(-2 * time.Second)},
+		{"WithJanitor", pgstore.WithJanitor(0, nil)},
 	}
-	for name, o := range bad {
-		if _, err := pgstore.New(ctx, pool, o); err == nil {
-			t.Errorf("%s: New accepted it", name)
+	for _, b := range bad {
+		_, err := pgstore.New(pool, b.o)
+		if err == nil {
+			t.Errorf("%s: New accepted an invalid value", b.option)
+			continue
+		}
+		if msg := err.Error(); !strings.HasPrefix(msg, "pgstore: "+b.option+"(") || strings.Count(msg, "pgstore:") != 1 {
+			t.Errorf("%s: error %q does not start with %q", b.option, msg, "pgstore: "+b.option+"(")
 		}
 	}
-	if _, err := pgstore.New(ctx, nil); err == nil {
+	if _, err := pgstore.New(nil); err == nil {
 		t.Error("New(nil pool) accepted it")
 	}
-	s, err := pgstore.New(ctx, pool, pgstore.WithTable("myschema.events_dedupe"))
+	s, err := pgstore.New(pool, pgstore.WithTable("myschema.events_dedupe"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +177,7 @@ func TestMigrateConcurrent(t *testing.T) {
 	errs := make(chan error, 8)
 	for range 8 {
 		wg.Go(func() {
-			s, err := pgstore.New(ctx, pool, pgstore.WithTable(table))
+			s, err := pgstore.New(pool, pgstore.WithTable(table))
 			if err == nil {
 				err = s.Migrate(ctx)
 			}
@@ -184,9 +191,12 @@ func TestMigrateConcurrent(t *testing.T) {
 			t.Fatalf("concurrent Migrate: %v", err)
 		}
 	}
-	s, err := pgstore.New(ctx, pool, pgstore.WithTable(table), pgstore.WithMigrate())
+	s, err := pgstore.New(pool, pgstore.WithTable(table))
 	if err != nil {
-		t.Fatalf("New(WithMigrate) on a migrated table: %v", err)
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate on a migrated table: %v", err)
 	}
 	c := mustClaim(t, s, newKey(), time.Minute, dedupe.Acquired)
 	if err := s.Complete(ctx, c, 0); err != nil {

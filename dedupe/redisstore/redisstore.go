@@ -44,7 +44,7 @@ type config struct {
 func WithPrefix(p string) Option {
 	return func(c *config) error {
 		if strings.ContainsAny(p, "{}") {
-			return fmt.Errorf("redisstore: prefix %q contains a brace", p)
+			return fmt.Errorf("redisstore: WithPrefix(%q): contains a brace", p)
 		}
 		c.prefix = p
 		return nil
@@ -57,7 +57,7 @@ func WithPrefix(p string) Option {
 func WithDefaultLease(d time.Duration) Option {
 	return func(c *config) error {
 		if d < time.Millisecond {
-			return fmt.Errorf("redisstore: default lease %v: %w", d, dedupe.ErrInvalidDuration)
+			return fmt.Errorf("redisstore: WithDefaultLease(%v): below a millisecond: %w", d, dedupe.ErrInvalidDuration)
 		}
 		c.lease = d
 		return nil
@@ -70,7 +70,7 @@ func WithDefaultLease(d time.Duration) Option {
 func WithDefaultRetention(d time.Duration) Option {
 	return func(c *config) error {
 		if d != dedupe.Forever && d < time.Millisecond {
-			return fmt.Errorf("redisstore: default retention %v: %w", d, dedupe.ErrInvalidDuration)
+			return fmt.Errorf("redisstore: WithDefaultRetention(%v): below a millisecond: %w", d, dedupe.ErrInvalidDuration)
 		}
 		c.retention = d
 		return nil
@@ -91,7 +91,8 @@ type Store struct {
 }
 
 // New returns a store that keeps its records in client. The client stays the
-// caller's: [Store.Close] does not close it.
+// caller's: [Store.Close] does not close it. New does no I/O; it fails only
+// on a nil client or an invalid option (nil options are ignored).
 //
 // Deadlines and cancellation are checked before each call; for a deadline to
 // interrupt a call already waiting on the server, create the client with

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -90,8 +91,9 @@ func TestConformance(t *testing.T) {
 			t.Cleanup(func() { _ = bc.Close() })
 			return newStore(t, bc)
 		},
-		Forever:  true,
-		MinLease: time.Millisecond,
+		Forever:     true,
+		MinLease:    time.Millisecond,
+		ErrorPrefix: "redisstore: ",
 	})
 }
 
@@ -148,15 +150,23 @@ func TestBroken(t *testing.T) {
 
 func TestOptions(t *testing.T) {
 	c := newClient(t, nil)
-	bad := map[string]redisstore.Option{
-		"brace in prefix":    redisstore.WithPrefix("a{b"),
-		"zero lease":         redisstore.WithDefaultLease(0),
-		"sub-ms lease":       redisstore.WithDefaultLease(time.Microsecond),
-		"negative retention": redisstore.WithDefaultRetention(-2 * time.Second),
+	bad := []struct {
+		option string
+		o      redisstore.Option
+	}{
+		{"WithPrefix", redisstore.WithPrefix("a{b")},
+		{"WithDefaultLease", redisstore.WithDefaultLease(0)},
+		{"WithDefaultLease", redisstore.WithDefaultLease(time.Microsecond)},
+		{"WithDefaultRetention", redisstore.WithDefaultRetention(-2 * time.Second)},
 	}
-	for name, o := range bad {
-		if _, err := redisstore.New(c, o); err == nil {
-			t.Errorf("%s: New accepted it", name)
+	for _, b := range bad {
+		_, err := redisstore.New(c, b.o)
+		if err == nil {
+			t.Errorf("%s: New accepted an invalid value", b.option)
+			continue
+		}
+		if msg := err.Error(); !strings.HasPrefix(msg, "redisstore: "+b.option+"(") || strings.Count(msg, "redisstore:") != 1 {
+			t.Errorf("%s: error %q does not start with %q", b.option, msg, "redisstore: "+b.option+"(")
 		}
 	}
 	if _, err := redisstore.New(nil); err == nil {

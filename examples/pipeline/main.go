@@ -267,7 +267,10 @@ func newDownstream() *downstream {
 }
 
 func (d *downstream) run(ctx context.Context, brokers []string, topic string) error {
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		return err
+	}
 	defer store.Close()
 	dd, err := consumer.Dedupe(store, "accounting")
 	if err != nil {
