@@ -49,7 +49,12 @@ func WithoutInbox() DedupeOption { return func(c *dedupeConfig) { c.noInbox = tr
 // When store implements [dedupe.Inbox] (and [WithoutInbox] is not given) the
 // handler runs inside [dedupe.Inbox.Process]: its writes through the
 // store's transaction and the completion commit together, and a failing
-// handler leaves nothing behind.
+// handler leaves nothing behind. A transaction that cannot commit because of
+// the handler's own writes (an error wrapping [dedupe.ErrRolledBack]: a
+// deferred constraint, a statement error the handler ignored, a
+// serialization failure) is the handler's failure: it is returned as an
+// ordinary error, so it is retried and, after the attempts, dead-lettered
+// with that reason; only a failure of the store itself matches [ErrStore].
 //
 // The middleware is safe for concurrent use if store is.
 func Dedupe(store dedupe.Store, scope string, opts ...DedupeOption) (Middleware, error) {
@@ -134,7 +139,7 @@ type inboxHandler struct {
 func (d *inboxHandler) Handle(ctx context.Context, m *Message) error {
 	var herr error
 	called := false
-	st, err := d.inbox.Process(ctx, dedupe.Key{Scope: d.scope, ID: m.ID}, d.cfg.lease, d.cfg.retention,
+	c, err := d.inbox.Process(ctx, dedupe.Key{Scope: d.scope, ID: m.ID}, d.cfg.lease, d.cfg.retention,
 		func(ctx context.Context) error {
 			called = true
 			herr = d.next.Handle(ctx, m)
@@ -144,18 +149,23 @@ func (d *inboxHandler) Handle(ctx context.Context, m *Message) error {
 		return herr
 	}
 	if err != nil {
+		if errors.Is(err, dedupe.ErrRolledBack) {
+			// The handler's own writes kept the transaction from
+			// committing: its failure, retried and dead-lettered like any.
+			return fmt.Errorf("consumer: dedupe inbox: message %s: %w", m.ID, err)
+		}
 		return &storeError{fmt.Errorf("process %s: %w", m.ID, err)}
 	}
-	switch st {
+	switch c.Status {
 	case dedupe.Duplicate:
 		return nil
 	case dedupe.InFlight:
-		return &InFlightError{ID: m.ID, Until: time.Now().Add(time.Second)}
+		return &InFlightError{ID: m.ID, Until: c.Until}
 	case dedupe.Acquired:
 		if !called {
 			return &storeError{fmt.Errorf("process %s: acquired but the handler was not run", m.ID)}
 		}
 		return nil
 	}
-	return &storeError{fmt.Errorf("process %s: unexpected status %s", m.ID, st)}
+	return &storeError{fmt.Errorf("process %s: unexpected status %s", m.ID, c.Status)}
 }

@@ -137,13 +137,21 @@ type Inbox interface {
 	// Process claims key for lease; if acquired, it begins a transaction,
 	// calls fn with a context that carries it (the store's package says how
 	// to get it), completes the claim for retention inside that transaction
-	// and commits. It returns the claim's status:
+	// and commits. It returns the claim, as [Store.Claim] would:
 	//   - Duplicate or InFlight: fn was not called, nothing was written;
+	//     Until is as for Claim (for InFlight, the holder's lease end);
 	//   - Acquired with a nil error: fn's writes and the completion committed.
 	// If fn fails, the lease is lost before commit (an error wrapping
 	// [ErrLeaseLost]) or the commit fails, the transaction rolls back, the
-	// claim is released when possible, and the error is returned.
-	Process(ctx context.Context, key Key, lease, retention time.Duration, fn func(ctx context.Context) error) (Status, error)
+	// claim is released when possible, and the error is returned with the
+	// Acquired claim. fn's own error is returned as it is. A transaction that
+	// could not commit because of what fn wrote or did in it (a constraint
+	// checked at COMMIT, a statement that aborted the transaction, a
+	// serialization failure or deadlock) returns an error wrapping
+	// [ErrRolledBack]; any other error is the store's. Before the claim
+	// (invalid input, a store that cannot answer) the claim is the zero
+	// Claim.
+	Process(ctx context.Context, key Key, lease, retention time.Duration, fn func(ctx context.Context) error) (Claim, error)
 }
 
 // BatchStore is a [Store] that claims, completes and releases many keys in

@@ -54,6 +54,14 @@ type Options struct {
 	// committed, reading outside any transaction. Required with InboxWrite.
 	InboxHasRow func(t *testing.T, key dedupe.Key) bool
 
+	// InboxFailCommit, when set with InboxWrite, is called like InboxWrite
+	// and must write something, without an error, that makes the
+	// transaction's commit fail (for pgstore: a row violating a DEFERRABLE
+	// INITIALLY DEFERRED foreign key). It enables the cases where a commit
+	// fails because of the handler's writes: Process must then return an
+	// error wrapping dedupe.ErrRolledBack and commit nothing.
+	InboxFailCommit func(ctx context.Context, t *testing.T, key dedupe.Key) error
+
 	// ErrorPrefix, when set, is what every error of the store starts with,
 	// once: its package name and ": " ("mystore: "), however many layers of
 	// its own it wraps. The suite checks the errors its cases provoke.
@@ -114,6 +122,9 @@ func Run(t *testing.T, opts Options) {
 			{"InboxLeaseLost", s.inboxLeaseLost},
 			{"InboxCancelledContext", s.inboxCancelled},
 		}...)
+		if opts.InboxFailCommit != nil {
+			cases = append(cases, testCase{"InboxCommitFailure", s.inboxCommitFailure})
+		}
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -634,9 +645,9 @@ func (s *suite) broken(t *testing.T) {
 	if in, ok := st.(dedupe.Inbox); ok {
 		call("Process", func(ctx context.Context) error {
 			ran := false
-			status, err := in.Process(ctx, key, longLease, 0, func(context.Context) error { ran = true; return nil })
-			if ran || status == dedupe.Acquired || status == dedupe.Duplicate {
-				t.Errorf("Process on a broken store: status %s, fn ran %v", status, ran)
+			c, err := in.Process(ctx, key, longLease, 0, func(context.Context) error { ran = true; return nil })
+			if ran || c.Status == dedupe.Acquired || c.Status == dedupe.Duplicate {
+				t.Errorf("Process on a broken store: status %s, fn ran %v", c.Status, ran)
 			}
 			return err
 		})
@@ -649,23 +660,30 @@ func (s *suite) inboxCommit(t *testing.T) {
 	in := s.inbox(t)
 	key := NewKey(scope)
 	calls := 0
-	status, err := in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
+	before := time.Now()
+	c, err := in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
 		calls++
 		return s.opts.InboxWrite(ctx, t, key)
 	})
-	if err != nil || status != dedupe.Acquired || calls != 1 {
-		t.Fatalf("Process = %s, %v after %d handler calls; want acquired, nil, 1", status, err, calls)
+	if err != nil || c.Status != dedupe.Acquired || calls != 1 {
+		t.Fatalf("Process = %s, %v after %d handler calls; want acquired, nil, 1", c.Status, err, calls)
+	}
+	if c.Key != key || c.Token == 0 || c.Until.Before(before.Add(longLease-time.Second)) {
+		t.Fatalf("Process returned the claim %+v, want key %s, a token and the lease end", c, key)
 	}
 	if !s.opts.InboxHasRow(t, key) {
 		t.Fatal("the handler's write is absent after Process committed")
 	}
 	claim(t, st(in), key, longLease, dedupe.Duplicate)
-	status, err = in.Process(ctx(t), key, longLease, 0, func(context.Context) error {
+	d, err := in.Process(ctx(t), key, longLease, 0, func(context.Context) error {
 		calls++
 		return nil
 	})
-	if err != nil || status != dedupe.Duplicate || calls != 1 {
-		t.Fatalf("second Process = %s, %v, handler calls %d; want duplicate, nil, handler not called", status, err, calls)
+	if err != nil || d.Status != dedupe.Duplicate || calls != 1 {
+		t.Fatalf("second Process = %s, %v, handler calls %d; want duplicate, nil, handler not called", d.Status, err, calls)
+	}
+	if d.Key != key || d.Token != 0 {
+		t.Fatalf("second Process returned %+v, want the duplicate claim of %s", d, key)
 	}
 }
 
@@ -674,45 +692,74 @@ func st(in dedupe.Inbox) dedupe.Store { return in }
 func (s *suite) inboxRollback(t *testing.T) {
 	in := s.inbox(t)
 	key := NewKey(scope)
-	status, err := in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
+	c, err := in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
 		if err := s.opts.InboxWrite(ctx, t, key); err != nil {
 			return err
 		}
 		return errHandler
 	})
 	wantIs(t, "Process with a failing handler", err, errHandler)
-	if status == dedupe.Duplicate {
-		t.Fatalf("Process with a failing handler returned %s", status)
+	if errors.Is(err, dedupe.ErrRolledBack) {
+		t.Fatalf("Process with a failing handler: %v; fn's own error must be returned as it is", err)
+	}
+	if c.Status == dedupe.Duplicate {
+		t.Fatalf("Process with a failing handler returned %s", c.Status)
 	}
 	if s.opts.InboxHasRow(t, key) {
 		t.Fatal("the failing handler's write was committed")
 	}
 	// The claim was released: the redelivery acquires at once.
-	c := claim(t, st(in), key, longLease, dedupe.Acquired)
-	release(t, st(in), c)
-	status, err = in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
+	again := claim(t, st(in), key, longLease, dedupe.Acquired)
+	release(t, st(in), again)
+	c, err = in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
 		return s.opts.InboxWrite(ctx, t, key)
 	})
-	if err != nil || status != dedupe.Acquired {
-		t.Fatalf("Process after the rollback = %s, %v; want acquired", status, err)
+	if err != nil || c.Status != dedupe.Acquired {
+		t.Fatalf("Process after the rollback = %s, %v; want acquired", c.Status, err)
 	}
 	if !s.opts.InboxHasRow(t, key) {
 		t.Fatal("the retried handler's write is absent")
 	}
 }
 
+// inboxCommitFailure: fn returns nil but its write makes the commit fail:
+// the error wraps ErrRolledBack, nothing is written, the claim is released.
+func (s *suite) inboxCommitFailure(t *testing.T) {
+	in := s.inbox(t)
+	key := NewKey(scope)
+	calls := 0
+	c, err := in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
+		calls++
+		if err := s.opts.InboxWrite(ctx, t, key); err != nil {
+			return err
+		}
+		return s.opts.InboxFailCommit(ctx, t, key)
+	})
+	s.wantErr(t, "Process whose commit fails", err, dedupe.ErrRolledBack)
+	if calls != 1 || c.Status == dedupe.Duplicate {
+		t.Fatalf("Process whose commit fails = %s after %d handler calls", c.Status, calls)
+	}
+	if s.opts.InboxHasRow(t, key) {
+		t.Fatal("a transaction whose commit failed left the handler's write")
+	}
+	claim(t, st(in), key, longLease, dedupe.Acquired) // released
+}
+
 func (s *suite) inboxInFlight(t *testing.T) {
 	in := s.inbox(t)
 	key := NewKey(scope)
-	c := claim(t, st(in), key, longLease, dedupe.Acquired)
-	status, err := in.Process(ctx(t), key, longLease, 0, func(context.Context) error {
+	held := claim(t, st(in), key, longLease, dedupe.Acquired)
+	c, err := in.Process(ctx(t), key, longLease, 0, func(context.Context) error {
 		t.Error("handler called while another holder has the lease")
 		return nil
 	})
-	if err != nil || status != dedupe.InFlight {
-		t.Fatalf("Process on a held key = %s, %v; want in flight, nil", status, err)
+	if err != nil || c.Status != dedupe.InFlight {
+		t.Fatalf("Process on a held key = %s, %v; want in flight, nil", c.Status, err)
 	}
-	complete(t, st(in), c, 0)
+	if d := c.Until.Sub(held.Until); d < -time.Second || d > time.Second {
+		t.Fatalf("Process on a held key: Until = %v, want the holder's lease end %v", c.Until, held.Until)
+	}
+	complete(t, st(in), held, 0)
 }
 
 func (s *suite) inboxLeaseLost(t *testing.T) {
@@ -720,7 +767,7 @@ func (s *suite) inboxLeaseLost(t *testing.T) {
 	key := NewKey(scope)
 	lease := s.shortLease()
 	var taker dedupe.Claim
-	status, err := in.Process(ctx(t), key, lease, 0, func(ctx context.Context) error {
+	c, err := in.Process(ctx(t), key, lease, 0, func(ctx context.Context) error {
 		if err := s.opts.InboxWrite(ctx, t, key); err != nil {
 			return err
 		}
@@ -735,8 +782,8 @@ func (s *suite) inboxLeaseLost(t *testing.T) {
 		return nil
 	})
 	s.wantErr(t, "Process whose lease was lost", err, dedupe.ErrLeaseLost)
-	if status == dedupe.Duplicate {
-		t.Fatalf("Process whose lease was lost returned %s", status)
+	if c.Status == dedupe.Duplicate {
+		t.Fatalf("Process whose lease was lost returned %s", c.Status)
 	}
 	if s.opts.InboxHasRow(t, key) {
 		t.Fatal("a handler whose lease was lost committed its write")
@@ -753,13 +800,13 @@ func (s *suite) inboxCancelled(t *testing.T) {
 	key := NewKey(scope)
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
-	status, err := in.Process(cancelled, key, longLease, 0, func(context.Context) error {
+	c, err := in.Process(cancelled, key, longLease, 0, func(context.Context) error {
 		t.Error("handler called with a cancelled context")
 		return nil
 	})
 	s.wantErr(t, "Process(cancelled context)", err, context.Canceled)
-	if status == dedupe.Acquired || status == dedupe.Duplicate {
-		t.Fatalf("Process(cancelled context) returned %s", status)
+	if c.Status == dedupe.Acquired || c.Status == dedupe.Duplicate {
+		t.Fatalf("Process(cancelled context) returned %s", c.Status)
 	}
 	claim(t, st(in), key, longLease, dedupe.Acquired)
 }

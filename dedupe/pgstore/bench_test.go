@@ -68,10 +68,10 @@ func BenchmarkProcess(b *testing.B) {
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			status, err := s.Process(ctx, dedupe.Key{Scope: "bench", ID: uuid.New()}, time.Minute, time.Minute,
+			c, err := s.Process(ctx, dedupe.Key{Scope: "bench", ID: uuid.New()}, time.Minute, time.Minute,
 				func(context.Context) error { return nil })
-			if err != nil || status != dedupe.Acquired {
-				b.Errorf("Process = %s, %v", status, err)
+			if err != nil || c.Status != dedupe.Acquired {
+				b.Errorf("Process = %s, %v", c.Status, err)
 				return
 			}
 		}

@@ -14,7 +14,7 @@
 //		return err
 //	}
 //
-//	status, err := store.Process(ctx, dedupe.Key{Scope: "billing", ID: msgID}, 30*time.Second, 0,
+//	c, err := store.Process(ctx, dedupe.Key{Scope: "billing", ID: msgID}, 30*time.Second, 0,
 //		func(ctx context.Context) error {
 //			tx, _ := pgstore.TxFromContext(ctx)
 //			_, err := tx.Exec(ctx, "INSERT INTO invoices (message_id, amount) VALUES ($1, $2)", msgID, amount)
@@ -23,8 +23,8 @@
 //	switch {
 //	case err != nil:
 //		return err // nothing committed; do not ack: the broker redelivers
-//	case status == dedupe.InFlight:
-//		return retryLater() // neither ack nor drop
+//	case c.Status == dedupe.InFlight:
+//		return retryAfter(c.Until) // the holder's lease end; neither ack nor drop
 //	}
 //	return ack() // Acquired (the invoice and the completion committed) or Duplicate
 //

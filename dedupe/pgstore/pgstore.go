@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/uuidforge/uuidforge/dedupe"
@@ -553,25 +554,34 @@ func TxFromContext(ctx context.Context) (pgx.Tx, bool) {
 // If fn fails or panics, the lease was lost (an error wrapping
 // [dedupe.ErrLeaseLost]) or the commit fails, the transaction rolls back and
 // the claim is released (even if ctx is done), so the redelivery can claim
-// the key at once; the error is returned with status [dedupe.Acquired].
-// Duplicate and in-flight keys return their status and a nil error without
-// calling fn.
+// the key at once; the error is returned with the Acquired claim.
+// Duplicate and in-flight keys return their claim (Until: the retention end,
+// or the holder's lease end) and a nil error without calling fn.
+//
+// When fn returned nil but the transaction cannot commit because of what fn
+// did — a deferred constraint failing at COMMIT (SQLSTATE class 23), a data
+// error (class 22), a statement whose error fn ignored and that aborted the
+// transaction (25P02), a serialization failure or deadlock (class 40), an
+// error raised by a deferred trigger — the error wraps
+// [dedupe.ErrRolledBack]: it is fn's failure, to be retried and eventually
+// dead-lettered like any other. Failures of the database itself (a lost
+// connection, class 08, an administrator shutdown, 57P01 to 57P03, and the
+// rest of class 57, insufficient resources, class 53, system and internal
+// errors, classes 58 and XX, or ctx ending) are store errors and do not wrap
+// it.
 //
 // Cost: a claim, BEGIN, fn's statements, the completion and COMMIT — four
 // round trips besides fn's.
-func (s *Store) Process(ctx context.Context, key dedupe.Key, lease, retention time.Duration, fn func(ctx context.Context) error) (dedupe.Status, error) {
+func (s *Store) Process(ctx context.Context, key dedupe.Key, lease, retention time.Duration, fn func(ctx context.Context) error) (dedupe.Claim, error) {
 	if fn == nil {
-		return 0, errors.New("pgstore: process: nil handler")
+		return dedupe.Claim{}, errors.New("pgstore: process: nil handler")
 	}
 	if _, err := s.retentionArg(dedupe.Claim{Key: key}, retention); err != nil {
-		return 0, err
+		return dedupe.Claim{}, err
 	}
 	c, err := s.Claim(ctx, key, lease)
-	if err != nil {
-		return 0, err
-	}
-	if !c.Acquired() {
-		return c.Status, nil
+	if err != nil || !c.Acquired() {
+		return c, err
 	}
 	if err := s.processAcquired(ctx, c, retention, fn); err != nil {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
@@ -579,14 +589,30 @@ func (s *Store) Process(ctx context.Context, key dedupe.Key, lease, retention ti
 		// After a lost lease or a commit that did in fact succeed, Release
 		// finds no lease of ours: nothing to undo.
 		if rerr := s.Release(rctx, c); rerr != nil && !errors.Is(rerr, dedupe.ErrLeaseLost) {
-			return dedupe.Acquired, errors.Join(err, rerr)
+			return c, withRelease(err, rerr)
 		}
-		return dedupe.Acquired, err
+		return c, err
 	}
-	return dedupe.Acquired, nil
+	return c, nil
 }
 
+// withRelease adds the failure of the release that followed err to it.
+func withRelease(err, rerr error) error {
+	return fmt.Errorf("%w (and the release failed: %w)", err, unprefixed{rerr})
+}
+
+// unprefixed shows an error of this package without its "pgstore: " prefix,
+// for wrapping it inside another of this package's errors.
+type unprefixed struct{ err error }
+
+func (u unprefixed) Error() string { return strings.TrimPrefix(u.err.Error(), "pgstore: ") }
+func (u unprefixed) Unwrap() error { return u.err }
+
 func (s *Store) processAcquired(ctx context.Context, c dedupe.Claim, retention time.Duration, fn func(ctx context.Context) error) (err error) {
+	ret, err := s.retentionArg(c, retention)
+	if err != nil {
+		return err
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("pgstore: process %s: begin: %w", c.Key, err)
@@ -601,14 +627,74 @@ func (s *Store) processAcquired(ctx context.Context, c dedupe.Claim, retention t
 	if err := s.runHandler(ctx, tx, c, fn); err != nil {
 		return err
 	}
-	if err := s.CompleteTx(ctx, tx, c, retention); err != nil {
-		return err
+	tag, err := tx.Exec(ctx, s.completeSQL, c.Key.Scope, [16]byte(c.Key.ID), int64(c.Token), ret)
+	switch {
+	case err != nil && statementRolledBack(ctx, err):
+		return fmt.Errorf("pgstore: process %s: complete: %w: %w", c.Key, dedupe.ErrRolledBack, err)
+	case err != nil:
+		return fmt.Errorf("pgstore: process %s: complete: %w", c.Key, err)
+	case tag.RowsAffected() == 0:
+		return fmt.Errorf("pgstore: process %s: complete (token %d): %w", c.Key, c.Token, dedupe.ErrLeaseLost)
 	}
 	if err := tx.Commit(ctx); err != nil {
+		if commitRolledBack(ctx, err) {
+			return fmt.Errorf("pgstore: process %s: commit: %w: %w", c.Key, dedupe.ErrRolledBack, err)
+		}
 		return fmt.Errorf("pgstore: process %s: commit: %w", c.Key, err)
 	}
 	return nil
 }
+
+// outage reports whether err means the database could not do its work at
+// all — the connection failed or was closed (no PostgreSQL error code, or
+// class 08), an administrator or crash shut it down (class 57, which also
+// holds query cancellations), it ran out of resources (53), a system or
+// internal error (58, XX) — or ctx ended. Such errors say nothing about the
+// transaction's data.
+func outage(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return true // network errors, a closed pool, pgx's own failures
+	}
+	switch pe.Code[:min(2, len(pe.Code))] {
+	case "08", "53", "57", "58", "XX":
+		return true
+	}
+	return false
+}
+
+// commitRolledBack reports whether err, returned by the COMMIT of an inbox
+// transaction, means the transaction failed because of what it did: every
+// error the server raises at COMMIT except an outage (a deferred
+// constraint, a deferred trigger's error, a serialization failure), and
+// pgx's report that the server rolled an aborted transaction back instead
+// of committing it.
+func commitRolledBack(ctx context.Context, err error) bool {
+	if errors.Is(err, pgx.ErrTxCommitRollback) {
+		return true
+	}
+	return !outage(ctx, err)
+}
+
+// statementRolledBack reports whether err, returned by one of the store's
+// own statements inside an inbox transaction, was caused by the
+// transaction's earlier work rather than by the statement: the transaction
+// was aborted (25P02), or it hit a serialization failure or deadlock
+// (class 40).
+func statementRolledBack(ctx context.Context, err error) bool {
+	var pe *pgconn.PgError
+	if outage(ctx, err) || !errors.As(err, &pe) {
+		return false
+	}
+	return pe.Code == pgerrcode25P02 || strings.HasPrefix(pe.Code, "40")
+}
+
+// pgerrcode25P02 is in_failed_sql_transaction: "current transaction is
+// aborted, commands ignored until end of transaction block".
+const pgerrcode25P02 = "25P02"
 
 // runHandler calls fn, turning a panic into a rolled-back, released claim
 // before it continues up the stack.

@@ -121,10 +121,15 @@ func TestConformance(t *testing.T) {
 	// The handlers' own table, shared by the inbox cases (their keys are
 	// random, so they never collide).
 	effects := pgx.Identifier{testenv.Name(t, "fx")}.Sanitize()
-	if _, err := pool.Exec(testenv.Context(t, 10*time.Second), "CREATE TABLE "+effects+" (id uuid PRIMARY KEY)"); err != nil {
+	// orphans' rows refer to a parent that never exists, through a foreign
+	// key checked at COMMIT.
+	parents, orphans := pgx.Identifier{testenv.Name(t, "parent")}.Sanitize(), pgx.Identifier{testenv.Name(t, "orphan")}.Sanitize()
+	if _, err := pool.Exec(testenv.Context(t, 10*time.Second), "CREATE TABLE "+effects+" (id uuid PRIMARY KEY);"+
+		"CREATE TABLE "+parents+" (id int PRIMARY KEY);"+
+		"CREATE TABLE "+orphans+" (id uuid PRIMARY KEY, parent int NOT NULL REFERENCES "+parents+" (id) DEFERRABLE INITIALLY DEFERRED)"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { dropTables(t, effects) })
+	t.Cleanup(func() { dropTables(t, orphans, parents, effects) })
 	dedupetest.Run(t, dedupetest.Options{
 		NewStore: func(t *testing.T) dedupe.Store { return newStore(t, pool) },
 		Broken: func(t *testing.T) dedupe.Store {
@@ -143,6 +148,11 @@ func TestConformance(t *testing.T) {
 				t.Fatal("no transaction in Process's context")
 			}
 			_, err := tx.Exec(ctx, "INSERT INTO "+effects+" (id) VALUES ($1)", key.ID)
+			return err
+		},
+		InboxFailCommit: func(ctx context.Context, t *testing.T, key dedupe.Key) error {
+			tx, _ := pgstore.TxFromContext(ctx)
+			_, err := tx.Exec(ctx, "INSERT INTO "+orphans+" (id, parent) VALUES ($1, 42)", key.ID)
 			return err
 		},
 		InboxHasRow: func(t *testing.T, key dedupe.Key) bool {

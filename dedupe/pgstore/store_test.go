@@ -70,9 +70,9 @@ func TestBroken(t *testing.T) {
 				t.Fatalf("Claim = %s, %v; want an error and no status", c.Status, err)
 			}
 			ran := false
-			status, perr := s.Process(ctx, key, time.Minute, 0, func(context.Context) error { ran = true; return nil })
-			if perr == nil || status != 0 || ran {
-				t.Fatalf("Process = %s, %v, handler ran %v; want an error, no status, no handler", status, perr, ran)
+			pc, perr := s.Process(ctx, key, time.Minute, 0, func(context.Context) error { ran = true; return nil })
+			if perr == nil || pc.Status != 0 || ran {
+				t.Fatalf("Process = %s, %v, handler ran %v; want an error, no status, no handler", pc.Status, perr, ran)
 			}
 			_, cerr := s.Cleanup(ctx, 0)
 			errs := []error{err, s.Complete(ctx, forged, 0), s.Release(ctx, forged), perr, cerr, s.Migrate(ctx)}
