@@ -2,7 +2,6 @@ package dedupe_test
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -271,77 +270,6 @@ func TestMemoryCloseConcurrent(t *testing.T) {
 	if err := bad.Load(); err != nil {
 		t.Fatalf("call racing Close: %v", err)
 	}
-}
-
-// benchKeys gives each parallel benchmark goroutine distinct keys without
-// allocating.
-func benchKeys() func() dedupe.Key {
-	id := uuid.New() // random first half per goroutine, a counter in the second
-	var n uint64
-	return func() dedupe.Key {
-		n++
-		binary.LittleEndian.PutUint64(id[8:], n*0x9E3779B97F4A7C15)
-		return dedupe.Key{Scope: "bench", ID: id}
-	}
-}
-
-// BenchmarkClaimComplete measures claim+complete pairs of distinct keys from
-// parallel goroutines on the default store. It holds at most
-// DefaultMaxEntries keys (~100 MB, far beyond the CPU caches), so a long run
-// also measures eviction.
-func BenchmarkClaimComplete(b *testing.B) { benchmarkClaimComplete(b) }
-
-// BenchmarkClaimCompleteSmall is the same on a store of 65536 keys, whose
-// working set stays in the CPU caches.
-func BenchmarkClaimCompleteSmall(b *testing.B) {
-	benchmarkClaimComplete(b, dedupe.WithMaxEntries(1<<16))
-}
-
-func benchmarkClaimComplete(b *testing.B, opts ...dedupe.MemoryOption) {
-	m := newMemory(b, opts...)
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		next := benchKeys()
-		for pb.Next() {
-			c, err := m.Claim(ctx, next(), time.Minute)
-			if err != nil || c.Status != dedupe.Acquired {
-				b.Fatalf("Claim = %s, %v", c.Status, err)
-			}
-			if err := m.Complete(ctx, c, 0); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
-}
-
-// BenchmarkClaimCompleteBaseline is the naive store for comparison: one map
-// under one mutex, no bound, no expiry.
-func BenchmarkClaimCompleteBaseline(b *testing.B) {
-	var (
-		mu   sync.Mutex
-		seen = make(map[dedupe.Key]bool)
-	)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		next := benchKeys()
-		for pb.Next() {
-			k := next()
-			mu.Lock()
-			if _, ok := seen[k]; ok {
-				mu.Unlock()
-				b.Fatal("duplicate key")
-			}
-			seen[k] = false
-			mu.Unlock()
-			mu.Lock()
-			seen[k] = true
-			mu.Unlock()
-		}
-	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
 }
 
 // The largest durations saturate instead of overflowing into the past.

@@ -126,6 +126,29 @@ func Run(t *testing.T, opts Options) {
 			cases = append(cases, testCase{"InboxCommitFailure", s.inboxCommitFailure})
 		}
 	}
+	// The batch cases run when the store implements the batch interfaces;
+	// a store from NewStore tells.
+	probe := opts.NewStore(t)
+	if _, ok := probe.(dedupe.BatchStore); ok {
+		cases = append(cases, []testCase{
+			{"BatchClaim", s.batchClaim},
+			{"BatchFinish", s.batchFinish},
+			{"BatchInvalidInput", s.batchInvalid},
+			{"BatchConcurrent", s.batchConcurrent},
+		}...)
+	}
+	if _, ok := probe.(dedupe.BatchInbox); ok && opts.InboxWrite != nil {
+		cases = append(cases, []testCase{
+			{"InboxBatchCommit", s.inboxBatchCommit},
+			{"InboxBatchMemberFails", s.inboxBatchMemberFails},
+			{"InboxBatchPanic", s.inboxBatchPanic},
+			{"InboxBatchLeaseLost", s.inboxBatchLeaseLost},
+			{"InboxBatchInvalidInput", s.inboxBatchInvalid},
+		}...)
+		if opts.InboxFailCommit != nil {
+			cases = append(cases, testCase{"InboxBatchCommitFailure", s.inboxBatchCommitFailure})
+		}
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if !opts.Serial {
@@ -642,6 +665,9 @@ func (s *suite) broken(t *testing.T) {
 	forged := dedupe.Claim{Key: key, Status: dedupe.Acquired, Token: 1, Until: time.Now().Add(time.Minute)}
 	call("Complete", func(ctx context.Context) error { return st.Complete(ctx, forged, 0) })
 	call("Release", func(ctx context.Context) error { return st.Release(ctx, forged) })
+	if bs, ok := st.(dedupe.BatchStore); ok {
+		s.brokenBatch(t, bs, call)
+	}
 	if in, ok := st.(dedupe.Inbox); ok {
 		call("Process", func(ctx context.Context) error {
 			ran := false
