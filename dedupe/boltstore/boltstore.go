@@ -96,7 +96,7 @@ type writeReq struct {
 	done chan error
 }
 
-var _ dedupe.Store = (*Store)(nil)
+var _ dedupe.BatchStore = (*Store)(nil)
 
 // Option configures [Open] and [New]; a bad value is an error from them
 // that names the option.
@@ -466,39 +466,43 @@ func (s *Store) Claim(ctx context.Context, key dedupe.Key, lease time.Duration) 
 	}
 
 	err = s.write(func(tx *bolt.Tx) error {
-		now := time.Now().UnixNano()
 		var err error
-		if c, err = s.peek(tx, key, rk, now); err != nil || c.Status != 0 {
-			return err
-		}
-		b := s.records(tx)
-		if old := b.Get(rk); old != nil { // expired: take it over
-			r, err := decode(old)
-			if err != nil {
-				return err
-			}
-			if err := s.expiry(tx).Delete(expiryKey(r.until, rk)); err != nil {
-				return err
-			}
-		}
-		token, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		r := record{state: stateLease, token: token, until: addSat(now, lease)}
-		if err := b.Put(rk, r.encode()); err != nil {
-			return err
-		}
-		if err := s.expiry(tx).Put(expiryKey(r.until, rk), nil); err != nil {
-			return err
-		}
-		c = dedupe.Claim{Key: key, Status: dedupe.Acquired, Token: token, Until: time.Unix(0, r.until)}
-		return nil
+		c, err = s.claimTx(tx, key, rk, time.Now().UnixNano(), lease)
+		return err
 	})
 	if err != nil {
 		return dedupe.Claim{}, s.wrap("claim", key, err)
 	}
 	return c, nil
+}
+
+// claimTx claims key (record key rk) in the write transaction tx.
+func (s *Store) claimTx(tx *bolt.Tx, key dedupe.Key, rk []byte, now int64, lease time.Duration) (dedupe.Claim, error) {
+	if c, err := s.peek(tx, key, rk, now); err != nil || c.Status != 0 {
+		return c, err
+	}
+	b := s.records(tx)
+	if old := b.Get(rk); old != nil { // expired: take it over
+		r, err := decode(old)
+		if err != nil {
+			return dedupe.Claim{}, err
+		}
+		if err := s.expiry(tx).Delete(expiryKey(r.until, rk)); err != nil {
+			return dedupe.Claim{}, err
+		}
+	}
+	token, err := b.NextSequence()
+	if err != nil {
+		return dedupe.Claim{}, err
+	}
+	r := record{state: stateLease, token: token, until: addSat(now, lease)}
+	if err := b.Put(rk, r.encode()); err != nil {
+		return dedupe.Claim{}, err
+	}
+	if err := s.expiry(tx).Put(expiryKey(r.until, rk), nil); err != nil {
+		return dedupe.Claim{}, err
+	}
+	return dedupe.Claim{Key: key, Status: dedupe.Acquired, Token: token, Until: time.Unix(0, r.until)}, nil
 }
 
 // peek returns the claim for a key that cannot be acquired now (Duplicate or
@@ -537,7 +541,23 @@ func (s *Store) Complete(ctx context.Context, c dedupe.Claim, retention time.Dur
 	if err != nil {
 		return fmt.Errorf("boltstore: complete %s: %w", c.Key, err)
 	}
-	return s.finish(ctx, "complete", c, func(tx *bolt.Tx, rk []byte) error {
+	return s.finish(ctx, "complete", c, s.completeTx(retention))
+}
+
+// Release implements [dedupe.Store.Release].
+func (s *Store) Release(ctx context.Context, c dedupe.Claim) error {
+	if err := dedupe.CheckClaim(c); err != nil {
+		return fmt.Errorf("boltstore: release %s: %w", c.Key, err)
+	}
+	return s.finish(ctx, "release", c, s.releaseTx)
+}
+
+// finishWrite is what Complete or Release writes for a claim that still
+// holds its lease, after its expiry entry is removed.
+type finishWrite func(tx *bolt.Tx, rk []byte, c dedupe.Claim) error
+
+func (s *Store) completeTx(retention time.Duration) finishWrite {
+	return func(tx *bolt.Tx, rk []byte, c dedupe.Claim) error {
 		r := record{state: stateDone, token: c.Token}
 		if retention != dedupe.Forever {
 			r.until = addSat(time.Now().UnixNano(), retention)
@@ -546,22 +566,16 @@ func (s *Store) Complete(ctx context.Context, c dedupe.Claim, retention time.Dur
 			}
 		}
 		return s.records(tx).Put(rk, r.encode())
-	})
+	}
 }
 
-// Release implements [dedupe.Store.Release].
-func (s *Store) Release(ctx context.Context, c dedupe.Claim) error {
-	if err := dedupe.CheckClaim(c); err != nil {
-		return fmt.Errorf("boltstore: release %s: %w", c.Key, err)
-	}
-	return s.finish(ctx, "release", c, func(tx *bolt.Tx, rk []byte) error {
-		return s.records(tx).Delete(rk)
-	})
+func (s *Store) releaseTx(tx *bolt.Tx, rk []byte, _ dedupe.Claim) error {
+	return s.records(tx).Delete(rk)
 }
 
 // finish checks in one write transaction that c still holds its lease,
 // removes the lease's expiry entry and calls write.
-func (s *Store) finish(ctx context.Context, op string, c dedupe.Claim, write func(*bolt.Tx, []byte) error) error {
+func (s *Store) finish(ctx context.Context, op string, c dedupe.Claim, write finishWrite) error {
 	if err := s.begin(ctx, op, c.Key); err != nil {
 		return err
 	}
@@ -569,32 +583,186 @@ func (s *Store) finish(ctx context.Context, op string, c dedupe.Claim, write fun
 	rk := recordKey(c.Key)
 	lost := false
 	err := s.write(func(tx *bolt.Tx) error {
-		lost = false
-		v := s.records(tx).Get(rk)
-		if v == nil {
-			lost = true
-			return nil
-		}
-		r, err := decode(v)
-		if err != nil {
-			return err
-		}
-		if r.state != stateLease || r.token != c.Token {
-			lost = true
-			return nil
-		}
-		if err := s.expiry(tx).Delete(expiryKey(r.until, rk)); err != nil {
-			return err
-		}
-		return write(tx, rk)
+		var err error
+		lost, err = s.finishTx(tx, rk, c, write)
+		return err
 	})
 	if err != nil {
 		return s.wrap(op, c.Key, err)
 	}
 	if lost {
-		return fmt.Errorf("boltstore: %s %s token %d: %w", op, c.Key, c.Token, dedupe.ErrLeaseLost)
+		return lostError(op, c)
 	}
 	return nil
+}
+
+func lostError(op string, c dedupe.Claim) error {
+	return fmt.Errorf("boltstore: %s %s token %d: %w", op, c.Key, c.Token, dedupe.ErrLeaseLost)
+}
+
+// finishTx is finish's work in tx; lost reports a claim whose lease is
+// gone (nothing written).
+func (s *Store) finishTx(tx *bolt.Tx, rk []byte, c dedupe.Claim, write finishWrite) (lost bool, err error) {
+	v := s.records(tx).Get(rk)
+	if v == nil {
+		return true, nil
+	}
+	r, err := decode(v)
+	if err != nil {
+		return false, err
+	}
+	if r.state != stateLease || r.token != c.Token {
+		return true, nil
+	}
+	if err := s.expiry(tx).Delete(expiryKey(r.until, rk)); err != nil {
+		return false, err
+	}
+	return false, write(tx, rk, c)
+}
+
+// ClaimBatch implements [dedupe.BatchStore.ClaimBatch]: one read
+// transaction answers a batch with nothing to acquire; otherwise one write
+// transaction (shared with other writers by group commit) claims every key
+// in order, so a failed call has taken nothing.
+func (s *Store) ClaimBatch(ctx context.Context, keys []dedupe.Key, lease time.Duration) ([]dedupe.Claim, error) {
+	for i, k := range keys {
+		if err := k.Validate(); err != nil {
+			return nil, fmt.Errorf("boltstore: claim batch: key %d: %w", i, err)
+		}
+	}
+	lease, err := dedupe.LeaseOrDefault(lease, s.lease)
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: claim batch: %w", err)
+	}
+	if err := s.beginBatch(ctx, "claim"); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	claims := make([]dedupe.Claim, len(keys))
+	if len(keys) == 0 {
+		return claims, nil
+	}
+	rks := make([][]byte, len(keys))
+	for i, k := range keys {
+		rks[i] = recordKey(k)
+	}
+	write := false
+	err = s.db.View(func(tx *bolt.Tx) error {
+		now := time.Now().UnixNano()
+		for i, k := range keys {
+			c, err := s.peek(tx, k, rks[i], now)
+			if err != nil {
+				return fmt.Errorf("key %d %s: %w", i, k, err)
+			}
+			write = write || c.Status == 0
+			claims[i] = c
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.wrapBatch("claim", err)
+	}
+	if !write {
+		return claims, nil
+	}
+	err = s.write(func(tx *bolt.Tx) error {
+		now := time.Now().UnixNano()
+		for i, k := range keys {
+			c, err := s.claimTx(tx, k, rks[i], now, lease)
+			if err != nil {
+				return fmt.Errorf("key %d %s: %w", i, k, err)
+			}
+			claims[i] = c
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.wrapBatch("claim", err)
+	}
+	return claims, nil
+}
+
+// CompleteBatch implements [dedupe.BatchStore.CompleteBatch] in one write
+// transaction.
+func (s *Store) CompleteBatch(ctx context.Context, claims []dedupe.Claim, retention time.Duration) ([]error, error) {
+	retention, err := dedupe.RetentionOrDefault(retention, s.retention)
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: complete batch: %w", err)
+	}
+	return s.finishBatch(ctx, "complete", claims, s.completeTx(retention))
+}
+
+// ReleaseBatch implements [dedupe.BatchStore.ReleaseBatch] in one write
+// transaction.
+func (s *Store) ReleaseBatch(ctx context.Context, claims []dedupe.Claim) ([]error, error) {
+	return s.finishBatch(ctx, "release", claims, s.releaseTx)
+}
+
+func (s *Store) finishBatch(ctx context.Context, op string, claims []dedupe.Claim, write finishWrite) ([]error, error) {
+	if err := s.beginBatch(ctx, op); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	errs := make([]error, len(claims))
+	rks := make([][]byte, len(claims))
+	todo := 0
+	for i, c := range claims {
+		if err := dedupe.CheckClaim(c); err != nil {
+			errs[i] = fmt.Errorf("boltstore: %s %s: %w", op, c.Key, err)
+			continue
+		}
+		rks[i] = recordKey(c.Key)
+		todo++
+	}
+	if todo == 0 {
+		return errs, nil
+	}
+	lost := make([]bool, len(claims))
+	err := s.write(func(tx *bolt.Tx) error {
+		for i, c := range claims {
+			if rks[i] == nil {
+				continue
+			}
+			var err error
+			if lost[i], err = s.finishTx(tx, rks[i], c, write); err != nil {
+				return fmt.Errorf("%s: %w", c.Key, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.wrapBatch(op, err)
+	}
+	for i, c := range claims {
+		if lost[i] {
+			errs[i] = lostError(op, c)
+		}
+	}
+	return errs, nil
+}
+
+// beginBatch is begin for a batch call.
+func (s *Store) beginBatch(ctx context.Context, op string) error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return fmt.Errorf("boltstore: %s batch: %w", op, dedupe.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		s.mu.RUnlock()
+		return fmt.Errorf("boltstore: %s batch: %w", op, err)
+	}
+	return nil
+}
+
+func (s *Store) wrapBatch(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return fmt.Errorf("boltstore: %s batch: %w: %w", op, dedupe.ErrClosed, err)
+	}
+	return fmt.Errorf("boltstore: %s batch: %w", op, err)
 }
 
 func (s *Store) wrap(op string, k dedupe.Key, err error) error {

@@ -14,7 +14,10 @@
 // transactions, so claims wait at most for one of them.
 //
 // Writes are durable (fsync on commit) unless [WithNoSync]; concurrent writes
-// share one commit (group commit).
+// share one commit (group commit). The store is a [dedupe.BatchStore]: a
+// batch of claims, completions or releases is one write transaction (a
+// batch of duplicates and in-flight keys only one read), so a failed batch
+// has changed nothing.
 //
 // # File layout
 //
