@@ -418,3 +418,57 @@ func TestConcurrentReclaim(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchRoundTrips: a batch is one round trip (one pipeline of the
+// per-key scripts) whatever its size, and one more after a script cache
+// flush.
+func TestBatchRoundTrips(t *testing.T) {
+	cnt := &counter{}
+	c := newClient(t, cnt)
+	s := newStore(t, c)
+	ctx := testenv.Context(t, 10*time.Second)
+	keys := func(n int) []dedupe.Key {
+		ks := make([]dedupe.Key, n)
+		for i := range ks {
+			ks[i] = dedupe.Key{Scope: "rt", ID: uuid.New()}
+		}
+		return ks
+	}
+	// Warm up: load the scripts and open a connection.
+	warm, err := s.ClaimBatch(ctx, keys(2), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CompleteBatch(ctx, warm, 0); err != nil {
+		t.Fatal(err)
+	}
+	measure := func(what string, wantWrites, wantCmds int64, f func() error) {
+		t.Helper()
+		w0, c0 := cnt.writes.Load(), cnt.cmds.Load()
+		if err := f(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if w, n := cnt.writes.Load()-w0, cnt.cmds.Load()-c0; w != wantWrites || n != wantCmds {
+			t.Errorf("%s: %d writes, %d commands; want %d and %d", what, w, n, wantWrites, wantCmds)
+		}
+	}
+	var claims []dedupe.Claim
+	measure("claim 64", 1, 64, func() error { claims, err = s.ClaimBatch(ctx, keys(64), 0); return err })
+	measure("complete 64", 1, 64, func() error {
+		errs, err := s.CompleteBatch(ctx, claims, 0)
+		return errors.Join(append(errs, err)...)
+	})
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	measure("claim 16 after SCRIPT FLUSH", 2, 32, func() error { claims, err = s.ClaimBatch(ctx, keys(16), 0); return err })
+	for i, cl := range claims {
+		if !cl.Acquired() {
+			t.Fatalf("claim %d after SCRIPT FLUSH = %s", i, cl.Status)
+		}
+	}
+	measure("release 16 (its script was flushed too)", 2, 32, func() error {
+		errs, err := s.ReleaseBatch(ctx, claims)
+		return errors.Join(append(errs, err)...)
+	})
+}
