@@ -35,8 +35,8 @@ const claimAttempts = 5
 const releaseTimeout = 5 * time.Second
 
 var (
-	_ dedupe.Store = (*Store)(nil)
-	_ dedupe.Inbox = (*Store)(nil)
+	_ dedupe.BatchStore = (*Store)(nil)
+	_ dedupe.BatchInbox = (*Store)(nil)
 )
 
 // Option configures a [Store]; pass options to [New].
@@ -136,6 +136,8 @@ type Store struct {
 	ddl                                      string
 	lockKey                                  int64
 	claimSQL, completeSQL, releaseSQL, gcSQL string
+
+	claimBatchSQL, completeBatchSQL, releaseBatchSQL string
 }
 
 // New returns a store that keeps its records in pool's database. The pool
@@ -289,6 +291,47 @@ WHERE scope = $1 AND id = $2 AND token = $3 AND state = 'leased'`
 	s.releaseSQL = `UPDATE ` + n.table + ` SET state = 'released', expires_at = clock_timestamp()
 WHERE scope = $1 AND id = $2 AND token = $3 AND state = 'leased'`
 
+	// The batch statements are the single-key ones over unnest()ed arrays,
+	// one row per distinct key (see ClaimBatch). The claim inserts the keys
+	// in the arrays' order, which ClaimBatch sorts, so that concurrent
+	// batches lock rows in one order and cannot deadlock each other; the
+	// second SELECT reads each row not taken from the statement's snapshot,
+	// as the single claim does.
+	s.claimBatchSQL = `WITH k AS (
+	SELECT * FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS k(scope, id, ord)
+), ins AS (
+	INSERT INTO ` + n.table + ` AS d (scope, id, state, token, expires_at)
+	SELECT scope, id, 'leased', nextval(` + n.seqLit + `), clock_timestamp() + $3::bigint * interval '1 microsecond'
+	FROM k ORDER BY ord
+	ON CONFLICT (scope, id) DO UPDATE
+		SET state = 'leased', token = excluded.token, expires_at = excluded.expires_at
+		WHERE d.state = 'released' OR d.expires_at <= clock_timestamp()
+	RETURNING d.scope, d.id, d.token, d.expires_at
+)
+SELECT k.ord,
+	CASE
+		WHEN ins.id IS NOT NULL THEN 1
+		WHEN cur.state = 'done' AND (cur.expires_at IS NULL OR cur.expires_at > clock_timestamp()) THEN 2
+		WHEN cur.state = 'leased' AND cur.expires_at > clock_timestamp() THEN 3
+		ELSE 0
+	END,
+	coalesce(ins.token, 0),
+	CASE WHEN ins.id IS NOT NULL THEN ins.expires_at ELSE cur.expires_at END
+FROM k
+LEFT JOIN ins ON ins.scope = k.scope AND ins.id = k.id
+LEFT JOIN ` + n.table + ` AS cur ON ins.id IS NULL AND cur.scope = k.scope AND cur.id = k.id`
+
+	s.completeBatchSQL = `UPDATE ` + n.table + ` AS d SET state = 'done',
+	expires_at = CASE WHEN $4::bigint < 0 THEN NULL ELSE clock_timestamp() + $4::bigint * interval '1 microsecond' END
+FROM unnest($1::text[], $2::uuid[], $3::bigint[]) WITH ORDINALITY AS u(scope, id, token, ord)
+WHERE d.scope = u.scope AND d.id = u.id AND d.token = u.token AND d.state = 'leased'
+RETURNING u.ord`
+
+	s.releaseBatchSQL = `UPDATE ` + n.table + ` AS d SET state = 'released', expires_at = clock_timestamp()
+FROM unnest($1::text[], $2::uuid[], $3::bigint[]) WITH ORDINALITY AS u(scope, id, token, ord)
+WHERE d.scope = u.scope AND d.id = u.id AND d.token = u.token AND d.state = 'leased'
+RETURNING u.ord`
+
 	// SKIP LOCKED: rows a claim or an open inbox transaction holds are left
 	// for the next run, so cleanup never waits for them. The DELETE's own
 	// condition is checked again on the row's latest version, so a row
@@ -416,9 +459,19 @@ func (s *Store) finishArgs(op string, c dedupe.Claim) error {
 }
 
 func (s *Store) retentionArg(c dedupe.Claim, retention time.Duration) (int64, error) {
-	retention, err := dedupe.RetentionOrDefault(retention, s.cfg.retention)
+	ret, err := retentionMicros(retention, s.cfg.retention)
 	if err != nil {
 		return 0, fmt.Errorf("pgstore: complete %s: %w", c.Key, err)
+	}
+	return ret, nil
+}
+
+// retentionMicros is the retention argument of the completion statements:
+// microseconds, or -1 for [dedupe.Forever].
+func retentionMicros(retention, def time.Duration) (int64, error) {
+	retention, err := dedupe.RetentionOrDefault(retention, def)
+	if err != nil {
+		return 0, err
 	}
 	if retention == dedupe.Forever {
 		return -1, nil
