@@ -492,3 +492,53 @@ func TestLayout(t *testing.T) {
 		t.Fatalf("Duplicate.Until = %v, want %v", d.Until, time.Unix(0, until))
 	}
 }
+
+// FuzzRecord: whatever bytes a record holds in the file (a damaged or
+// foreign value), the store answers with an error or a valid claim, never
+// panics, and never answers duplicate for a value that is not a done record.
+func FuzzRecord(f *testing.F) {
+	done := []byte{2}
+	done = binary.BigEndian.AppendUint64(done, 7)
+	done = binary.BigEndian.AppendUint64(done, 0)
+	f.Add(done)
+	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{})
+	f.Add([]byte{3, 1, 2})
+	f.Add(make([]byte, 17))
+	dir := f.TempDir()
+	var n atomic.Int64
+	f.Fuzz(func(t *testing.T, v []byte) {
+		path := filepath.Join(dir, fmt.Sprintf("fuzz%d.db", n.Add(1)))
+		s := open(t, path, boltstore.WithBucket("fuzz"))
+		key := dedupetest.NewKey("fuzz")
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket([]byte("fuzz")).Bucket([]byte("records")).Put(append(key.ID[:], key.Scope...), v)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		s = open(t, path, boltstore.WithBucket("fuzz"))
+		ctx := context.Background()
+		c, err := s.Claim(ctx, key, time.Minute)
+		valid := len(v) == 17 && (v[0] == 1 || v[0] == 2)
+		switch {
+		case err != nil && valid:
+			t.Fatalf("Claim over a well-formed record %x: %v", v, err)
+		case err == nil && c.Status == dedupe.Duplicate && (!valid || v[0] != 2):
+			t.Fatalf("Claim over %x answered duplicate", v)
+		}
+		if _, err := s.Cleanup(ctx); err != nil {
+			t.Fatalf("Cleanup: %v", err)
+		}
+		if _, err := s.ClaimBatch(ctx, []dedupe.Key{key, key}, time.Minute); err != nil && valid {
+			t.Fatalf("ClaimBatch over a well-formed record %x: %v", v, err)
+		}
+	})
+}
