@@ -44,7 +44,10 @@ func newFixture(n, copies int) fixture {
 }
 
 func ours(b *testing.B) consumer.Handler {
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(func() { _ = store.Close() })
 	dd := consumer.Dedupe(store, "bench")
 	return dd(consumer.HandlerFunc(func(_ context.Context, m *consumer.Message) error { return work(m.Body) }))
@@ -134,7 +137,10 @@ func TestFailedHandlerIsRetried(t *testing.T) {
 		return nil
 	}
 
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer store.Close()
 	dd := consumer.Dedupe(store, "test")
 	h := dd(consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return handle() }))

@@ -20,7 +20,10 @@ var benchHandler = consumer.HandlerFunc(func(_ context.Context, m *consumer.Mess
 })
 
 func benchChains(b *testing.B) map[string]consumer.Handler {
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(func() { _ = store.Close() })
 	dd := consumer.Dedupe(store, "bench")
 	return map[string]consumer.Handler{

@@ -23,8 +23,7 @@ import (
 )
 
 func TestNewHandlerStandardChain(t *testing.T) {
-	store := dedupe.NewMemory()
-	defer store.Close()
+	store := newMemory(t)
 	var calls atomic.Int32
 	var order []string
 	mw := func(name string) consumer.Middleware {
@@ -68,19 +67,18 @@ func TestNewHandlerStandardChain(t *testing.T) {
 
 func TestNewHandlerRejectsTimeoutAtOrAboveLease(t *testing.T) {
 	h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
-	_, err := consumer.NewHandler(h, consumer.WithDedupe(dedupe.NewMemory(), "s"), consumer.WithLease(time.Second), consumer.WithTimeout(time.Second))
+	_, err := consumer.NewHandler(h, consumer.WithDedupe(newMemory(t), "s"), consumer.WithLease(time.Second), consumer.WithTimeout(time.Second))
 	if err == nil || !strings.Contains(err.Error(), "below the dedupe lease") {
 		t.Fatalf("NewHandler = %v, want an error about the timeout and the lease", err)
 	}
 	// The default lease counts too.
-	if _, err := consumer.NewHandler(h, consumer.WithDedupe(dedupe.NewMemory(), "s"), consumer.WithTimeout(time.Hour)); err == nil {
+	if _, err := consumer.NewHandler(h, consumer.WithDedupe(newMemory(t), "s"), consumer.WithTimeout(time.Hour)); err == nil {
 		t.Fatal("a timeout above the default lease was accepted")
 	}
 }
 
 func TestCheck(t *testing.T) {
-	store := dedupe.NewMemory()
-	defer store.Close()
+	store := newMemory(t)
 	h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
 	for _, tc := range []struct {
 		name string
@@ -122,8 +120,7 @@ func (s *flakyComplete) Complete(ctx context.Context, c dedupe.Claim, retention 
 // One failed Complete must not run the handler again: the completion is
 // retried with the same claim while its lease lasts.
 func TestCompleteFailureDoesNotRepeatTheEffect(t *testing.T) {
-	mem := dedupe.NewMemory()
-	defer mem.Close()
+	mem := newMemory(t)
 	store := &flakyComplete{Store: mem}
 	var effects atomic.Int32
 	h, err := consumer.NewHandler(consumer.HandlerFunc(func(context.Context, *consumer.Message) error {
@@ -167,8 +164,7 @@ func logRecords(t *testing.T, buf *bytes.Buffer) []map[string]any {
 func TestLogOutcomes(t *testing.T) {
 	var buf bytes.Buffer
 	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store := dedupe.NewMemory()
-	defer store.Close()
+	store := newMemory(t)
 	fail := errors.New("payment provider down")
 	h, err := consumer.NewHandler(consumer.HandlerFunc(func(_ context.Context, m *consumer.Message) error {
 		switch string(m.Body) {
@@ -304,8 +300,7 @@ func TestVerifyID(t *testing.T) {
 func TestVerifiedIDsStopSquatting(t *testing.T) {
 	secret, _ := forge.NewSecret()
 	gen := forge.MustNew("orders.example.com", forge.WithSecret(secret))
-	store := dedupe.NewMemory()
-	defer store.Close()
+	store := newMemory(t)
 	var handled []string
 	h, err := consumer.NewHandler(consumer.HandlerFunc(func(_ context.Context, m *consumer.Message) error {
 		handled = append(handled, string(m.Body))

@@ -79,11 +79,20 @@ func newDedupe(t *testing.T, store dedupe.Store, opts ...consumer.Option) consum
 	return consumer.Dedupe(store, "test-scope", opts...)
 }
 
+func newMemory(t testing.TB) *dedupe.Memory {
+	t.Helper()
+	m, err := dedupe.NewMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return m
+}
+
 func TestDedupe(t *testing.T) {
 	ctx := context.Background()
 	t.Run("success then duplicate", func(t *testing.T) {
-		store := dedupe.NewMemory()
-		defer store.Close()
+		store := newMemory(t)
 		var calls atomic.Int32
 		h := newDedupe(t, store)(consumer.HandlerFunc(func(context.Context, *consumer.Message) error { calls.Add(1); return nil }))
 		m := msg()
@@ -101,8 +110,7 @@ func TestDedupe(t *testing.T) {
 		}
 	})
 	t.Run("failure releases", func(t *testing.T) {
-		store := dedupe.NewMemory()
-		defer store.Close()
+		store := newMemory(t)
 		var calls atomic.Int32
 		fail := errors.New("transient")
 		h := newDedupe(t, store)(consumer.HandlerFunc(func(context.Context, *consumer.Message) error {
@@ -123,8 +131,7 @@ func TestDedupe(t *testing.T) {
 		}
 	})
 	t.Run("panic releases", func(t *testing.T) {
-		store := dedupe.NewMemory()
-		defer store.Close()
+		store := newMemory(t)
 		h := newDedupe(t, store)(consumer.HandlerFunc(func(context.Context, *consumer.Message) error { panic("x") }))
 		m := msg()
 		func() {
@@ -137,8 +144,7 @@ func TestDedupe(t *testing.T) {
 		}
 	})
 	t.Run("in flight", func(t *testing.T) {
-		store := dedupe.NewMemory()
-		defer store.Close()
+		store := newMemory(t)
 		m := msg()
 		held, err := store.Claim(ctx, dedupe.Key{Scope: "test-scope", ID: m.ID}, time.Minute)
 		if err != nil || !held.Acquired() {
@@ -159,7 +165,7 @@ func TestDedupe(t *testing.T) {
 		}
 	})
 	t.Run("store error", func(t *testing.T) {
-		store := dedupe.NewMemory()
+		store := newMemory(t)
 		store.Close()
 		var calls atomic.Int32
 		h := newDedupe(t, store)(consumer.HandlerFunc(func(context.Context, *consumer.Message) error { calls.Add(1); return nil }))
@@ -181,11 +187,11 @@ func TestDedupe(t *testing.T) {
 			}()
 			f()
 		}
-		mustPanic("empty scope", func() { consumer.Dedupe(dedupe.NewMemory(), "") })
+		mustPanic("empty scope", func() { consumer.Dedupe(newMemory(t), "") })
 		mustPanic("nil store", func() { consumer.Dedupe(nil, "s") })
-		mustPanic("negative lease", func() { consumer.Dedupe(dedupe.NewMemory(), "s", consumer.WithLease(-time.Second)) })
+		mustPanic("negative lease", func() { consumer.Dedupe(newMemory(t), "s", consumer.WithLease(-time.Second)) })
 		h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
-		if _, err := consumer.NewHandler(h, consumer.WithDedupe(dedupe.NewMemory(), "")); !errors.Is(err, dedupe.ErrInvalidKey) {
+		if _, err := consumer.NewHandler(h, consumer.WithDedupe(newMemory(t), "")); !errors.Is(err, dedupe.ErrInvalidKey) {
 			t.Fatalf("NewHandler with an empty scope: %v", err)
 		}
 		if _, err := consumer.NewHandler(h, consumer.WithDedupe(nil, "s")); err == nil {

@@ -31,8 +31,11 @@ import (
 // handler runs inside [dedupe.Inbox.Process]: its writes through the
 // store's transaction and the completion commit together, and a failing
 // handler leaves nothing behind. A transaction that cannot commit because of
-// what the handler wrote ([dedupe.ErrRolledBack]) is a handler failure,
-// retried and dead-lettered like one; only a store outage waits.
+// the handler's own writes (an error wrapping [dedupe.ErrRolledBack]: a
+// deferred constraint, a statement error the handler ignored, a
+// serialization failure) is the handler's failure: it is returned as an
+// ordinary error, so it is retried and, after the attempts, dead-lettered
+// with that reason; only a failure of the store itself matches [ErrStore].
 //
 // Of opts, [WithLease], [WithRetention] and [WithoutInbox] apply. Dedupe
 // panics on a nil store, an invalid scope or an invalid option, so that it
@@ -159,7 +162,7 @@ func (d *inboxHandler) layerInfo() (layerKind, Handler) { return layerDedupe, d.
 func (d *inboxHandler) Handle(ctx context.Context, m *Message) error {
 	var herr error
 	called := false
-	st, err := d.inbox.Process(ctx, dedupe.Key{Scope: d.scope, ID: m.ID}, d.lease, d.retention,
+	c, err := d.inbox.Process(ctx, dedupe.Key{Scope: d.scope, ID: m.ID}, d.lease, d.retention,
 		func(ctx context.Context) error {
 			called = true
 			herr = d.next.Handle(ctx, m)
@@ -173,25 +176,26 @@ func (d *inboxHandler) Handle(ctx context.Context, m *Message) error {
 	}
 	if err != nil {
 		if called && errors.Is(err, dedupe.ErrRolledBack) {
-			// The handler's own writes made the commit fail: its failure.
-			return fmt.Errorf("consumer: inbox %s: %w", m.ID, err)
+			// The handler's own writes kept the transaction from
+			// committing: its failure, retried and dead-lettered like any.
+			return fmt.Errorf("consumer: dedupe inbox: message %s: %w", m.ID, err)
 		}
 		if errors.Is(err, dedupe.ErrLeaseLost) {
 			m.state.attempt.leaseLost = true
 		}
 		return &storeError{fmt.Errorf("process %s: %w", m.ID, err)}
 	}
-	switch st {
+	switch c.Status {
 	case dedupe.Duplicate:
 		m.state.attempt.duplicate = true
 		return nil
 	case dedupe.InFlight:
-		return &InFlightError{ID: m.ID, Until: time.Now().Add(time.Second)}
+		return &InFlightError{ID: m.ID, Until: c.Until}
 	case dedupe.Acquired:
 		if !called {
 			return &storeError{fmt.Errorf("process %s: acquired but the handler was not run", m.ID)}
 		}
 		return nil
 	}
-	return &storeError{fmt.Errorf("process %s: unexpected status %s", m.ID, st)}
+	return &storeError{fmt.Errorf("process %s: unexpected status %s", m.ID, c.Status)}
 }

@@ -10,7 +10,8 @@
 // succeeded and the dedupe completion is stored. One [Option] list
 // configures all of it; transport options are of the same type:
 //
-//	store := dedupe.NewMemory() // or redisstore, pgstore (the transactional inbox), boltstore
+//	store, err := dedupe.NewMemory() // or redisstore, pgstore (the transactional inbox), boltstore
+//	if err != nil { ... }
 //	handle := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
 //		return charge(ctx, m.ID, m.Key, m.Body) // publishing from here derives IDs from m
 //	})

@@ -16,7 +16,10 @@ import (
 // often the message is delivered; a failed attempt releases the claim so the
 // redelivery is processed.
 func ExampleDedupe() {
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		panic(err)
+	}
 	defer store.Close()
 	calls := 0
 	h := consumer.Chain(consumer.Lineage(), consumer.Dedupe(store, "billing"), consumer.Recover())(

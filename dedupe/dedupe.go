@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -136,29 +137,52 @@ type Inbox interface {
 	// Process claims key for lease; if acquired, it begins a transaction,
 	// calls fn with a context that carries it (the store's package says how
 	// to get it), completes the claim for retention inside that transaction
-	// and commits. It returns the claim's status:
+	// and commits. It returns the claim, as [Store.Claim] would:
 	//   - Duplicate or InFlight: fn was not called, nothing was written;
+	//     Until is as for Claim (for InFlight, the holder's lease end);
 	//   - Acquired with a nil error: fn's writes and the completion committed.
 	// If fn fails, the lease is lost before commit (an error wrapping
 	// [ErrLeaseLost]) or the commit fails, the transaction rolls back, the
-	// claim is released when possible, and the error is returned.
-	Process(ctx context.Context, key Key, lease, retention time.Duration, fn func(ctx context.Context) error) (Status, error)
+	// claim is released when possible, and the error is returned with the
+	// Acquired claim. fn's own error is returned as it is. A transaction that
+	// could not commit because of what fn wrote or did in it (a constraint
+	// checked at COMMIT, a statement that aborted the transaction, a
+	// serialization failure or deadlock) returns an error wrapping
+	// [ErrRolledBack]; any other error is the store's. Before the claim
+	// (invalid input, a store that cannot answer) the claim is the zero
+	// Claim.
+	Process(ctx context.Context, key Key, lease, retention time.Duration, fn func(ctx context.Context) error) (Claim, error)
 }
 
 // BatchStore is a [Store] that claims, completes and releases many keys in
-// one round trip. It is optional: the consumer loops use it when a store
-// implements it and fall back to the single-key methods otherwise, so a
-// third-party store can stay a plain Store. Each batch method behaves, key by
-// key, exactly as the single-key method would; package dedupetest checks that.
+// one round trip. It is optional: a caller (a consumer loop taking messages
+// in batches) uses it when a store implements it and falls back to the
+// single-key methods otherwise, so a third-party store can stay a plain
+// Store.
+//
+// Each batch method behaves, key by key and in order, exactly as successive
+// calls of the single-key method would; package dedupetest checks that. In
+// particular a key given twice to ClaimBatch is claimed twice: when the first
+// acquires, the second answers InFlight with the first's lease end as Until,
+// otherwise both answer alike; and a claim given twice to CompleteBatch or
+// ReleaseBatch succeeds once, the second getting [ErrLeaseLost]. An empty
+// batch returns an empty result and does no I/O.
 type BatchStore interface {
 	Store
 	// ClaimBatch claims every key as [Store.Claim] would and returns one
-	// Claim per key, in order. A non-nil error means the call failed as a
-	// whole; leases it may have taken expire on their own.
+	// Claim per key, in order. Every key and the lease are checked before
+	// anything is sent: an invalid key ([ErrInvalidKey]) or lease
+	// ([ErrInvalidDuration]) fails the whole call and takes nothing. A
+	// non-nil error means the call failed as a whole and returns no claims;
+	// leases it took before failing are released where the store can, and
+	// otherwise expire on their own.
 	ClaimBatch(ctx context.Context, keys []Key, lease time.Duration) ([]Claim, error)
 	// CompleteBatch completes every claim as [Store.Complete] would. errs[i]
-	// is the result for claims[i]; a non-nil err means the call failed as a
-	// whole and no completion may be counted on.
+	// is the result for claims[i]: nil, or the error Complete would return
+	// ([ErrLeaseLost], [ErrNotAcquired], [ErrInvalidKey]). An invalid
+	// retention, a closed store, a done context or a failure of the store
+	// fails the call as a whole: err is non-nil, errs nil, and no completion
+	// may be counted on (some may have been stored).
 	CompleteBatch(ctx context.Context, claims []Claim, retention time.Duration) (errs []error, err error)
 	// ReleaseBatch releases every claim as [Store.Release] would, with
 	// per-claim results like CompleteBatch.
@@ -172,14 +196,24 @@ type BatchInbox interface {
 	Inbox
 	// ProcessBatch claims keys in one round trip, begins one transaction and
 	// calls fn(ctx, i) for each acquired key i in order, each inside its own
-	// savepoint, with a context that carries the transaction. A failing fn
-	// is rolled back to its savepoint and its claim released after the
-	// commit; the others' writes and completions commit together. results[i]
-	// reports key i: its claim (Duplicate and InFlight: fn was not called)
-	// and fn's error. A non-nil err means the group did not commit (for
-	// instance a deferred constraint failed at COMMIT): nothing of it was
-	// written, every acquired claim was released where possible, and the
-	// caller processes the messages again one by one.
+	// savepoint, with a context that carries the transaction (fn must not
+	// commit or roll it back). A failing fn is rolled back to its savepoint
+	// and its claim released after the commit; the others' writes and
+	// completions commit together. results[i] reports key i: its claim
+	// (Duplicate and InFlight: fn was not called; a key given twice is
+	// InFlight the second time) and, for an acquired key, fn's error as fn
+	// returned it, or an error wrapping [ErrRolledBack] when fn returned nil
+	// but its statements aborted the transaction.
+	//
+	// A non-nil err means the group did not commit: nothing of it was
+	// written, every acquired claim was released where possible, results is
+	// nil, and the caller processes the messages again one by one. That
+	// happens when the commit fails (a deferred constraint of any member:
+	// an error wrapping [ErrRolledBack]), when a succeeding member's lease
+	// was lost before the completion ([ErrLeaseLost]), on invalid input
+	// (nothing claimed, fn not called) and when the store fails. If fn
+	// panics, the group is rolled back, every claim released and the panic
+	// continues.
 	ProcessBatch(ctx context.Context, keys []Key, lease, retention time.Duration, fn func(ctx context.Context, i int) error) (results []Result, err error)
 }
 
@@ -187,7 +221,9 @@ type BatchInbox interface {
 type Result struct {
 	// Claim is the key's claim; its Status says whether fn ran.
 	Claim Claim
-	// Err is fn's error for an acquired key (its writes were rolled back).
+	// Err is the failure of an acquired key (its writes were rolled back
+	// and its claim released); nil for a key that committed or was not
+	// acquired.
 	Err error
 }
 
@@ -256,3 +292,20 @@ func RetentionOrDefault(retention, def time.Duration) (time.Duration, error) {
 	}
 	return retention, nil
 }
+
+// errorf formats an error of this package: "dedupe: " followed by format.
+// Errors among args keep wrapping (%w) but lose their own "dedupe: " prefix
+// in the text, so the package name appears once.
+func errorf(format string, args ...any) error {
+	for i, a := range args {
+		if e, ok := a.(error); ok {
+			args[i] = unprefixed{e}
+		}
+	}
+	return fmt.Errorf("dedupe: "+format, args...)
+}
+
+type unprefixed struct{ err error }
+
+func (u unprefixed) Error() string { return strings.TrimPrefix(u.err.Error(), "dedupe: ") }
+func (u unprefixed) Unwrap() error { return u.err }

@@ -47,8 +47,7 @@ func FuzzKeyValidate(f *testing.F) {
 	for _, tt := range keyTests {
 		f.Add(tt.key.Scope, tt.key.ID[:])
 	}
-	m := dedupe.NewMemory()
-	defer m.Close()
+	m := newMemory(f)
 	f.Fuzz(func(t *testing.T, scope string, id []byte) {
 		var k dedupe.Key
 		k.Scope = scope

@@ -34,12 +34,21 @@
 //   - dedupe/boltstore: an embedded file for one machine that must remember
 //     across restarts.
 //
-// dedupe/dedupetest is the conformance suite every store passes; run it on
-// your own store too.
+// Every store here is also a [BatchStore] (many keys per round trip: a
+// pipeline on Redis, one statement on PostgreSQL, one transaction on bbolt)
+// and pgstore a [BatchInbox] (a group of messages in one transaction, a
+// savepoint each). The batch methods answer key by key what the single-key
+// methods would.
+//
+// dedupe/dedupetest is the conformance suite every store passes, batch
+// methods included; run it on your own store too.
 //
 // # Usage
 //
-//	store := dedupe.NewMemory()
+//	store, err := dedupe.NewMemory()
+//	if err != nil {
+//		return err
+//	}
 //	defer store.Close()
 //	key := dedupe.Key{Scope: "billing", ID: msg.ID}
 //	c, err := store.Claim(ctx, key, 30*time.Second)

@@ -15,7 +15,10 @@ import (
 // one is in flight, and after Complete the message is a duplicate.
 func ExampleMemory() {
 	ctx := context.Background()
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		panic(err)
+	}
 	defer store.Close()
 
 	key := dedupe.Key{Scope: "billing", ID: uuid.MustParse("2ed6657d-e927-568b-95e1-2665a8aea6a2")}
@@ -49,7 +52,10 @@ func ExampleMemory() {
 // instead of being dropped as a duplicate.
 func ExampleMemory_Release() {
 	ctx := context.Background()
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		panic(err)
+	}
 	defer store.Close()
 	key := dedupe.Key{Scope: "billing", ID: uuid.MustParse("5c146b14-3c52-8afd-938a-375d0df1fbf6")}
 
@@ -64,7 +70,7 @@ func ExampleMemory_Release() {
 	fmt.Println("redelivery:", retry.Status, retry.Token > c.Token)
 
 	// The first attempt's claim is stale now.
-	err := store.Complete(ctx, c, 0)
+	err = store.Complete(ctx, c, 0)
 	fmt.Println("stale complete:", errors.Is(err, dedupe.ErrLeaseLost))
 	// Output:
 	// redelivery: acquired true
@@ -75,7 +81,10 @@ func ExampleMemory_Release() {
 // holder can no longer complete.
 func ExampleMemory_leaseExpiry() {
 	ctx := context.Background()
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		panic(err)
+	}
 	defer store.Close()
 	key := dedupe.Key{Scope: "billing", ID: uuid.MustParse("6ba7b810-9dad-11d1-80b4-00c04fd430c8")}
 
@@ -95,13 +104,16 @@ func ExampleMemory_leaseExpiry() {
 // new key gets ErrFull and the message is retried later.
 func ExampleWithMaxEntries() {
 	ctx := context.Background()
-	store := dedupe.NewMemory(dedupe.WithMaxEntries(2))
+	store, err := dedupe.NewMemory(dedupe.WithMaxEntries(2))
+	if err != nil {
+		panic(err)
+	}
 	defer store.Close()
 	key := func(n byte) dedupe.Key { return dedupe.Key{Scope: "s", ID: uuid.UUID{15: n}} }
 
 	a, _ := store.Claim(ctx, key(1), time.Minute)
 	store.Claim(ctx, key(2), time.Minute)
-	_, err := store.Claim(ctx, key(3), time.Minute)
+	_, err = store.Claim(ctx, key(3), time.Minute)
 	fmt.Println("full of leases:", errors.Is(err, dedupe.ErrFull))
 
 	store.Complete(ctx, a, dedupe.Forever) // completed keys can be evicted

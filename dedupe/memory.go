@@ -58,6 +58,10 @@ const (
 // Complete after the lease ended succeeds as long as nobody claimed the key
 // meanwhile and the expired lease was not yet swept; otherwise it returns
 // [ErrLeaseLost].
+//
+// It is a [BatchStore]: a batch takes each key's shard lock in turn, as the
+// single calls would, and saves only the per-call checks; a ClaimBatch that
+// meets [ErrFull] midway gives back what it acquired and fails.
 type Memory struct {
 	shards    []memShard
 	mask      uint64
@@ -108,8 +112,9 @@ type memDone struct {
 	token uint64
 }
 
-// MemoryOption configures [NewMemory].
-type MemoryOption func(*memoryConfig)
+// MemoryOption configures [NewMemory]; a bad value is an error from
+// NewMemory that names the option.
+type MemoryOption func(*memoryConfig) error
 
 type memoryConfig struct {
 	maxEntries int
@@ -119,51 +124,60 @@ type memoryConfig struct {
 }
 
 // WithMaxEntries bounds the store to n keys (leases and completed keys
-// together). Default [DefaultMaxEntries]; n <= 0 keeps the default. See
-// [Memory] for the eviction rule.
+// together); n must be positive. Default [DefaultMaxEntries]. See [Memory]
+// for the eviction rule.
 func WithMaxEntries(n int) MemoryOption {
-	return func(c *memoryConfig) {
-		if n > 0 {
-			c.maxEntries = n
+	return func(c *memoryConfig) error {
+		if n <= 0 {
+			return errorf("WithMaxEntries(%d): must be positive", n)
 		}
+		c.maxEntries = n
+		return nil
 	}
 }
 
-// WithLease sets the lease Claim uses when given 0. Default [DefaultLease];
-// d <= 0 keeps the default.
-func WithLease(d time.Duration) MemoryOption {
-	return func(c *memoryConfig) {
-		if d > 0 {
-			c.lease = d
+// WithDefaultLease sets the lease Claim uses when given 0; d must be
+// positive. Default [DefaultLease].
+func WithDefaultLease(d time.Duration) MemoryOption {
+	return func(c *memoryConfig) error {
+		if d <= 0 {
+			return errorf("WithDefaultLease(%v): %w", d, ErrInvalidDuration)
 		}
+		c.lease = d
+		return nil
 	}
 }
 
-// WithRetention sets the retention Complete uses when given 0. Default
-// [DefaultRetention]; [Forever] is allowed; other d <= 0 keep the default.
-func WithRetention(d time.Duration) MemoryOption {
-	return func(c *memoryConfig) {
-		if d > 0 || d == Forever {
-			c.retention = d
+// WithDefaultRetention sets the retention Complete uses when given 0; d
+// must be positive or [Forever]. Default [DefaultRetention].
+func WithDefaultRetention(d time.Duration) MemoryOption {
+	return func(c *memoryConfig) error {
+		if d <= 0 && d != Forever {
+			return errorf("WithDefaultRetention(%v): %w", d, ErrInvalidDuration)
 		}
+		c.retention = d
+		return nil
 	}
 }
 
 // WithSweepInterval sets how often the background goroutine drops expired
-// entries. Default [DefaultSweepInterval]; d <= 0 keeps the default.
-// Expired entries are also dropped when the store is full, so this only
-// decides how soon their memory is freed.
+// entries; d must be positive. Default [DefaultSweepInterval]. Expired
+// entries are also dropped when the store is full, so this only decides how
+// soon their memory is freed.
 func WithSweepInterval(d time.Duration) MemoryOption {
-	return func(c *memoryConfig) {
-		if d > 0 {
-			c.sweep = d
+	return func(c *memoryConfig) error {
+		if d <= 0 {
+			return errorf("WithSweepInterval(%v): must be positive", d)
 		}
+		c.sweep = d
+		return nil
 	}
 }
 
 // NewMemory returns an empty memory store and starts its sweeping goroutine;
-// call [Memory.Close] to stop it.
-func NewMemory(opts ...MemoryOption) *Memory {
+// call [Memory.Close] to stop it. It fails only on an invalid option (nil
+// options are ignored).
+func NewMemory(opts ...MemoryOption) (*Memory, error) {
 	cfg := memoryConfig{
 		maxEntries: DefaultMaxEntries,
 		lease:      DefaultLease,
@@ -171,7 +185,12 @@ func NewMemory(opts ...MemoryOption) *Memory {
 		sweep:      DefaultSweepInterval,
 	}
 	for _, o := range opts {
-		o(&cfg)
+		if o == nil {
+			continue
+		}
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
 	}
 	n := 1
 	if cfg.maxEntries >= shardingThreshold {
@@ -194,10 +213,10 @@ func NewMemory(opts ...MemoryOption) *Memory {
 	}
 	m.scopes.Store(&map[string]uint32{})
 	go m.janitor(cfg.sweep)
-	return m
+	return m, nil
 }
 
-var _ Store = (*Memory)(nil)
+var _ BatchStore = (*Memory)(nil)
 
 func (m *Memory) now() int64 { return int64(time.Since(m.epoch)) }
 
@@ -239,10 +258,10 @@ func (m *Memory) shard(k memKey) *memShard {
 
 func (m *Memory) check(ctx context.Context, op string, k Key) error {
 	if m.closed.Load() {
-		return fmt.Errorf("dedupe: memory %s %s: %w", op, k, ErrClosed)
+		return errorf("memory %s %s: %w", op, k, ErrClosed)
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("dedupe: memory %s %s: %w", op, k, err)
+		return errorf("memory %s %s: %w", op, k, err)
 	}
 	return nil
 }
@@ -253,46 +272,51 @@ func (m *Memory) Claim(ctx context.Context, key Key, lease time.Duration) (Claim
 		return Claim{}, err
 	}
 	if err := key.Validate(); err != nil {
-		return Claim{}, fmt.Errorf("dedupe: memory claim: %w", err)
+		return Claim{}, errorf("memory claim: %w", err)
 	}
 	lease, err := LeaseOrDefault(lease, m.lease)
 	if err != nil {
-		return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w", key, err)
+		return Claim{}, errorf("memory claim %s: %w", key, err)
 	}
 	mk, _, err := m.intern(key, true)
 	if err != nil {
-		return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w", key, err)
+		return Claim{}, errorf("memory claim %s: %w", key, err)
 	}
+	c, err := m.claim(key, mk, lease)
+	if err != nil {
+		return Claim{}, errorf("memory claim %s: %w", key, err)
+	}
+	return c, nil
+}
+
+// claim is Claim for a valid key interned as mk.
+func (m *Memory) claim(key Key, mk memKey, lease time.Duration) (Claim, error) {
 	now := m.now()
 	s := m.shard(mk)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.m == nil { // closed meanwhile
-		s.mu.Unlock()
-		return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w", key, ErrClosed)
+		return Claim{}, ErrClosed
 	}
 	e, ok := s.m[mk]
 	switch {
 	case ok && e.done && (e.forever || now < e.until):
-		s.mu.Unlock()
 		c := Claim{Key: key, Status: Duplicate}
 		if !e.forever {
 			c.Until = m.wall(e.until)
 		}
 		return c, nil
 	case ok && !e.done && now < e.until:
-		s.mu.Unlock()
 		return Claim{Key: key, Status: InFlight, Until: m.wall(e.until)}, nil
 	case !ok && len(s.m) >= m.shardCap:
 		if !s.makeRoom(now, m.shardCap) {
-			s.mu.Unlock()
-			return Claim{}, fmt.Errorf("dedupe: memory claim %s: %w (%d live leases)", key, ErrFull, m.shardCap)
+			return Claim{}, fmt.Errorf("%w (%d live leases)", ErrFull, m.shardCap)
 		}
 	}
 	s.token++
 	e = memEntry{token: s.token, until: addSat(now, lease)}
 	s.minLease = min(s.minLease, e.until)
 	s.m[mk] = e
-	s.mu.Unlock()
 	return Claim{Key: key, Status: Acquired, Token: e.token, Until: m.wall(e.until)}, nil
 }
 
@@ -301,27 +325,48 @@ func (m *Memory) Complete(ctx context.Context, c Claim, retention time.Duration)
 	if err := m.check(ctx, "complete", c.Key); err != nil {
 		return err
 	}
-	if err := CheckClaim(c); err != nil {
-		return fmt.Errorf("dedupe: memory complete %s: %w", c.Key, err)
-	}
 	retention, err := RetentionOrDefault(retention, m.retention)
 	if err != nil {
-		return fmt.Errorf("dedupe: memory complete %s: %w", c.Key, err)
+		if cerr := CheckClaim(c); cerr != nil {
+			err = cerr
+		}
+		return errorf("memory complete %s: %w", c.Key, err)
+	}
+	return m.finish("complete", c, retention)
+}
+
+// Release implements [Store.Release].
+func (m *Memory) Release(ctx context.Context, c Claim) error {
+	if err := m.check(ctx, "release", c.Key); err != nil {
+		return err
+	}
+	return m.finish("release", c, 0)
+}
+
+// finish completes c for retention (op "complete") or releases it (op
+// "release"), returning the error Complete or Release would.
+func (m *Memory) finish(op string, c Claim, retention time.Duration) error {
+	if err := CheckClaim(c); err != nil {
+		return errorf("memory %s %s: %w", op, c.Key, err)
 	}
 	mk, known, _ := m.intern(c.Key, false)
 	if !known {
-		return fmt.Errorf("dedupe: memory complete %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
+		return errorf("memory %s %s token %d: %w", op, c.Key, c.Token, ErrLeaseLost)
 	}
 	now := m.now()
 	s := m.shard(mk)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		return fmt.Errorf("dedupe: memory complete %s: %w", c.Key, ErrClosed)
+		return errorf("memory %s %s: %w", op, c.Key, ErrClosed)
 	}
 	e, ok := s.m[mk]
 	if !ok || e.done || e.token != c.Token {
-		return fmt.Errorf("dedupe: memory complete %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
+		return errorf("memory %s %s token %d: %w", op, c.Key, c.Token, ErrLeaseLost)
+	}
+	if op == "release" {
+		delete(s.m, mk)
+		return nil
 	}
 	e.done = true
 	if retention == Forever {
@@ -337,29 +382,77 @@ func (m *Memory) Complete(ctx context.Context, c Claim, retention time.Duration)
 	return nil
 }
 
-// Release implements [Store.Release].
-func (m *Memory) Release(ctx context.Context, c Claim) error {
-	if err := m.check(ctx, "release", c.Key); err != nil {
-		return err
+// ClaimBatch implements [BatchStore.ClaimBatch]. Every key is checked (and
+// its scope interned) before any is claimed; a claim that fails with
+// [ErrFull] midway gives back the keys the batch acquired before it.
+func (m *Memory) ClaimBatch(ctx context.Context, keys []Key, lease time.Duration) ([]Claim, error) {
+	if err := m.checkBatch(ctx, "claim"); err != nil {
+		return nil, err
 	}
-	if err := CheckClaim(c); err != nil {
-		return fmt.Errorf("dedupe: memory release %s: %w", c.Key, err)
+	lease, err := LeaseOrDefault(lease, m.lease)
+	if err != nil {
+		return nil, errorf("memory claim batch: %w", err)
 	}
-	mk, known, _ := m.intern(c.Key, false)
-	if !known {
-		return fmt.Errorf("dedupe: memory release %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
+	for i, k := range keys {
+		if err := k.Validate(); err != nil {
+			return nil, errorf("memory claim batch: key %d: %w", i, err)
+		}
 	}
-	s := m.shard(mk)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		return fmt.Errorf("dedupe: memory release %s: %w", c.Key, ErrClosed)
+	mks := make([]memKey, len(keys))
+	for i, k := range keys {
+		if mks[i], _, err = m.intern(k, true); err != nil {
+			return nil, errorf("memory claim batch: key %d %s: %w", i, k, err)
+		}
 	}
-	e, ok := s.m[mk]
-	if !ok || e.done || e.token != c.Token {
-		return fmt.Errorf("dedupe: memory release %s token %d: %w", c.Key, c.Token, ErrLeaseLost)
+	claims := make([]Claim, len(keys))
+	for i, k := range keys {
+		if claims[i], err = m.claim(k, mks[i], lease); err != nil {
+			for _, c := range claims[:i] {
+				if c.Acquired() {
+					_ = m.finish("release", c, 0)
+				}
+			}
+			return nil, errorf("memory claim batch: key %d %s: %w", i, k, err)
+		}
 	}
-	delete(s.m, mk)
+	return claims, nil
+}
+
+// CompleteBatch implements [BatchStore.CompleteBatch].
+func (m *Memory) CompleteBatch(ctx context.Context, claims []Claim, retention time.Duration) ([]error, error) {
+	if err := m.checkBatch(ctx, "complete"); err != nil {
+		return nil, err
+	}
+	retention, err := RetentionOrDefault(retention, m.retention)
+	if err != nil {
+		return nil, errorf("memory complete batch: %w", err)
+	}
+	errs := make([]error, len(claims))
+	for i, c := range claims {
+		errs[i] = m.finish("complete", c, retention)
+	}
+	return errs, nil
+}
+
+// ReleaseBatch implements [BatchStore.ReleaseBatch].
+func (m *Memory) ReleaseBatch(ctx context.Context, claims []Claim) ([]error, error) {
+	if err := m.checkBatch(ctx, "release"); err != nil {
+		return nil, err
+	}
+	errs := make([]error, len(claims))
+	for i, c := range claims {
+		errs[i] = m.finish("release", c, 0)
+	}
+	return errs, nil
+}
+
+func (m *Memory) checkBatch(ctx context.Context, op string) error {
+	if m.closed.Load() {
+		return errorf("memory %s batch: %w", op, ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return errorf("memory %s batch: %w", op, err)
+	}
 	return nil
 }
 

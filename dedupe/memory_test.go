@@ -2,11 +2,11 @@ package dedupe_test
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,20 +18,58 @@ import (
 	"github.com/uuidforge/uuidforge/dedupe/dedupetest"
 )
 
+// newMemory returns a memory store closed when t ends.
+func newMemory(t testing.TB, opts ...dedupe.MemoryOption) *dedupe.Memory {
+	t.Helper()
+	m, err := dedupe.NewMemory(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
 func TestMemoryConformance(t *testing.T) {
 	dedupetest.Run(t, dedupetest.Options{
-		NewStore: func(t *testing.T) dedupe.Store {
-			m := dedupe.NewMemory()
-			t.Cleanup(func() { m.Close() })
-			return m
-		},
+		NewStore: func(t *testing.T) dedupe.Store { return newMemory(t) },
 		Broken: func(t *testing.T) dedupe.Store {
-			m := dedupe.NewMemory()
+			m := newMemory(t)
 			m.Close()
 			return m
 		},
-		Forever: true,
+		Forever:     true,
+		ErrorPrefix: "dedupe: ",
 	})
+}
+
+// TestMemoryOptions: every invalid option value is an error from NewMemory
+// that names the option.
+func TestMemoryOptions(t *testing.T) {
+	bad := map[string]dedupe.MemoryOption{
+		"WithMaxEntries":       dedupe.WithMaxEntries(0),
+		"WithDefaultLease":     dedupe.WithDefaultLease(-time.Second),
+		"WithDefaultRetention": dedupe.WithDefaultRetention(-2 * time.Second),
+		"WithSweepInterval":    dedupe.WithSweepInterval(0),
+	}
+	for name, o := range bad {
+		m, err := dedupe.NewMemory(o)
+		if err == nil {
+			m.Close()
+			t.Errorf("%s: NewMemory accepted an invalid value", name)
+			continue
+		}
+		if msg := err.Error(); !strings.HasPrefix(msg, "dedupe: "+name+"(") || strings.Count(msg, "dedupe:") != 1 {
+			t.Errorf("%s: error %q, want it to start with %q and name the package once", name, msg, "dedupe: "+name)
+		}
+	}
+	if _, err := dedupe.NewMemory(dedupe.WithDefaultLease(0)); !errors.Is(err, dedupe.ErrInvalidDuration) {
+		t.Errorf("WithDefaultLease(0): %v, want ErrInvalidDuration", err)
+	}
+	m, err := dedupe.NewMemory(nil, dedupe.WithDefaultRetention(dedupe.Forever))
+	if err != nil {
+		t.Fatalf("NewMemory(nil, WithDefaultRetention(Forever)): %v", err)
+	}
+	m.Close()
 }
 
 // A small store has one shard, so these bounds are exact.
@@ -48,8 +86,7 @@ func TestMemoryEviction(t *testing.T) {
 	}
 
 	t.Run("live leases are never evicted", func(t *testing.T) {
-		m := dedupe.NewMemory(dedupe.WithMaxEntries(4))
-		defer m.Close()
+		m := newMemory(t, dedupe.WithMaxEntries(4))
 		var held []dedupe.Claim
 		for range 4 {
 			held = append(held, claim(t, m, key(), time.Minute, dedupe.Acquired))
@@ -69,8 +106,7 @@ func TestMemoryEviction(t *testing.T) {
 	})
 
 	t.Run("oldest completed goes first", func(t *testing.T) {
-		m := dedupe.NewMemory(dedupe.WithMaxEntries(4))
-		defer m.Close()
+		m := newMemory(t, dedupe.WithMaxEntries(4))
 		var done []dedupe.Key
 		for range 3 {
 			c := claim(t, m, key(), time.Minute, dedupe.Acquired)
@@ -91,8 +127,7 @@ func TestMemoryEviction(t *testing.T) {
 	})
 
 	t.Run("expired entries go before completed ones", func(t *testing.T) {
-		m := dedupe.NewMemory(dedupe.WithMaxEntries(4))
-		defer m.Close()
+		m := newMemory(t, dedupe.WithMaxEntries(4))
 		expired := claim(t, m, key(), 20*time.Millisecond, dedupe.Acquired)
 		var done []dedupe.Key
 		for range 2 {
@@ -117,15 +152,14 @@ func TestMemoryEviction(t *testing.T) {
 
 func TestMemoryDefaults(t *testing.T) {
 	ctx := context.Background()
-	m := dedupe.NewMemory(dedupe.WithLease(time.Hour), dedupe.WithRetention(2*time.Hour))
-	defer m.Close()
+	m := newMemory(t, dedupe.WithDefaultLease(time.Hour), dedupe.WithDefaultRetention(2*time.Hour))
 	k := dedupe.Key{Scope: "defaults", ID: uuid.New()}
 	c, err := m.Claim(ctx, k, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Until(c.Until); d < 59*time.Minute || d > time.Hour {
-		t.Fatalf("lease 0 with WithLease(1h) ends in %v", d)
+		t.Fatalf("lease 0 with WithDefaultLease(1h) ends in %v", d)
 	}
 	if err := m.Complete(ctx, c, 0); err != nil {
 		t.Fatal(err)
@@ -135,14 +169,13 @@ func TestMemoryDefaults(t *testing.T) {
 		t.Fatalf("Claim = %s, %v", d.Status, err)
 	}
 	if r := time.Until(d.Until); r < 119*time.Minute || r > 2*time.Hour {
-		t.Fatalf("retention 0 with WithRetention(2h) ends in %v", r)
+		t.Fatalf("retention 0 with WithDefaultRetention(2h) ends in %v", r)
 	}
 }
 
 func TestMemorySweep(t *testing.T) {
 	ctx := context.Background()
-	m := dedupe.NewMemory(dedupe.WithSweepInterval(10 * time.Millisecond))
-	defer m.Close()
+	m := newMemory(t, dedupe.WithSweepInterval(10*time.Millisecond))
 	for i := range 100 {
 		c, err := m.Claim(ctx, dedupe.Key{Scope: "sweep", ID: uuid.New()}, 5*time.Millisecond)
 		if err != nil {
@@ -170,7 +203,10 @@ func TestMemorySweep(t *testing.T) {
 func TestMemoryClose(t *testing.T) {
 	before := runtime.NumGoroutine()
 	for range 50 {
-		m := dedupe.NewMemory(dedupe.WithSweepInterval(time.Millisecond))
+		m, err := dedupe.NewMemory(dedupe.WithSweepInterval(time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := m.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +222,7 @@ func TestMemoryClose(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 
-	m := dedupe.NewMemory()
+	m := newMemory(t)
 	ctx := context.Background()
 	c, err := m.Claim(ctx, dedupe.Key{Scope: "close", ID: uuid.New()}, time.Minute)
 	if err != nil {
@@ -211,7 +247,7 @@ func TestMemoryClose(t *testing.T) {
 
 // Close racing with calls: every call either works or returns ErrClosed.
 func TestMemoryCloseConcurrent(t *testing.T) {
-	m := dedupe.NewMemory()
+	m := newMemory(t)
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	var bad atomic.Value
@@ -236,83 +272,10 @@ func TestMemoryCloseConcurrent(t *testing.T) {
 	}
 }
 
-// benchKeys gives each parallel benchmark goroutine distinct keys without
-// allocating.
-func benchKeys() func() dedupe.Key {
-	id := uuid.New() // random first half per goroutine, a counter in the second
-	var n uint64
-	return func() dedupe.Key {
-		n++
-		binary.LittleEndian.PutUint64(id[8:], n*0x9E3779B97F4A7C15)
-		return dedupe.Key{Scope: "bench", ID: id}
-	}
-}
-
-// BenchmarkClaimComplete measures claim+complete pairs of distinct keys from
-// parallel goroutines on the default store. It holds at most
-// DefaultMaxEntries keys (~100 MB, far beyond the CPU caches), so a long run
-// also measures eviction.
-func BenchmarkClaimComplete(b *testing.B) { benchmarkClaimComplete(b) }
-
-// BenchmarkClaimCompleteSmall is the same on a store of 65536 keys, whose
-// working set stays in the CPU caches.
-func BenchmarkClaimCompleteSmall(b *testing.B) {
-	benchmarkClaimComplete(b, dedupe.WithMaxEntries(1<<16))
-}
-
-func benchmarkClaimComplete(b *testing.B, opts ...dedupe.MemoryOption) {
-	m := dedupe.NewMemory(opts...)
-	defer m.Close()
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		next := benchKeys()
-		for pb.Next() {
-			c, err := m.Claim(ctx, next(), time.Minute)
-			if err != nil || c.Status != dedupe.Acquired {
-				b.Fatalf("Claim = %s, %v", c.Status, err)
-			}
-			if err := m.Complete(ctx, c, 0); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
-}
-
-// BenchmarkClaimCompleteBaseline is the naive store for comparison: one map
-// under one mutex, no bound, no expiry.
-func BenchmarkClaimCompleteBaseline(b *testing.B) {
-	var (
-		mu   sync.Mutex
-		seen = make(map[dedupe.Key]bool)
-	)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		next := benchKeys()
-		for pb.Next() {
-			k := next()
-			mu.Lock()
-			if _, ok := seen[k]; ok {
-				mu.Unlock()
-				b.Fatal("duplicate key")
-			}
-			seen[k] = false
-			mu.Unlock()
-			mu.Lock()
-			seen[k] = true
-			mu.Unlock()
-		}
-	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pairs/s")
-}
-
 // The largest durations saturate instead of overflowing into the past.
 func TestMemoryHugeDurations(t *testing.T) {
 	ctx := context.Background()
-	m := dedupe.NewMemory()
-	defer m.Close()
+	m := newMemory(t)
 	k := dedupe.Key{Scope: "huge", ID: uuid.New()}
 	c, err := m.Claim(ctx, k, math.MaxInt64)
 	if err != nil || c.Status != dedupe.Acquired {

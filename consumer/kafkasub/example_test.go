@@ -16,7 +16,10 @@ import (
 // five attempts, written to "orders.dead-letter" before their offset is
 // committed.
 func ExampleNew() {
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer store.Close()
 	handle := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
 		log.Printf("%s partition %d offset %d: %s", m.ID, m.Partition, m.Offset, m.Body)

@@ -15,7 +15,10 @@ import (
 // Consume a queue once per message ID, dead-lettering poison messages to
 // "orders.dead-letter", until SIGTERM.
 func ExampleNew() {
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer store.Close()
 	handle := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
 		log.Printf("order %s (key %s): %s", m.ID, m.Key, m.Body)

@@ -18,8 +18,8 @@ import (
 
 // Defaults, each overridable by an [Option].
 const (
-	// DefaultBucket is the name of the bucket holding the keys; the expiry
-	// index lives in DefaultBucket+".expiry".
+	// DefaultBucket is the name of the top-level bucket holding a store's
+	// records and expiry index (see the package doc for the layout).
 	DefaultBucket = "dedupe"
 	// DefaultOpenTimeout is how long [Open] waits for the file lock before
 	// failing with [ErrLocked].
@@ -36,6 +36,23 @@ const (
 // ErrLocked is returned (wrapped) by [Open] when another process — or another
 // Store of this process — holds the file: bbolt allows one opener per file.
 var ErrLocked = errors.New("boltstore: database file is locked by another opener")
+
+// ErrLayout is returned (wrapped) by [Open] and [New] when the store's bucket
+// exists but holds something other than this store's layout: a file written
+// by a version of boltstore before the nested layout (one bucket of records
+// named after the store and a sibling "<name>.expiry"), or another program's
+// bucket of that name. Nothing in the file is changed; use another bucket name
+// ([WithBucket]) or another file. Entries of an old file are not migrated: a
+// message completed in it is processed again once after the switch.
+var ErrLayout = errors.New("boltstore: bucket is not in this store's layout")
+
+// The layout inside a store's bucket (see the package doc).
+var (
+	layoutKey     = []byte("layout")
+	layoutVersion = []byte("uuidforge-dedupe/2")
+	recordsName   = []byte("records")
+	expiryName    = []byte("expiry")
+)
 
 // Record states.
 const (
@@ -61,8 +78,7 @@ const (
 type Store struct {
 	db        *bolt.DB
 	owned     bool
-	bucket    []byte
-	expiry    []byte
+	bucket    []byte // the store's top-level bucket: records and expiry inside
 	lease     time.Duration
 	retention time.Duration
 	batch     int
@@ -80,10 +96,11 @@ type writeReq struct {
 	done chan error
 }
 
-var _ dedupe.Store = (*Store)(nil)
+var _ dedupe.BatchStore = (*Store)(nil)
 
-// Option configures [Open] and [New].
-type Option func(*config)
+// Option configures [Open] and [New]; a bad value is an error from them
+// that names the option.
+type Option func(*config) error
 
 type config struct {
 	bucket      string
@@ -93,37 +110,101 @@ type config struct {
 	cleanup     time.Duration
 	batch       int
 	noSync      bool
+	openOnly    []string // options that only Open honours, given
 }
 
-// WithBucket names the bucket holding the keys. Default [DefaultBucket]. Use
-// different buckets to keep independent stores in one file.
-func WithBucket(name string) Option { return func(c *config) { c.bucket = name } }
+// WithBucket names the top-level bucket that holds the store's records and
+// expiry index; name must not be empty. Default [DefaultBucket]. Use
+// different names to keep independent stores in one file: every name is its
+// own bucket, so no name can reach into another store's data. The bucket
+// must be new, empty, or a store's bucket; anything else fails with
+// [ErrLayout].
+func WithBucket(name string) Option {
+	return func(c *config) error {
+		if name == "" {
+			return errors.New(`boltstore: WithBucket(""): empty bucket name`)
+		}
+		c.bucket = name
+		return nil
+	}
+}
 
-// WithLease sets the lease Claim uses when given 0. Default
-// [dedupe.DefaultLease].
-func WithLease(d time.Duration) Option { return func(c *config) { c.lease = d } }
+// WithDefaultLease sets the lease Claim uses when given 0; d must be
+// positive. Default [dedupe.DefaultLease].
+func WithDefaultLease(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("boltstore: WithDefaultLease(%v): %w", d, dedupe.ErrInvalidDuration)
+		}
+		c.lease = d
+		return nil
+	}
+}
 
-// WithRetention sets the retention Complete uses when given 0. Default
-// [dedupe.DefaultRetention]; [dedupe.Forever] keeps keys until deleted.
-func WithRetention(d time.Duration) Option { return func(c *config) { c.retention = d } }
+// WithDefaultRetention sets the retention Complete uses when given 0; d must
+// be positive or [dedupe.Forever], which keeps keys until deleted. Default
+// [dedupe.DefaultRetention].
+func WithDefaultRetention(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 && d != dedupe.Forever {
+			return fmt.Errorf("boltstore: WithDefaultRetention(%v): %w", d, dedupe.ErrInvalidDuration)
+		}
+		c.retention = d
+		return nil
+	}
+}
 
-// WithOpenTimeout sets how long [Open] waits for the file lock. Default
-// [DefaultOpenTimeout]. Ignored by [New].
-func WithOpenTimeout(d time.Duration) Option { return func(c *config) { c.openTimeout = d } }
+// WithOpenTimeout sets how long [Open] waits for the file lock; d must be
+// positive (bbolt would otherwise wait forever). Default
+// [DefaultOpenTimeout]. It configures the file Open opens, so [New], which
+// takes an open database, rejects it.
+func WithOpenTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("boltstore: WithOpenTimeout(%v): must be positive (bbolt would wait forever)", d)
+		}
+		c.openTimeout = d
+		c.openOnly = append(c.openOnly, "WithOpenTimeout")
+		return nil
+	}
+}
 
-// WithCleanupInterval sets how often expired entries are deleted. Default
-// [DefaultCleanupInterval].
-func WithCleanupInterval(d time.Duration) Option { return func(c *config) { c.cleanup = d } }
+// WithCleanupInterval sets how often expired entries are deleted; d must be
+// positive. Default [DefaultCleanupInterval].
+func WithCleanupInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("boltstore: WithCleanupInterval(%v): must be positive", d)
+		}
+		c.cleanup = d
+		return nil
+	}
+}
 
 // WithCleanupBatch sets how many expired entries one cleanup transaction
-// deletes. Default [DefaultCleanupBatch].
-func WithCleanupBatch(n int) Option { return func(c *config) { c.batch = n } }
+// deletes; n must be positive. Default [DefaultCleanupBatch].
+func WithCleanupBatch(n int) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return fmt.Errorf("boltstore: WithCleanupBatch(%d): must be positive", n)
+		}
+		c.batch = n
+		return nil
+	}
+}
 
-// WithNoSync skips fsync on commit (bbolt's DB.NoSync) for a database opened
-// by [Open]: much faster; a process crash loses nothing, but a power failure or
+// WithNoSync skips fsync on commit (bbolt's DB.NoSync) for the file [Open]
+// opens: much faster; a process crash loses nothing, but a power failure or
 // OS crash can lose recent claims and completions, i.e. let messages be
-// processed twice. Default false. Ignored by [New].
-func WithNoSync() Option { return func(c *config) { c.noSync = true } }
+// processed twice. Default false (durable). [New] rejects it: set NoSync on
+// your own *bbolt.DB instead.
+func WithNoSync() Option {
+	return func(c *config) error {
+		c.noSync = true
+		c.openOnly = append(c.openOnly, "WithNoSync")
+		return nil
+	}
+}
 
 func newConfig(opts []Option) (config, error) {
 	c := config{
@@ -135,21 +216,12 @@ func newConfig(opts []Option) (config, error) {
 		batch:       DefaultCleanupBatch,
 	}
 	for _, o := range opts {
-		o(&c)
-	}
-	switch {
-	case c.bucket == "":
-		return c, errors.New("boltstore: empty bucket name")
-	case c.lease <= 0:
-		return c, fmt.Errorf("boltstore: default lease %v: %w", c.lease, dedupe.ErrInvalidDuration)
-	case c.retention <= 0 && c.retention != dedupe.Forever:
-		return c, fmt.Errorf("boltstore: default retention %v: %w", c.retention, dedupe.ErrInvalidDuration)
-	case c.openTimeout <= 0:
-		return c, fmt.Errorf("boltstore: open timeout %v must be positive (bbolt would wait forever)", c.openTimeout)
-	case c.cleanup <= 0:
-		return c, fmt.Errorf("boltstore: cleanup interval %v must be positive", c.cleanup)
-	case c.batch <= 0:
-		return c, fmt.Errorf("boltstore: cleanup batch %d must be positive", c.batch)
+		if o == nil {
+			continue
+		}
+		if err := o(&c); err != nil {
+			return c, err
+		}
 	}
 	return c, nil
 }
@@ -164,7 +236,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: cfg.openTimeout, NoSync: cfg.noSync})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("boltstore: open %s: %w (waited %v): %w", path, ErrLocked, cfg.openTimeout, err)
+		return nil, fmt.Errorf("%w: %s (waited %v): %w", ErrLocked, path, cfg.openTimeout, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
@@ -177,8 +249,10 @@ func Open(path string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-// New returns a store in the caller's open database, creating its buckets.
-// [Store.Close] stops the store but leaves db open.
+// New returns a store in the caller's open database, creating its bucket.
+// [Store.Close] stops the store but leaves db open. Options that configure
+// the file ([WithOpenTimeout], [WithNoSync]) are an error here: db is opened
+// already. Nil options are ignored.
 func New(db *bolt.DB, opts ...Option) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("boltstore: nil *bbolt.DB")
@@ -186,6 +260,9 @@ func New(db *bolt.DB, opts ...Option) (*Store, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
+	}
+	if len(cfg.openOnly) > 0 {
+		return nil, fmt.Errorf("boltstore: %s configures the file Open opens; New takes an open *bbolt.DB (set its options when you open it)", cfg.openOnly[0])
 	}
 	return newStore(db, false, cfg)
 }
@@ -195,7 +272,6 @@ func newStore(db *bolt.DB, owned bool, cfg config) (*Store, error) {
 		db:         db,
 		owned:      owned,
 		bucket:     []byte(cfg.bucket),
-		expiry:     []byte(cfg.bucket + ".expiry"),
 		lease:      cfg.lease,
 		retention:  cfg.retention,
 		batch:      cfg.batch,
@@ -204,20 +280,61 @@ func newStore(db *bolt.DB, owned bool, cfg config) (*Store, error) {
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
-	err := db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(s.bucket); err != nil {
-			return err
+	if err := db.Update(s.createLayout); err != nil {
+		var lm layoutMismatch
+		if errors.As(err, &lm) {
+			return nil, fmt.Errorf("%w: bucket %q: %s", ErrLayout, cfg.bucket, string(lm))
 		}
-		_, err := tx.CreateBucketIfNotExists(s.expiry)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("boltstore: create bucket %s: %w", cfg.bucket, err)
+		return nil, fmt.Errorf("boltstore: bucket %q: %w", cfg.bucket, err)
 	}
 	go s.cleaner(cfg.cleanup)
 	go s.writer()
 	return s, nil
 }
+
+// createLayout creates the store's bucket with its records and expiry
+// buckets, or checks that an existing bucket has this layout. An empty
+// bucket is adopted.
+func (s *Store) createLayout(tx *bolt.Tx) error {
+	top := tx.Bucket(s.bucket)
+	if top == nil {
+		var err error
+		if top, err = tx.CreateBucket(s.bucket); err != nil {
+			return err
+		}
+	}
+	switch v := top.Get(layoutKey); {
+	case bytes.Equal(v, layoutVersion):
+	case v == nil && isEmpty(top):
+		if err := top.Put(layoutKey, layoutVersion); err != nil {
+			return err
+		}
+	case v == nil:
+		return layoutMismatch("it holds entries but no layout marker (a file written before the nested layout, or another program's bucket)")
+	default:
+		return layoutMismatch(fmt.Sprintf("layout %q, this version reads %q", v, layoutVersion))
+	}
+	for _, name := range [][]byte{recordsName, expiryName} {
+		if _, err := top.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// layoutMismatch is why an existing bucket is not in this store's layout.
+type layoutMismatch string
+
+func (l layoutMismatch) Error() string { return string(l) }
+
+func isEmpty(b *bolt.Bucket) bool {
+	k, _ := b.Cursor().First()
+	return k == nil
+}
+
+// records and expiry return the store's two buckets in tx.
+func (s *Store) records(tx *bolt.Tx) *bolt.Bucket { return tx.Bucket(s.bucket).Bucket(recordsName) }
+func (s *Store) expiry(tx *bolt.Tx) *bolt.Bucket  { return tx.Bucket(s.bucket).Bucket(expiryName) }
 
 // write runs fn in a write transaction shared with the other writes queued
 // meanwhile. The caller holds s.mu shared, so the writer is running.
@@ -349,34 +466,9 @@ func (s *Store) Claim(ctx context.Context, key dedupe.Key, lease time.Duration) 
 	}
 
 	err = s.write(func(tx *bolt.Tx) error {
-		now := time.Now().UnixNano()
 		var err error
-		if c, err = s.peek(tx, key, rk, now); err != nil || c.Status != 0 {
-			return err
-		}
-		b := tx.Bucket(s.bucket)
-		if old := b.Get(rk); old != nil { // expired: take it over
-			r, err := decode(old)
-			if err != nil {
-				return err
-			}
-			if err := tx.Bucket(s.expiry).Delete(expiryKey(r.until, rk)); err != nil {
-				return err
-			}
-		}
-		token, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		r := record{state: stateLease, token: token, until: addSat(now, lease)}
-		if err := b.Put(rk, r.encode()); err != nil {
-			return err
-		}
-		if err := tx.Bucket(s.expiry).Put(expiryKey(r.until, rk), nil); err != nil {
-			return err
-		}
-		c = dedupe.Claim{Key: key, Status: dedupe.Acquired, Token: token, Until: time.Unix(0, r.until)}
-		return nil
+		c, err = s.claimTx(tx, key, rk, time.Now().UnixNano(), lease)
+		return err
 	})
 	if err != nil {
 		return dedupe.Claim{}, s.wrap("claim", key, err)
@@ -384,10 +476,39 @@ func (s *Store) Claim(ctx context.Context, key dedupe.Key, lease time.Duration) 
 	return c, nil
 }
 
+// claimTx claims key (record key rk) in the write transaction tx.
+func (s *Store) claimTx(tx *bolt.Tx, key dedupe.Key, rk []byte, now int64, lease time.Duration) (dedupe.Claim, error) {
+	if c, err := s.peek(tx, key, rk, now); err != nil || c.Status != 0 {
+		return c, err
+	}
+	b := s.records(tx)
+	if old := b.Get(rk); old != nil { // expired: take it over
+		r, err := decode(old)
+		if err != nil {
+			return dedupe.Claim{}, err
+		}
+		if err := s.expiry(tx).Delete(expiryKey(r.until, rk)); err != nil {
+			return dedupe.Claim{}, err
+		}
+	}
+	token, err := b.NextSequence()
+	if err != nil {
+		return dedupe.Claim{}, err
+	}
+	r := record{state: stateLease, token: token, until: addSat(now, lease)}
+	if err := b.Put(rk, r.encode()); err != nil {
+		return dedupe.Claim{}, err
+	}
+	if err := s.expiry(tx).Put(expiryKey(r.until, rk), nil); err != nil {
+		return dedupe.Claim{}, err
+	}
+	return dedupe.Claim{Key: key, Status: dedupe.Acquired, Token: token, Until: time.Unix(0, r.until)}, nil
+}
+
 // peek returns the claim for a key that cannot be acquired now (Duplicate or
 // InFlight), or a zero Claim when it can.
 func (s *Store) peek(tx *bolt.Tx, key dedupe.Key, rk []byte, now int64) (dedupe.Claim, error) {
-	v := tx.Bucket(s.bucket).Get(rk)
+	v := s.records(tx).Get(rk)
 	if v == nil {
 		return dedupe.Claim{}, nil
 	}
@@ -420,16 +541,7 @@ func (s *Store) Complete(ctx context.Context, c dedupe.Claim, retention time.Dur
 	if err != nil {
 		return fmt.Errorf("boltstore: complete %s: %w", c.Key, err)
 	}
-	return s.finish(ctx, "complete", c, func(tx *bolt.Tx, rk []byte) error {
-		r := record{state: stateDone, token: c.Token}
-		if retention != dedupe.Forever {
-			r.until = addSat(time.Now().UnixNano(), retention)
-			if err := tx.Bucket(s.expiry).Put(expiryKey(r.until, rk), nil); err != nil {
-				return err
-			}
-		}
-		return tx.Bucket(s.bucket).Put(rk, r.encode())
-	})
+	return s.finish(ctx, "complete", c, s.completeTx(retention))
 }
 
 // Release implements [dedupe.Store.Release].
@@ -437,14 +549,33 @@ func (s *Store) Release(ctx context.Context, c dedupe.Claim) error {
 	if err := dedupe.CheckClaim(c); err != nil {
 		return fmt.Errorf("boltstore: release %s: %w", c.Key, err)
 	}
-	return s.finish(ctx, "release", c, func(tx *bolt.Tx, rk []byte) error {
-		return tx.Bucket(s.bucket).Delete(rk)
-	})
+	return s.finish(ctx, "release", c, s.releaseTx)
+}
+
+// finishWrite is what Complete or Release writes for a claim that still
+// holds its lease, after its expiry entry is removed.
+type finishWrite func(tx *bolt.Tx, rk []byte, c dedupe.Claim) error
+
+func (s *Store) completeTx(retention time.Duration) finishWrite {
+	return func(tx *bolt.Tx, rk []byte, c dedupe.Claim) error {
+		r := record{state: stateDone, token: c.Token}
+		if retention != dedupe.Forever {
+			r.until = addSat(time.Now().UnixNano(), retention)
+			if err := s.expiry(tx).Put(expiryKey(r.until, rk), nil); err != nil {
+				return err
+			}
+		}
+		return s.records(tx).Put(rk, r.encode())
+	}
+}
+
+func (s *Store) releaseTx(tx *bolt.Tx, rk []byte, _ dedupe.Claim) error {
+	return s.records(tx).Delete(rk)
 }
 
 // finish checks in one write transaction that c still holds its lease,
 // removes the lease's expiry entry and calls write.
-func (s *Store) finish(ctx context.Context, op string, c dedupe.Claim, write func(*bolt.Tx, []byte) error) error {
+func (s *Store) finish(ctx context.Context, op string, c dedupe.Claim, write finishWrite) error {
 	if err := s.begin(ctx, op, c.Key); err != nil {
 		return err
 	}
@@ -452,32 +583,186 @@ func (s *Store) finish(ctx context.Context, op string, c dedupe.Claim, write fun
 	rk := recordKey(c.Key)
 	lost := false
 	err := s.write(func(tx *bolt.Tx) error {
-		lost = false
-		v := tx.Bucket(s.bucket).Get(rk)
-		if v == nil {
-			lost = true
-			return nil
-		}
-		r, err := decode(v)
-		if err != nil {
-			return err
-		}
-		if r.state != stateLease || r.token != c.Token {
-			lost = true
-			return nil
-		}
-		if err := tx.Bucket(s.expiry).Delete(expiryKey(r.until, rk)); err != nil {
-			return err
-		}
-		return write(tx, rk)
+		var err error
+		lost, err = s.finishTx(tx, rk, c, write)
+		return err
 	})
 	if err != nil {
 		return s.wrap(op, c.Key, err)
 	}
 	if lost {
-		return fmt.Errorf("boltstore: %s %s token %d: %w", op, c.Key, c.Token, dedupe.ErrLeaseLost)
+		return lostError(op, c)
 	}
 	return nil
+}
+
+func lostError(op string, c dedupe.Claim) error {
+	return fmt.Errorf("boltstore: %s %s token %d: %w", op, c.Key, c.Token, dedupe.ErrLeaseLost)
+}
+
+// finishTx is finish's work in tx; lost reports a claim whose lease is
+// gone (nothing written).
+func (s *Store) finishTx(tx *bolt.Tx, rk []byte, c dedupe.Claim, write finishWrite) (lost bool, err error) {
+	v := s.records(tx).Get(rk)
+	if v == nil {
+		return true, nil
+	}
+	r, err := decode(v)
+	if err != nil {
+		return false, err
+	}
+	if r.state != stateLease || r.token != c.Token {
+		return true, nil
+	}
+	if err := s.expiry(tx).Delete(expiryKey(r.until, rk)); err != nil {
+		return false, err
+	}
+	return false, write(tx, rk, c)
+}
+
+// ClaimBatch implements [dedupe.BatchStore.ClaimBatch]: one read
+// transaction answers a batch with nothing to acquire; otherwise one write
+// transaction (shared with other writers by group commit) claims every key
+// in order, so a failed call has taken nothing.
+func (s *Store) ClaimBatch(ctx context.Context, keys []dedupe.Key, lease time.Duration) ([]dedupe.Claim, error) {
+	for i, k := range keys {
+		if err := k.Validate(); err != nil {
+			return nil, fmt.Errorf("boltstore: claim batch: key %d: %w", i, err)
+		}
+	}
+	lease, err := dedupe.LeaseOrDefault(lease, s.lease)
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: claim batch: %w", err)
+	}
+	if err := s.beginBatch(ctx, "claim"); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	claims := make([]dedupe.Claim, len(keys))
+	if len(keys) == 0 {
+		return claims, nil
+	}
+	rks := make([][]byte, len(keys))
+	for i, k := range keys {
+		rks[i] = recordKey(k)
+	}
+	write := false
+	err = s.db.View(func(tx *bolt.Tx) error {
+		now := time.Now().UnixNano()
+		for i, k := range keys {
+			c, err := s.peek(tx, k, rks[i], now)
+			if err != nil {
+				return fmt.Errorf("key %d %s: %w", i, k, err)
+			}
+			write = write || c.Status == 0
+			claims[i] = c
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.wrapBatch("claim", err)
+	}
+	if !write {
+		return claims, nil
+	}
+	err = s.write(func(tx *bolt.Tx) error {
+		now := time.Now().UnixNano()
+		for i, k := range keys {
+			c, err := s.claimTx(tx, k, rks[i], now, lease)
+			if err != nil {
+				return fmt.Errorf("key %d %s: %w", i, k, err)
+			}
+			claims[i] = c
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.wrapBatch("claim", err)
+	}
+	return claims, nil
+}
+
+// CompleteBatch implements [dedupe.BatchStore.CompleteBatch] in one write
+// transaction.
+func (s *Store) CompleteBatch(ctx context.Context, claims []dedupe.Claim, retention time.Duration) ([]error, error) {
+	retention, err := dedupe.RetentionOrDefault(retention, s.retention)
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: complete batch: %w", err)
+	}
+	return s.finishBatch(ctx, "complete", claims, s.completeTx(retention))
+}
+
+// ReleaseBatch implements [dedupe.BatchStore.ReleaseBatch] in one write
+// transaction.
+func (s *Store) ReleaseBatch(ctx context.Context, claims []dedupe.Claim) ([]error, error) {
+	return s.finishBatch(ctx, "release", claims, s.releaseTx)
+}
+
+func (s *Store) finishBatch(ctx context.Context, op string, claims []dedupe.Claim, write finishWrite) ([]error, error) {
+	if err := s.beginBatch(ctx, op); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	errs := make([]error, len(claims))
+	rks := make([][]byte, len(claims))
+	todo := 0
+	for i, c := range claims {
+		if err := dedupe.CheckClaim(c); err != nil {
+			errs[i] = fmt.Errorf("boltstore: %s %s: %w", op, c.Key, err)
+			continue
+		}
+		rks[i] = recordKey(c.Key)
+		todo++
+	}
+	if todo == 0 {
+		return errs, nil
+	}
+	lost := make([]bool, len(claims))
+	err := s.write(func(tx *bolt.Tx) error {
+		for i, c := range claims {
+			if rks[i] == nil {
+				continue
+			}
+			var err error
+			if lost[i], err = s.finishTx(tx, rks[i], c, write); err != nil {
+				return fmt.Errorf("%s: %w", c.Key, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.wrapBatch(op, err)
+	}
+	for i, c := range claims {
+		if lost[i] {
+			errs[i] = lostError(op, c)
+		}
+	}
+	return errs, nil
+}
+
+// beginBatch is begin for a batch call.
+func (s *Store) beginBatch(ctx context.Context, op string) error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return fmt.Errorf("boltstore: %s batch: %w", op, dedupe.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		s.mu.RUnlock()
+		return fmt.Errorf("boltstore: %s batch: %w", op, err)
+	}
+	return nil
+}
+
+func (s *Store) wrapBatch(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return fmt.Errorf("boltstore: %s batch: %w: %w", op, dedupe.ErrClosed, err)
+	}
+	return fmt.Errorf("boltstore: %s batch: %w", op, err)
 }
 
 func (s *Store) wrap(op string, k dedupe.Key, err error) error {
@@ -500,7 +785,7 @@ func (s *Store) Len() (int, error) {
 	}
 	n := 0
 	err := s.db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(s.bucket).Stats().KeyN
+		n = s.records(tx).Stats().KeyN
 		return nil
 	})
 	return n, err
@@ -533,7 +818,7 @@ func (s *Store) cleanupBatch(ctx context.Context) (int, error) {
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		now := time.Now().UnixNano()
-		b, exp := tx.Bucket(s.bucket), tx.Bucket(s.expiry)
+		b, exp := s.records(tx), s.expiry(tx)
 		cur := exp.Cursor()
 		var stale [][]byte
 		for k, _ := cur.First(); k != nil && n < s.batch; k, _ = cur.Next() {

@@ -14,7 +14,29 @@
 // transactions, so claims wait at most for one of them.
 //
 // Writes are durable (fsync on commit) unless [WithNoSync]; concurrent writes
-// share one commit (group commit).
+// share one commit (group commit). The store is a [dedupe.BatchStore]: a
+// batch of claims, completions or releases is one write transaction (a
+// batch of duplicates and in-flight keys only one read), so a failed batch
+// has changed nothing.
+//
+// # File layout
+//
+// Each store lives in one top-level bucket, named by [WithBucket] (default
+// [DefaultBucket]), so stores with different names never share a bucket. The
+// bucket holds:
+//   - the key "layout" = "uuidforge-dedupe/2";
+//   - the bucket "records": key = the 16 bytes of the message ID followed by
+//     the scope's bytes; value = 17 bytes: the state (1 leased, 2 done), the
+//     fencing token (uint64, big-endian) and the lease or retention end
+//     (Unix nanoseconds, int64 big-endian; 0 for a key kept forever). Its
+//     bbolt sequence issues the tokens;
+//   - the bucket "expiry", the cleanup index: key = the end (8 bytes,
+//     big-endian) followed by the record key; empty value.
+//
+// A bucket of that name that exists but is neither empty nor in this layout
+// is refused with [ErrLayout] and left untouched; that includes files written
+// by versions of this package before the nested layout, which kept records
+// directly in the named bucket and the index in "<name>.expiry".
 //
 // The store is not a [dedupe.Inbox]: bbolt has a single writer, so holding
 // a write transaction open while a handler runs would stop every other claim
@@ -23,7 +45,7 @@
 //
 // # Usage
 //
-//	store, err := boltstore.Open("/var/lib/billing/dedupe.db", boltstore.WithRetention(dedupe.Forever))
+//	store, err := boltstore.Open("/var/lib/billing/dedupe.db", boltstore.WithDefaultRetention(dedupe.Forever))
 //	if err != nil {
 //		return err // errors.Is(err, boltstore.ErrLocked): another process has it
 //	}

@@ -25,7 +25,7 @@ func ExampleOpen() {
 	path := filepath.Join(dir, "dedupe.db")
 	key := dedupe.Key{Scope: "billing", ID: uuid.MustParse("2ed6657d-e927-568b-95e1-2665a8aea6a2")}
 
-	store, err := boltstore.Open(path, boltstore.WithRetention(dedupe.Forever))
+	store, err := boltstore.Open(path, boltstore.WithDefaultRetention(dedupe.Forever))
 	if err != nil {
 		panic(err)
 	}

@@ -54,6 +54,19 @@ type Options struct {
 	// committed, reading outside any transaction. Required with InboxWrite.
 	InboxHasRow func(t *testing.T, key dedupe.Key) bool
 
+	// InboxFailCommit, when set with InboxWrite, is called like InboxWrite
+	// and must write something, without an error, that makes the
+	// transaction's commit fail (for pgstore: a row violating a DEFERRABLE
+	// INITIALLY DEFERRED foreign key). It enables the cases where a commit
+	// fails because of the handler's writes: Process must then return an
+	// error wrapping dedupe.ErrRolledBack and commit nothing.
+	InboxFailCommit func(ctx context.Context, t *testing.T, key dedupe.Key) error
+
+	// ErrorPrefix, when set, is what every error of the store starts with,
+	// once: its package name and ": " ("mystore: "), however many layers of
+	// its own it wraps. The suite checks the errors its cases provoke.
+	ErrorPrefix string
+
 	// Serial runs the sub-tests one after another instead of in parallel
 	// (for stores that cannot be shared by concurrent tests).
 	Serial bool
@@ -109,6 +122,32 @@ func Run(t *testing.T, opts Options) {
 			{"InboxLeaseLost", s.inboxLeaseLost},
 			{"InboxCancelledContext", s.inboxCancelled},
 		}...)
+		if opts.InboxFailCommit != nil {
+			cases = append(cases, testCase{"InboxCommitFailure", s.inboxCommitFailure})
+		}
+	}
+	// The batch cases run when the store implements the batch interfaces;
+	// a store from NewStore tells.
+	probe := opts.NewStore(t)
+	if _, ok := probe.(dedupe.BatchStore); ok {
+		cases = append(cases, []testCase{
+			{"BatchClaim", s.batchClaim},
+			{"BatchFinish", s.batchFinish},
+			{"BatchInvalidInput", s.batchInvalid},
+			{"BatchConcurrent", s.batchConcurrent},
+		}...)
+	}
+	if _, ok := probe.(dedupe.BatchInbox); ok && opts.InboxWrite != nil {
+		cases = append(cases, []testCase{
+			{"InboxBatchCommit", s.inboxBatchCommit},
+			{"InboxBatchMemberFails", s.inboxBatchMemberFails},
+			{"InboxBatchPanic", s.inboxBatchPanic},
+			{"InboxBatchLeaseLost", s.inboxBatchLeaseLost},
+			{"InboxBatchInvalidInput", s.inboxBatchInvalid},
+		}...)
+		if opts.InboxFailCommit != nil {
+			cases = append(cases, testCase{"InboxBatchCommitFailure", s.inboxBatchCommitFailure})
+		}
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -207,10 +246,32 @@ func release(t *testing.T, st dedupe.Store, c dedupe.Claim) {
 	}
 }
 
-func wantErr(t *testing.T, what string, err, target error) {
+func (s *suite) wantErr(t *testing.T, what string, err, target error) {
 	t.Helper()
 	if !errors.Is(err, target) {
 		t.Fatalf("%s: error %v, want one wrapping %v", what, err, target)
+	}
+	s.checkPrefix(t, what, err)
+}
+
+// wantIs is wantErr for an error that is not the store's own (a handler's).
+func wantIs(t *testing.T, what string, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("%s: error %v, want one wrapping %v", what, err, target)
+	}
+}
+
+// checkPrefix checks that err's text starts with Options.ErrorPrefix, once.
+func (s *suite) checkPrefix(t *testing.T, what string, err error) {
+	t.Helper()
+	p := s.opts.ErrorPrefix
+	if p == "" || err == nil {
+		return
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, p) || strings.Count(msg, strings.TrimSpace(p)) != 1 {
+		t.Errorf("%s: error %q does not start with %q exactly once", what, msg, p)
 	}
 }
 
@@ -229,13 +290,13 @@ func (s *suite) invalidInput(t *testing.T) {
 	for _, b := range bad {
 		t.Run(b.name, func(t *testing.T) {
 			c, err := st.Claim(ctx(t), b.key, longLease)
-			wantErr(t, "Claim", err, dedupe.ErrInvalidKey)
+			s.wantErr(t, "Claim", err, dedupe.ErrInvalidKey)
 			if c.Status == dedupe.Acquired || c.Status == dedupe.Duplicate {
 				t.Fatalf("Claim with an invalid key returned %s", c.Status)
 			}
 			forged := dedupe.Claim{Key: b.key, Status: dedupe.Acquired, Token: 1, Until: time.Now().Add(time.Minute)}
-			wantErr(t, "Complete", st.Complete(ctx(t), forged, 0), dedupe.ErrInvalidKey)
-			wantErr(t, "Release", st.Release(ctx(t), forged), dedupe.ErrInvalidKey)
+			s.wantErr(t, "Complete", st.Complete(ctx(t), forged, 0), dedupe.ErrInvalidKey)
+			s.wantErr(t, "Release", st.Release(ctx(t), forged), dedupe.ErrInvalidKey)
 		})
 	}
 	t.Run("longest scope", func(t *testing.T) {
@@ -247,13 +308,13 @@ func (s *suite) invalidInput(t *testing.T) {
 	t.Run("negative lease", func(t *testing.T) {
 		key := NewKey(scope)
 		_, err := st.Claim(ctx(t), key, -time.Second)
-		wantErr(t, "Claim with a negative lease", err, dedupe.ErrInvalidDuration)
+		s.wantErr(t, "Claim with a negative lease", err, dedupe.ErrInvalidDuration)
 		claim(t, st, key, longLease, dedupe.Acquired) // nothing was taken
 	})
 	t.Run("negative retention", func(t *testing.T) {
 		key := NewKey(scope)
 		c := claim(t, st, key, longLease, dedupe.Acquired)
-		wantErr(t, "Complete with a negative retention", st.Complete(ctx(t), c, -time.Hour), dedupe.ErrInvalidDuration)
+		s.wantErr(t, "Complete with a negative retention", st.Complete(ctx(t), c, -time.Hour), dedupe.ErrInvalidDuration)
 		claim(t, st, key, longLease, dedupe.InFlight) // still held
 		complete(t, st, c, 0)
 		claim(t, st, key, longLease, dedupe.Duplicate)
@@ -415,7 +476,7 @@ func (s *suite) retentionEnds(t *testing.T) {
 		t.Fatalf("token after retention %d, want > %d", again.Token, c.Token)
 	}
 	// The old claim is finished: it must not complete over the new one.
-	wantErr(t, "Complete with the claim whose record expired", st.Complete(ctx(t), c, 0), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Complete with the claim whose record expired", st.Complete(ctx(t), c, 0), dedupe.ErrLeaseLost)
 	complete(t, st, again, 0)
 	claim(t, st, key, longLease, dedupe.Duplicate)
 }
@@ -425,7 +486,7 @@ func (s *suite) forever(t *testing.T) {
 	key := NewKey(scope)
 	c := claim(t, st, key, longLease, dedupe.Acquired)
 	if !s.opts.Forever {
-		wantErr(t, "Complete(Forever) on a store without Forever", st.Complete(ctx(t), c, dedupe.Forever), dedupe.ErrUnsupported)
+		s.wantErr(t, "Complete(Forever) on a store without Forever", st.Complete(ctx(t), c, dedupe.Forever), dedupe.ErrUnsupported)
 		claim(t, st, key, longLease, dedupe.InFlight)
 		release(t, st, c)
 		return
@@ -470,8 +531,8 @@ func (s *suite) releaseThenAcquire(t *testing.T) {
 	if again.Token <= c.Token {
 		t.Fatalf("token after release %d, want > %d", again.Token, c.Token)
 	}
-	wantErr(t, "second Release of the same claim", st.Release(ctx(t), c), dedupe.ErrLeaseLost)
-	wantErr(t, "Complete after Release", st.Complete(ctx(t), c, 0), dedupe.ErrLeaseLost)
+	s.wantErr(t, "second Release of the same claim", st.Release(ctx(t), c), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Complete after Release", st.Complete(ctx(t), c, 0), dedupe.ErrLeaseLost)
 	claim(t, st, key, longLease, dedupe.InFlight) // the new holder is untouched
 	complete(t, st, again, 0)
 	claim(t, st, key, longLease, dedupe.Duplicate)
@@ -488,12 +549,12 @@ func (s *suite) leaseExpiry(t *testing.T) {
 	if second.Token <= first.Token {
 		t.Fatalf("token after expiry %d, want > %d", second.Token, first.Token)
 	}
-	wantErr(t, "Complete by the holder whose lease expired", st.Complete(ctx(t), first, 0), dedupe.ErrLeaseLost)
-	wantErr(t, "Release by the holder whose lease expired", st.Release(ctx(t), first), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Complete by the holder whose lease expired", st.Complete(ctx(t), first, 0), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Release by the holder whose lease expired", st.Release(ctx(t), first), dedupe.ErrLeaseLost)
 	claim(t, st, key, longLease, dedupe.InFlight) // the stale calls changed nothing
 	complete(t, st, second, 0)
 	claim(t, st, key, longLease, dedupe.Duplicate)
-	wantErr(t, "Complete by the old holder after the new one completed", st.Complete(ctx(t), first, 0), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Complete by the old holder after the new one completed", st.Complete(ctx(t), first, 0), dedupe.ErrLeaseLost)
 }
 
 func (s *suite) tokensGrow(t *testing.T) {
@@ -529,22 +590,22 @@ func (s *suite) scopesIndependent(t *testing.T) {
 func (s *suite) notAcquired(t *testing.T) {
 	st := s.store(t)
 	key := NewKey(scope)
-	wantErr(t, "Complete(zero Claim)", st.Complete(ctx(t), dedupe.Claim{}, 0), dedupe.ErrNotAcquired)
-	wantErr(t, "Release(zero Claim)", st.Release(ctx(t), dedupe.Claim{}), dedupe.ErrNotAcquired)
+	s.wantErr(t, "Complete(zero Claim)", st.Complete(ctx(t), dedupe.Claim{}, 0), dedupe.ErrNotAcquired)
+	s.wantErr(t, "Release(zero Claim)", st.Release(ctx(t), dedupe.Claim{}), dedupe.ErrNotAcquired)
 	c := claim(t, st, key, longLease, dedupe.Acquired)
 	in := claim(t, st, key, longLease, dedupe.InFlight)
-	wantErr(t, "Complete(in-flight claim)", st.Complete(ctx(t), in, 0), dedupe.ErrNotAcquired)
-	wantErr(t, "Release(in-flight claim)", st.Release(ctx(t), in), dedupe.ErrNotAcquired)
+	s.wantErr(t, "Complete(in-flight claim)", st.Complete(ctx(t), in, 0), dedupe.ErrNotAcquired)
+	s.wantErr(t, "Release(in-flight claim)", st.Release(ctx(t), in), dedupe.ErrNotAcquired)
 	claim(t, st, key, longLease, dedupe.InFlight)
 	complete(t, st, c, 0)
 	d := claim(t, st, key, longLease, dedupe.Duplicate)
-	wantErr(t, "Complete(duplicate claim)", st.Complete(ctx(t), d, 0), dedupe.ErrNotAcquired)
-	wantErr(t, "Release(duplicate claim)", st.Release(ctx(t), d), dedupe.ErrNotAcquired)
+	s.wantErr(t, "Complete(duplicate claim)", st.Complete(ctx(t), d, 0), dedupe.ErrNotAcquired)
+	s.wantErr(t, "Release(duplicate claim)", st.Release(ctx(t), d), dedupe.ErrNotAcquired)
 	claim(t, st, key, longLease, dedupe.Duplicate)
 	// A token that was never issued for a key with no record.
 	forged := dedupe.Claim{Key: NewKey(scope), Status: dedupe.Acquired, Token: 1 << 62, Until: time.Now().Add(time.Minute)}
-	wantErr(t, "Complete(never claimed)", st.Complete(ctx(t), forged, 0), dedupe.ErrLeaseLost)
-	wantErr(t, "Release(never claimed)", st.Release(ctx(t), forged), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Complete(never claimed)", st.Complete(ctx(t), forged, 0), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Release(never claimed)", st.Release(ctx(t), forged), dedupe.ErrLeaseLost)
 	claim(t, st, forged.Key, longLease, dedupe.Acquired)
 }
 
@@ -553,7 +614,7 @@ func (s *suite) releaseAfterComplete(t *testing.T) {
 	key := NewKey(scope)
 	c := claim(t, st, key, longLease, dedupe.Acquired)
 	complete(t, st, c, 0)
-	wantErr(t, "Release after Complete", st.Release(ctx(t), c), dedupe.ErrLeaseLost)
+	s.wantErr(t, "Release after Complete", st.Release(ctx(t), c), dedupe.ErrLeaseLost)
 	claim(t, st, key, longLease, dedupe.Duplicate) // still done
 }
 
@@ -564,14 +625,14 @@ func (s *suite) cancelledContext(t *testing.T) {
 	cancel()
 
 	c, err := st.Claim(cancelled, key, longLease)
-	wantErr(t, "Claim(cancelled context)", err, context.Canceled)
+	s.wantErr(t, "Claim(cancelled context)", err, context.Canceled)
 	if c.Status == dedupe.Acquired || c.Status == dedupe.Duplicate {
 		t.Fatalf("Claim(cancelled context) returned %s", c.Status)
 	}
 	c = claim(t, st, key, longLease, dedupe.Acquired) // nothing was taken
 
-	wantErr(t, "Complete(cancelled context)", st.Complete(cancelled, c, 0), context.Canceled)
-	wantErr(t, "Release(cancelled context)", st.Release(cancelled, c), context.Canceled)
+	s.wantErr(t, "Complete(cancelled context)", st.Complete(cancelled, c, 0), context.Canceled)
+	s.wantErr(t, "Release(cancelled context)", st.Release(cancelled, c), context.Canceled)
 	claim(t, st, key, longLease, dedupe.InFlight) // still held
 	complete(t, st, c, 0)
 	claim(t, st, key, longLease, dedupe.Duplicate)
@@ -585,9 +646,11 @@ func (s *suite) broken(t *testing.T) {
 		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		start := time.Now()
-		if err := f(c); err == nil {
+		err := f(c)
+		if err == nil {
 			t.Errorf("%s on a broken store: nil error", what)
 		}
+		s.checkPrefix(t, what+" on a broken store", err)
 		if d := time.Since(start); d > 6*time.Second {
 			t.Errorf("%s on a broken store took %v", what, d)
 		}
@@ -602,12 +665,15 @@ func (s *suite) broken(t *testing.T) {
 	forged := dedupe.Claim{Key: key, Status: dedupe.Acquired, Token: 1, Until: time.Now().Add(time.Minute)}
 	call("Complete", func(ctx context.Context) error { return st.Complete(ctx, forged, 0) })
 	call("Release", func(ctx context.Context) error { return st.Release(ctx, forged) })
+	if bs, ok := st.(dedupe.BatchStore); ok {
+		s.brokenBatch(t, bs, call)
+	}
 	if in, ok := st.(dedupe.Inbox); ok {
 		call("Process", func(ctx context.Context) error {
 			ran := false
-			status, err := in.Process(ctx, key, longLease, 0, func(context.Context) error { ran = true; return nil })
-			if ran || status == dedupe.Acquired || status == dedupe.Duplicate {
-				t.Errorf("Process on a broken store: status %s, fn ran %v", status, ran)
+			c, err := in.Process(ctx, key, longLease, 0, func(context.Context) error { ran = true; return nil })
+			if ran || c.Status == dedupe.Acquired || c.Status == dedupe.Duplicate {
+				t.Errorf("Process on a broken store: status %s, fn ran %v", c.Status, ran)
 			}
 			return err
 		})
@@ -620,23 +686,30 @@ func (s *suite) inboxCommit(t *testing.T) {
 	in := s.inbox(t)
 	key := NewKey(scope)
 	calls := 0
-	status, err := in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
+	before := time.Now()
+	c, err := in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
 		calls++
 		return s.opts.InboxWrite(ctx, t, key)
 	})
-	if err != nil || status != dedupe.Acquired || calls != 1 {
-		t.Fatalf("Process = %s, %v after %d handler calls; want acquired, nil, 1", status, err, calls)
+	if err != nil || c.Status != dedupe.Acquired || calls != 1 {
+		t.Fatalf("Process = %s, %v after %d handler calls; want acquired, nil, 1", c.Status, err, calls)
+	}
+	if c.Key != key || c.Token == 0 || c.Until.Before(before.Add(longLease-time.Second)) {
+		t.Fatalf("Process returned the claim %+v, want key %s, a token and the lease end", c, key)
 	}
 	if !s.opts.InboxHasRow(t, key) {
 		t.Fatal("the handler's write is absent after Process committed")
 	}
 	claim(t, st(in), key, longLease, dedupe.Duplicate)
-	status, err = in.Process(ctx(t), key, longLease, 0, func(context.Context) error {
+	d, err := in.Process(ctx(t), key, longLease, 0, func(context.Context) error {
 		calls++
 		return nil
 	})
-	if err != nil || status != dedupe.Duplicate || calls != 1 {
-		t.Fatalf("second Process = %s, %v, handler calls %d; want duplicate, nil, handler not called", status, err, calls)
+	if err != nil || d.Status != dedupe.Duplicate || calls != 1 {
+		t.Fatalf("second Process = %s, %v, handler calls %d; want duplicate, nil, handler not called", d.Status, err, calls)
+	}
+	if d.Key != key || d.Token != 0 {
+		t.Fatalf("second Process returned %+v, want the duplicate claim of %s", d, key)
 	}
 }
 
@@ -645,45 +718,74 @@ func st(in dedupe.Inbox) dedupe.Store { return in }
 func (s *suite) inboxRollback(t *testing.T) {
 	in := s.inbox(t)
 	key := NewKey(scope)
-	status, err := in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
+	c, err := in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
 		if err := s.opts.InboxWrite(ctx, t, key); err != nil {
 			return err
 		}
 		return errHandler
 	})
-	wantErr(t, "Process with a failing handler", err, errHandler)
-	if status == dedupe.Duplicate {
-		t.Fatalf("Process with a failing handler returned %s", status)
+	wantIs(t, "Process with a failing handler", err, errHandler)
+	if errors.Is(err, dedupe.ErrRolledBack) {
+		t.Fatalf("Process with a failing handler: %v; fn's own error must be returned as it is", err)
+	}
+	if c.Status == dedupe.Duplicate {
+		t.Fatalf("Process with a failing handler returned %s", c.Status)
 	}
 	if s.opts.InboxHasRow(t, key) {
 		t.Fatal("the failing handler's write was committed")
 	}
 	// The claim was released: the redelivery acquires at once.
-	c := claim(t, st(in), key, longLease, dedupe.Acquired)
-	release(t, st(in), c)
-	status, err = in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
+	again := claim(t, st(in), key, longLease, dedupe.Acquired)
+	release(t, st(in), again)
+	c, err = in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
 		return s.opts.InboxWrite(ctx, t, key)
 	})
-	if err != nil || status != dedupe.Acquired {
-		t.Fatalf("Process after the rollback = %s, %v; want acquired", status, err)
+	if err != nil || c.Status != dedupe.Acquired {
+		t.Fatalf("Process after the rollback = %s, %v; want acquired", c.Status, err)
 	}
 	if !s.opts.InboxHasRow(t, key) {
 		t.Fatal("the retried handler's write is absent")
 	}
 }
 
+// inboxCommitFailure: fn returns nil but its write makes the commit fail:
+// the error wraps ErrRolledBack, nothing is written, the claim is released.
+func (s *suite) inboxCommitFailure(t *testing.T) {
+	in := s.inbox(t)
+	key := NewKey(scope)
+	calls := 0
+	c, err := in.Process(ctx(t), key, longLease, 0, func(ctx context.Context) error {
+		calls++
+		if err := s.opts.InboxWrite(ctx, t, key); err != nil {
+			return err
+		}
+		return s.opts.InboxFailCommit(ctx, t, key)
+	})
+	s.wantErr(t, "Process whose commit fails", err, dedupe.ErrRolledBack)
+	if calls != 1 || c.Status == dedupe.Duplicate {
+		t.Fatalf("Process whose commit fails = %s after %d handler calls", c.Status, calls)
+	}
+	if s.opts.InboxHasRow(t, key) {
+		t.Fatal("a transaction whose commit failed left the handler's write")
+	}
+	claim(t, st(in), key, longLease, dedupe.Acquired) // released
+}
+
 func (s *suite) inboxInFlight(t *testing.T) {
 	in := s.inbox(t)
 	key := NewKey(scope)
-	c := claim(t, st(in), key, longLease, dedupe.Acquired)
-	status, err := in.Process(ctx(t), key, longLease, 0, func(context.Context) error {
+	held := claim(t, st(in), key, longLease, dedupe.Acquired)
+	c, err := in.Process(ctx(t), key, longLease, 0, func(context.Context) error {
 		t.Error("handler called while another holder has the lease")
 		return nil
 	})
-	if err != nil || status != dedupe.InFlight {
-		t.Fatalf("Process on a held key = %s, %v; want in flight, nil", status, err)
+	if err != nil || c.Status != dedupe.InFlight {
+		t.Fatalf("Process on a held key = %s, %v; want in flight, nil", c.Status, err)
 	}
-	complete(t, st(in), c, 0)
+	if d := c.Until.Sub(held.Until); d < -time.Second || d > time.Second {
+		t.Fatalf("Process on a held key: Until = %v, want the holder's lease end %v", c.Until, held.Until)
+	}
+	complete(t, st(in), held, 0)
 }
 
 func (s *suite) inboxLeaseLost(t *testing.T) {
@@ -691,7 +793,7 @@ func (s *suite) inboxLeaseLost(t *testing.T) {
 	key := NewKey(scope)
 	lease := s.shortLease()
 	var taker dedupe.Claim
-	status, err := in.Process(ctx(t), key, lease, 0, func(ctx context.Context) error {
+	c, err := in.Process(ctx(t), key, lease, 0, func(ctx context.Context) error {
 		if err := s.opts.InboxWrite(ctx, t, key); err != nil {
 			return err
 		}
@@ -705,9 +807,9 @@ func (s *suite) inboxLeaseLost(t *testing.T) {
 		taker = c
 		return nil
 	})
-	wantErr(t, "Process whose lease was lost", err, dedupe.ErrLeaseLost)
-	if status == dedupe.Duplicate {
-		t.Fatalf("Process whose lease was lost returned %s", status)
+	s.wantErr(t, "Process whose lease was lost", err, dedupe.ErrLeaseLost)
+	if c.Status == dedupe.Duplicate {
+		t.Fatalf("Process whose lease was lost returned %s", c.Status)
 	}
 	if s.opts.InboxHasRow(t, key) {
 		t.Fatal("a handler whose lease was lost committed its write")
@@ -724,13 +826,13 @@ func (s *suite) inboxCancelled(t *testing.T) {
 	key := NewKey(scope)
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
-	status, err := in.Process(cancelled, key, longLease, 0, func(context.Context) error {
+	c, err := in.Process(cancelled, key, longLease, 0, func(context.Context) error {
 		t.Error("handler called with a cancelled context")
 		return nil
 	})
-	wantErr(t, "Process(cancelled context)", err, context.Canceled)
-	if status == dedupe.Acquired || status == dedupe.Duplicate {
-		t.Fatalf("Process(cancelled context) returned %s", status)
+	s.wantErr(t, "Process(cancelled context)", err, context.Canceled)
+	if c.Status == dedupe.Acquired || c.Status == dedupe.Duplicate {
+		t.Fatalf("Process(cancelled context) returned %s", c.Status)
 	}
 	claim(t, st(in), key, longLease, dedupe.Acquired)
 }

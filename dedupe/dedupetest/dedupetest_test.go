@@ -2,6 +2,7 @@ package dedupetest_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
@@ -55,17 +56,53 @@ func (f *faulty) Release(ctx context.Context, c dedupe.Claim) error {
 	return f.Memory.Release(ctx, c)
 }
 
+func newMemory(t *testing.T) *dedupe.Memory {
+	t.Helper()
+	m, err := dedupe.NewMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func (f *faulty) ClaimBatch(ctx context.Context, keys []dedupe.Key, lease time.Duration) ([]dedupe.Claim, error) {
+	claims, err := f.Memory.ClaimBatch(ctx, keys, lease)
+	if f.fault == "batch-repeat-acquires" { // a key given twice is acquired twice
+		first := map[dedupe.Key]dedupe.Claim{}
+		for i, c := range claims {
+			if p, ok := first[c.Key]; ok && p.Acquired() {
+				claims[i] = p
+			} else if !ok {
+				first[c.Key] = c
+			}
+		}
+	}
+	return claims, err
+}
+
+func (f *faulty) CompleteBatch(ctx context.Context, claims []dedupe.Claim, retention time.Duration) ([]error, error) {
+	errs, err := f.Memory.CompleteBatch(ctx, claims, retention)
+	if f.fault == "batch-no-fencing" {
+		for i, e := range errs {
+			if errors.Is(e, dedupe.ErrLeaseLost) {
+				errs[i] = nil
+			}
+		}
+	}
+	return errs, err
+}
+
 // runFaulty runs the suite on a store with the given fault; it is meant to
 // fail, in the child process that TestSuiteCatchesFaults starts.
 func runFaulty(t *testing.T, fault string) {
 	dedupetest.Run(t, dedupetest.Options{
 		NewStore: func(t *testing.T) dedupe.Store {
-			m := dedupe.NewMemory()
-			t.Cleanup(func() { m.Close() })
+			m := newMemory(t)
 			return &faulty{Memory: m, fault: fault}
 		},
 		Broken: func(t *testing.T) dedupe.Store {
-			m := dedupe.NewMemory()
+			m := newMemory(t)
 			m.Close()
 			return &faulty{Memory: m, fault: fault}
 		},
@@ -88,6 +125,8 @@ func TestSuiteCatchesFaults(t *testing.T) {
 		{"error-as-duplicate", "Broken"},
 		{"ignore-context", "CancelledContext"},
 		{"steal-in-flight", "ConcurrentClaims"},
+		{"batch-repeat-acquires", "BatchClaim"},
+		{"batch-no-fencing", "BatchFinish"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.fault, func(t *testing.T) {
@@ -110,8 +149,7 @@ func TestSuiteCatchesFaults(t *testing.T) {
 func TestMemory(t *testing.T) {
 	dedupetest.Run(t, dedupetest.Options{
 		NewStore: func(t *testing.T) dedupe.Store {
-			m := dedupe.NewMemory()
-			t.Cleanup(func() { m.Close() })
+			m := newMemory(t)
 			return m
 		},
 		Forever: true,

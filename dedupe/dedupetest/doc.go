@@ -10,7 +10,21 @@
 // tokens grow; scopes are independent; invalid keys, non-acquired claims and
 // cancelled contexts are errors; a broken store answers errors, never
 // acquired or duplicate; and, for a [dedupe.Inbox], that the handler's writes
-// and the completion commit or roll back together.
+// and the completion commit or roll back together, and that a commit the
+// handler's writes make fail is [dedupe.ErrRolledBack].
+//
+// A store that implements [dedupe.BatchStore] is checked key by key against
+// the single-key methods: one batch holding a new, a duplicate, an in-flight,
+// an expired, a released and a retention-ended key, some of them twice,
+// answers what single claims in the same order answer; completions and
+// releases of a mix of good, stale, repeated, not-acquired and invalid claims
+// answer claim by claim; invalid input fails the whole call and takes
+// nothing; concurrent batches in different orders acquire each key once. A
+// [dedupe.BatchInbox] is checked against Inbox: a failing member rolls back
+// only its own writes, a panicking member rolls back the group and panics on,
+// and a commit failure or a lost lease fails the group with every claim
+// released. The suite finds out which interfaces the store implements from a
+// store NewStore returns.
 //
 // Usage, in the store's own test file:
 //

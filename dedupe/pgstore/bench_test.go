@@ -2,6 +2,8 @@ package pgstore_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -68,10 +70,10 @@ func BenchmarkProcess(b *testing.B) {
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			status, err := s.Process(ctx, dedupe.Key{Scope: "bench", ID: uuid.New()}, time.Minute, time.Minute,
+			c, err := s.Process(ctx, dedupe.Key{Scope: "bench", ID: uuid.New()}, time.Minute, time.Minute,
 				func(context.Context) error { return nil })
-			if err != nil || status != dedupe.Acquired {
-				b.Errorf("Process = %s, %v", status, err)
+			if err != nil || c.Status != dedupe.Acquired {
+				b.Errorf("Process = %s, %v", c.Status, err)
 				return
 			}
 		}
@@ -81,4 +83,84 @@ func BenchmarkProcess(b *testing.B) {
 	n := float64(b.N)
 	b.ReportMetric(n/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(cnt.writes.Load()-w0)/n, "writes/msg")
+}
+
+// BenchmarkClaimCompleteBatch is BenchmarkClaimComplete with ClaimBatch and
+// CompleteBatch of 16 and 64 keys, one statement each; an op is one batch,
+// so compare pairs/s.
+func BenchmarkClaimCompleteBatch(b *testing.B) {
+	for _, n := range []int{16, 64} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			cnt := &counter{}
+			s := newStore(b, newPool(b, cnt, 16))
+			ctx := context.Background()
+			b.SetParallelism(8)
+			w0 := cnt.writes.Load()
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				keys := make([]dedupe.Key, n)
+				for pb.Next() {
+					for i := range keys {
+						keys[i] = dedupe.Key{Scope: "bench", ID: uuid.New()}
+					}
+					claims, err := s.ClaimBatch(ctx, keys, time.Minute)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					errs, err := s.CompleteBatch(ctx, claims, time.Minute)
+					if err = errors.Join(append(errs, err)...); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			elapsed := time.Since(start)
+			b.StopTimer()
+			pairs := float64(b.N * n)
+			b.ReportMetric(pairs/elapsed.Seconds(), "pairs/s")
+			b.ReportMetric(float64(cnt.writes.Load()-w0)/pairs, "writes/pair")
+		})
+	}
+}
+
+// BenchmarkProcessBatch is BenchmarkProcess with ProcessBatch of 16 and 64
+// messages: one transaction per group, a savepoint per message.
+func BenchmarkProcessBatch(b *testing.B) {
+	for _, n := range []int{16, 64} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			cnt := &counter{}
+			s := newStore(b, newPool(b, cnt, 16))
+			ctx := context.Background()
+			b.SetParallelism(8)
+			w0 := cnt.writes.Load()
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				keys := make([]dedupe.Key, n)
+				for pb.Next() {
+					for i := range keys {
+						keys[i] = dedupe.Key{Scope: "bench", ID: uuid.New()}
+					}
+					res, err := s.ProcessBatch(ctx, keys, time.Minute, time.Minute, func(context.Context, int) error { return nil })
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					for _, r := range res {
+						if r.Err != nil || !r.Claim.Acquired() {
+							b.Errorf("ProcessBatch result %s, %v", r.Claim.Status, r.Err)
+							return
+						}
+					}
+				}
+			})
+			elapsed := time.Since(start)
+			b.StopTimer()
+			msgs := float64(b.N * n)
+			b.ReportMetric(msgs/elapsed.Seconds(), "msgs/s")
+			b.ReportMetric(float64(cnt.writes.Load()-w0)/msgs, "writes/msg")
+		})
+	}
 }

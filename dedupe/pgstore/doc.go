@@ -7,12 +7,14 @@
 //
 //	pool, err := pgxpool.New(ctx, "postgres://app@db/app")
 //	...
-//	store, err := pgstore.New(ctx, pool, pgstore.WithMigrate(),
-//		pgstore.WithJanitor(time.Minute, func(err error) { log.Print(err) }))
+//	store, err := pgstore.New(pool, pgstore.WithJanitor(time.Minute, func(err error) { log.Print(err) }))
 //	...
 //	defer store.Close()
+//	if err := store.Migrate(ctx); err != nil { // or create the table from DDL with your migration tool
+//		return err
+//	}
 //
-//	status, err := store.Process(ctx, dedupe.Key{Scope: "billing", ID: msgID}, 30*time.Second, 0,
+//	c, err := store.Process(ctx, dedupe.Key{Scope: "billing", ID: msgID}, 30*time.Second, 0,
 //		func(ctx context.Context) error {
 //			tx, _ := pgstore.TxFromContext(ctx)
 //			_, err := tx.Exec(ctx, "INSERT INTO invoices (message_id, amount) VALUES ($1, $2)", msgID, amount)
@@ -21,8 +23,8 @@
 //	switch {
 //	case err != nil:
 //		return err // nothing committed; do not ack: the broker redelivers
-//	case status == dedupe.InFlight:
-//		return retryLater() // neither ack nor drop
+//	case c.Status == dedupe.InFlight:
+//		return retryAfter(c.Until) // the holder's lease end; neither ack nor drop
 //	}
 //	return ack() // Acquired (the invoice and the completion committed) or Duplicate
 //
@@ -51,6 +53,30 @@
 // stale snapshot.
 // Complete and Release are one UPDATE each that compares the token: no row
 // updated is [dedupe.ErrLeaseLost]. [Store.Process] adds BEGIN and COMMIT.
+//
+// # Batches
+//
+// The store is a [dedupe.BatchStore] and a [dedupe.BatchInbox].
+// [Store.ClaimBatch], [Store.CompleteBatch] and [Store.ReleaseBatch] are the
+// single-key statements over arrays (unnest): one statement, one round trip
+// per batch, with the same race handling as Claim. [Store.ProcessBatch] runs
+// a group of messages in one transaction, a savepoint each: a failing
+// handler is rolled back to its savepoint only; the completions are one
+// UPDATE, then one COMMIT for the group. A COMMIT that fails (a deferred
+// constraint of one member) fails the whole group: nothing is written, every
+// claim is released, and the caller processes the messages one by one.
+//
+// # Failures of the handler and of the database
+//
+// [Store.Process] and [Store.ProcessBatch] tell a transaction the handler's
+// own writes made fail from a failing database by SQLSTATE: data and
+// integrity errors (classes 22, 23), an aborted transaction (25P02),
+// serialization failures and deadlocks (class 40) and anything else COMMIT
+// raises are the handler's ([dedupe.ErrRolledBack]: retried, then
+// dead-lettered); a lost connection (class 08 or a network error), an
+// administrator shutdown (class 57), exhausted resources (53), system and
+// internal errors (58, XX) and an ended context are the store's (the message
+// waits).
 //
 // # Retention and cleanup
 //

@@ -25,14 +25,17 @@ func ExampleStore_Process() {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	store, err := pgstore.New(ctx, pool, pgstore.WithMigrate(), pgstore.WithJanitor(time.Minute, nil))
+	store, err := pgstore.New(pool, pgstore.WithJanitor(time.Minute, nil))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer store.Close()
+	if err := store.Migrate(ctx); err != nil {
+		log.Fatal(err)
+	}
 
 	msgID := uuid.MustParse("6ba7b810-9dad-11d1-80b4-00c04fd430c8")
-	status, err := store.Process(ctx, dedupe.Key{Scope: "billing", ID: msgID}, 30*time.Second, dedupe.Forever,
+	c, err := store.Process(ctx, dedupe.Key{Scope: "billing", ID: msgID}, 30*time.Second, dedupe.Forever,
 		func(ctx context.Context) error {
 			tx, _ := pgstore.TxFromContext(ctx)
 			_, err := tx.Exec(ctx, "INSERT INTO invoices (message_id, cents) VALUES ($1, $2)", msgID, 1999)
@@ -42,7 +45,7 @@ func ExampleStore_Process() {
 		log.Print(err) // rolled back and released: do not ack
 		return
 	}
-	log.Print(status) // acquired (inserted now) or duplicate (inserted before): ack; in flight: retry later
+	log.Print(c.Status) // acquired (inserted now) or duplicate (inserted before): ack; in flight: retry after c.Until
 }
 
 // A caller that manages its own transaction completes the claim inside it.
@@ -53,7 +56,7 @@ func ExampleStore_CompleteTx() {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	store, err := pgstore.New(ctx, pool)
+	store, err := pgstore.New(pool)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/uuidforge/uuidforge/dedupe"
@@ -34,8 +35,8 @@ const claimAttempts = 5
 const releaseTimeout = 5 * time.Second
 
 var (
-	_ dedupe.Store = (*Store)(nil)
-	_ dedupe.Inbox = (*Store)(nil)
+	_ dedupe.BatchStore = (*Store)(nil)
+	_ dedupe.BatchInbox = (*Store)(nil)
 )
 
 // Option configures a [Store]; pass options to [New].
@@ -45,7 +46,6 @@ type config struct {
 	table         []string // optional schema, then name
 	lease         time.Duration
 	retention     time.Duration
-	migrate       bool
 	janitorEvery  time.Duration
 	janitorErrors func(error)
 }
@@ -55,11 +55,11 @@ var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 func parseTable(name string) ([]string, error) {
 	parts := strings.Split(name, ".")
 	if len(parts) > 2 {
-		return nil, fmt.Errorf("pgstore: table %q: want name or schema.name", name)
+		return nil, fmt.Errorf("table %q: want name or schema.name", name)
 	}
 	for _, p := range parts {
 		if !identRE.MatchString(p) {
-			return nil, fmt.Errorf("pgstore: table %q: %q is not a plain identifier of at most 63 bytes (letters, digits, _)", name, p)
+			return nil, fmt.Errorf("table %q: %q is not a plain identifier of at most 63 bytes (letters, digits, _)", name, p)
 		}
 	}
 	return parts, nil
@@ -73,19 +73,19 @@ func WithTable(name string) Option {
 	return func(c *config) error {
 		parts, err := parseTable(name)
 		if err != nil {
-			return err
+			return fmt.Errorf("pgstore: WithTable(%q): %w", name, err)
 		}
 		c.table = parts
 		return nil
 	}
 }
 
-// WithDefaultLease sets the lease used when Claim is given 0. Default
-// [dedupe.DefaultLease].
+// WithDefaultLease sets the lease used when Claim is given 0; d must be
+// positive. Default [dedupe.DefaultLease].
 func WithDefaultLease(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
-			return fmt.Errorf("pgstore: default lease %v: %w", d, dedupe.ErrInvalidDuration)
+			return fmt.Errorf("pgstore: WithDefaultLease(%v): %w", d, dedupe.ErrInvalidDuration)
 		}
 		c.lease = d
 		return nil
@@ -98,18 +98,9 @@ func WithDefaultLease(d time.Duration) Option {
 func WithDefaultRetention(d time.Duration) Option {
 	return func(c *config) error {
 		if d != dedupe.Forever && d <= 0 {
-			return fmt.Errorf("pgstore: default retention %v: %w", d, dedupe.ErrInvalidDuration)
+			return fmt.Errorf("pgstore: WithDefaultRetention(%v): %w", d, dedupe.ErrInvalidDuration)
 		}
 		c.retention = d
-		return nil
-	}
-}
-
-// WithMigrate makes [New] run [Store.Migrate] before returning. Default off:
-// many deployments create tables with their own migration tool from [DDL].
-func WithMigrate() Option {
-	return func(c *config) error {
-		c.migrate = true
 		return nil
 	}
 }
@@ -122,7 +113,7 @@ func WithMigrate() Option {
 func WithJanitor(every time.Duration, onError func(error)) Option {
 	return func(c *config) error {
 		if every <= 0 {
-			return fmt.Errorf("pgstore: janitor interval %v: %w", every, dedupe.ErrInvalidDuration)
+			return fmt.Errorf("pgstore: WithJanitor(%v): %w", every, dedupe.ErrInvalidDuration)
 		}
 		c.janitorEvery, c.janitorErrors = every, onError
 		return nil
@@ -145,13 +136,16 @@ type Store struct {
 	ddl                                      string
 	lockKey                                  int64
 	claimSQL, completeSQL, releaseSQL, gcSQL string
+
+	claimBatchSQL, completeBatchSQL, releaseBatchSQL string
 }
 
 // New returns a store that keeps its records in pool's database. The pool
-// stays the caller's: [Store.Close] does not close it. ctx is used only by
-// [WithMigrate]; New does no other I/O, so the table must exist (see
-// [Store.Migrate] and [DDL]) before the first call.
-func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error) {
+// stays the caller's: [Store.Close] does not close it. New does no I/O: the
+// table must exist before the first call — run [Store.Migrate] once, or
+// create it with your migration tool from [DDL]. It fails only on a nil pool
+// or an invalid option (nil options are ignored).
+func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	if pool == nil {
 		return nil, errors.New("pgstore: nil pool")
 	}
@@ -169,11 +163,6 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error
 		}
 	}
 	s.prepare()
-	if s.cfg.migrate {
-		if err := s.Migrate(ctx); err != nil {
-			return nil, err
-		}
-	}
 	if s.cfg.janitorEvery > 0 {
 		jctx, cancel := context.WithCancel(context.Background())
 		s.stopJanitor = cancel
@@ -240,7 +229,7 @@ func DDL(table string) (string, error) {
 	}
 	parts, err := parseTable(table)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("pgstore: %w", err)
 	}
 	return ddl(tableNames(parts)), nil
 }
@@ -301,6 +290,47 @@ WHERE scope = $1 AND id = $2 AND token = $3 AND state = 'leased'`
 
 	s.releaseSQL = `UPDATE ` + n.table + ` SET state = 'released', expires_at = clock_timestamp()
 WHERE scope = $1 AND id = $2 AND token = $3 AND state = 'leased'`
+
+	// The batch statements are the single-key ones over unnest()ed arrays,
+	// one row per distinct key (see ClaimBatch). The claim inserts the keys
+	// in the arrays' order, which ClaimBatch sorts, so that concurrent
+	// batches lock rows in one order and cannot deadlock each other; the
+	// second SELECT reads each row not taken from the statement's snapshot,
+	// as the single claim does.
+	s.claimBatchSQL = `WITH k AS (
+	SELECT * FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS k(scope, id, ord)
+), ins AS (
+	INSERT INTO ` + n.table + ` AS d (scope, id, state, token, expires_at)
+	SELECT scope, id, 'leased', nextval(` + n.seqLit + `), clock_timestamp() + $3::bigint * interval '1 microsecond'
+	FROM k ORDER BY ord
+	ON CONFLICT (scope, id) DO UPDATE
+		SET state = 'leased', token = excluded.token, expires_at = excluded.expires_at
+		WHERE d.state = 'released' OR d.expires_at <= clock_timestamp()
+	RETURNING d.scope, d.id, d.token, d.expires_at
+)
+SELECT k.ord,
+	CASE
+		WHEN ins.id IS NOT NULL THEN 1
+		WHEN cur.state = 'done' AND (cur.expires_at IS NULL OR cur.expires_at > clock_timestamp()) THEN 2
+		WHEN cur.state = 'leased' AND cur.expires_at > clock_timestamp() THEN 3
+		ELSE 0
+	END,
+	coalesce(ins.token, 0),
+	CASE WHEN ins.id IS NOT NULL THEN ins.expires_at ELSE cur.expires_at END
+FROM k
+LEFT JOIN ins ON ins.scope = k.scope AND ins.id = k.id
+LEFT JOIN ` + n.table + ` AS cur ON ins.id IS NULL AND cur.scope = k.scope AND cur.id = k.id`
+
+	s.completeBatchSQL = `UPDATE ` + n.table + ` AS d SET state = 'done',
+	expires_at = CASE WHEN $4::bigint < 0 THEN NULL ELSE clock_timestamp() + $4::bigint * interval '1 microsecond' END
+FROM unnest($1::text[], $2::uuid[], $3::bigint[]) WITH ORDINALITY AS u(scope, id, token, ord)
+WHERE d.scope = u.scope AND d.id = u.id AND d.token = u.token AND d.state = 'leased'
+RETURNING u.ord`
+
+	s.releaseBatchSQL = `UPDATE ` + n.table + ` AS d SET state = 'released', expires_at = clock_timestamp()
+FROM unnest($1::text[], $2::uuid[], $3::bigint[]) WITH ORDINALITY AS u(scope, id, token, ord)
+WHERE d.scope = u.scope AND d.id = u.id AND d.token = u.token AND d.state = 'leased'
+RETURNING u.ord`
 
 	// SKIP LOCKED: rows a claim or an open inbox transaction holds are left
 	// for the next run, so cleanup never waits for them. The DELETE's own
@@ -429,9 +459,19 @@ func (s *Store) finishArgs(op string, c dedupe.Claim) error {
 }
 
 func (s *Store) retentionArg(c dedupe.Claim, retention time.Duration) (int64, error) {
-	retention, err := dedupe.RetentionOrDefault(retention, s.cfg.retention)
+	ret, err := retentionMicros(retention, s.cfg.retention)
 	if err != nil {
 		return 0, fmt.Errorf("pgstore: complete %s: %w", c.Key, err)
+	}
+	return ret, nil
+}
+
+// retentionMicros is the retention argument of the completion statements:
+// microseconds, or -1 for [dedupe.Forever].
+func retentionMicros(retention, def time.Duration) (int64, error) {
+	retention, err := dedupe.RetentionOrDefault(retention, def)
+	if err != nil {
+		return 0, err
 	}
 	if retention == dedupe.Forever {
 		return -1, nil
@@ -567,25 +607,34 @@ func TxFromContext(ctx context.Context) (pgx.Tx, bool) {
 // If fn fails or panics, the lease was lost (an error wrapping
 // [dedupe.ErrLeaseLost]) or the commit fails, the transaction rolls back and
 // the claim is released (even if ctx is done), so the redelivery can claim
-// the key at once; the error is returned with status [dedupe.Acquired].
-// Duplicate and in-flight keys return their status and a nil error without
-// calling fn.
+// the key at once; the error is returned with the Acquired claim.
+// Duplicate and in-flight keys return their claim (Until: the retention end,
+// or the holder's lease end) and a nil error without calling fn.
+//
+// When fn returned nil but the transaction cannot commit because of what fn
+// did — a deferred constraint failing at COMMIT (SQLSTATE class 23), a data
+// error (class 22), a statement whose error fn ignored and that aborted the
+// transaction (25P02), a serialization failure or deadlock (class 40), an
+// error raised by a deferred trigger — the error wraps
+// [dedupe.ErrRolledBack]: it is fn's failure, to be retried and eventually
+// dead-lettered like any other. Failures of the database itself (a lost
+// connection, class 08, an administrator shutdown, 57P01 to 57P03, and the
+// rest of class 57, insufficient resources, class 53, system and internal
+// errors, classes 58 and XX, or ctx ending) are store errors and do not wrap
+// it.
 //
 // Cost: a claim, BEGIN, fn's statements, the completion and COMMIT — four
 // round trips besides fn's.
-func (s *Store) Process(ctx context.Context, key dedupe.Key, lease, retention time.Duration, fn func(ctx context.Context) error) (dedupe.Status, error) {
+func (s *Store) Process(ctx context.Context, key dedupe.Key, lease, retention time.Duration, fn func(ctx context.Context) error) (dedupe.Claim, error) {
 	if fn == nil {
-		return 0, errors.New("pgstore: process: nil handler")
+		return dedupe.Claim{}, errors.New("pgstore: process: nil handler")
 	}
 	if _, err := s.retentionArg(dedupe.Claim{Key: key}, retention); err != nil {
-		return 0, err
+		return dedupe.Claim{}, err
 	}
 	c, err := s.Claim(ctx, key, lease)
-	if err != nil {
-		return 0, err
-	}
-	if !c.Acquired() {
-		return c.Status, nil
+	if err != nil || !c.Acquired() {
+		return c, err
 	}
 	if err := s.processAcquired(ctx, c, retention, fn); err != nil {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
@@ -593,14 +642,30 @@ func (s *Store) Process(ctx context.Context, key dedupe.Key, lease, retention ti
 		// After a lost lease or a commit that did in fact succeed, Release
 		// finds no lease of ours: nothing to undo.
 		if rerr := s.Release(rctx, c); rerr != nil && !errors.Is(rerr, dedupe.ErrLeaseLost) {
-			return dedupe.Acquired, errors.Join(err, rerr)
+			return c, withRelease(err, rerr)
 		}
-		return dedupe.Acquired, err
+		return c, err
 	}
-	return dedupe.Acquired, nil
+	return c, nil
 }
 
+// withRelease adds the failure of the release that followed err to it.
+func withRelease(err, rerr error) error {
+	return fmt.Errorf("%w (and the release failed: %w)", err, unprefixed{rerr})
+}
+
+// unprefixed shows an error of this package without its "pgstore: " prefix,
+// for wrapping it inside another of this package's errors.
+type unprefixed struct{ err error }
+
+func (u unprefixed) Error() string { return strings.TrimPrefix(u.err.Error(), "pgstore: ") }
+func (u unprefixed) Unwrap() error { return u.err }
+
 func (s *Store) processAcquired(ctx context.Context, c dedupe.Claim, retention time.Duration, fn func(ctx context.Context) error) (err error) {
+	ret, err := s.retentionArg(c, retention)
+	if err != nil {
+		return err
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("pgstore: process %s: begin: %w", c.Key, err)
@@ -615,14 +680,74 @@ func (s *Store) processAcquired(ctx context.Context, c dedupe.Claim, retention t
 	if err := s.runHandler(ctx, tx, c, fn); err != nil {
 		return err
 	}
-	if err := s.CompleteTx(ctx, tx, c, retention); err != nil {
-		return fmt.Errorf("pgstore: process: %w", err)
+	tag, err := tx.Exec(ctx, s.completeSQL, c.Key.Scope, [16]byte(c.Key.ID), int64(c.Token), ret)
+	switch {
+	case err != nil && statementRolledBack(ctx, err):
+		return fmt.Errorf("pgstore: process %s: complete: %w: %w", c.Key, dedupe.ErrRolledBack, err)
+	case err != nil:
+		return fmt.Errorf("pgstore: process %s: complete: %w", c.Key, err)
+	case tag.RowsAffected() == 0:
+		return fmt.Errorf("pgstore: process %s: complete (token %d): %w", c.Key, c.Token, dedupe.ErrLeaseLost)
 	}
 	if err := tx.Commit(ctx); err != nil {
+		if commitRolledBack(ctx, err) {
+			return fmt.Errorf("pgstore: process %s: commit: %w: %w", c.Key, dedupe.ErrRolledBack, err)
+		}
 		return fmt.Errorf("pgstore: process %s: commit: %w", c.Key, err)
 	}
 	return nil
 }
+
+// outage reports whether err means the database could not do its work at
+// all — the connection failed or was closed (no PostgreSQL error code, or
+// class 08), an administrator or crash shut it down (class 57, which also
+// holds query cancellations), it ran out of resources (53), a system or
+// internal error (58, XX) — or ctx ended. Such errors say nothing about the
+// transaction's data.
+func outage(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return true // network errors, a closed pool, pgx's own failures
+	}
+	switch pe.Code[:min(2, len(pe.Code))] {
+	case "08", "53", "57", "58", "XX":
+		return true
+	}
+	return false
+}
+
+// commitRolledBack reports whether err, returned by the COMMIT of an inbox
+// transaction, means the transaction failed because of what it did: every
+// error the server raises at COMMIT except an outage (a deferred
+// constraint, a deferred trigger's error, a serialization failure), and
+// pgx's report that the server rolled an aborted transaction back instead
+// of committing it.
+func commitRolledBack(ctx context.Context, err error) bool {
+	if errors.Is(err, pgx.ErrTxCommitRollback) {
+		return true
+	}
+	return !outage(ctx, err)
+}
+
+// statementRolledBack reports whether err, returned by one of the store's
+// own statements inside an inbox transaction, was caused by the
+// transaction's earlier work rather than by the statement: the transaction
+// was aborted (25P02), or it hit a serialization failure or deadlock
+// (class 40).
+func statementRolledBack(ctx context.Context, err error) bool {
+	var pe *pgconn.PgError
+	if outage(ctx, err) || !errors.As(err, &pe) {
+		return false
+	}
+	return pe.Code == pgerrcode25P02 || strings.HasPrefix(pe.Code, "40")
+}
+
+// pgerrcode25P02 is in_failed_sql_transaction: "current transaction is
+// aborted, commands ignored until end of transaction block".
+const pgerrcode25P02 = "25P02"
 
 // runHandler calls fn, turning a panic into a rolled-back, released claim
 // before it continues up the stack.

@@ -52,16 +52,21 @@ func newPool(t testing.TB, cnt *counter, maxConns int32) *pgxpool.Pool {
 func newStore(t testing.TB, pool *pgxpool.Pool, opts ...pgstore.Option) *pgstore.Store {
 	t.Helper()
 	table := testenv.Name(t, "dd")
-	opts = append([]pgstore.Option{pgstore.WithTable(table), pgstore.WithMigrate()}, opts...)
-	ctx := testenv.Context(t, 30*time.Second)
-	s, err := pgstore.New(ctx, pool, opts...)
+	// Migrate before the store under test exists, so that a janitor it
+	// starts finds the table.
+	m, err := pgstore.New(pool, pgstore.WithTable(table))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = s.Close()
-		dropTables(t, s.Table())
-	})
+	t.Cleanup(func() { dropTables(t, m.Table()) })
+	if err := m.Migrate(testenv.Context(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := pgstore.New(pool, append([]pgstore.Option{pgstore.WithTable(table)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
@@ -116,27 +121,38 @@ func TestConformance(t *testing.T) {
 	// The handlers' own table, shared by the inbox cases (their keys are
 	// random, so they never collide).
 	effects := pgx.Identifier{testenv.Name(t, "fx")}.Sanitize()
-	if _, err := pool.Exec(testenv.Context(t, 10*time.Second), "CREATE TABLE "+effects+" (id uuid PRIMARY KEY)"); err != nil {
+	// orphans' rows refer to a parent that never exists, through a foreign
+	// key checked at COMMIT.
+	parents, orphans := pgx.Identifier{testenv.Name(t, "parent")}.Sanitize(), pgx.Identifier{testenv.Name(t, "orphan")}.Sanitize()
+	if _, err := pool.Exec(testenv.Context(t, 10*time.Second), "CREATE TABLE "+effects+" (id uuid PRIMARY KEY);"+
+		"CREATE TABLE "+parents+" (id int PRIMARY KEY);"+
+		"CREATE TABLE "+orphans+" (id uuid PRIMARY KEY, parent int NOT NULL REFERENCES "+parents+" (id) DEFERRABLE INITIALLY DEFERRED)"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { dropTables(t, effects) })
+	t.Cleanup(func() { dropTables(t, orphans, parents, effects) })
 	dedupetest.Run(t, dedupetest.Options{
 		NewStore: func(t *testing.T) dedupe.Store { return newStore(t, pool) },
 		Broken: func(t *testing.T) dedupe.Store {
-			s, err := pgstore.New(context.Background(), unreachablePool(t))
+			s, err := pgstore.New(unreachablePool(t))
 			if err != nil {
 				t.Fatal(err)
 			}
 			return s
 		},
-		Forever:  true,
-		MinLease: time.Millisecond,
+		Forever:     true,
+		MinLease:    time.Millisecond,
+		ErrorPrefix: "pgstore: ",
 		InboxWrite: func(ctx context.Context, t *testing.T, key dedupe.Key) error {
 			tx, ok := pgstore.TxFromContext(ctx)
 			if !ok {
 				t.Fatal("no transaction in Process's context")
 			}
 			_, err := tx.Exec(ctx, "INSERT INTO "+effects+" (id) VALUES ($1)", key.ID)
+			return err
+		},
+		InboxFailCommit: func(ctx context.Context, t *testing.T, key dedupe.Key) error {
+			tx, _ := pgstore.TxFromContext(ctx)
+			_, err := tx.Exec(ctx, "INSERT INTO "+orphans+" (id, parent) VALUES ($1, 42)", key.ID)
 			return err
 		},
 		InboxHasRow: func(t *testing.T, key dedupe.Key) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,7 +48,7 @@ func TestBroken(t *testing.T) {
 			return s
 		}, nil},
 		{"unreachable server", func(t *testing.T) *pgstore.Store {
-			s, err := pgstore.New(context.Background(), unreachablePool(t))
+			s, err := pgstore.New(unreachablePool(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -70,9 +71,9 @@ func TestBroken(t *testing.T) {
 				t.Fatalf("Claim = %s, %v; want an error and no status", c.Status, err)
 			}
 			ran := false
-			status, perr := s.Process(ctx, key, time.Minute, 0, func(context.Context) error { ran = true; return nil })
-			if perr == nil || status != 0 || ran {
-				t.Fatalf("Process = %s, %v, handler ran %v; want an error, no status, no handler", status, perr, ran)
+			pc, perr := s.Process(ctx, key, time.Minute, 0, func(context.Context) error { ran = true; return nil })
+			if perr == nil || pc.Status != 0 || ran {
+				t.Fatalf("Process = %s, %v, handler ran %v; want an error, no status, no handler", pc.Status, perr, ran)
 			}
 			_, cerr := s.Cleanup(ctx, 0)
 			errs := []error{err, s.Complete(ctx, forged, 0), s.Release(ctx, forged), perr, cerr, s.Migrate(ctx)}
@@ -96,26 +97,33 @@ func TestBroken(t *testing.T) {
 
 func TestOptions(t *testing.T) {
 	pool := newPool(t, nil, 0)
-	ctx := testenv.Context(t, 10*time.Second)
-	bad := map[string]pgstore.Option{
-		"empty table":        pgstore.WithTable(""),
-		"quote in table":     pgstore.WithTable(`a"b`),
-		"three parts":        pgstore.WithTable("a.b.c"),
-		"digit first":        pgstore.WithTable("1abc"),
-		"64-byte table":      pgstore.WithTable(strings.Repeat("t", 64)),
-		"zero lease":         pgstore.WithDefaultLease(0),
-		"negative retention": pgstore.WithDefaultRetention(-2 * time.Second),
-		"zero janitor":       pgstore.WithJanitor(0, nil),
+	bad := []struct {
+		option string
+		o      pgstore.Option
+	}{
+		{"WithTable", pgstore.WithTable("")},
+		{"WithTable", pgstore.WithTable(`a"b`)},
+		{"WithTable", pgstore.WithTable("a.b.c")},
+		{"WithTable", pgstore.WithTable("1abc")},
+		{"WithTable", pgstore.WithTable(strings.Repeat("t", 64))},
+		{"WithDefaultLease", pgstore.WithDefaultLease(0)},
+		{"WithDefaultRetention", pgstore.WithDefaultRetention(-2 * time.Second)},
+		{"WithJanitor", pgstore.WithJanitor(0, nil)},
 	}
-	for name, o := range bad {
-		if _, err := pgstore.New(ctx, pool, o); err == nil {
-			t.Errorf("%s: New accepted it", name)
+	for _, b := range bad {
+		_, err := pgstore.New(pool, b.o)
+		if err == nil {
+			t.Errorf("%s: New accepted an invalid value", b.option)
+			continue
+		}
+		if msg := err.Error(); !strings.HasPrefix(msg, "pgstore: "+b.option+"(") || strings.Count(msg, "pgstore:") != 1 {
+			t.Errorf("%s: error %q does not start with %q", b.option, msg, "pgstore: "+b.option+"(")
 		}
 	}
-	if _, err := pgstore.New(ctx, nil); err == nil {
+	if _, err := pgstore.New(nil); err == nil {
 		t.Error("New(nil pool) accepted it")
 	}
-	s, err := pgstore.New(ctx, pool, pgstore.WithTable("myschema.events_dedupe"))
+	s, err := pgstore.New(pool, pgstore.WithTable("myschema.events_dedupe"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +178,7 @@ func TestMigrateConcurrent(t *testing.T) {
 	errs := make(chan error, 8)
 	for range 8 {
 		wg.Go(func() {
-			s, err := pgstore.New(ctx, pool, pgstore.WithTable(table))
+			s, err := pgstore.New(pool, pgstore.WithTable(table))
 			if err == nil {
 				err = s.Migrate(ctx)
 			}
@@ -184,9 +192,12 @@ func TestMigrateConcurrent(t *testing.T) {
 			t.Fatalf("concurrent Migrate: %v", err)
 		}
 	}
-	s, err := pgstore.New(ctx, pool, pgstore.WithTable(table), pgstore.WithMigrate())
+	s, err := pgstore.New(pool, pgstore.WithTable(table))
 	if err != nil {
-		t.Fatalf("New(WithMigrate) on a migrated table: %v", err)
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate on a migrated table: %v", err)
 	}
 	c := mustClaim(t, s, newKey(), time.Minute, dedupe.Acquired)
 	if err := s.Complete(ctx, c, 0); err != nil {
@@ -607,5 +618,194 @@ func TestConcurrentReclaim(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBatchRoundTrips: ClaimBatch, CompleteBatch and ReleaseBatch are one
+// statement and one round trip whatever the batch size; ProcessBatch of n
+// messages is n + 5 round trips (claim, BEGIN, a savepoint per message, the
+// end of the last one, the completion, COMMIT).
+func TestBatchRoundTrips(t *testing.T) {
+	cnt := &counter{}
+	pool := newPool(t, cnt, 1)
+	s := newStore(t, pool)
+	ctx := testenv.Context(t, 20*time.Second)
+	keys := func(n int) []dedupe.Key {
+		ks := make([]dedupe.Key, n)
+		for i := range ks {
+			ks[i] = newKey()
+		}
+		return ks
+	}
+	// Warm up: every statement once, so the connection has prepared it.
+	warm, err := s.ClaimBatch(ctx, keys(2), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReleaseBatch(ctx, warm[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CompleteBatch(ctx, warm[1:], 0); err != nil {
+		t.Fatal(err)
+	}
+	measure := func(what string, want int64, f func() error) {
+		t.Helper()
+		w0 := cnt.writes.Load()
+		if err := f(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if w := cnt.writes.Load() - w0; w != want {
+			t.Errorf("%s: %d round trips, want %d", what, w, want)
+		}
+	}
+	var claims []dedupe.Claim
+	measure("claim 64", 1, func() error { claims, err = s.ClaimBatch(ctx, keys(64), time.Minute); return err })
+	measure("release 32", 1, func() error { _, err := s.ReleaseBatch(ctx, claims[:32]); return err })
+	measure("complete 32", 1, func() error { _, err := s.CompleteBatch(ctx, claims[32:], 0); return err })
+	again := make([]dedupe.Key, len(claims))
+	for i, c := range claims {
+		again[i] = c.Key
+	}
+	measure("claim 64 again (32 released, 32 done)", 1, func() error {
+		cs, err := s.ClaimBatch(ctx, again, time.Minute)
+		for i, c := range cs {
+			if i < 32 && c.Status != dedupe.Acquired || i >= 32 && c.Status != dedupe.Duplicate {
+				return fmt.Errorf("claim %d = %s", i, c.Status)
+			}
+		}
+		return err
+	})
+	measure("process 16", 16+5, func() error {
+		res, err := s.ProcessBatch(ctx, keys(16), time.Minute, 0, func(context.Context, int) error { return nil })
+		for _, r := range res {
+			if r.Err != nil || !r.Claim.Acquired() {
+				return fmt.Errorf("result %s, %v", r.Claim.Status, r.Err)
+			}
+		}
+		return err
+	})
+}
+
+// TestProcessBatchIgnoredError: a member whose fn returns nil after a
+// statement that aborted the transaction is rolled back to its savepoint
+// with an error wrapping ErrRolledBack; the members before and after it
+// commit. The last member too.
+func TestProcessBatchIgnoredError(t *testing.T) {
+	pool := newPool(t, nil, 0)
+	s := newStore(t, pool)
+	ctx := testenv.Context(t, 20*time.Second)
+	fx := pgx.Identifier{testenv.Name(t, "fx")}.Sanitize()
+	if _, err := pool.Exec(ctx, "CREATE TABLE "+fx+" (id uuid PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dropTables(t, fx) })
+	has := func(k dedupe.Key) bool {
+		var ok bool
+		if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+fx+" WHERE id = $1)", k.ID).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	for _, bad := range []int{1, 3} {
+		t.Run(fmt.Sprintf("member %d of 4", bad), func(t *testing.T) {
+			keys := []dedupe.Key{newKey(), newKey(), newKey(), newKey()}
+			res, err := s.ProcessBatch(ctx, keys, time.Minute, 0, func(ctx context.Context, i int) error {
+				tx, _ := pgstore.TxFromContext(ctx)
+				if _, err := tx.Exec(ctx, "INSERT INTO "+fx+" (id) VALUES ($1)", keys[i].ID); err != nil {
+					return err
+				}
+				if i == bad {
+					_, _ = tx.Exec(ctx, "SELECT 1/0") // aborts the transaction; ignored
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("ProcessBatch: %v", err)
+			}
+			for i, r := range res {
+				if i == bad {
+					if !errors.Is(r.Err, dedupe.ErrRolledBack) || !strings.Contains(r.Err.Error(), "25P02") {
+						t.Fatalf("member %d: %v, want ErrRolledBack (25P02)", i, r.Err)
+					}
+					if has(keys[i]) {
+						t.Fatalf("member %d's write was committed", i)
+					}
+					mustClaim(t, s, keys[i], time.Minute, dedupe.Acquired) // released
+					continue
+				}
+				if r.Err != nil || !has(keys[i]) {
+					t.Fatalf("member %d: %v, row present %v; want committed", i, r.Err, has(keys[i]))
+				}
+				mustClaim(t, s, keys[i], time.Minute, dedupe.Duplicate)
+			}
+		})
+	}
+}
+
+// TestConcurrentReclaimBatch is TestConcurrentReclaim with batches: many
+// batches at once holding a key whose row is claimable acquire it once, and
+// none is told duplicate (the statement's snapshot can be older than the
+// row).
+func TestConcurrentReclaimBatch(t *testing.T) {
+	s := newStore(t, newPool(t, nil, 0))
+	ctx := testenv.Context(t, 30*time.Second)
+	for round := range 3 {
+		var keys []dedupe.Key
+		for i := range 6 {
+			k := newKey()
+			switch i % 3 {
+			case 0: // released
+				if err := s.Release(ctx, mustClaim(t, s, k, time.Minute, dedupe.Acquired)); err != nil {
+					t.Fatal(err)
+				}
+			case 1: // retention ended
+				if err := s.Complete(ctx, mustClaim(t, s, k, time.Minute, dedupe.Acquired), time.Millisecond); err != nil {
+					t.Fatal(err)
+				}
+			case 2: // lease ended
+				mustClaim(t, s, k, time.Millisecond, dedupe.Acquired)
+			}
+			keys = append(keys, k)
+		}
+		time.Sleep(5 * time.Millisecond)
+		const n = 16
+		var (
+			wg    sync.WaitGroup
+			start = make(chan struct{})
+			mu    sync.Mutex
+			wins  = map[dedupe.Key]int{}
+		)
+		for g := range n {
+			wg.Go(func() {
+				order := append([]dedupe.Key(nil), keys...)
+				if g%2 == 1 {
+					slices.Reverse(order)
+				}
+				<-start
+				claims, err := s.ClaimBatch(ctx, order, time.Minute)
+				if err != nil {
+					t.Errorf("ClaimBatch: %v", err)
+					return
+				}
+				for _, c := range claims {
+					switch c.Status {
+					case dedupe.Acquired:
+						mu.Lock()
+						wins[c.Key]++
+						mu.Unlock()
+					case dedupe.InFlight:
+					default:
+						t.Errorf("ClaimBatch of a claimable key = %s", c.Status)
+					}
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i, k := range keys {
+			if wins[k] != 1 {
+				t.Fatalf("round %d: key %d acquired %d times, want once", round, i, wins[k])
+			}
+		}
 	}
 }

@@ -2,6 +2,8 @@ package redisstore_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -58,4 +60,52 @@ func BenchmarkClaimComplete(b *testing.B) {
 	b.ReportMetric(float64(claims.Load())/n, "rt/claim")
 	b.ReportMetric(float64(completes.Load())/n, "rt/complete")
 	b.ReportMetric(float64(cnt.writes.Load()-w0)/n, "writes/pair")
+}
+
+// BenchmarkClaimCompleteBatch is BenchmarkClaimComplete with ClaimBatch and
+// CompleteBatch of 16 and 64 keys, each one pipeline; an op is one batch, so
+// compare pairs/s. writes/pair is the requests written to the network per
+// claim+complete pair.
+func BenchmarkClaimCompleteBatch(b *testing.B) {
+	for _, n := range []int{16, 64} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			cnt := &counter{}
+			s := newStore(b, newClient(b, cnt))
+			ctx := context.Background()
+			warm, err := s.ClaimBatch(ctx, []dedupe.Key{{Scope: "bench", ID: uuid.New()}}, time.Minute)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.CompleteBatch(ctx, warm, time.Minute); err != nil {
+				b.Fatal(err)
+			}
+			b.SetParallelism(8)
+			w0 := cnt.writes.Load()
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				keys := make([]dedupe.Key, n)
+				for pb.Next() {
+					for i := range keys {
+						keys[i] = dedupe.Key{Scope: "bench", ID: uuid.New()}
+					}
+					claims, err := s.ClaimBatch(ctx, keys, time.Minute)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					errs, err := s.CompleteBatch(ctx, claims, time.Minute)
+					if err = errors.Join(append(errs, err)...); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			elapsed := time.Since(start)
+			b.StopTimer()
+			pairs := float64(b.N * n)
+			b.ReportMetric(pairs/elapsed.Seconds(), "pairs/s")
+			b.ReportMetric(float64(cnt.writes.Load()-w0)/pairs, "writes/pair")
+		})
+	}
 }

@@ -28,6 +28,12 @@
 // while a lease lasts. Complete and Release compare the fencing token inside
 // the script and fail with [dedupe.ErrLeaseLost] when it is stale.
 //
+// The store is a [dedupe.BatchStore]: a batch runs the same script once per
+// key in one pipeline — one round trip on a single server, one per node
+// involved on Redis Cluster, where go-redis splits the pipeline by node;
+// since every script touches only its own key, the keys of a batch may live
+// in any slots. A key given twice runs twice, in order, on the same node.
+//
 // The client's own retries (redis.Options.MaxRetries) are safe: a claim
 // retried after its first attempt took the key answers in flight (the lease
 // then runs out and the redelivery acquires), and a completion retried after

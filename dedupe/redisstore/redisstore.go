@@ -25,7 +25,7 @@ const DefaultPrefix = "uuidforge:dedupe:"
 // [dedupe.ErrLeaseLost].
 const RecordGrace = time.Second
 
-var _ dedupe.Store = (*Store)(nil)
+var _ dedupe.BatchStore = (*Store)(nil)
 
 // Option configures a [Store]; pass options to [New].
 type Option func(*config) error
@@ -44,7 +44,7 @@ type config struct {
 func WithPrefix(p string) Option {
 	return func(c *config) error {
 		if strings.ContainsAny(p, "{}") {
-			return fmt.Errorf("redisstore: prefix %q contains a brace", p)
+			return fmt.Errorf("redisstore: WithPrefix(%q): contains a brace", p)
 		}
 		c.prefix = p
 		return nil
@@ -57,7 +57,7 @@ func WithPrefix(p string) Option {
 func WithDefaultLease(d time.Duration) Option {
 	return func(c *config) error {
 		if d < time.Millisecond {
-			return fmt.Errorf("redisstore: default lease %v: %w", d, dedupe.ErrInvalidDuration)
+			return fmt.Errorf("redisstore: WithDefaultLease(%v): below a millisecond: %w", d, dedupe.ErrInvalidDuration)
 		}
 		c.lease = d
 		return nil
@@ -70,7 +70,7 @@ func WithDefaultLease(d time.Duration) Option {
 func WithDefaultRetention(d time.Duration) Option {
 	return func(c *config) error {
 		if d != dedupe.Forever && d < time.Millisecond {
-			return fmt.Errorf("redisstore: default retention %v: %w", d, dedupe.ErrInvalidDuration)
+			return fmt.Errorf("redisstore: WithDefaultRetention(%v): below a millisecond: %w", d, dedupe.ErrInvalidDuration)
 		}
 		c.retention = d
 		return nil
@@ -91,7 +91,8 @@ type Store struct {
 }
 
 // New returns a store that keeps its records in client. The client stays the
-// caller's: [Store.Close] does not close it.
+// caller's: [Store.Close] does not close it. New does no I/O; it fails only
+// on a nil client or an invalid option (nil options are ignored).
 //
 // Deadlines and cancellation are checked before each call; for a deadline to
 // interrupt a call already waiting on the server, create the client with
@@ -155,7 +156,9 @@ func (s *Store) RedisKey(key dedupe.Key) string {
 
 // The script's reply is {status, token, until ms}: 1 acquired, 2 duplicate,
 // 3 in flight.
-var claimScript = redis.NewScript(`
+var claimScript = redis.NewScript(claimSrc)
+
+const claimSrc = `
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local sec, usec = tonumber(t[1]), tonumber(t[2])
@@ -176,10 +179,12 @@ local until_ms = now_ms + lease
 redis.call('HSET', KEYS[1], 's', 'l', 't', string.format('%d', nt), 'u', string.format('%d', until_ms))
 redis.call('PEXPIRE', KEYS[1], lease + tonumber(ARGV[2]))
 return {1, nt, until_ms}
-`)
+`
 
 // ARGV: token, retention ms (negative: forever). Reply 1 done, 0 lease lost.
-var completeScript = redis.NewScript(`
+var completeScript = redis.NewScript(completeSrc)
+
+const completeSrc = `
 local r = redis.call('HMGET', KEYS[1], 's', 't')
 if r[1] ~= 'l' or r[2] ~= ARGV[1] then
   return 0
@@ -196,11 +201,13 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 's', 'd', 'u', string.format('%d', now_ms + ret))
 redis.call('PEXPIRE', KEYS[1], ret)
 return 1
-`)
+`
 
 // ARGV: token, grace ms. Reply 1 released, 0 lease lost. The record stays
 // for the grace period so the next token still grows from this one.
-var releaseScript = redis.NewScript(`
+var releaseScript = redis.NewScript(releaseSrc)
+
+const releaseSrc = `
 local r = redis.call('HMGET', KEYS[1], 's', 't')
 if r[1] ~= 'l' or r[2] ~= ARGV[1] then
   return 0
@@ -208,7 +215,7 @@ end
 redis.call('HSET', KEYS[1], 's', 'r', 'u', '0')
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
-`)
+`
 
 // millis rounds d up to whole milliseconds, Redis's expiry resolution.
 func millis(d time.Duration) int64 {
@@ -239,12 +246,21 @@ func (s *Store) Claim(ctx context.Context, key dedupe.Key, lease time.Duration) 
 	if err := s.check(ctx); err != nil {
 		return dedupe.Claim{}, fmt.Errorf("redisstore: claim %s: %w", key, err)
 	}
-	res, err := claimScript.Run(ctx, s.client, []string{s.RedisKey(key)}, millis(lease), millis(RecordGrace)).Int64Slice()
+	c, err := claimReply(key, claimScript.Run(ctx, s.client, []string{s.RedisKey(key)}, millis(lease), millis(RecordGrace)))
 	if err != nil {
 		return dedupe.Claim{}, fmt.Errorf("redisstore: claim %s: %w", key, err)
 	}
+	return c, nil
+}
+
+// claimReply reads the claim script's reply.
+func claimReply(key dedupe.Key, cmd *redis.Cmd) (dedupe.Claim, error) {
+	res, err := cmd.Int64Slice()
+	if err != nil {
+		return dedupe.Claim{}, err
+	}
 	if len(res) != 3 {
-		return dedupe.Claim{}, fmt.Errorf("redisstore: claim %s: unexpected reply %v", key, res)
+		return dedupe.Claim{}, fmt.Errorf("unexpected reply %v", res)
 	}
 	c := dedupe.Claim{Key: key}
 	switch res[0] {
@@ -258,7 +274,7 @@ func (s *Store) Claim(ctx context.Context, key dedupe.Key, lease time.Duration) 
 	case 3:
 		c.Status, c.Until = dedupe.InFlight, time.UnixMilli(res[2])
 	default:
-		return dedupe.Claim{}, fmt.Errorf("redisstore: claim %s: unexpected status %d", key, res[0])
+		return dedupe.Claim{}, fmt.Errorf("unexpected status %d", res[0])
 	}
 	return c, nil
 }
@@ -295,14 +311,175 @@ func (s *Store) finish(ctx context.Context, op string, script *redis.Script, c d
 	}
 	if c.Token > math.MaxInt64 {
 		// No token this store issues is that large.
-		return fmt.Errorf("redisstore: %s %s (token %d): %w", op, c.Key, c.Token, dedupe.ErrLeaseLost)
+		return lostError(op, c)
 	}
 	n, err := script.Run(ctx, s.client, []string{s.RedisKey(c.Key)}, strconv.FormatUint(c.Token, 10), arg).Int64()
 	if err != nil {
 		return fmt.Errorf("redisstore: %s %s: %w", op, c.Key, err)
 	}
 	if n != 1 {
-		return fmt.Errorf("redisstore: %s %s (token %d): %w", op, c.Key, c.Token, dedupe.ErrLeaseLost)
+		return lostError(op, c)
 	}
 	return nil
+}
+
+func lostError(op string, c dedupe.Claim) error {
+	return fmt.Errorf("redisstore: %s %s (token %d): %w", op, c.Key, c.Token, dedupe.ErrLeaseLost)
+}
+
+// scriptCall is one script run of a batch: on one Redis key, so that
+// every call of a batch can go to the Cluster node that owns its key.
+type scriptCall struct {
+	key  string
+	args []any
+}
+
+// pipeline runs script once per call in one pipeline: one round trip per
+// server involved (go-redis's ClusterClient splits a pipeline by node). The
+// calls a server refused because its script cache lacked the script (after
+// a restart or SCRIPT FLUSH) did not run; they run again, in order, with
+// EVAL, which caches the script. Each returned command holds its own reply
+// or error.
+func (s *Store) pipeline(ctx context.Context, script *redis.Script, src string, calls []scriptCall) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, len(calls))
+	// Pipelined reports the first failed command; every command carries
+	// its own error, which the caller reads.
+	_, _ = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, c := range calls {
+			cmds[i] = p.EvalSha(ctx, script.Hash(), []string{c.key}, c.args...)
+		}
+		return nil
+	})
+	var again []int
+	for i, cmd := range cmds {
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
+		_, _ = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, i := range again {
+				cmds[i] = p.Eval(ctx, src, []string{calls[i].key}, calls[i].args...)
+			}
+			return nil
+		})
+	}
+	return cmds
+}
+
+// ClaimBatch implements [dedupe.BatchStore.ClaimBatch]: the claim script once
+// per key, in one pipeline — one round trip on a single server; on Redis
+// Cluster, one per node holding keys of the batch, since every script touches
+// the one key (and slot) of its record. A key given twice is claimed twice,
+// in order: the second answers in flight under the first's lease. If any
+// script fails, the call fails and the leases the others took are released
+// (where Redis can still be reached; otherwise they expire on their own).
+func (s *Store) ClaimBatch(ctx context.Context, keys []dedupe.Key, lease time.Duration) ([]dedupe.Claim, error) {
+	for i, k := range keys {
+		if err := k.Validate(); err != nil {
+			return nil, fmt.Errorf("redisstore: claim batch: key %d: %w", i, err)
+		}
+	}
+	lease, err := dedupe.LeaseOrDefault(lease, s.cfg.lease)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: claim batch: %w", err)
+	}
+	if err := s.check(ctx); err != nil {
+		return nil, fmt.Errorf("redisstore: claim batch: %w", err)
+	}
+	claims := make([]dedupe.Claim, len(keys))
+	if len(keys) == 0 {
+		return claims, nil
+	}
+	calls := make([]scriptCall, len(keys))
+	for i, k := range keys {
+		calls[i] = scriptCall{key: s.RedisKey(k), args: []any{millis(lease), millis(RecordGrace)}}
+	}
+	var failed error
+	for i, cmd := range s.pipeline(ctx, claimScript, claimSrc, calls) {
+		c, err := claimReply(keys[i], cmd)
+		if err != nil && failed == nil {
+			failed = fmt.Errorf("redisstore: claim batch: key %d %s: %w", i, keys[i], err)
+		}
+		claims[i] = c
+	}
+	if failed != nil {
+		var taken []dedupe.Claim
+		for _, c := range claims {
+			if c.Acquired() {
+				taken = append(taken, c)
+			}
+		}
+		if len(taken) > 0 {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+			defer cancel()
+			_, _ = s.ReleaseBatch(rctx, taken)
+		}
+		return nil, failed
+	}
+	return claims, nil
+}
+
+// releaseTimeout bounds the release of the leases a failed ClaimBatch took.
+const releaseTimeout = 5 * time.Second
+
+// CompleteBatch implements [dedupe.BatchStore.CompleteBatch]: the completion
+// script once per claim, in one pipeline (see [Store.ClaimBatch]). A claim
+// given twice completes once; the second gets [dedupe.ErrLeaseLost]. If a
+// script fails for another reason than a lost lease (the connection, a
+// server error), the call fails as a whole: some completions may have been
+// stored, none may be counted on.
+func (s *Store) CompleteBatch(ctx context.Context, claims []dedupe.Claim, retention time.Duration) ([]error, error) {
+	retention, err := dedupe.RetentionOrDefault(retention, s.cfg.retention)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: complete batch: %w", err)
+	}
+	ret := int64(-1)
+	if retention != dedupe.Forever {
+		ret = millis(retention)
+	}
+	return s.finishBatch(ctx, "complete", completeScript, completeSrc, claims, ret)
+}
+
+// ReleaseBatch implements [dedupe.BatchStore.ReleaseBatch] like
+// [Store.CompleteBatch].
+func (s *Store) ReleaseBatch(ctx context.Context, claims []dedupe.Claim) ([]error, error) {
+	return s.finishBatch(ctx, "release", releaseScript, releaseSrc, claims, millis(RecordGrace))
+}
+
+func (s *Store) finishBatch(ctx context.Context, op string, script *redis.Script, src string, claims []dedupe.Claim, arg int64) ([]error, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, fmt.Errorf("redisstore: %s batch: %w", op, err)
+	}
+	errs := make([]error, len(claims))
+	var (
+		calls []scriptCall
+		idx   []int
+	)
+	for i, c := range claims {
+		if err := dedupe.CheckClaim(c); err != nil {
+			errs[i] = fmt.Errorf("redisstore: %s %s: %w", op, c.Key, err)
+			continue
+		}
+		if c.Token > math.MaxInt64 {
+			errs[i] = lostError(op, c)
+			continue
+		}
+		calls = append(calls, scriptCall{key: s.RedisKey(c.Key), args: []any{strconv.FormatUint(c.Token, 10), arg}})
+		idx = append(idx, i)
+	}
+	if len(calls) == 0 {
+		return errs, nil
+	}
+	for j, cmd := range s.pipeline(ctx, script, src, calls) {
+		i := idx[j]
+		n, err := cmd.Int64()
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("redisstore: %s batch: %s: %w", op, claims[i].Key, err)
+		case n != 1:
+			errs[i] = lostError(op, claims[i])
+		}
+	}
+	return errs, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -90,8 +91,9 @@ func TestConformance(t *testing.T) {
 			t.Cleanup(func() { _ = bc.Close() })
 			return newStore(t, bc)
 		},
-		Forever:  true,
-		MinLease: time.Millisecond,
+		Forever:     true,
+		MinLease:    time.Millisecond,
+		ErrorPrefix: "redisstore: ",
 	})
 }
 
@@ -148,15 +150,23 @@ func TestBroken(t *testing.T) {
 
 func TestOptions(t *testing.T) {
 	c := newClient(t, nil)
-	bad := map[string]redisstore.Option{
-		"brace in prefix":    redisstore.WithPrefix("a{b"),
-		"zero lease":         redisstore.WithDefaultLease(0),
-		"sub-ms lease":       redisstore.WithDefaultLease(time.Microsecond),
-		"negative retention": redisstore.WithDefaultRetention(-2 * time.Second),
+	bad := []struct {
+		option string
+		o      redisstore.Option
+	}{
+		{"WithPrefix", redisstore.WithPrefix("a{b")},
+		{"WithDefaultLease", redisstore.WithDefaultLease(0)},
+		{"WithDefaultLease", redisstore.WithDefaultLease(time.Microsecond)},
+		{"WithDefaultRetention", redisstore.WithDefaultRetention(-2 * time.Second)},
 	}
-	for name, o := range bad {
-		if _, err := redisstore.New(c, o); err == nil {
-			t.Errorf("%s: New accepted it", name)
+	for _, b := range bad {
+		_, err := redisstore.New(c, b.o)
+		if err == nil {
+			t.Errorf("%s: New accepted an invalid value", b.option)
+			continue
+		}
+		if msg := err.Error(); !strings.HasPrefix(msg, "redisstore: "+b.option+"(") || strings.Count(msg, "redisstore:") != 1 {
+			t.Errorf("%s: error %q does not start with %q", b.option, msg, "redisstore: "+b.option+"(")
 		}
 	}
 	if _, err := redisstore.New(nil); err == nil {
@@ -407,4 +417,58 @@ func TestConcurrentReclaim(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBatchRoundTrips: a batch is one round trip (one pipeline of the
+// per-key scripts) whatever its size, and one more after a script cache
+// flush.
+func TestBatchRoundTrips(t *testing.T) {
+	cnt := &counter{}
+	c := newClient(t, cnt)
+	s := newStore(t, c)
+	ctx := testenv.Context(t, 10*time.Second)
+	keys := func(n int) []dedupe.Key {
+		ks := make([]dedupe.Key, n)
+		for i := range ks {
+			ks[i] = dedupe.Key{Scope: "rt", ID: uuid.New()}
+		}
+		return ks
+	}
+	// Warm up: load the scripts and open a connection.
+	warm, err := s.ClaimBatch(ctx, keys(2), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CompleteBatch(ctx, warm, 0); err != nil {
+		t.Fatal(err)
+	}
+	measure := func(what string, wantWrites, wantCmds int64, f func() error) {
+		t.Helper()
+		w0, c0 := cnt.writes.Load(), cnt.cmds.Load()
+		if err := f(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if w, n := cnt.writes.Load()-w0, cnt.cmds.Load()-c0; w != wantWrites || n != wantCmds {
+			t.Errorf("%s: %d writes, %d commands; want %d and %d", what, w, n, wantWrites, wantCmds)
+		}
+	}
+	var claims []dedupe.Claim
+	measure("claim 64", 1, 64, func() error { claims, err = s.ClaimBatch(ctx, keys(64), 0); return err })
+	measure("complete 64", 1, 64, func() error {
+		errs, err := s.CompleteBatch(ctx, claims, 0)
+		return errors.Join(append(errs, err)...)
+	})
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	measure("claim 16 after SCRIPT FLUSH", 2, 32, func() error { claims, err = s.ClaimBatch(ctx, keys(16), 0); return err })
+	for i, cl := range claims {
+		if !cl.Acquired() {
+			t.Fatalf("claim %d after SCRIPT FLUSH = %s", i, cl.Status)
+		}
+	}
+	measure("release 16 (its script was flushed too)", 2, 32, func() error {
+		errs, err := s.ReleaseBatch(ctx, claims)
+		return errors.Join(append(errs, err)...)
+	})
 }

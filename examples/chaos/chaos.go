@@ -159,11 +159,15 @@ func (c *chaos) setup(ctx context.Context) error {
 			fmt.Fprintln(c.errOut, "chaos: drop tables:", err)
 		}
 	})
-	store, err := pgstore.New(ctx, c.pool, pgstore.WithTable(c.tables.dedupe()), pgstore.WithMigrate())
+	store, err := pgstore.New(c.pool, pgstore.WithTable(c.tables.dedupe()))
 	if err != nil {
 		return fmt.Errorf("dedupe table: %w", err)
 	}
+	err = store.Migrate(ctx)
 	_ = store.Close()
+	if err != nil {
+		return fmt.Errorf("dedupe table: %w", err)
+	}
 
 	if c.opt.rabbit() {
 		if err := c.setupRabbit(ctx); err != nil {

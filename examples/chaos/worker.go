@@ -221,7 +221,7 @@ func newHandler(ctx context.Context, pool *pgxpool.Pool, cfg workerConfig) (cons
 	if cfg.noDedupe {
 		return consumer.Chain(consumer.Timeout(cfg.timeout), consumer.Recover())(inner), func() {}, nil
 	}
-	store, err := pgstore.New(ctx, pool, pgstore.WithTable(cfg.tables.dedupe()))
+	store, err := pgstore.New(pool, pgstore.WithTable(cfg.tables.dedupe()))
 	if err != nil {
 		return nil, nil, fmt.Errorf("chaos: dedupe store: %w", err)
 	}

@@ -320,11 +320,14 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err := s.reset(ctx); err != nil {
 		return err
 	}
-	inbox, err := pgstore.New(ctx, s.pool, pgstore.WithTable(cfg.Schema+".dedupe"), pgstore.WithMigrate())
+	inbox, err := pgstore.New(s.pool, pgstore.WithTable(cfg.Schema+".dedupe"))
 	if err != nil {
 		return err
 	}
 	defer inbox.Close()
+	if err := inbox.Migrate(ctx); err != nil {
+		return err
+	}
 	if err := declareQueue(ctx, cfg.AMQPURL, cfg.Queue); err != nil {
 		return err
 	}

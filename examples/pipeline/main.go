@@ -266,7 +266,10 @@ func newDownstream() *downstream {
 }
 
 func (d *downstream) run(ctx context.Context, brokers []string, topic string) error {
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		return err
+	}
 	defer store.Close()
 	dd := consumer.Dedupe(store, "accounting")
 	record := func(next consumer.Handler) consumer.Handler {

@@ -157,7 +157,10 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 
 	// One store for both passes: it remembers which message IDs were charged.
-	store := dedupe.NewMemory()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		return err
+	}
 	defer store.Close()
 	b := &billing{charged: make(map[uuid.UUID]int), seen: make(map[uuid.UUID]bool)}
 

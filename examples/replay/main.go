@@ -222,7 +222,7 @@ func prepareStore(ctx context.Context, cfg *config, out io.Writer) (cleanup func
 // openStore opens the durable store, as a service does when it starts.
 func openStore(ctx context.Context, cfg config) (dedupe.Store, func(), error) {
 	if cfg.Store == "bolt" {
-		s, err := boltstore.Open(cfg.BoltPath, boltstore.WithRetention(dedupe.Forever))
+		s, err := boltstore.Open(cfg.BoltPath, boltstore.WithDefaultRetention(dedupe.Forever))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -232,7 +232,10 @@ func openStore(ctx context.Context, cfg config) (dedupe.Store, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("postgres: %w", err)
 	}
-	s, err := pgstore.New(ctx, pool, pgstore.WithTable(cfg.Table), pgstore.WithMigrate(), pgstore.WithDefaultRetention(dedupe.Forever))
+	s, err := pgstore.New(pool, pgstore.WithTable(cfg.Table), pgstore.WithDefaultRetention(dedupe.Forever))
+	if err == nil {
+		err = s.Migrate(ctx)
+	}
 	if err != nil {
 		pool.Close()
 		return nil, nil, err

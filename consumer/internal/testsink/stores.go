@@ -20,7 +20,10 @@ type StoreCase struct {
 
 // Memory returns a memory store closed when t ends.
 func Memory(t testing.TB) dedupe.Store {
-	s := dedupe.NewMemory()
+	s, err := dedupe.NewMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
@@ -81,8 +84,7 @@ func Postgres(t testing.TB) dedupe.Store {
 	t.Helper()
 	pool := Pool(t)
 	table := testenv.Name(t, "dd")
-	s, err := pgstore.New(context.Background(), pool, pgstore.WithTable(table), pgstore.WithMigrate(),
-		pgstore.WithDefaultRetention(dedupe.Forever))
+	s, err := pgstore.New(pool, pgstore.WithTable(table), pgstore.WithDefaultRetention(dedupe.Forever))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +92,9 @@ func Postgres(t testing.TB) dedupe.Store {
 		_ = s.Close()
 		_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table)
 	})
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
