@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
 	"math/big"
 	"reflect"
@@ -26,14 +25,14 @@ const MaxSafeInteger = 1<<53 - 1
 var (
 	// ErrUnsafeInteger is returned for an integer whose magnitude exceeds
 	// [MaxSafeInteger]; pass such values as strings.
-	ErrUnsafeInteger = errors.New("integer magnitude exceeds 2^53-1; pass it as a string")
+	ErrUnsafeInteger = errors.New("forge: integer magnitude exceeds 2^53-1; pass it as a string")
 	// ErrNonFinite is returned for NaN and ±Inf, which JSON cannot represent.
-	ErrNonFinite = errors.New("NaN and Inf have no JSON form")
+	ErrNonFinite = errors.New("forge: NaN and Inf have no JSON form")
 	// ErrInvalidUTF8 is returned for a string that is not valid UTF-8.
-	ErrInvalidUTF8 = errors.New("string is not valid UTF-8")
+	ErrInvalidUTF8 = errors.New("forge: string is not valid UTF-8")
 	// ErrUnsupported is returned for a value that cannot be encoded as JSON
 	// (a channel, a function, a complex number, a cyclic value...).
-	ErrUnsupported = errors.New("value cannot be encoded as JSON")
+	ErrUnsupported = errors.New("forge: value cannot be encoded as JSON")
 )
 
 // Canonical returns the canonical name of parts: the RFC 8785 (JCS)
@@ -58,7 +57,7 @@ func appendCanonical(dst []byte, parts []any) ([]byte, error) {
 		var err error
 		dst, err = appendValue(dst, p)
 		if err != nil {
-			return nil, fmt.Errorf("forge: part %d (%T): %w", i, p, err)
+			return nil, errorf("part %d (%T): %w", i, p, err)
 		}
 	}
 	return append(dst, ']'), nil
@@ -88,7 +87,7 @@ func appendSimpleParts(dst []byte, parts []any) (out []byte, ok bool, err error)
 		if err != nil {
 			// reflect.TypeOf keeps p from escaping, so callers' parts can
 			// stay on their stack.
-			return nil, true, fmt.Errorf("forge: part %d (%s): %w", i, reflect.TypeOf(p), err)
+			return nil, true, errorf("part %d (%s): %w", i, reflect.TypeOf(p), err)
 		}
 		if !ok {
 			return dst[:start], false, nil
@@ -106,7 +105,7 @@ func appendSimple(dst []byte, v any) (out []byte, ok bool, err error) {
 	return out, true, err
 }
 
-var errNotSimple = errors.New("not a simple kind")
+var errNotSimple = errors.New("forge: not a simple kind")
 
 func appendSimpleKind(dst []byte, v any) ([]byte, error) {
 	switch x := v.(type) {
@@ -211,14 +210,14 @@ func encodeUUID(dst []byte, u uuid.UUID) {
 
 func appendInt(dst []byte, v int64) ([]byte, error) {
 	if v > MaxSafeInteger || v < -MaxSafeInteger {
-		return nil, fmt.Errorf("%d: %w", v, ErrUnsafeInteger)
+		return nil, errorf("%d: %w", v, ErrUnsafeInteger)
 	}
 	return strconv.AppendInt(dst, v, 10), nil
 }
 
 func appendUint(dst []byte, v uint64) ([]byte, error) {
 	if v > MaxSafeInteger {
-		return nil, fmt.Errorf("%d: %w", v, ErrUnsafeInteger)
+		return nil, errorf("%d: %w", v, ErrUnsafeInteger)
 	}
 	return strconv.AppendUint(dst, v, 10), nil
 }
@@ -258,7 +257,7 @@ func appendString(dst []byte, s string) ([]byte, error) {
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
-			return nil, fmt.Errorf("%q at byte %d: %w", strings.Clone(s), i, ErrInvalidUTF8)
+			return nil, errorf("%q at byte %d: %w", strings.Clone(s), i, ErrInvalidUTF8)
 		}
 		i += size
 	}
@@ -271,7 +270,7 @@ func appendString(dst []byte, s string) ([]byte, error) {
 // exponents in [-6, 21), exponent notation otherwise, and -0 as 0.
 func appendFloat(dst []byte, f float64) ([]byte, error) {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return nil, fmt.Errorf("%v: %w", f, ErrNonFinite)
+		return nil, errorf("%v: %w", f, ErrNonFinite)
 	}
 	if f == 0 {
 		return append(dst, '0'), nil
@@ -337,7 +336,7 @@ func appendFloat(dst []byte, f float64) ([]byte, error) {
 // JCS form of the double 1e20, is not).
 func appendNumber(dst []byte, lit string) ([]byte, error) {
 	if !isJSONNumber(lit) {
-		return nil, fmt.Errorf("%w: number %q", ErrInvalidJSON, strings.Clone(lit))
+		return nil, errorf("%w: number %q", ErrInvalidJSON, strings.Clone(lit))
 	}
 	if isInt := !bytesContainsAny(lit, ".eE"); isInt {
 		v, err := strconv.ParseInt(lit, 10, 64)
@@ -346,18 +345,18 @@ func appendNumber(dst []byte, lit string) ([]byte, error) {
 		}
 		f, ferr := strconv.ParseFloat(lit, 64)
 		if ferr != nil || math.IsInf(f, 0) {
-			return nil, fmt.Errorf("%s: %w", strings.Clone(lit), ErrUnsafeInteger)
+			return nil, errorf("%s: %w", strings.Clone(lit), ErrUnsafeInteger)
 		}
 		start := len(dst)
 		dst, _ = appendFloat(dst, f)
 		if string(dst[start:]) != lit {
-			return nil, fmt.Errorf("%s: %w", strings.Clone(lit), ErrUnsafeInteger)
+			return nil, errorf("%s: %w", strings.Clone(lit), ErrUnsafeInteger)
 		}
 		return dst, nil
 	}
 	f, err := strconv.ParseFloat(lit, 64)
 	if err != nil {
-		return nil, fmt.Errorf("number %q: %w", strings.Clone(lit), err)
+		return nil, errorf("number %q: %w", strings.Clone(lit), err)
 	}
 	return appendFloat(dst, f)
 }
@@ -425,11 +424,11 @@ func appendReflect(dst []byte, v any) ([]byte, error) {
 		var uv *json.UnsupportedValueError
 		if errors.As(err, &ue) || errors.As(err, &uv) {
 			if uv != nil && (uv.Str == "NaN" || uv.Str == "+Inf" || uv.Str == "-Inf") {
-				return nil, fmt.Errorf("%s: %w", uv.Str, ErrNonFinite)
+				return nil, errorf("%s: %w", uv.Str, ErrNonFinite)
 			}
-			return nil, fmt.Errorf("%w: %v", ErrUnsupported, err)
+			return nil, errorf("%w: %v", ErrUnsupported, err)
 		}
-		return nil, err
+		return nil, errorf("%w: %v", ErrInvalidJSON, err)
 	}
 	return appendCanonicalJSON(dst, raw)
 }
@@ -454,15 +453,15 @@ func checkStrings(v reflect.Value, depth int) error {
 	switch v.Kind() {
 	case reflect.String:
 		if !utf8.ValidString(v.String()) {
-			return fmt.Errorf("%q: %w", v.String(), ErrInvalidUTF8)
+			return errorf("%q: %w", v.String(), ErrInvalidUTF8)
 		}
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		if i := v.Int(); i > MaxSafeInteger || i < -MaxSafeInteger {
-			return fmt.Errorf("%d: %w", i, ErrUnsafeInteger)
+			return errorf("%d: %w", i, ErrUnsafeInteger)
 		}
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
 		if u := v.Uint(); u > MaxSafeInteger {
-			return fmt.Errorf("%d: %w", u, ErrUnsafeInteger)
+			return errorf("%d: %w", u, ErrUnsafeInteger)
 		}
 	case reflect.Pointer, reflect.Interface:
 		if !v.IsNil() {

@@ -33,7 +33,7 @@ const SecretBytes = 32
 func NewSecret() (string, error) {
 	b := make([]byte, SecretBytes)
 	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("forge: new secret: %w", err)
+		return "", errorf("new secret: %w", err)
 	}
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
@@ -67,7 +67,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	case s != "":
 		sc, err := ParseScheme(s)
 		if err != nil {
-			return Config{}, fmt.Errorf("forge: %s: %w", EnvScheme, err)
+			return Config{}, errorf("%s: %w", EnvScheme, err)
 		}
 		c.Scheme = sc
 	case c.Secret != "":
@@ -97,7 +97,7 @@ func (c Config) Generator(opts ...Option) (*Generator, error) {
 	g, err := New(ns, all...)
 	if err != nil {
 		if errors.Is(err, ErrEmptyNamespace) {
-			return nil, fmt.Errorf("%w (set %s)", err, EnvNamespace)
+			return nil, errorf("%w (set %s)", err, EnvNamespace)
 		}
 		return nil, err
 	}

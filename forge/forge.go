@@ -50,14 +50,14 @@ func ParseScheme(s string) (Scheme, error) {
 	case "python":
 		return SchemePython, nil
 	}
-	return 0, fmt.Errorf("forge: scheme %q: %w", s, ErrUnknownScheme)
+	return 0, errorf("scheme %q: %w", s, ErrUnknownScheme)
 }
 
 var (
 	// ErrEmptyNamespace is returned by [New] for an empty namespace.
 	ErrEmptyNamespace = errors.New("forge: empty namespace")
 	// ErrUnknownScheme is returned for a scheme name that is not known.
-	ErrUnknownScheme = errors.New("unknown scheme (want v5, keyed or python)")
+	ErrUnknownScheme = errors.New("forge: unknown scheme (want v5, keyed or python)")
 	// ErrNoSecret is returned when the keyed scheme is chosen without a secret.
 	ErrNoSecret = errors.New("forge: keyed scheme needs a secret")
 )
@@ -132,7 +132,7 @@ func New(namespace string, opts ...Option) (*Generator, error) {
 			return nil, ErrNoSecret
 		}
 	default:
-		return nil, fmt.Errorf("forge: scheme %d: %w", int(scheme), ErrUnknownScheme)
+		return nil, errorf("scheme %d: %w", int(scheme), ErrUnknownScheme)
 	}
 	g := &Generator{ns: ns, scheme: scheme}
 	if scheme != SchemeV5 { // v5 ignores a secret; keep none so Fingerprint says so

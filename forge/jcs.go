@@ -10,7 +10,7 @@ import (
 
 // ErrInvalidJSON is returned by [CanonicalJSON] for text that is not one
 // well-formed JSON value.
-var ErrInvalidJSON = errors.New("invalid JSON")
+var ErrInvalidJSON = errors.New("forge: invalid JSON")
 
 // CanonicalJSON returns the RFC 8785 canonical form of one JSON text, with
 // the number rules of [Canonical]: an integer literal (no fraction, no
@@ -25,7 +25,7 @@ func CanonicalJSON(data []byte) ([]byte, error) {
 func AppendCanonicalJSON(dst []byte, data []byte) ([]byte, error) {
 	out, err := appendCanonicalJSON(dst, data)
 	if err != nil {
-		return nil, fmt.Errorf("forge: JSON text: %w", err)
+		return nil, errorf("JSON text: %w", err)
 	}
 	return out, nil
 }
@@ -39,7 +39,7 @@ func appendCanonicalJSON(dst []byte, data []byte) ([]byte, error) {
 	}
 	p.skipSpace()
 	if p.pos != len(data) {
-		return nil, fmt.Errorf("%w: trailing data at offset %d", ErrInvalidJSON, p.pos)
+		return nil, errorf("%w: trailing data at offset %d", ErrInvalidJSON, p.pos)
 	}
 	return out, nil
 }
@@ -69,7 +69,7 @@ func (p *jcsParser) skipSpace() {
 }
 
 func (p *jcsParser) errorf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s at offset %d", ErrInvalidJSON, fmt.Sprintf(format, args...), p.pos)
+	return errorf("%w: %s at offset %d", ErrInvalidJSON, fmt.Sprintf(format, args...), p.pos)
 }
 
 func (p *jcsParser) value(dst []byte, depth int) ([]byte, error) {
@@ -227,7 +227,7 @@ func (p *jcsParser) str(dst []byte) ([]byte, error) {
 			r, size := utf8.DecodeRune(d[i:])
 			if r == utf8.RuneError && size == 1 {
 				p.pos = i
-				return nil, fmt.Errorf("%w at offset %d", ErrInvalidUTF8, i)
+				return nil, errorf("%w at offset %d", ErrInvalidUTF8, i)
 			}
 			dst = append(dst, d[i:i+size]...)
 			i += size
@@ -364,7 +364,7 @@ func (p *jcsParser) object(dst []byte, depth int) ([]byte, error) {
 		}
 		for i := 1; i < len(members); i++ {
 			if cmpMembers(members[i-1], members[i]) == 0 {
-				return nil, fmt.Errorf("%w: duplicate object key \"%s\"", ErrInvalidJSON, members[i].key)
+				return nil, errorf("%w: duplicate object key \"%s\"", ErrInvalidJSON, members[i].key)
 			}
 		}
 		if !sorted {

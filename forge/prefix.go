@@ -2,7 +2,6 @@ package forge
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/google/uuid"
@@ -14,10 +13,10 @@ const DefaultSeparator = "-"
 
 var (
 	// ErrNoUUID is returned by [Extract] when no UUID can be found in its input.
-	ErrNoUUID = errors.New("no valid UUID found")
+	ErrNoUUID = errors.New("forge: no valid UUID found")
 	// ErrEmptySeparator is returned by [Extract] for an empty separator,
 	// which Python's str.split rejects too.
-	ErrEmptySeparator = errors.New("empty separator")
+	ErrEmptySeparator = errors.New("forge: empty separator")
 )
 
 // Prefix returns prefix + sep + id, or id alone when prefix is empty, like
@@ -50,7 +49,7 @@ func (g *Generator) PrefixedID(prefix, sep string, parts ...any) (string, error)
 // wrapping [ErrNoUUID] that names the input.
 func Extract(id, sep string) (uuid.UUID, error) {
 	if sep == "" {
-		return uuid.Nil, fmt.Errorf("forge: extract UUID from %q: %w", id, ErrEmptySeparator)
+		return uuid.Nil, errorf("extract UUID from %q: %w", id, ErrEmptySeparator)
 	}
 	if u, ok := parsePyUUID(id); ok {
 		return u, nil
@@ -68,7 +67,7 @@ func Extract(id, sep string) (uuid.UUID, error) {
 			}
 		}
 	}
-	return uuid.Nil, fmt.Errorf("forge: extract UUID from %q (separator %q): %w", id, sep, ErrNoUUID)
+	return uuid.Nil, errorf("extract UUID from %q (separator %q): %w", id, sep, ErrNoUUID)
 }
 
 // parsePyUUID parses s as Python's uuid.UUID(hex) does for ordinary hex
