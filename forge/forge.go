@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -69,27 +70,40 @@ type config struct {
 	hasScheme bool
 }
 
-// Option configures a [Generator] in [New].
-type Option func(*config)
+// Option configures a [Generator] in [New], which validates it: a bad
+// value is an error from New that names the option.
+type Option func(*config) error
 
 // WithSecret sets the secret. Without [WithScheme] it selects
 // [SchemeKeyed], where the secret is the HMAC key; under [SchemePython] it
-// is the Python library's salt. Default: no secret. An empty secret is the
-// same as none.
+// is the Python library's salt; under [SchemeV5] (chosen with WithScheme)
+// it is ignored. Default: no secret. An empty secret is the same as none. A
+// secret that is not valid UTF-8 is an error.
 func WithSecret(secret string) Option {
-	return func(c *config) {
+	return func(c *config) error {
+		if !utf8.ValidString(secret) {
+			return errorf("WithSecret: %w", ErrInvalidUTF8)
+		}
 		c.secret = secret
 		c.hasSecret = secret != ""
+		return nil
 	}
 }
 
 // WithScheme selects the scheme explicitly, overriding the choice made
 // from the secret. Default: [SchemeV5] without a secret, [SchemeKeyed]
-// with one. [SchemeKeyed] without a secret is an error in [New].
+// with one. [SchemeKeyed] without a secret is an error in [New], and so is
+// a Scheme value that is not one of the constants.
 func WithScheme(s Scheme) Option {
-	return func(c *config) {
+	return func(c *config) error {
+		switch s {
+		case SchemeV5, SchemeKeyed, SchemePython:
+		default:
+			return errorf("WithScheme: scheme %d: %w", int(s), ErrUnknownScheme)
+		}
 		c.scheme = s
 		c.hasScheme = true
+		return nil
 	}
 }
 
@@ -116,8 +130,13 @@ func New(namespace string, opts ...Option) (*Generator, error) {
 		return nil, err
 	}
 	var c config
-	for _, o := range opts {
-		o(&c)
+	for i, o := range opts {
+		if o == nil {
+			return nil, errorf("option %d is a nil Option", i)
+		}
+		if err := o(&c); err != nil {
+			return nil, err
+		}
 	}
 	scheme := SchemeV5
 	if c.hasScheme {
@@ -125,14 +144,8 @@ func New(namespace string, opts ...Option) (*Generator, error) {
 	} else if c.hasSecret {
 		scheme = SchemeKeyed
 	}
-	switch scheme {
-	case SchemeV5, SchemePython:
-	case SchemeKeyed:
-		if !c.hasSecret {
-			return nil, ErrNoSecret
-		}
-	default:
-		return nil, errorf("scheme %d: %w", int(scheme), ErrUnknownScheme)
+	if scheme == SchemeKeyed && !c.hasSecret {
+		return nil, ErrNoSecret
 	}
 	g := &Generator{ns: ns, scheme: scheme}
 	if scheme != SchemeV5 { // v5 ignores a secret; keep none so Fingerprint says so
