@@ -28,7 +28,8 @@
 //
 // Errors are returned, never panicked (except by the Must variants), and
 // wrap sentinels such as [ErrUnsafeInteger], [ErrNonFinite],
-// [ErrInvalidUTF8] and [ErrNoUUID].
+// [ErrInvalidUTF8], [ErrTooDeep] and [ErrNoUUID]; every message starts with
+// "forge: ".
 //
 // The cross-language contract — enough to reproduce every ID in Python,
 // Java or JavaScript — is SPEC.md next to this file.

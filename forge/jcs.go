@@ -23,17 +23,19 @@ func CanonicalJSON(data []byte) ([]byte, error) {
 
 // AppendCanonicalJSON appends the canonical form of the JSON text data to dst.
 func AppendCanonicalJSON(dst []byte, data []byte) ([]byte, error) {
-	out, err := appendCanonicalJSON(dst, data)
+	out, err := appendCanonicalJSON(dst, data, 0)
 	if err != nil {
 		return nil, errorf("JSON text: %w", err)
 	}
 	return out, nil
 }
 
-func appendCanonicalJSON(dst []byte, data []byte) ([]byte, error) {
+// appendCanonicalJSON appends the canonical form of data, a value nested
+// inside depth arrays and objects.
+func appendCanonicalJSON(dst []byte, data []byte, depth int) ([]byte, error) {
 	p := jcsParser{data: data}
 	p.skipSpace()
-	out, err := p.value(dst, 0)
+	out, err := p.value(dst, depth)
 	if err != nil {
 		return nil, err
 	}
@@ -43,8 +45,6 @@ func appendCanonicalJSON(dst []byte, data []byte) ([]byte, error) {
 	}
 	return out, nil
 }
-
-const maxDepth = 1000
 
 type jcsParser struct {
 	data []byte
@@ -72,10 +72,8 @@ func (p *jcsParser) errorf(format string, args ...any) error {
 	return errorf("%w: %s at offset %d", ErrInvalidJSON, fmt.Sprintf(format, args...), p.pos)
 }
 
+// value reads one value inside depth arrays and objects.
 func (p *jcsParser) value(dst []byte, depth int) ([]byte, error) {
-	if depth > maxDepth {
-		return nil, p.errorf("nesting deeper than %d", maxDepth)
-	}
 	if p.pos >= len(p.data) {
 		return nil, p.errorf("unexpected end")
 	}
@@ -273,6 +271,9 @@ func appendEscapedRune(dst []byte, r rune) []byte {
 }
 
 func (p *jcsParser) array(dst []byte, depth int) ([]byte, error) {
+	if depth >= MaxDepth {
+		return nil, errorf("%w (JSON text at offset %d)", ErrTooDeep, p.pos)
+	}
 	p.pos++ // '['
 	dst = append(dst, '[')
 	p.skipSpace()
@@ -306,6 +307,9 @@ func (p *jcsParser) array(dst []byte, depth int) ([]byte, error) {
 // object writes the members in input order, then reorders them in place
 // by their keys' UTF-16 code units.
 func (p *jcsParser) object(dst []byte, depth int) ([]byte, error) {
+	if depth >= MaxDepth {
+		return nil, errorf("%w (JSON text at offset %d)", ErrTooDeep, p.pos)
+	}
 	p.pos++ // '{'
 	dst = append(dst, '{')
 	base := len(dst)

@@ -80,6 +80,12 @@ func TestSpecExamples(t *testing.T) {
 		{uuid.NameSpaceDNS, time.Date(2024, 5, 6, 7, 8, 9, 120000000, cet), []byte{0, 1, 2, 0xfe, 0xff}},
 		{map[string]int{"\u20ac": 1, "\r": 2, "\ufb33": 3, "1": 4, "\U0001F600": 5, "\u00f6": 6}},
 		{"https://example.com/a"},
+		{float32(0.1), []byte(nil), []byte{}, (*[]byte)(nil)},
+		{struct {
+			At    time.Time `json:"at"`
+			Key   []byte    `json:"key"`
+			Ratio float32   `json:"ratio"`
+		}{time.Date(2024, 5, 6, 7, 8, 9, 120000000, cet), nil, 0.1}},
 		{"john@example.com"},
 		{"EUR", 12345},
 	}
