@@ -23,6 +23,7 @@ var sentinels = map[string]error{
 	"ErrInvalidUTF8":    ErrInvalidUTF8,
 	"ErrUnsupported":    ErrUnsupported,
 	"ErrTooDeep":        ErrTooDeep,
+	"ErrWeakSecret":     ErrWeakSecret,
 	"ErrInvalidJSON":    ErrInvalidJSON,
 	"ErrEmptyNamespace": ErrEmptyNamespace,
 	"ErrUnknownScheme":  ErrUnknownScheme,
@@ -120,6 +121,12 @@ func TestErrorPrefix(t *testing.T) {
 		{"New empty", func() error { _, err := New(""); return err }, ErrEmptyNamespace},
 		{"New keyed without secret", func() error { _, err := New("x", WithScheme(SchemeKeyed)); return err }, ErrNoSecret},
 		{"New unknown scheme", func() error { _, err := New("x", WithScheme(Scheme(9))); return err }, ErrUnknownScheme},
+		{"New weak secret", func() error { _, err := New("x", WithSecret("s3cr3t")); return err }, ErrWeakSecret},
+		{"Config weak secret", func() error {
+			_, err := Config{Namespace: "x", Secret: SecretFromString("s3cr3t"), Scheme: SchemeKeyed}.Generator()
+			return err
+		}, ErrWeakSecret},
+		{"CheckSecret", func() error { return CheckSecret("s3cr3t") }, ErrWeakSecret},
 		{"ConfigFromEnv", func() error {
 			_, err := ConfigFromEnv(func(k string) string { return map[string]string{EnvScheme: "bogus"}[k] })
 			return err

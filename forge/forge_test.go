@@ -47,7 +47,8 @@ func TestKeyedVectors(t *testing.T) {
 		parts        []any
 		want         string
 	}{
-		{"short key", "s3cr3t", []any{"john@example.com"}, "9e2027c4-28fa-84f1-b6a5-76e95afa120e"},
+		{"SPEC secret", "example-secret-do-not-use", []any{"john@example.com"}, "4eec223f-c92c-8d5c-a0d8-8a800e129900"},
+		{"SPEC secret, two parts", "example-secret-do-not-use", []any{"EUR", 12345}, "01184f18-0b4f-887c-af46-1dfd3b195d11"},
 		{"key longer than a block", strings.Repeat("k", 100), []any{"EUR", 12345}, "df85305b-720a-8b29-b0a4-6e27c136bdc2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,7 +79,7 @@ func TestKeyedVectors(t *testing.T) {
 }
 
 func TestKeyedBits(t *testing.T) {
-	g := MustNew("bits", WithSecret("secret"))
+	g := MustNew("bits", WithSecret("secret-0123456789"))
 	v := MustNew("bits")
 	for i := range 500 {
 		u := g.MustID(i)
@@ -89,7 +90,7 @@ func TestKeyedBits(t *testing.T) {
 			t.Fatalf("keyed and v5 IDs collide for %d", i)
 		}
 	}
-	other := MustNew("bits", WithSecret("other secret"))
+	other := MustNew("bits", WithSecret("other secret-0123456789"))
 	if g.MustID("x") == other.MustID("x") {
 		t.Fatal("different secrets give the same ID")
 	}
@@ -336,7 +337,7 @@ func TestSecretNeverPrinted(t *testing.T) {
 			t.Fatalf("String() lacks the fingerprint: %s", g)
 		}
 	}
-	c := Config{Namespace: "n", Secret: secret, Scheme: SchemeKeyed}
+	c := Config{Namespace: "n", Secret: SecretFromString(secret), Scheme: SchemeKeyed}
 	for _, f := range []string{"%v", "%+v", "%#v", "%s"} {
 		if out := fmt.Sprintf(f, c); strings.Contains(out, secret) {
 			t.Fatalf("Config %s prints the secret: %s", f, out)
@@ -376,9 +377,9 @@ func TestConfigFromEnv(t *testing.T) {
 	}{
 		{"namespace only", map[string]string{EnvNamespace: "mycompany.com"}, SchemeV5, ns, nil},
 		{"uuid namespace", map[string]string{EnvNamespace: ns.String()}, SchemeV5, ns, nil},
-		{"salt means keyed", map[string]string{EnvNamespace: "mycompany.com", EnvSalt: "s"}, SchemeKeyed, ns, nil},
-		{"explicit v5 ignores salt", map[string]string{EnvNamespace: "mycompany.com", EnvSalt: "s", EnvScheme: "v5"}, SchemeV5, ns, nil},
-		{"alias v8", map[string]string{EnvNamespace: "mycompany.com", EnvSalt: "s", EnvScheme: "v8"}, SchemeKeyed, ns, nil},
+		{"salt means keyed", map[string]string{EnvNamespace: "mycompany.com", EnvSalt: strongSecret}, SchemeKeyed, ns, nil},
+		{"explicit v5 ignores salt", map[string]string{EnvNamespace: "mycompany.com", EnvSalt: strongSecret, EnvScheme: "v5"}, SchemeV5, ns, nil},
+		{"alias v8", map[string]string{EnvNamespace: "mycompany.com", EnvSalt: strongSecret, EnvScheme: "v8"}, SchemeKeyed, ns, nil},
 		{"python default namespace", map[string]string{EnvScheme: "python"}, SchemePython, uuid.NameSpaceDNS, nil},
 		{"python domain", map[string]string{EnvScheme: "python", EnvNamespace: "mycompany.com"}, SchemePython, ns, nil},
 		{"python uuid text is a domain", map[string]string{EnvScheme: "python", EnvNamespace: ns.String()}, SchemePython, uuid.NewSHA1(uuid.NameSpaceDNS, []byte(ns.String())), nil},
@@ -470,7 +471,7 @@ func TestExtract(t *testing.T) {
 }
 
 func TestConcurrentUse(t *testing.T) {
-	gens := []*Generator{MustNew("c"), MustNew("c", WithSecret("k")), MustNew("c", WithScheme(SchemePython), WithSecret("k"))}
+	gens := []*Generator{MustNew("c"), MustNew("c", WithSecret(strongSecret)), MustNew("c", WithScheme(SchemePython), WithSecret("k"))}
 	parts := func(i, j int) []any {
 		if i == 2 { // the python scheme takes Python-representable values only
 			return []any{"e", j, "s", float64(j) / 3}

@@ -32,7 +32,11 @@ func (g *Generator) pythonParts(parts []any) (uuid.UUID, error) {
 // generate_uuid_only(entity, *args, config=IDConfig(namespace, salt), **kwargs)
 // returns, with the generator's namespace and its secret as the salt.
 func (g *Generator) PythonID(entity string, args []any, kwargs map[string]any) (uuid.UUID, error) {
-	name, err := PythonName(entity, g.secret, args, kwargs)
+	var salt string
+	if g.key != nil {
+		salt = g.key().secret
+	}
+	name, err := PythonName(entity, salt, args, kwargs)
 	if err != nil {
 		return uuid.Nil, err
 	}

@@ -163,7 +163,7 @@ func TestSpecNamespacesAndFingerprint(t *testing.T) {
 			t.Errorf("SPEC.md lacks the namespace row %s", row)
 		}
 	}
-	if fp := "(`s3cr3t` → `" + Fingerprint("s3cr3t") + "`)"; !strings.Contains(s, fp) {
+	if fp := "(`example-secret-do-not-use` → `" + Fingerprint("example-secret-do-not-use") + "`)"; !strings.Contains(s, fp) {
 		t.Errorf("SPEC.md lacks the fingerprint example %s", fp)
 	}
 	if !strings.Contains(s, "\n## 8. Message IDs\n") || !strings.Contains(s, "\n### Content IDs") {
