@@ -18,19 +18,20 @@ import (
 // sentinels lists every exported error variable of the package;
 // TestSentinelsListed keeps the list complete.
 var sentinels = map[string]error{
-	"ErrUnsafeInteger":  ErrUnsafeInteger,
-	"ErrNonFinite":      ErrNonFinite,
-	"ErrInvalidUTF8":    ErrInvalidUTF8,
-	"ErrUnsupported":    ErrUnsupported,
-	"ErrTooDeep":        ErrTooDeep,
-	"ErrWeakSecret":     ErrWeakSecret,
-	"ErrInvalidJSON":    ErrInvalidJSON,
-	"ErrEmptyNamespace": ErrEmptyNamespace,
-	"ErrUnknownScheme":  ErrUnknownScheme,
-	"ErrNoSecret":       ErrNoSecret,
-	"ErrNoUUID":         ErrNoUUID,
-	"ErrEmptySeparator": ErrEmptySeparator,
-	"ErrPythonType":     ErrPythonType,
+	"ErrUnsafeInteger":   ErrUnsafeInteger,
+	"ErrNonFinite":       ErrNonFinite,
+	"ErrInvalidUTF8":     ErrInvalidUTF8,
+	"ErrUnsupported":     ErrUnsupported,
+	"ErrTooDeep":         ErrTooDeep,
+	"ErrWeakSecret":      ErrWeakSecret,
+	"ErrAmbiguousPrefix": ErrAmbiguousPrefix,
+	"ErrInvalidJSON":     ErrInvalidJSON,
+	"ErrEmptyNamespace":  ErrEmptyNamespace,
+	"ErrUnknownScheme":   ErrUnknownScheme,
+	"ErrNoSecret":        ErrNoSecret,
+	"ErrNoUUID":          ErrNoUUID,
+	"ErrEmptySeparator":  ErrEmptySeparator,
+	"ErrPythonType":      ErrPythonType,
 }
 
 // TestSentinelsListed parses the package and checks that sentinels names
@@ -132,6 +133,9 @@ func TestErrorPrefix(t *testing.T) {
 			return err
 		}, ErrUnknownScheme},
 		{"Config.Generator", func() error { _, err := Config{}.Generator(); return err }, ErrEmptyNamespace},
+		{"CheckPrefix", func() error { return CheckPrefix("a", "aa") }, ErrAmbiguousPrefix},
+		{"PrefixedID", func() error { _, err := MustNew("x").PrefixedID("P", "", 1); return err }, ErrEmptySeparator},
+		{"namespace UTF-8", func() error { _, err := New("\xff"); return err }, ErrInvalidUTF8},
 		{"Extract separator", func() error { _, err := Extract("x", ""); return err }, ErrEmptySeparator},
 		{"Extract", func() error { _, err := Extract("x", "-"); return err }, ErrNoUUID},
 		{"PythonName type", func() error { _, err := PythonName("e", "", []any{struct{}{}}, nil); return err }, ErrPythonType},

@@ -206,9 +206,14 @@ func MustNew(namespace string, opts ...Option) *Generator {
 }
 
 // ParseNamespace returns the namespace UUID for s, by the rule of [New].
+// A namespace that is not valid UTF-8 is an error: SPEC hashes its UTF-8
+// bytes, which other languages cannot hold otherwise.
 func ParseNamespace(s string) (uuid.UUID, error) {
 	if s == "" {
 		return uuid.Nil, ErrEmptyNamespace
+	}
+	if !utf8.ValidString(s) {
+		return uuid.Nil, errorf("namespace %q: %w", s, ErrInvalidUTF8)
 	}
 	if len(s) == 36 || len(s) == 38 || len(s) == 32 || len(s) == 45 {
 		if u, err := uuid.Parse(s); err == nil {

@@ -470,6 +470,37 @@ func TestExtract(t *testing.T) {
 	}
 }
 
+// TestPrefixedIDReadsBack checks that PrefixedID refuses what Extract
+// could not read back (an empty separator, a separator overlapping the
+// prefix, text that is not UTF-8) and that CheckPrefix says so.
+func TestPrefixedIDReadsBack(t *testing.T) {
+	g := MustNew("invoices")
+	for _, tc := range []struct {
+		prefix, sep string
+		is          error
+	}{
+		{"INV", "-", nil}, {"INV-EUR", "-", nil}, {"", "-", nil}, {"A:B", ":", nil}, {"x", "::", nil},
+		{"aa", "a", nil}, {"x-", "--", nil}, {"{", "}", nil}, {"€", "ö", nil},
+		{"a", "aa", ErrAmbiguousPrefix}, {"xa", "aa", ErrAmbiguousPrefix},
+		{"P", "", ErrEmptySeparator}, {"", "", ErrEmptySeparator},
+		{"P\xff", "-", ErrInvalidUTF8}, {"P", "\xff", ErrInvalidUTF8},
+	} {
+		p, err := g.PrefixedID(tc.prefix, tc.sep, "EUR", 12345)
+		if !errors.Is(err, tc.is) || !errors.Is(CheckPrefix(tc.prefix, tc.sep), tc.is) {
+			t.Errorf("PrefixedID(%q, %q) = %q, %v; CheckPrefix: %v; want %v", tc.prefix, tc.sep, p, err, CheckPrefix(tc.prefix, tc.sep), tc.is)
+			continue
+		}
+		if err == nil {
+			if back, err := Extract(p, tc.sep); err != nil || back != g.MustID("EUR", 12345) {
+				t.Errorf("Extract(%q, %q) = %s, %v", p, tc.sep, back, err)
+			}
+		}
+	}
+	if _, err := New("ns\xff"); !errors.Is(err, ErrInvalidUTF8) {
+		t.Errorf("namespace not UTF-8: %v", err)
+	}
+}
+
 func TestConcurrentUse(t *testing.T) {
 	gens := []*Generator{MustNew("c"), MustNew("c", WithSecret(strongSecret)), MustNew("c", WithScheme(SchemePython), WithSecret("k"))}
 	parts := func(i, j int) []any {
