@@ -53,6 +53,22 @@ func FuzzCanonical(f *testing.F) {
 			t.Fatalf("valid parts rejected: %v", err)
 		}
 
+		// A value encodes the same as a part, nested in []any and in a map,
+		// and as a struct field, float32 and nil []byte included.
+		for _, v := range []any{s, float32(fl), fl, i, []byte(s), []byte(nil), nil} {
+			direct, derr := Canonical(v)
+			nested, nerr := Canonical([]any{v}, map[string]any{"v": v}, struct{ V any }{v})
+			if (derr == nil) != (nerr == nil) {
+				t.Fatalf("%T %v: direct error %v, nested error %v", v, v, derr, nerr)
+			}
+			if derr == nil {
+				x := string(direct[1 : len(direct)-1])
+				if want := "[[" + x + `],{"v":` + x + `},{"V":` + x + "}]"; string(nested) != want {
+					t.Fatalf("%T %v: nested %s, want %s", v, v, nested, want)
+				}
+			}
+		}
+
 		canon, err := CanonicalJSON(raw)
 		if err != nil {
 			return
