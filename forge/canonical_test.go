@@ -282,3 +282,37 @@ func sameSentinel(a, b error) bool {
 	}
 	return true
 }
+
+type hiddenBig = big.Int
+
+type hiddenZero struct{ V int }
+
+func (z hiddenZero) IsZero() bool { return z.V == 0 }
+
+// TestUnexportedEmbeddedNoPanic checks that values reflect cannot read
+// (behind a tagged unexported embedded field, where encoding/json panics)
+// are an error, not a panic.
+func TestUnexportedEmbeddedNoPanic(t *testing.T) {
+	type bigHolder struct {
+		hiddenBig `json:"b"`
+	}
+	type zeroHolder struct {
+		hiddenZero `json:"z,omitzero"`
+	}
+	for _, v := range []any{bigHolder{*big.NewInt(5)}, zeroHolder{hiddenZero{1}}} {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("%T: panic %v", v, p)
+				}
+			}()
+			if _, err := Canonical(v); !errors.Is(err, ErrUnsupported) {
+				t.Errorf("%T: %v, want ErrUnsupported", v, err)
+			}
+		}()
+	}
+	// Addressable, the same values are readable.
+	if got, err := Canonical(&bigHolder{*big.NewInt(5)}); err != nil || string(got) != "[5]" {
+		t.Errorf("pointer: %s, %v", got, err)
+	}
+}

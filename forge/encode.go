@@ -72,6 +72,14 @@ func appendReflectValue(dst []byte, v reflect.Value, depth, hops int) ([]byte, e
 	}
 	t := v.Type()
 	switch t {
+	case timeType, uuidType, bigIntType:
+		if !v.CanInterface() {
+			// Reached through a tagged unexported embedded field: reflect
+			// cannot read it (encoding/json panics here).
+			return nil, errorf("%w: %s in an unexported embedded field", ErrUnsupported, t)
+		}
+	}
+	switch t {
 	case timeType:
 		tm, _ := reflect.TypeAssert[time.Time](v)
 		return appendTime(dst, tm), nil
@@ -353,6 +361,9 @@ fields:
 				fv = fv.Elem()
 			}
 			fv = fv.Field(j)
+		}
+		if f.isZero != nil && !fv.CanInterface() {
+			return nil, errorf("%w: omitzero on %s in an unexported embedded field", ErrUnsupported, fv.Type())
 		}
 		if f.omitEmpty && isEmptyValue(fv) ||
 			f.omitZero && (f.isZero == nil && fv.IsZero() || f.isZero != nil && f.isZero(fv)) {
