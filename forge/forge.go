@@ -61,7 +61,8 @@ var (
 	ErrEmptyNamespace = errors.New("forge: empty namespace")
 	// ErrUnknownScheme is returned for a scheme name that is not known.
 	ErrUnknownScheme = errors.New("forge: unknown scheme (want v5, keyed or python)")
-	// ErrNoSecret is returned when the keyed scheme is chosen without a secret.
+	// ErrNoSecret is returned when the keyed scheme is chosen without a
+	// secret, and by [CheckSecret] for the empty secret.
 	ErrNoSecret = errors.New("forge: keyed scheme needs a secret")
 )
 
@@ -138,7 +139,8 @@ type keyState struct {
 // New returns a Generator for namespace. A namespace that parses as a UUID
 // is used as is; any other non-empty string s maps to UUIDv5(NameSpaceDNS,
 // s), like Python's Namespace("mycompany.com"). An empty namespace is an
-// error ([ErrEmptyNamespace]).
+// error ([ErrEmptyNamespace]), and so is one that is not valid UTF-8. The
+// options are validated here: see each for its errors.
 func New(namespace string, opts ...Option) (*Generator, error) {
 	ns, err := ParseNamespace(namespace)
 	if err != nil {
@@ -179,8 +181,8 @@ func New(namespace string, opts ...Option) (*Generator, error) {
 		// sha256.Sum256 instead of allocating an hmac state.
 		key := []byte(c.secret)
 		if len(key) > sha256.BlockSize {
-			k := sha256.Sum256(key)
-			key = k[:]
+			sum := sha256.Sum256(key)
+			key = sum[:]
 		}
 		for i := range sha256.BlockSize {
 			var b byte
