@@ -42,7 +42,8 @@ func NewSecret() (string, error) {
 
 // Config is a generator configuration as read from the environment. No
 // representation of it (fmt verbs, JSON, XML, gob, slog) shows the secret:
-// see [Secret]. The zero Config has no namespace.
+// see [Secret]. The zero Config has no namespace. A Config is a plain
+// value, safe to copy and to read concurrently.
 type Config struct {
 	Namespace string // as given; see [New] for how it maps to a UUID
 	Secret    Secret // the keyed scheme's key or the python scheme's salt
