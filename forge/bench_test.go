@@ -53,7 +53,7 @@ func BenchmarkID(b *testing.B) {
 		}
 	})
 	b.Run("keyed-short-string", func(b *testing.B) {
-		k := MustNew("users", WithSecret("bench-secret"))
+		k := MustNew("users", WithSecret("bench-secret-0123456789"))
 		b.ReportAllocs()
 		for b.Loop() {
 			u, err := k.ID("john@example.com")

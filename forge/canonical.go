@@ -2,11 +2,9 @@ package forge
 
 import (
 	"bytes"
-	"encoding"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
 	"math/big"
 	"reflect"
@@ -26,19 +24,31 @@ const MaxSafeInteger = 1<<53 - 1
 var (
 	// ErrUnsafeInteger is returned for an integer whose magnitude exceeds
 	// [MaxSafeInteger]; pass such values as strings.
-	ErrUnsafeInteger = errors.New("integer magnitude exceeds 2^53-1; pass it as a string")
+	ErrUnsafeInteger = errors.New("forge: integer magnitude exceeds 2^53-1; pass it as a string")
 	// ErrNonFinite is returned for NaN and ±Inf, which JSON cannot represent.
-	ErrNonFinite = errors.New("NaN and Inf have no JSON form")
+	ErrNonFinite = errors.New("forge: NaN and Inf have no JSON form")
 	// ErrInvalidUTF8 is returned for a string that is not valid UTF-8.
-	ErrInvalidUTF8 = errors.New("string is not valid UTF-8")
+	ErrInvalidUTF8 = errors.New("forge: string is not valid UTF-8")
 	// ErrUnsupported is returned for a value that cannot be encoded as JSON
-	// (a channel, a function, a complex number, a cyclic value...).
-	ErrUnsupported = errors.New("value cannot be encoded as JSON")
+	// (a channel, a function, a complex number, a map with struct keys...).
+	ErrUnsupported = errors.New("forge: value cannot be encoded as JSON")
+	// ErrTooDeep is returned for a value nested deeper than [MaxDepth]
+	// levels of arrays and objects, and for a cyclic value.
+	ErrTooDeep = errors.New("forge: value nested too deeply or cyclic")
 )
 
 // Canonical returns the canonical name of parts: the RFC 8785 (JCS)
 // serialization, in UTF-8, of the JSON array of the parts in order. It is
 // the byte string that the default and keyed schemes hash; see SPEC.md.
+//
+// Structs, maps and slices are encoded by encoding/json's rules (field
+// names and tags, embedding, MarshalJSON, MarshalText), and at any depth
+// by the same rules as parts: a float32 is the double of the same value
+// (0.1f is 0.10000000149011612), a nil []byte is "" like an empty one, a
+// time.Time is written in UTC. A string that is not valid UTF-8 anywhere
+// ([ErrInvalidUTF8]), an integer beyond ±(2^53−1) ([ErrUnsafeInteger]),
+// NaN or ±Inf ([ErrNonFinite]), nesting deeper than [MaxDepth] or a cyclic
+// value ([ErrTooDeep]) is an error.
 func Canonical(parts ...any) ([]byte, error) {
 	return appendCanonical(nil, parts)
 }
@@ -58,7 +68,7 @@ func appendCanonical(dst []byte, parts []any) ([]byte, error) {
 		var err error
 		dst, err = appendValue(dst, p)
 		if err != nil {
-			return nil, fmt.Errorf("forge: part %d (%T): %w", i, p, err)
+			return nil, errorf("part %d (%T): %w", i, p, err)
 		}
 	}
 	return append(dst, ']'), nil
@@ -88,7 +98,7 @@ func appendSimpleParts(dst []byte, parts []any) (out []byte, ok bool, err error)
 		if err != nil {
 			// reflect.TypeOf keeps p from escaping, so callers' parts can
 			// stay on their stack.
-			return nil, true, fmt.Errorf("forge: part %d (%s): %w", i, reflect.TypeOf(p), err)
+			return nil, true, errorf("part %d (%s): %w", i, reflect.TypeOf(p), err)
 		}
 		if !ok {
 			return dst[:start], false, nil
@@ -106,7 +116,7 @@ func appendSimple(dst []byte, v any) (out []byte, ok bool, err error) {
 	return out, true, err
 }
 
-var errNotSimple = errors.New("not a simple kind")
+var errNotSimple = errors.New("forge: not a simple kind")
 
 func appendSimpleKind(dst []byte, v any) ([]byte, error) {
 	switch x := v.(type) {
@@ -141,10 +151,9 @@ func appendSimpleKind(dst []byte, v any) ([]byte, error) {
 	case float64:
 		return appendFloat(dst, x)
 	case float32:
-		// encoding/json formats float32 with 32-bit precision; JCS works on
-		// the value as a double, so widen through the shortest 32-bit text.
-		f, _ := strconv.ParseFloat(strconv.FormatFloat(float64(x), 'g', -1, 32), 64)
-		return appendFloat(dst, f)
+		// JCS numbers are doubles: a float32 is the double of the same
+		// value, 0.1f is 0.10000000149011612 (not the shortest 32-bit text).
+		return appendFloat(dst, float64(x))
 	case uuid.UUID:
 		return appendUUID(dst, x), nil
 	case *uuid.UUID:
@@ -160,22 +169,17 @@ func appendSimpleKind(dst []byte, v any) ([]byte, error) {
 		}
 		return appendTime(dst, *x), nil
 	case []byte:
-		if x == nil {
-			return append(dst, "null"...), nil
-		}
+		// nil is "" too: a byte string has no null.
 		dst = append(dst, '"')
 		dst = base64.StdEncoding.AppendEncode(dst, x)
 		return append(dst, '"'), nil
 	case json.Number:
-		return appendNumber(dst, string(x))
+		return appendJSONNumber(dst, x)
 	case *big.Int:
 		if x == nil {
 			return append(dst, "null"...), nil
 		}
-		if !x.IsInt64() {
-			return nil, ErrUnsafeInteger
-		}
-		return appendInt(dst, x.Int64())
+		return appendBigInt(dst, x)
 	}
 	return dst, errNotSimple
 }
@@ -211,14 +215,14 @@ func encodeUUID(dst []byte, u uuid.UUID) {
 
 func appendInt(dst []byte, v int64) ([]byte, error) {
 	if v > MaxSafeInteger || v < -MaxSafeInteger {
-		return nil, fmt.Errorf("%d: %w", v, ErrUnsafeInteger)
+		return nil, errorf("%d: %w", v, ErrUnsafeInteger)
 	}
 	return strconv.AppendInt(dst, v, 10), nil
 }
 
 func appendUint(dst []byte, v uint64) ([]byte, error) {
 	if v > MaxSafeInteger {
-		return nil, fmt.Errorf("%d: %w", v, ErrUnsafeInteger)
+		return nil, errorf("%d: %w", v, ErrUnsafeInteger)
 	}
 	return strconv.AppendUint(dst, v, 10), nil
 }
@@ -258,7 +262,7 @@ func appendString(dst []byte, s string) ([]byte, error) {
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
-			return nil, fmt.Errorf("%q at byte %d: %w", strings.Clone(s), i, ErrInvalidUTF8)
+			return nil, errorf("%q at byte %d: %w", strings.Clone(s), i, ErrInvalidUTF8)
 		}
 		i += size
 	}
@@ -271,7 +275,7 @@ func appendString(dst []byte, s string) ([]byte, error) {
 // exponents in [-6, 21), exponent notation otherwise, and -0 as 0.
 func appendFloat(dst []byte, f float64) ([]byte, error) {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return nil, fmt.Errorf("%v: %w", f, ErrNonFinite)
+		return nil, errorf("%v: %w", f, ErrNonFinite)
 	}
 	if f == 0 {
 		return append(dst, '0'), nil
@@ -337,7 +341,7 @@ func appendFloat(dst []byte, f float64) ([]byte, error) {
 // JCS form of the double 1e20, is not).
 func appendNumber(dst []byte, lit string) ([]byte, error) {
 	if !isJSONNumber(lit) {
-		return nil, fmt.Errorf("%w: number %q", ErrInvalidJSON, strings.Clone(lit))
+		return nil, errorf("%w: number %q", ErrInvalidJSON, strings.Clone(lit))
 	}
 	if isInt := !bytesContainsAny(lit, ".eE"); isInt {
 		v, err := strconv.ParseInt(lit, 10, 64)
@@ -346,18 +350,18 @@ func appendNumber(dst []byte, lit string) ([]byte, error) {
 		}
 		f, ferr := strconv.ParseFloat(lit, 64)
 		if ferr != nil || math.IsInf(f, 0) {
-			return nil, fmt.Errorf("%s: %w", strings.Clone(lit), ErrUnsafeInteger)
+			return nil, errorf("%s: %w", strings.Clone(lit), ErrUnsafeInteger)
 		}
 		start := len(dst)
 		dst, _ = appendFloat(dst, f)
 		if string(dst[start:]) != lit {
-			return nil, fmt.Errorf("%s: %w", strings.Clone(lit), ErrUnsafeInteger)
+			return nil, errorf("%s: %w", strings.Clone(lit), ErrUnsafeInteger)
 		}
 		return dst, nil
 	}
 	f, err := strconv.ParseFloat(lit, 64)
 	if err != nil {
-		return nil, fmt.Errorf("number %q: %w", strings.Clone(lit), err)
+		return nil, errorf("number %q: %w", strings.Clone(lit), err)
 	}
 	return appendFloat(dst, f)
 }
@@ -411,91 +415,4 @@ func bytesContainsAny(s, chars string) bool {
 		}
 	}
 	return false
-}
-
-// appendReflect handles everything that is not a simple part: it asks
-// encoding/json for the value and canonicalizes the result.
-func appendReflect(dst []byte, v any) ([]byte, error) {
-	if err := checkStrings(reflect.ValueOf(v), 0); err != nil {
-		return nil, err
-	}
-	raw, err := json.Marshal(v)
-	if err != nil {
-		var ue *json.UnsupportedTypeError
-		var uv *json.UnsupportedValueError
-		if errors.As(err, &ue) || errors.As(err, &uv) {
-			if uv != nil && (uv.Str == "NaN" || uv.Str == "+Inf" || uv.Str == "-Inf") {
-				return nil, fmt.Errorf("%s: %w", uv.Str, ErrNonFinite)
-			}
-			return nil, fmt.Errorf("%w: %v", ErrUnsupported, err)
-		}
-		return nil, err
-	}
-	return appendCanonicalJSON(dst, raw)
-}
-
-// checkStrings rejects invalid UTF-8 in Go strings, which encoding/json would
-// otherwise silently replace with U+FFFD, and integers beyond ±(2^53−1),
-// which would otherwise pass when they happen to equal a double's JCS form. It descends only through plain
-// data (maps, slices, arrays, pointers, exported struct fields); values
-// with their own MarshalJSON are checked after marshalling.
-var (
-	marshalerType     = reflect.TypeFor[json.Marshaler]()
-	textMarshalerType = reflect.TypeFor[encoding.TextMarshaler]()
-)
-
-func checkStrings(v reflect.Value, depth int) error {
-	if depth > 64 || !v.IsValid() {
-		return nil
-	}
-	if t := v.Type(); t.Implements(marshalerType) || t.Implements(textMarshalerType) {
-		return nil // checked after marshalling, or not a plain string
-	}
-	switch v.Kind() {
-	case reflect.String:
-		if !utf8.ValidString(v.String()) {
-			return fmt.Errorf("%q: %w", v.String(), ErrInvalidUTF8)
-		}
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		if i := v.Int(); i > MaxSafeInteger || i < -MaxSafeInteger {
-			return fmt.Errorf("%d: %w", i, ErrUnsafeInteger)
-		}
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-		if u := v.Uint(); u > MaxSafeInteger {
-			return fmt.Errorf("%d: %w", u, ErrUnsafeInteger)
-		}
-	case reflect.Pointer, reflect.Interface:
-		if !v.IsNil() {
-			return checkStrings(v.Elem(), depth+1)
-		}
-	case reflect.Slice, reflect.Array:
-		if v.Type().Elem().Kind() == reflect.Uint8 {
-			return nil
-		}
-		for i := 0; i < v.Len(); i++ {
-			if err := checkStrings(v.Index(i), depth+1); err != nil {
-				return err
-			}
-		}
-	case reflect.Map:
-		it := v.MapRange()
-		for it.Next() {
-			if err := checkStrings(it.Key(), depth+1); err != nil {
-				return err
-			}
-			if err := checkStrings(it.Value(), depth+1); err != nil {
-				return err
-			}
-		}
-	case reflect.Struct:
-		t := v.Type()
-		for i := 0; i < v.NumField(); i++ {
-			if t.Field(i).IsExported() || t.Field(i).Anonymous {
-				if err := checkStrings(v.Field(i), depth+1); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return nil
 }

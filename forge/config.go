@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 
 	"github.com/google/uuid"
@@ -33,44 +35,55 @@ const SecretBytes = 32
 func NewSecret() (string, error) {
 	b := make([]byte, SecretBytes)
 	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("forge: new secret: %w", err)
+		return "", errorf("new secret: %w", err)
 	}
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
-// Config is a generator configuration as read from the environment.
+// Config is a generator configuration as read from the environment. No
+// representation of it (fmt verbs, JSON, XML, gob, slog) shows the secret:
+// see [Secret]. The zero Config has no namespace. A Config is a plain
+// value, safe to copy and to read concurrently.
 type Config struct {
 	Namespace string // as given; see [New] for how it maps to a UUID
-	Secret    string // never print it; use [Fingerprint]
+	Secret    Secret // the keyed scheme's key or the python scheme's salt
 	Scheme    Scheme
 }
 
 // String describes the configuration without its secret.
 func (c Config) String() string {
-	return fmt.Sprintf("forge.Config{namespace: %q, scheme: %s, secret: %s}", c.Namespace, c.Scheme, Fingerprint(c.Secret))
+	return fmt.Sprintf("forge.Config{namespace: %q, scheme: %s, secret: %s}", c.Namespace, c.Scheme, c.Secret.Fingerprint())
 }
 
 // GoString is used by %#v; it never shows the secret.
 func (c Config) GoString() string { return c.String() }
 
 // Format makes every fmt verb print [Config.String].
-func (c Config) Format(f fmt.State, verb rune) { fmt.Fprint(f, c.String()) }
+func (c Config) Format(f fmt.State, verb rune) { io.WriteString(f, c.String()) }
+
+// LogValue describes the configuration to log/slog without its secret.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("namespace", c.Namespace), slog.String("scheme", c.Scheme.String()),
+		slog.String("secret", c.Secret.Fingerprint()))
+}
 
 // ConfigFromEnv reads [EnvNamespace], [EnvSalt] and [EnvScheme] with
-// getenv (os.Getenv when nil). An unknown scheme is an error.
+// getenv (os.Getenv when nil). An unknown scheme is an error; a weak secret
+// is an error of [Config.Generator] under the keyed scheme (check a python
+// salt with c.Secret.Check()).
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	c := Config{Namespace: getenv(EnvNamespace), Secret: getenv(EnvSalt)}
+	c := Config{Namespace: getenv(EnvNamespace), Secret: SecretFromString(getenv(EnvSalt))}
 	switch s := getenv(EnvScheme); {
 	case s != "":
 		sc, err := ParseScheme(s)
 		if err != nil {
-			return Config{}, fmt.Errorf("forge: %s: %w", EnvScheme, err)
+			return Config{}, errorf("%s: %w", EnvScheme, err)
 		}
 		c.Scheme = sc
-	case c.Secret != "":
+	case !c.Secret.IsZero():
 		c.Scheme = SchemeKeyed
 	default:
 		c.Scheme = SchemeV5
@@ -93,11 +106,14 @@ func (c Config) Generator(opts ...Option) (*Generator, error) {
 			ns = uuid.NewSHA1(uuid.NameSpaceDNS, []byte(ns)).String()
 		}
 	}
-	all := append([]Option{WithScheme(c.Scheme), WithSecret(c.Secret)}, opts...)
+	all := append([]Option{WithScheme(c.Scheme), WithSecret(c.Secret.reveal())}, opts...)
 	g, err := New(ns, all...)
 	if err != nil {
 		if errors.Is(err, ErrEmptyNamespace) {
-			return nil, fmt.Errorf("%w (set %s)", err, EnvNamespace)
+			return nil, errorf("%w (set %s)", err, EnvNamespace)
+		}
+		if errors.Is(err, ErrWeakSecret) {
+			return nil, errorf("%s: %w", EnvSalt, ErrWeakSecret)
 		}
 		return nil, err
 	}

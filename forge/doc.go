@@ -22,13 +22,15 @@
 //
 // [FromEnv] reads the configuration shared with the Python library
 // (UUID_FORGE_NAMESPACE, UUID_FORGE_SALT) plus UUID_FORGE_SCHEME;
-// [NewSecret] makes a secret and [Fingerprint] names it without revealing
-// it. [Prefix] and [Extract] handle human-readable prefixed IDs such as
+// [NewSecret] makes a secret, [Secret] holds one without ever showing it,
+// [Fingerprint] names it, and [CheckSecret] tells a weak one (the keyed
+// scheme refuses secrets shorter than [MinSecretBytes]). [Prefix] and [Extract] handle human-readable prefixed IDs such as
 // "INV-EUR-6c7bc462-…".
 //
 // Errors are returned, never panicked (except by the Must variants), and
 // wrap sentinels such as [ErrUnsafeInteger], [ErrNonFinite],
-// [ErrInvalidUTF8] and [ErrNoUUID].
+// [ErrInvalidUTF8], [ErrTooDeep] and [ErrNoUUID]; every message starts with
+// "forge: ".
 //
 // The cross-language contract — enough to reproduce every ID in Python,
 // Java or JavaScript — is SPEC.md next to this file.

@@ -1,6 +1,7 @@
 package forge_test
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/uuidforge/uuidforge/forge"
@@ -46,13 +47,29 @@ func ExampleGenerator_ID_struct() {
 }
 
 func ExampleWithSecret() {
-	users := forge.MustNew("mycompany.com", forge.WithSecret("s3cr3t"))
+	// A real secret comes from forge.NewSecret (forge new-secret) through
+	// the environment; the keyed scheme refuses one shorter than 16 bytes.
+	users := forge.MustNew("mycompany.com", forge.WithSecret("example-secret-do-not-use"))
 	id, _ := users.ID("john@example.com")
 	fmt.Println(id, users.Scheme(), int(id.Version()))
 	fmt.Println(users) // the secret never appears, only its fingerprint
+	_, err := forge.New("mycompany.com", forge.WithSecret("s3cr3t"))
+	fmt.Println(errors.Is(err, forge.ErrWeakSecret))
 	// Output:
-	// 9e2027c4-28fa-84f1-b6a5-76e95afa120e keyed 8
-	// forge.Generator{namespace: cf04bb62-eed1-589c-9900-ac86662dd66f, scheme: keyed, secret: b1399206f8f70041}
+	// 4eec223f-c92c-8d5c-a0d8-8a800e129900 keyed 8
+	// forge.Generator{namespace: cf04bb62-eed1-589c-9900-ac86662dd66f, scheme: keyed, secret: 5586f46480e1cdae}
+	// true
+}
+
+func ExampleCheckSecret() {
+	// The python scheme accepts a short salt, as the Python library does,
+	// but a short salt can be recovered from one ID: check it.
+	py := forge.MustNew("mycompany.com", forge.WithScheme(forge.SchemePython), forge.WithSecret("s3cr3t"))
+	fmt.Println(py.CheckSecret())
+	fmt.Println(forge.CheckSecret("example-secret-do-not-use"))
+	// Output:
+	// forge: secret shorter than 16 bytes; make one with NewSecret (forge new-secret)
+	// <nil>
 }
 
 func ExamplePrefix() {

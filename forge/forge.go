@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -50,15 +53,16 @@ func ParseScheme(s string) (Scheme, error) {
 	case "python":
 		return SchemePython, nil
 	}
-	return 0, fmt.Errorf("forge: scheme %q: %w", s, ErrUnknownScheme)
+	return 0, errorf("scheme %q: %w", s, ErrUnknownScheme)
 }
 
 var (
 	// ErrEmptyNamespace is returned by [New] for an empty namespace.
 	ErrEmptyNamespace = errors.New("forge: empty namespace")
 	// ErrUnknownScheme is returned for a scheme name that is not known.
-	ErrUnknownScheme = errors.New("unknown scheme (want v5, keyed or python)")
-	// ErrNoSecret is returned when the keyed scheme is chosen without a secret.
+	ErrUnknownScheme = errors.New("forge: unknown scheme (want v5, keyed or python)")
+	// ErrNoSecret is returned when the keyed scheme is chosen without a
+	// secret, and by [CheckSecret] for the empty secret.
 	ErrNoSecret = errors.New("forge: keyed scheme needs a secret")
 )
 
@@ -69,55 +73,87 @@ type config struct {
 	hasScheme bool
 }
 
-// Option configures a [Generator] in [New].
-type Option func(*config)
+// Option configures a [Generator] in [New], which validates it: a bad
+// value is an error from New that names the option.
+type Option func(*config) error
 
 // WithSecret sets the secret. Without [WithScheme] it selects
-// [SchemeKeyed], where the secret is the HMAC key; under [SchemePython] it
-// is the Python library's salt. Default: no secret. An empty secret is the
-// same as none.
+// [SchemeKeyed], where the secret is the HMAC key and must be at least
+// [MinSecretBytes] long ([ErrWeakSecret]; make one with [NewSecret]); under
+// [SchemePython] it is the Python library's salt, of any length (see
+// [CheckSecret]); under [SchemeV5] (chosen with WithScheme) it is ignored.
+// Default: no secret. An empty secret is the same as none. A secret that
+// is not valid UTF-8 is an error.
 func WithSecret(secret string) Option {
-	return func(c *config) {
+	return func(c *config) error {
+		if !utf8.ValidString(secret) {
+			return errorf("WithSecret: %w", ErrInvalidUTF8)
+		}
 		c.secret = secret
 		c.hasSecret = secret != ""
+		return nil
 	}
 }
 
 // WithScheme selects the scheme explicitly, overriding the choice made
 // from the secret. Default: [SchemeV5] without a secret, [SchemeKeyed]
-// with one. [SchemeKeyed] without a secret is an error in [New].
+// with one. [SchemeKeyed] without a secret is an error in [New], and so is
+// a Scheme value that is not one of the constants.
 func WithScheme(s Scheme) Option {
-	return func(c *config) {
+	return func(c *config) error {
+		switch s {
+		case SchemeV5, SchemeKeyed, SchemePython:
+		default:
+			return errorf("WithScheme: scheme %d: %w", int(s), ErrUnknownScheme)
+		}
 		c.scheme = s
 		c.hasScheme = true
+		return nil
 	}
 }
 
 // Generator computes deterministic UUIDs from business data within one
-// namespace. It is immutable and safe for concurrent use. Its String and
-// fmt verbs never show the secret, only its [Generator.Fingerprint]. The
-// zero Generator is usable: the v5 scheme in the Nil namespace (build real
-// ones with [New]).
+// namespace. It is immutable and safe for concurrent use. No
+// representation of it shows the secret or anything computed from it
+// other than its [Generator.Fingerprint]: fmt verbs and slog print
+// [Generator.String], encoding/json and encoding/gob see no exported
+// field, and the secret and its HMAC pads are held by a closure, so that a
+// Generator printed as an unexported field of another struct (where fmt
+// cannot call its methods), or by a reflection-based dumper, shows an
+// address at most. The zero Generator is usable: the v5 scheme in the Nil
+// namespace (build real ones with [New]).
 type Generator struct {
 	ns     uuid.UUID
 	scheme Scheme
-	secret string
-	prefix []byte                 // hashed before the name: namespace, or (keyed) key⊕ipad ‖ namespace
-	opad   [sha256.BlockSize]byte // keyed: key⊕opad
+	fp     string           // fingerprint of the secret, "none" without one
+	key    func() *keyState // nil without a secret
+}
+
+// keyState is the secret material of a generator.
+type keyState struct {
+	secret string                      // HMAC key (keyed) or salt (python)
+	prefix [sha256.BlockSize + 16]byte // keyed: key⊕ipad ‖ namespace, hashed before the name
+	opad   [sha256.BlockSize]byte      // keyed: key⊕opad
 }
 
 // New returns a Generator for namespace. A namespace that parses as a UUID
 // is used as is; any other non-empty string s maps to UUIDv5(NameSpaceDNS,
 // s), like Python's Namespace("mycompany.com"). An empty namespace is an
-// error ([ErrEmptyNamespace]).
+// error ([ErrEmptyNamespace]), and so is one that is not valid UTF-8. The
+// options are validated here: see each for its errors.
 func New(namespace string, opts ...Option) (*Generator, error) {
 	ns, err := ParseNamespace(namespace)
 	if err != nil {
 		return nil, err
 	}
 	var c config
-	for _, o := range opts {
-		o(&c)
+	for i, o := range opts {
+		if o == nil {
+			return nil, errorf("option %d is a nil Option", i)
+		}
+		if err := o(&c); err != nil {
+			return nil, err
+		}
 	}
 	scheme := SchemeV5
 	if c.hasScheme {
@@ -125,38 +161,38 @@ func New(namespace string, opts ...Option) (*Generator, error) {
 	} else if c.hasSecret {
 		scheme = SchemeKeyed
 	}
-	switch scheme {
-	case SchemeV5, SchemePython:
-	case SchemeKeyed:
+	if scheme == SchemeKeyed {
 		if !c.hasSecret {
 			return nil, ErrNoSecret
 		}
-	default:
-		return nil, fmt.Errorf("forge: scheme %d: %w", int(scheme), ErrUnknownScheme)
+		if err := CheckSecret(c.secret); err != nil {
+			return nil, errorf("WithSecret: keyed scheme: %w", err)
+		}
 	}
-	g := &Generator{ns: ns, scheme: scheme}
-	if scheme != SchemeV5 { // v5 ignores a secret; keep none so Fingerprint says so
-		g.secret = c.secret
+	g := &Generator{ns: ns, scheme: scheme, fp: "none"}
+	if scheme == SchemeV5 || !c.hasSecret { // v5 ignores a secret; keep none so Fingerprint says so
+		return g, nil
 	}
-	g.prefix = g.ns[:]
+	k := &keyState{secret: c.secret}
+	g.key = func() *keyState { return k }
+	g.fp = Fingerprint(c.secret)
 	if scheme == SchemeKeyed {
 		// Precompute the HMAC pads so that ID hashes a stack buffer with
 		// sha256.Sum256 instead of allocating an hmac state.
 		key := []byte(c.secret)
 		if len(key) > sha256.BlockSize {
-			k := sha256.Sum256(key)
-			key = k[:]
+			sum := sha256.Sum256(key)
+			key = sum[:]
 		}
-		g.prefix = make([]byte, sha256.BlockSize+len(g.ns))
 		for i := range sha256.BlockSize {
-			var k byte
+			var b byte
 			if i < len(key) {
-				k = key[i]
+				b = key[i]
 			}
-			g.prefix[i] = k ^ 0x36
-			g.opad[i] = k ^ 0x5c
+			k.prefix[i] = b ^ 0x36
+			k.opad[i] = b ^ 0x5c
 		}
-		copy(g.prefix[sha256.BlockSize:], g.ns[:])
+		copy(k.prefix[sha256.BlockSize:], g.ns[:])
 	}
 	return g, nil
 }
@@ -172,9 +208,14 @@ func MustNew(namespace string, opts ...Option) *Generator {
 }
 
 // ParseNamespace returns the namespace UUID for s, by the rule of [New].
+// A namespace that is not valid UTF-8 is an error: SPEC hashes its UTF-8
+// bytes, which other languages cannot hold otherwise.
 func ParseNamespace(s string) (uuid.UUID, error) {
 	if s == "" {
 		return uuid.Nil, ErrEmptyNamespace
+	}
+	if !utf8.ValidString(s) {
+		return uuid.Nil, errorf("namespace %q: %w", s, ErrInvalidUTF8)
 	}
 	if len(s) == 36 || len(s) == 38 || len(s) == 32 || len(s) == 45 {
 		if u, err := uuid.Parse(s); err == nil {
@@ -250,14 +291,12 @@ func (g *Generator) FromName(name []byte) uuid.UUID {
 	return g.sum(append(append(make([]byte, 0, len(prefix)+len(name)), prefix...), name...))
 }
 
-var nilNamespace uuid.UUID
-
 // hashPrefix returns the bytes hashed before the name.
 func (g *Generator) hashPrefix() []byte {
-	if g.prefix == nil { // zero Generator
-		return nilNamespace[:]
+	if g.scheme == SchemeKeyed {
+		return g.key().prefix[:]
 	}
-	return g.prefix
+	return g.ns[:]
 }
 
 // sum hashes b = prefix ‖ name into the UUID.
@@ -267,7 +306,7 @@ func (g *Generator) sum(b []byte) uuid.UUID {
 		// HMAC-SHA256 = SHA256(key⊕opad ‖ SHA256(key⊕ipad ‖ message)).
 		inner := sha256.Sum256(b)
 		var outer [sha256.BlockSize + sha256.Size]byte
-		copy(outer[:], g.opad[:])
+		copy(outer[:], g.key().opad[:])
 		copy(outer[sha256.BlockSize:], inner[:])
 		mac := sha256.Sum256(outer[:])
 		copy(u[:], mac[:16])
@@ -282,19 +321,23 @@ func (g *Generator) sum(b []byte) uuid.UUID {
 	return u
 }
 
-// Fingerprint returns a short, non-reversible fingerprint of the secret
-// (the first 8 bytes of SHA-256 over a domain-separated input, in hex), or
-// "none" when there is no secret. Safe to log.
-func (g *Generator) Fingerprint() string { return Fingerprint(g.secret) }
-
-// Fingerprint returns the fingerprint of secret as shown by
-// [Generator.Fingerprint].
-func Fingerprint(secret string) string {
-	if secret == "" {
+// Fingerprint returns the [Fingerprint] of the secret, "none" without one
+// (and under [SchemeV5], which ignores a secret). Safe to log.
+func (g *Generator) Fingerprint() string {
+	if g.fp == "" { // zero Generator
 		return "none"
 	}
-	sum := sha256.Sum256([]byte("uuid-forge fingerprint\x00" + secret))
-	return fmt.Sprintf("%x", sum[:8])
+	return g.fp
+}
+
+// CheckSecret returns [CheckSecret] of the generator's secret: nil for the
+// keyed scheme (New refuses weak secrets), [ErrWeakSecret] for a python
+// salt shorter than [MinSecretBytes], [ErrNoSecret] without a secret.
+func (g *Generator) CheckSecret() error {
+	if g.key == nil {
+		return ErrNoSecret
+	}
+	return CheckSecret(g.key().secret)
 }
 
 // String describes the generator without its secret.
@@ -308,4 +351,10 @@ func (g Generator) GoString() string { return g.String() }
 // Format implements fmt.Formatter so that every verb (%v, %+v, %s, %#v...)
 // prints [Generator.String] and never the secret, for a Generator value as
 // well as a pointer.
-func (g Generator) Format(f fmt.State, verb rune) { fmt.Fprint(f, g.String()) }
+func (g Generator) Format(f fmt.State, verb rune) { io.WriteString(f, g.String()) }
+
+// LogValue describes the generator to log/slog without its secret.
+func (g Generator) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("namespace", g.ns.String()), slog.String("scheme", g.scheme.String()),
+		slog.String("secret", g.Fingerprint()))
+}

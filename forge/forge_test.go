@@ -47,7 +47,8 @@ func TestKeyedVectors(t *testing.T) {
 		parts        []any
 		want         string
 	}{
-		{"short key", "s3cr3t", []any{"john@example.com"}, "9e2027c4-28fa-84f1-b6a5-76e95afa120e"},
+		{"SPEC secret", "example-secret-do-not-use", []any{"john@example.com"}, "4eec223f-c92c-8d5c-a0d8-8a800e129900"},
+		{"SPEC secret, two parts", "example-secret-do-not-use", []any{"EUR", 12345}, "01184f18-0b4f-887c-af46-1dfd3b195d11"},
 		{"key longer than a block", strings.Repeat("k", 100), []any{"EUR", 12345}, "df85305b-720a-8b29-b0a4-6e27c136bdc2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,7 +79,7 @@ func TestKeyedVectors(t *testing.T) {
 }
 
 func TestKeyedBits(t *testing.T) {
-	g := MustNew("bits", WithSecret("secret"))
+	g := MustNew("bits", WithSecret("secret-0123456789"))
 	v := MustNew("bits")
 	for i := range 500 {
 		u := g.MustID(i)
@@ -89,7 +90,7 @@ func TestKeyedBits(t *testing.T) {
 			t.Fatalf("keyed and v5 IDs collide for %d", i)
 		}
 	}
-	other := MustNew("bits", WithSecret("other secret"))
+	other := MustNew("bits", WithSecret("other secret-0123456789"))
 	if g.MustID("x") == other.MustID("x") {
 		t.Fatal("different secrets give the same ID")
 	}
@@ -183,10 +184,10 @@ func TestCanonical(t *testing.T) {
 		{"several", []any{"EUR", 12345}, `["EUR",12345]`},
 		{"bools and nil", []any{true, false, nil}, `[true,false,null]`},
 		{"ints", []any{int8(-8), uint16(16), int64(MaxSafeInteger), -MaxSafeInteger, uint64(0)}, `[-8,16,9007199254740991,-9007199254740991,0]`},
-		{"floats", []any{0.0, math.Copysign(0, -1), 1.0, -1.5, 0.1, 1e21, 1e20, 1e-6, 1e-7, 123456789.125, 5e-324, math.MaxFloat64, 333333333.33333329, float32(0.1)}, `[0,0,1,-1.5,0.1,1e+21,100000000000000000000,0.000001,1e-7,123456789.125,5e-324,1.7976931348623157e+308,333333333.3333333,0.1]`},
+		{"floats", []any{0.0, math.Copysign(0, -1), 1.0, -1.5, 0.1, 1e21, 1e20, 1e-6, 1e-7, 123456789.125, 5e-324, math.MaxFloat64, 333333333.33333329, float32(0.1)}, `[0,0,1,-1.5,0.1,1e+21,100000000000000000000,0.000001,1e-7,123456789.125,5e-324,1.7976931348623157e+308,333333333.3333333,0.10000000149011612]`},
 		{"uuid", []any{u, &u}, `["6ba7b810-9dad-11d1-80b4-00c04fd430c8","6ba7b810-9dad-11d1-80b4-00c04fd430c8"]`},
 		{"time", []any{ts, &ts}, `["2024-05-06T06:08:09.12Z","2024-05-06T06:08:09.12Z"]`},
-		{"bytes", []any{[]byte{0, 1, 2, 0xfe, 0xff}, []byte(nil)}, `["AAEC/v8=",null]`},
+		{"bytes", []any{[]byte{0, 1, 2, 0xfe, 0xff}, []byte(nil), []byte{}}, `["AAEC/v8=","",""]`},
 		{"big int", []any{big.NewInt(-42)}, `[-42]`},
 		{"json number", []any{json.Number("1.50"), json.Number("12")}, `[1.5,12]`},
 		{"struct", []any{order{SKU: "A", Qty: 2, Tags: map[string]string{"z": "1", "a": "2"}}}, `[{"qty":2,"sku":"A","tags":{"a":"2","z":"1"}}]`},
@@ -336,7 +337,7 @@ func TestSecretNeverPrinted(t *testing.T) {
 			t.Fatalf("String() lacks the fingerprint: %s", g)
 		}
 	}
-	c := Config{Namespace: "n", Secret: secret, Scheme: SchemeKeyed}
+	c := Config{Namespace: "n", Secret: SecretFromString(secret), Scheme: SchemeKeyed}
 	for _, f := range []string{"%v", "%+v", "%#v", "%s"} {
 		if out := fmt.Sprintf(f, c); strings.Contains(out, secret) {
 			t.Fatalf("Config %s prints the secret: %s", f, out)
@@ -376,9 +377,9 @@ func TestConfigFromEnv(t *testing.T) {
 	}{
 		{"namespace only", map[string]string{EnvNamespace: "mycompany.com"}, SchemeV5, ns, nil},
 		{"uuid namespace", map[string]string{EnvNamespace: ns.String()}, SchemeV5, ns, nil},
-		{"salt means keyed", map[string]string{EnvNamespace: "mycompany.com", EnvSalt: "s"}, SchemeKeyed, ns, nil},
-		{"explicit v5 ignores salt", map[string]string{EnvNamespace: "mycompany.com", EnvSalt: "s", EnvScheme: "v5"}, SchemeV5, ns, nil},
-		{"alias v8", map[string]string{EnvNamespace: "mycompany.com", EnvSalt: "s", EnvScheme: "v8"}, SchemeKeyed, ns, nil},
+		{"salt means keyed", map[string]string{EnvNamespace: "mycompany.com", EnvSalt: strongSecret}, SchemeKeyed, ns, nil},
+		{"explicit v5 ignores salt", map[string]string{EnvNamespace: "mycompany.com", EnvSalt: strongSecret, EnvScheme: "v5"}, SchemeV5, ns, nil},
+		{"alias v8", map[string]string{EnvNamespace: "mycompany.com", EnvSalt: strongSecret, EnvScheme: "v8"}, SchemeKeyed, ns, nil},
 		{"python default namespace", map[string]string{EnvScheme: "python"}, SchemePython, uuid.NameSpaceDNS, nil},
 		{"python domain", map[string]string{EnvScheme: "python", EnvNamespace: "mycompany.com"}, SchemePython, ns, nil},
 		{"python uuid text is a domain", map[string]string{EnvScheme: "python", EnvNamespace: ns.String()}, SchemePython, uuid.NewSHA1(uuid.NameSpaceDNS, []byte(ns.String())), nil},
@@ -469,8 +470,39 @@ func TestExtract(t *testing.T) {
 	}
 }
 
+// TestPrefixedIDReadsBack checks that PrefixedID refuses what Extract
+// could not read back (an empty separator, a separator overlapping the
+// prefix, text that is not UTF-8) and that CheckPrefix says so.
+func TestPrefixedIDReadsBack(t *testing.T) {
+	g := MustNew("invoices")
+	for _, tc := range []struct {
+		prefix, sep string
+		is          error
+	}{
+		{"INV", "-", nil}, {"INV-EUR", "-", nil}, {"", "-", nil}, {"A:B", ":", nil}, {"x", "::", nil},
+		{"aa", "a", nil}, {"x-", "--", nil}, {"{", "}", nil}, {"€", "ö", nil},
+		{"a", "aa", ErrAmbiguousPrefix}, {"xa", "aa", ErrAmbiguousPrefix},
+		{"P", "", ErrEmptySeparator}, {"", "", ErrEmptySeparator},
+		{"P\xff", "-", ErrInvalidUTF8}, {"P", "\xff", ErrInvalidUTF8},
+	} {
+		p, err := g.PrefixedID(tc.prefix, tc.sep, "EUR", 12345)
+		if !errors.Is(err, tc.is) || !errors.Is(CheckPrefix(tc.prefix, tc.sep), tc.is) {
+			t.Errorf("PrefixedID(%q, %q) = %q, %v; CheckPrefix: %v; want %v", tc.prefix, tc.sep, p, err, CheckPrefix(tc.prefix, tc.sep), tc.is)
+			continue
+		}
+		if err == nil {
+			if back, err := Extract(p, tc.sep); err != nil || back != g.MustID("EUR", 12345) {
+				t.Errorf("Extract(%q, %q) = %s, %v", p, tc.sep, back, err)
+			}
+		}
+	}
+	if _, err := New("ns\xff"); !errors.Is(err, ErrInvalidUTF8) {
+		t.Errorf("namespace not UTF-8: %v", err)
+	}
+}
+
 func TestConcurrentUse(t *testing.T) {
-	gens := []*Generator{MustNew("c"), MustNew("c", WithSecret("k")), MustNew("c", WithScheme(SchemePython), WithSecret("k"))}
+	gens := []*Generator{MustNew("c"), MustNew("c", WithSecret(strongSecret)), MustNew("c", WithScheme(SchemePython), WithSecret("k"))}
 	parts := func(i, j int) []any {
 		if i == 2 { // the python scheme takes Python-representable values only
 			return []any{"e", j, "s", float64(j) / 3}

@@ -53,6 +53,22 @@ func FuzzCanonical(f *testing.F) {
 			t.Fatalf("valid parts rejected: %v", err)
 		}
 
+		// A value encodes the same as a part, nested in []any and in a map,
+		// and as a struct field, float32 and nil []byte included.
+		for _, v := range []any{s, float32(fl), fl, i, []byte(s), []byte(nil), nil} {
+			direct, derr := Canonical(v)
+			nested, nerr := Canonical([]any{v}, map[string]any{"v": v}, struct{ V any }{v})
+			if (derr == nil) != (nerr == nil) {
+				t.Fatalf("%T %v: direct error %v, nested error %v", v, v, derr, nerr)
+			}
+			if derr == nil {
+				x := string(direct[1 : len(direct)-1])
+				if want := "[[" + x + `],{"v":` + x + `},{"V":` + x + "}]"; string(nested) != want {
+					t.Fatalf("%T %v: nested %s, want %s", v, v, nested, want)
+				}
+			}
+		}
+
 		canon, err := CanonicalJSON(raw)
 		if err != nil {
 			return
@@ -91,6 +107,9 @@ func FuzzExtract(f *testing.F) {
 		{"urn:uuid:e26b5311-223f-5793-9890-bdefaa567c56", "ff", "a"},
 		{"not-a-uuid", "{", "-"},
 		{"", "", ""},
+		{"aaae26b5311-223f-5793-9890-bdefaa567c56", "a", "aa"},
+		{"x---e26b5311-223f-5793-9890-bdefaa567c56", "x-", "--"},
+		{"", "P\xff", "-"},
 	} {
 		f.Add(tc.in, tc.prefix, tc.sep, u[:])
 	}
@@ -106,14 +125,29 @@ func FuzzExtract(f *testing.F) {
 		} else if !hexSubsequence(strings.ReplaceAll(got.String(), "-", ""), strings.ToLower(in)) {
 			t.Fatalf("Extract(%q) = %s, whose digits are not in the input", in, got)
 		}
-		if len(raw) < 16 || sep == "" {
+		if len(raw) < 16 {
 			return
 		}
+		// CheckPrefix accepts exactly the prefixes and separators whose IDs
+		// Extract reads back, whatever the UUID; PrefixedID agrees.
 		id, _ := uuid.FromBytes(raw[:16])
-		p := Prefix(prefix, sep, id)
-		back, err := Extract(p, sep)
-		if err != nil || back != id {
-			t.Fatalf("Extract(Prefix(%q, %q, %s)) = %s, %v", prefix, sep, id, back, err)
+		checked := CheckPrefix(prefix, sep)
+		back, err := Extract(Prefix(prefix, sep, id), sep)
+		readable := err == nil && back == id
+		if valid := utf8.ValidString(prefix) && utf8.ValidString(sep); valid && readable != (checked == nil) {
+			t.Fatalf("CheckPrefix(%q, %q) = %v, but Extract(Prefix(..., %s)) = %s, %v", prefix, sep, checked, id, back, err)
+		}
+		if err == nil && back != id {
+			t.Fatalf("Extract(Prefix(%q, %q, %s)) = another UUID %s", prefix, sep, id, back)
+		}
+		p, err := MustNew("fuzz").PrefixedID(prefix, sep, prefix)
+		if (err == nil) != (checked == nil) {
+			t.Fatalf("PrefixedID(%q, %q): %v, CheckPrefix: %v", prefix, sep, err, checked)
+		}
+		if err == nil {
+			if back, err := Extract(p, sep); err != nil || back != MustNew("fuzz").MustID(prefix) {
+				t.Fatalf("Extract(PrefixedID(%q, %q)) = %s, %v", prefix, sep, back, err)
+			}
 		}
 	})
 }

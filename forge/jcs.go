@@ -10,7 +10,7 @@ import (
 
 // ErrInvalidJSON is returned by [CanonicalJSON] for text that is not one
 // well-formed JSON value.
-var ErrInvalidJSON = errors.New("invalid JSON")
+var ErrInvalidJSON = errors.New("forge: invalid JSON")
 
 // CanonicalJSON returns the RFC 8785 canonical form of one JSON text, with
 // the number rules of [Canonical]: an integer literal (no fraction, no
@@ -23,28 +23,28 @@ func CanonicalJSON(data []byte) ([]byte, error) {
 
 // AppendCanonicalJSON appends the canonical form of the JSON text data to dst.
 func AppendCanonicalJSON(dst []byte, data []byte) ([]byte, error) {
-	out, err := appendCanonicalJSON(dst, data)
+	out, err := appendCanonicalJSON(dst, data, 0)
 	if err != nil {
-		return nil, fmt.Errorf("forge: JSON text: %w", err)
+		return nil, errorf("JSON text: %w", err)
 	}
 	return out, nil
 }
 
-func appendCanonicalJSON(dst []byte, data []byte) ([]byte, error) {
+// appendCanonicalJSON appends the canonical form of data, a value nested
+// inside depth arrays and objects.
+func appendCanonicalJSON(dst []byte, data []byte, depth int) ([]byte, error) {
 	p := jcsParser{data: data}
 	p.skipSpace()
-	out, err := p.value(dst, 0)
+	out, err := p.value(dst, depth)
 	if err != nil {
 		return nil, err
 	}
 	p.skipSpace()
 	if p.pos != len(data) {
-		return nil, fmt.Errorf("%w: trailing data at offset %d", ErrInvalidJSON, p.pos)
+		return nil, errorf("%w: trailing data at offset %d", ErrInvalidJSON, p.pos)
 	}
 	return out, nil
 }
-
-const maxDepth = 1000
 
 type jcsParser struct {
 	data []byte
@@ -69,13 +69,11 @@ func (p *jcsParser) skipSpace() {
 }
 
 func (p *jcsParser) errorf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s at offset %d", ErrInvalidJSON, fmt.Sprintf(format, args...), p.pos)
+	return errorf("%w: %s at offset %d", ErrInvalidJSON, fmt.Sprintf(format, args...), p.pos)
 }
 
+// value reads one value inside depth arrays and objects.
 func (p *jcsParser) value(dst []byte, depth int) ([]byte, error) {
-	if depth > maxDepth {
-		return nil, p.errorf("nesting deeper than %d", maxDepth)
-	}
 	if p.pos >= len(p.data) {
 		return nil, p.errorf("unexpected end")
 	}
@@ -227,7 +225,7 @@ func (p *jcsParser) str(dst []byte) ([]byte, error) {
 			r, size := utf8.DecodeRune(d[i:])
 			if r == utf8.RuneError && size == 1 {
 				p.pos = i
-				return nil, fmt.Errorf("%w at offset %d", ErrInvalidUTF8, i)
+				return nil, errorf("%w at offset %d", ErrInvalidUTF8, i)
 			}
 			dst = append(dst, d[i:i+size]...)
 			i += size
@@ -273,6 +271,9 @@ func appendEscapedRune(dst []byte, r rune) []byte {
 }
 
 func (p *jcsParser) array(dst []byte, depth int) ([]byte, error) {
+	if depth >= MaxDepth {
+		return nil, errorf("%w (JSON text at offset %d)", ErrTooDeep, p.pos)
+	}
 	p.pos++ // '['
 	dst = append(dst, '[')
 	p.skipSpace()
@@ -306,6 +307,9 @@ func (p *jcsParser) array(dst []byte, depth int) ([]byte, error) {
 // object writes the members in input order, then reorders them in place
 // by their keys' UTF-16 code units.
 func (p *jcsParser) object(dst []byte, depth int) ([]byte, error) {
+	if depth >= MaxDepth {
+		return nil, errorf("%w (JSON text at offset %d)", ErrTooDeep, p.pos)
+	}
 	p.pos++ // '{'
 	dst = append(dst, '{')
 	base := len(dst)
@@ -364,7 +368,7 @@ func (p *jcsParser) object(dst []byte, depth int) ([]byte, error) {
 		}
 		for i := 1; i < len(members); i++ {
 			if cmpMembers(members[i-1], members[i]) == 0 {
-				return nil, fmt.Errorf("%w: duplicate object key \"%s\"", ErrInvalidJSON, members[i].key)
+				return nil, errorf("%w: duplicate object key \"%s\"", ErrInvalidJSON, members[i].key)
 			}
 		}
 		if !sorted {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
 	"math/big"
 	"slices"
@@ -19,7 +18,7 @@ import (
 // ErrPythonType is returned for a value that has no Python-compatible
 // representation (supported: string, integers of any size, floats, bool,
 // nil, [uuid.UUID]).
-var ErrPythonType = errors.New("no Python-compatible repr (want string, int, *big.Int, float, bool or nil)")
+var ErrPythonType = errors.New("forge: no Python-compatible repr (want string, int, *big.Int, float, bool or nil)")
 
 // PythonName returns the name that uuid-forge 0.1.x (Python) hashes with
 // UUIDv5: "|".join([entity] + ["salt:"+salt if salt] + [normalized if
@@ -27,10 +26,10 @@ var ErrPythonType = errors.New("no Python-compatible repr (want string, int, *bi
 // [f"{k}={repr(v)}" for k in sorted(kwargs)]).
 func PythonName(entity, salt string, args []any, kwargs map[string]any) ([]byte, error) {
 	if !utf8.ValidString(entity) {
-		return nil, fmt.Errorf("forge: python entity type %q: %w", entity, ErrInvalidUTF8)
+		return nil, errorf("python entity type %q: %w", entity, ErrInvalidUTF8)
 	}
 	if !utf8.ValidString(salt) {
-		return nil, fmt.Errorf("forge: python salt: %w", ErrInvalidUTF8)
+		return nil, errorf("python salt: %w", ErrInvalidUTF8)
 	}
 	var norm []byte
 	n := 0
@@ -40,7 +39,7 @@ func PythonName(entity, salt string, args []any, kwargs map[string]any) ([]byte,
 			norm = append(norm, '|')
 		}
 		if norm, err = AppendPythonRepr(norm, a); err != nil {
-			return nil, fmt.Errorf("forge: python arg %d: %w", i, err)
+			return nil, errorf("python arg %d: %w", i, err)
 		}
 		n++
 	}
@@ -51,7 +50,7 @@ func PythonName(entity, salt string, args []any, kwargs map[string]any) ([]byte,
 	slices.Sort(keys) // Python sorts str by code point; UTF-8 byte order is the same
 	for _, k := range keys {
 		if !utf8.ValidString(k) {
-			return nil, fmt.Errorf("forge: python kwarg %q: %w", k, ErrInvalidUTF8)
+			return nil, errorf("python kwarg %q: %w", k, ErrInvalidUTF8)
 		}
 		if n > 0 {
 			norm = append(norm, '|')
@@ -59,7 +58,7 @@ func PythonName(entity, salt string, args []any, kwargs map[string]any) ([]byte,
 		norm = append(norm, k...)
 		norm = append(norm, '=')
 		if norm, err = AppendPythonRepr(norm, kwargs[k]); err != nil {
-			return nil, fmt.Errorf("forge: python kwarg %s: %w", k, err)
+			return nil, errorf("python kwarg %s: %w", k, err)
 		}
 		n++
 	}
@@ -134,11 +133,11 @@ func AppendPythonRepr(dst []byte, v any) ([]byte, error) {
 		}
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil {
-			return nil, fmt.Errorf("number %q: %w", s, err)
+			return nil, errorf("number %q: %w", s, err)
 		}
 		return appendPyFloat(dst, f), nil
 	}
-	return nil, fmt.Errorf("%T: %w", v, ErrPythonType)
+	return nil, errorf("%T: %w", v, ErrPythonType)
 }
 
 // appendPyStr writes Python's repr of a str.
@@ -160,7 +159,7 @@ func appendPyStr(dst []byte, s string) ([]byte, error) {
 				i += 3
 				continue
 			}
-			return nil, fmt.Errorf("%q at byte %d: %w", s, i, ErrInvalidUTF8)
+			return nil, errorf("%q at byte %d: %w", s, i, ErrInvalidUTF8)
 		}
 		i += size
 		switch {

@@ -1,8 +1,6 @@
 package forge
 
 import (
-	"fmt"
-
 	"github.com/google/uuid"
 )
 
@@ -13,11 +11,11 @@ type Kwargs map[string]any
 
 func (g *Generator) pythonParts(parts []any) (uuid.UUID, error) {
 	if len(parts) == 0 {
-		return uuid.Nil, fmt.Errorf("forge: python scheme: the first part must be the entity type")
+		return uuid.Nil, errorf("python scheme: the first part must be the entity type")
 	}
 	entity, ok := parts[0].(string)
 	if !ok {
-		return uuid.Nil, fmt.Errorf("forge: python scheme: entity type is %T, want string", parts[0])
+		return uuid.Nil, errorf("python scheme: entity type is %T, want string", parts[0])
 	}
 	args := parts[1:]
 	var kw Kwargs
@@ -34,7 +32,11 @@ func (g *Generator) pythonParts(parts []any) (uuid.UUID, error) {
 // generate_uuid_only(entity, *args, config=IDConfig(namespace, salt), **kwargs)
 // returns, with the generator's namespace and its secret as the salt.
 func (g *Generator) PythonID(entity string, args []any, kwargs map[string]any) (uuid.UUID, error) {
-	name, err := PythonName(entity, g.secret, args, kwargs)
+	var salt string
+	if g.key != nil {
+		salt = g.key().secret
+	}
+	name, err := PythonName(entity, salt, args, kwargs)
 	if err != nil {
 		return uuid.Nil, err
 	}

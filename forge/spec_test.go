@@ -1,7 +1,11 @@
 package forge
 
 import (
+	"bytes"
+	"encoding/hex"
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +84,12 @@ func TestSpecExamples(t *testing.T) {
 		{uuid.NameSpaceDNS, time.Date(2024, 5, 6, 7, 8, 9, 120000000, cet), []byte{0, 1, 2, 0xfe, 0xff}},
 		{map[string]int{"\u20ac": 1, "\r": 2, "\ufb33": 3, "1": 4, "\U0001F600": 5, "\u00f6": 6}},
 		{"https://example.com/a"},
+		{float32(0.1), []byte(nil), []byte{}, (*[]byte)(nil)},
+		{struct {
+			At    time.Time `json:"at"`
+			Key   []byte    `json:"key"`
+			Ratio float32   `json:"ratio"`
+		}{time.Date(2024, 5, 6, 7, 8, 9, 120000000, cet), nil, 0.1}},
 		{"john@example.com"},
 		{"EUR", 12345},
 	}
@@ -153,10 +163,69 @@ func TestSpecNamespacesAndFingerprint(t *testing.T) {
 			t.Errorf("SPEC.md lacks the namespace row %s", row)
 		}
 	}
-	if fp := "(`s3cr3t` → `" + Fingerprint("s3cr3t") + "`)"; !strings.Contains(s, fp) {
+	if fp := "(`example-secret-do-not-use` → `" + Fingerprint("example-secret-do-not-use") + "`)"; !strings.Contains(s, fp) {
 		t.Errorf("SPEC.md lacks the fingerprint example %s", fp)
 	}
 	if !strings.Contains(s, "\n## 8. Message IDs\n") || !strings.Contains(s, "\n### Content IDs") {
 		t.Error("SPEC.md lacks the Message IDs or Content IDs section")
+	}
+}
+
+// nfcStable lists the non-ASCII characters SPEC.md may hold literally:
+// Unicode normalization (NFC, as editors apply it) leaves each unchanged
+// (checked with Python's unicodedata.normalize). nfcFragile lists those
+// that NFC rewrites; each line that holds one must also give its escaped
+// form (\uXXXX or U+XXXX), so that a normalizing editor cannot silently
+// change a vector.
+var (
+	nfcStable  = []rune("§±ëö–—‖…₁ₙ€→−≤😀")
+	nfcFragile = []rune("\ufb33")
+)
+
+// TestSpecCharactersSurviveNFC checks that no literal character of
+// SPEC.md can be changed by Unicode normalization without an escaped form
+// next to it, and that the key-order vector's bytes are given in hex.
+func TestSpecCharactersSurviveNFC(t *testing.T) {
+	data, err := os.ReadFile("SPEC.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, line := range strings.Split(string(data), "\n") {
+		for _, r := range line {
+			switch {
+			case r < 0x80 || slices.Contains(nfcStable, r):
+			case slices.Contains(nfcFragile, r):
+				esc := fmt.Sprintf(`\u%04x`, r)
+				if r > 0xffff {
+					esc = fmt.Sprintf("U+%04X", r)
+				}
+				if !strings.Contains(line, esc) && !strings.Contains(line, fmt.Sprintf("U+%04X", r)) {
+					t.Errorf("line %d has U+%04X, which NFC changes, without %s or U+%04X: %s", n+1, r, esc, r, line)
+				}
+			default:
+				t.Errorf("line %d has U+%04X: check its NFC form and add it to nfcStable or nfcFragile", n+1, r)
+			}
+		}
+	}
+	// The key-order row (sixth) in hex: the bytes survive any editor.
+	const label = "The key-order row's name in UTF-8 is `"
+	i := strings.Index(string(data), label)
+	if i < 0 {
+		t.Fatal("SPEC.md lacks the key-order row's name in hex")
+	}
+	rest := string(data[i+len(label):])
+	want, err := hex.DecodeString(rest[:strings.IndexByte(rest, '`')])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Canonical(map[string]int{"\u20ac": 1, "\r": 2, "\ufb33": 3, "1": 4, "\U0001F600": 5, "\u00f6": 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("SPEC.md hex %x, canonical %x", want, got)
+	}
+	if rows := specTable(t, "spec-examples"); rows[5][3] != string(got) {
+		t.Fatalf("key-order row name %q, canonical %q", rows[5][3], got)
 	}
 }

@@ -14,9 +14,15 @@
 // PART is the entity type, the namespace follows the Python library's
 // load_config_from_env (any value is a domain; unset is the DNS namespace)
 // and --json values must be strings, numbers, booleans or null. Put "--"
-// before parts that start
-// with "-". Bad input prints a message on stderr and exits with status 1
-// (2 for usage errors). Examples:
+// before parts that start with "-".
+//
+// The keyed scheme refuses a secret shorter than 16 bytes (make one with
+// forge new-secret); the python scheme uses a salt that short, for
+// compatibility, with a warning on stderr. --prefix and --sep must be
+// UTF-8, --sep non-empty, and together such that forge extract with the
+// same --sep reads the UUID back. Bad input prints a message on stderr that
+// names the flag or variable it came from, and exits with status 1 (2 for
+// usage errors). Examples:
 //
 //	forge id --namespace users john@example.com
 //	forge id --namespace orders --json '{"sku":"A","qty":2}' 7

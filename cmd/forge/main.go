@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/uuidforge/uuidforge/forge"
 )
@@ -66,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
-		err = fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+		err = errorf("%w: unknown command %q", errUsage, args[0])
 	}
 	switch {
 	case err == nil:
@@ -79,14 +80,27 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		fmt.Fprintf(stderr, "forge: %v\n%s", err, usage)
 		return 2
 	default:
-		msg := err.Error()
-		if !strings.HasPrefix(msg, "forge: ") {
-			msg = "forge: " + msg
-		}
-		fmt.Fprintln(stderr, msg)
+		fmt.Fprintln(stderr, "forge: "+strings.TrimPrefix(err.Error(), "forge: "))
 		return 1
 	}
 }
+
+// errorf is fmt.Errorf with the "forge: " prefix of wrapped errors left
+// out, so that run prints the prefix once.
+func errorf(format string, args ...any) error {
+	for i, a := range args {
+		if e, ok := a.(error); ok {
+			args[i] = unprefixed{e}
+		}
+	}
+	return fmt.Errorf(format, args...)
+}
+
+// unprefixed shows an error without the forge package's prefix.
+type unprefixed struct{ err error }
+
+func (e unprefixed) Error() string { return strings.TrimPrefix(e.err.Error(), "forge: ") }
+func (e unprefixed) Unwrap() error { return e.err }
 
 // genFlags are the flags shared by id and info.
 type genFlags struct {
@@ -101,7 +115,18 @@ func (f *genFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.scheme, "scheme", "", "scheme: v5, keyed or python (default $"+forge.EnvScheme+", else keyed with a secret, v5 without)")
 }
 
-func (f *genFlags) config(getenv func(string) string) (forge.Config, error) {
+// generator builds the generator that the flags and the environment
+// describe. Errors name where the bad value came from: the flag, or the
+// variable. A python salt shorter than forge.MinSecretBytes is used, with
+// a warning on stderr; the keyed scheme refuses such a secret.
+func (f *genFlags) generator(getenv func(string) string, stderr io.Writer) (*forge.Generator, forge.Config, error) {
+	secretFrom := forge.EnvSalt
+	if f.secretEnv != "" {
+		if getenv(f.secretEnv) == "" {
+			return nil, forge.Config{}, errorf("secret variable %s (--secret-env) is unset or empty", f.secretEnv)
+		}
+		secretFrom = f.secretEnv + " (--secret-env)"
+	}
 	env := func(k string) string {
 		switch k {
 		case forge.EnvNamespace:
@@ -114,25 +139,32 @@ func (f *genFlags) config(getenv func(string) string) (forge.Config, error) {
 			}
 		case forge.EnvScheme:
 			if f.scheme != "" {
-				return f.scheme
+				return "" // the flag wins, parsed below
 			}
 		}
 		return getenv(k)
 	}
-	if f.secretEnv != "" && getenv(f.secretEnv) == "" {
-		return forge.Config{}, fmt.Errorf("secret variable %s is unset or empty", f.secretEnv)
-	}
-	return forge.ConfigFromEnv(env)
-}
-
-func (f *genFlags) generator(getenv func(string) string) (*forge.Generator, forge.Config, error) {
-	c, err := f.config(getenv)
+	c, err := forge.ConfigFromEnv(env) // its errors name the variable
 	if err != nil {
 		return nil, c, err
 	}
+	if f.scheme != "" {
+		if c.Scheme, err = forge.ParseScheme(f.scheme); err != nil {
+			return nil, c, errorf("--scheme %q: %w", f.scheme, forge.ErrUnknownScheme)
+		}
+	}
+	if err := c.Secret.Check(); errors.Is(err, forge.ErrWeakSecret) {
+		switch c.Scheme {
+		case forge.SchemeKeyed:
+			return nil, c, errorf("%s: %w", secretFrom, err)
+		case forge.SchemePython:
+			fmt.Fprintf(stderr, "forge: warning: %s: a salt shorter than %d bytes can be recovered from a single ID; "+
+				"a new one from forge new-secret gives new IDs\n", secretFrom, forge.MinSecretBytes)
+		}
+	}
 	g, err := c.Generator()
-	if err != nil && errors.Is(err, forge.ErrEmptyNamespace) {
-		err = fmt.Errorf("%w: pass --namespace or set %s", forge.ErrEmptyNamespace, forge.EnvNamespace)
+	if errors.Is(err, forge.ErrEmptyNamespace) {
+		err = errorf("%w: pass --namespace or set %s", forge.ErrEmptyNamespace, forge.EnvNamespace)
 	}
 	return g, c, err
 }
@@ -154,9 +186,23 @@ func cmdID(args []string, stdout, stderr io.Writer, getenv func(string) string) 
 		return err
 	}
 	if fs.NArg() == 0 {
-		return fmt.Errorf("%w: id needs at least one PART", errUsage)
+		return errorf("%w: id needs at least one PART", errUsage)
 	}
-	g, _, err := gf.generator(getenv)
+	switch {
+	case !utf8.ValidString(*prefix):
+		return errorf("--prefix %q: %w", *prefix, forge.ErrInvalidUTF8)
+	case !utf8.ValidString(*sep):
+		return errorf("--sep %q: %w", *sep, forge.ErrInvalidUTF8)
+	case *sep == "":
+		return errorf("--sep: %w", forge.ErrEmptySeparator)
+	}
+	if err := forge.CheckPrefix(*prefix, *sep); errors.Is(err, forge.ErrAmbiguousPrefix) {
+		// forge extract could not read the ID back.
+		return errorf("--prefix %q, --sep %q: %w", *prefix, *sep, forge.ErrAmbiguousPrefix)
+	} else if err != nil {
+		return err
+	}
+	g, _, err := gf.generator(getenv, stderr)
 	if err != nil {
 		return err
 	}
@@ -168,12 +214,12 @@ func cmdID(args []string, stdout, stderr io.Writer, getenv func(string) string) 
 		case g.Scheme() == forge.SchemePython:
 			v, err := pythonValue(a)
 			if err != nil {
-				return fmt.Errorf("part %d %q: %w", i+1, a, err)
+				return errorf("part %d %q: %w", i+1, a, err)
 			}
 			parts[i] = v
 		default:
 			if !json.Valid([]byte(a)) {
-				return fmt.Errorf("part %d %q: malformed JSON", i+1, a)
+				return errorf("part %d %q: malformed JSON", i+1, a)
 			}
 			parts[i] = json.RawMessage(a)
 		}
@@ -193,7 +239,7 @@ func pythonValue(s string) (any, error) {
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("malformed JSON: %w", err)
+		return nil, errorf("malformed JSON: %w", err)
 	}
 	if dec.More() {
 		return nil, errors.New("malformed JSON: trailing data")
@@ -203,7 +249,7 @@ func pythonValue(s string) (any, error) {
 		if !strings.ContainsAny(string(x), ".eE") {
 			b, ok := new(big.Int).SetString(string(x), 10)
 			if !ok {
-				return nil, fmt.Errorf("bad integer %s", x)
+				return nil, errorf("bad integer %s", x)
 			}
 			return b, nil
 		}
@@ -224,7 +270,7 @@ func cmdNewSecret(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fs.NArg() != 0 {
-		return fmt.Errorf("%w: new-secret takes no arguments", errUsage)
+		return errorf("%w: new-secret takes no arguments", errUsage)
 	}
 	s, err := forge.NewSecret()
 	if err != nil {
@@ -241,7 +287,10 @@ func cmdExtract(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: extract takes exactly one ID", errUsage)
+		return errorf("%w: extract takes exactly one ID", errUsage)
+	}
+	if *sep == "" {
+		return errorf("--sep: %w", forge.ErrEmptySeparator)
 	}
 	u, err := forge.Extract(fs.Arg(0), *sep)
 	if err != nil {
@@ -259,9 +308,9 @@ func cmdInfo(args []string, stdout, stderr io.Writer, getenv func(string) string
 		return err
 	}
 	if fs.NArg() != 0 {
-		return fmt.Errorf("%w: info takes no arguments", errUsage)
+		return errorf("%w: info takes no arguments", errUsage)
 	}
-	g, c, err := gf.generator(getenv)
+	g, c, err := gf.generator(getenv, stderr)
 	if err != nil {
 		return err
 	}

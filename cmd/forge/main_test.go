@@ -25,7 +25,8 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (code int, stdo
 func TestIDMatchesLibrary(t *testing.T) {
 	orders := forge.MustNew("orders")
 	users := forge.MustNew("users")
-	keyed := forge.MustNew("users", forge.WithSecret("s3cr3t"))
+	const secret = "example-secret-do-not-use"
+	keyed := forge.MustNew("users", forge.WithSecret(secret))
 	py := forge.MustNew(uuid.NewSHA1(uuid.NameSpaceDNS, []byte("mycompany.com")).String(), forge.WithScheme(forge.SchemePython), forge.WithSecret("s3cr3t"))
 	pyBig, _ := new(big.Int).SetString("123456789012345678901234567890", 10)
 	for _, tc := range []struct {
@@ -39,8 +40,8 @@ func TestIDMatchesLibrary(t *testing.T) {
 		{"string parts", nil, []string{"id", "--namespace", "orders", "EUR", "12345"}, orders.MustID("EUR", "12345").String()},
 		{"namespace from env", map[string]string{forge.EnvNamespace: "users"}, []string{"id", "john@example.com"}, users.MustID("john@example.com").String()},
 		{"flag beats env", map[string]string{forge.EnvNamespace: "other"}, []string{"id", "--namespace", "users", "john@example.com"}, users.MustID("john@example.com").String()},
-		{"salt from env means keyed", map[string]string{forge.EnvNamespace: "users", forge.EnvSalt: "s3cr3t"}, []string{"id", "john@example.com"}, keyed.MustID("john@example.com").String()},
-		{"secret-env", map[string]string{"MY_KEY": "s3cr3t"}, []string{"id", "--namespace", "users", "--secret-env", "MY_KEY", "john@example.com"}, keyed.MustID("john@example.com").String()},
+		{"salt from env means keyed", map[string]string{forge.EnvNamespace: "users", forge.EnvSalt: secret}, []string{"id", "john@example.com"}, keyed.MustID("john@example.com").String()},
+		{"secret-env", map[string]string{"MY_KEY": secret}, []string{"id", "--namespace", "users", "--secret-env", "MY_KEY", "john@example.com"}, keyed.MustID("john@example.com").String()},
 		{"scheme v5 from env ignores salt", map[string]string{forge.EnvNamespace: "users", forge.EnvSalt: "s3cr3t", forge.EnvScheme: "v5"}, []string{"id", "john@example.com"}, users.MustID("john@example.com").String()},
 		{"prefix", nil, []string{"id", "--namespace", "users", "--prefix", "USR", "--sep", "_", "john@example.com"}, "USR_" + users.MustID("john@example.com").String()},
 		{"dash parts after --", nil, []string{"id", "--namespace", "users", "--json", "--", "-5"}, users.MustID(-5).String()},
