@@ -66,8 +66,10 @@ type deliveryState struct {
 	start     time.Time
 	begun     bool
 	runs      int  // handler runs so far
+	failures  int  // failed runs counted against MaxAttempts
 	duplicate bool // the delivery ended as a duplicate
 	attempt   attemptState
+	batch     *batchSlot // set while the message's first run is part of a batch
 }
 
 // attemptState is what the dedupe middleware reports about one run of the

@@ -77,10 +77,17 @@ type dedupeHandler struct {
 func (d *dedupeHandler) layerInfo() (layerKind, Handler) { return layerDedupe, d.next }
 
 func (d *dedupeHandler) Handle(ctx context.Context, m *Message) error {
-	c, err := d.store.Claim(ctx, dedupe.Key{Scope: d.scope, ID: m.ID}, d.lease)
-	if err != nil {
-		m.state.attempt.skipped = true
-		return &storeError{fmt.Errorf("claim %s: %w", m.ID, err)}
+	var c dedupe.Claim
+	batch := m.state.batch
+	if batch != nil && batch.claimed {
+		c = batch.claim // claimed with the rest of a batch ([Processor.ProcessBatch])
+	} else {
+		var err error
+		c, err = d.store.Claim(ctx, dedupe.Key{Scope: d.scope, ID: m.ID}, d.lease)
+		if err != nil {
+			m.state.attempt.skipped = true
+			return &storeError{fmt.Errorf("claim %s: %w", m.ID, err)}
+		}
 	}
 	switch c.Status {
 	case dedupe.Duplicate:
@@ -109,6 +116,10 @@ func (d *dedupeHandler) Handle(ctx context.Context, m *Message) error {
 			return fmt.Errorf("%w (and release failed: %v)", herr, rerr)
 		}
 		return herr
+	}
+	if batch != nil && batch.claimed {
+		batch.pending = true // completed with the rest of the batch
+		return nil
 	}
 	if err := d.complete(ctx, c); err != nil {
 		if errors.Is(err, dedupe.ErrLeaseLost) {
@@ -160,6 +171,10 @@ type inboxHandler struct {
 func (d *inboxHandler) layerInfo() (layerKind, Handler) { return layerDedupe, d.next }
 
 func (d *inboxHandler) Handle(ctx context.Context, m *Message) error {
+	if b := m.state.batch; b != nil && b.inTx {
+		// Inside a BatchInbox group: claimed, and completed at its commit.
+		return d.next.Handle(ctx, m)
+	}
 	var herr error
 	called := false
 	c, err := d.inbox.Process(ctx, dedupe.Key{Scope: d.scope, ID: m.ID}, d.lease, d.retention,

@@ -123,6 +123,19 @@ func (p *Processor) End(ctx context.Context, m *Message, outcome Outcome, err er
 // waiting between attempts. The returned error is the last handler error
 // (the dead-letter reason for [OutcomeDeadLetter]).
 func (p *Processor) Process(stop, work context.Context, m *Message) (Outcome, error) {
+	return p.run(stop, work, m, nil)
+}
+
+// ran is the result of a run of the chain made elsewhere (in a batch),
+// which run takes as its first attempt.
+type ran struct {
+	err   error
+	start time.Time
+}
+
+// run is Process, starting from the result of an attempt already made
+// when first is not nil.
+func (p *Processor) run(stop, work context.Context, m *Message, first *ran) (Outcome, error) {
 	maxAttempts := p.MaxAttempts
 	if maxAttempts <= 0 {
 		maxAttempts = DefaultMaxAttempts
@@ -134,14 +147,20 @@ func (p *Processor) Process(stop, work context.Context, m *Message) (Outcome, er
 			timer.Stop()
 		}
 	}()
-	failures := 0
 	for {
-		m.state.attempt = attemptState{}
-		m.Attempt = m.state.runs + 1
-		start := time.Now()
-		err := p.handle(work, m)
-		if !m.state.attempt.skipped {
-			m.state.runs++
+		var err error
+		var start time.Time
+		if first != nil {
+			err, start = first.err, first.start
+			first = nil
+		} else {
+			m.state.attempt = attemptState{}
+			m.Attempt = m.state.runs + 1
+			start = time.Now()
+			err = p.handle(work, m)
+			if !m.state.attempt.skipped {
+				m.state.runs++
+			}
 		}
 		m.Attempt = max(m.state.runs, 1)
 		if err == nil {
@@ -158,8 +177,8 @@ func (p *Processor) Process(stop, work context.Context, m *Message) (Outcome, er
 		case Waiting(err):
 			a.Next = NextWaitStore
 		default:
-			failures++
-			if ShouldDeadLetter(err, failures, maxAttempts) {
+			m.state.failures++
+			if ShouldDeadLetter(err, m.state.failures, maxAttempts) {
 				return OutcomeDeadLetter, err
 			}
 		}

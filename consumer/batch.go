@@ -1,0 +1,260 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uuidforge/uuidforge/dedupe"
+)
+
+// batchSlot is what a batch prepared for one message's first run through
+// the dedupe layer.
+type batchSlot struct {
+	claim   dedupe.Claim // made by ClaimBatch (BatchStore)
+	claimed bool         // claim is set
+	inTx    bool         // running inside BatchInbox.ProcessBatch: the inbox layer only calls next
+	pending bool         // the handler succeeded; its completion is left to the batch
+}
+
+// errBatchStopped is what the members of a BatchInbox group after a failed
+// one return: they are rolled back and processed one by one afterwards, so
+// that a later message never takes effect before an earlier one.
+var errBatchStopped = errors.New("consumer: batch stopped at an earlier failure")
+
+// ProcessBatch processes ms, deliveries that must take effect in this order
+// (the records of one Kafka partition, say), as [Processor.Process] would
+// process each in turn, but with the dedupe store's batch operations when
+// the chain's [Dedupe] layer has a [dedupe.BatchStore] (claims in one round
+// trip, handlers in order, completions in one round trip) or a
+// [dedupe.BatchInbox] (one transaction, a savepoint per message). ctxs[i]
+// is the context ms[i]'s handler runs with (from [Processor.Begin]; all
+// derived from work). It returns what Process would return for each
+// message, and returns only when every message is settled: acknowledge each
+// OutcomeAck, dead-letter each OutcomeDeadLetter, hand back each
+// OutcomeAbandon — and never acknowledge before ProcessBatch returns.
+//
+// A message that fails, waits for another consumer's lease or meets a store
+// error leaves the batch: it and every later message are then processed one
+// by one with Process, so a failure affects only its own message and order
+// holds. Without a batch-capable store, ProcessBatch is Process for each
+// message in turn.
+func (p *Processor) ProcessBatch(stop, work context.Context, ctxs []context.Context, ms []*Message) ([]Outcome, []error) {
+	outs := make([]Outcome, len(ms))
+	errs := make([]error, len(ms))
+	done := 0 // messages settled by the batch
+	var failed *ran
+	if len(ms) > 1 {
+		switch d := p.dedupeLayer().(type) {
+		case *dedupeHandler:
+			if bs, ok := d.store.(dedupe.BatchStore); ok {
+				done, failed = p.storeBatch(work, ctxs, ms, d, bs)
+			}
+		case *inboxHandler:
+			if bi, ok := d.inbox.(dedupe.BatchInbox); ok {
+				done, failed = p.inboxBatch(work, ctxs, ms, d, bi)
+			}
+		}
+	}
+	for i := range done {
+		outs[i] = OutcomeAck
+	}
+	for i := done; i < len(ms); i++ {
+		if i > done && outs[i-1] == OutcomeAbandon {
+			// Stopping: nothing after an abandoned message may go ahead.
+			outs[i], errs[i] = OutcomeAbandon, fmt.Errorf("consumer: %w", context.Canceled)
+			continue
+		}
+		first := failed
+		if i != done {
+			first = nil
+		}
+		outs[i], errs[i] = p.run(stop, ctxs[i], ms[i], first)
+	}
+	return outs, errs
+}
+
+// storeBatch claims ms in one round trip and runs the chain for each in
+// order until one fails; then it completes the successful ones in one round
+// trip. It returns how many leading messages are settled (handled or
+// duplicates, completions stored) and, when the message at that index ran
+// and failed, that run's result.
+func (p *Processor) storeBatch(work context.Context, ctxs []context.Context, ms []*Message, d *dedupeHandler, bs dedupe.BatchStore) (int, *ran) {
+	keys := make([]dedupe.Key, len(ms))
+	for i, m := range ms {
+		keys[i] = dedupe.Key{Scope: d.scope, ID: m.ID}
+	}
+	claims, err := bs.ClaimBatch(work, keys, d.lease)
+	if err != nil || len(claims) != len(ms) {
+		return 0, nil // one by one: each meets the store on its own
+	}
+	stoppedAt, failed := len(ms), (*ran)(nil)
+	for i, m := range ms {
+		if claims[i].Status == dedupe.InFlight {
+			// Waits for the holder's lease, outside the batch.
+			stoppedAt = i
+			break
+		}
+		m.state.attempt = attemptState{}
+		m.state.batch = &batchSlot{claim: claims[i], claimed: true}
+		m.Attempt = m.state.runs + 1
+		start := time.Now()
+		err := p.handle(ctxs[i], m)
+		if !m.state.attempt.skipped {
+			m.state.runs++
+		}
+		slot := m.state.batch
+		m.state.batch = nil
+		if err != nil || (claims[i].Status == dedupe.Acquired && !slot.pending) {
+			stoppedAt, failed = i, &ran{err: err, start: start}
+			if err == nil { // a chain that answered without reaching the dedupe layer
+				failed = nil
+			}
+			break
+		}
+		m.state.duplicate = m.state.attempt.duplicate
+	}
+	// Give back the claims the batch took and will not use.
+	var unused []dedupe.Claim
+	for i := stoppedAt + 1; i < len(ms); i++ {
+		if claims[i].Status == dedupe.Acquired {
+			unused = append(unused, claims[i])
+		}
+	}
+	if stoppedAt < len(ms) && failed == nil && claims[stoppedAt].Status == dedupe.Acquired {
+		unused = append(unused, claims[stoppedAt])
+	}
+	if len(unused) > 0 {
+		_, _ = bs.ReleaseBatch(context.WithoutCancel(work), unused) // else the leases run out
+	}
+	// Complete the successful ones together; a completion that fails is
+	// retried alone with its claim, as the dedupe layer does.
+	var pending []dedupe.Claim
+	var owners []int
+	for i := range stoppedAt {
+		if claims[i].Status == dedupe.Acquired {
+			pending = append(pending, claims[i])
+			owners = append(owners, i)
+		}
+	}
+	settled := stoppedAt
+	if len(pending) > 0 {
+		cerrs, err := bs.CompleteBatch(context.WithoutCancel(work), pending, d.retention)
+		for k, i := range owners {
+			cerr := err
+			if err == nil && len(cerrs) == len(pending) {
+				cerr = cerrs[k]
+			} else if err == nil {
+				cerr = errors.New("consumer: CompleteBatch answered for the wrong number of claims")
+			}
+			if cerr != nil && !errors.Is(cerr, dedupe.ErrLeaseLost) {
+				cerr = d.complete(ctxs[i], claims[i])
+			}
+			if cerr != nil && i < settled {
+				// The work of ms[i] is done but not recorded: it waits as
+				// the dedupe layer's own completion failure would, and every
+				// later message is settled one by one after it (those whose
+				// completion is stored then answer as duplicates).
+				ms[i].state.attempt.leaseLost = errors.Is(cerr, dedupe.ErrLeaseLost)
+				settled = i
+				failed = &ran{err: &storeError{fmt.Errorf("complete %s: %w", ms[i].ID, cerr)}, start: time.Now()}
+			}
+		}
+	}
+	return settled, failed
+}
+
+// inboxBatch runs ms in one BatchInbox transaction. It returns how many
+// leading messages committed (or were duplicates) and the failed run of the
+// message at that index, if it ran.
+func (p *Processor) inboxBatch(work context.Context, ctxs []context.Context, ms []*Message, d *inboxHandler, bi dedupe.BatchInbox) (int, *ran) {
+	keys := make([]dedupe.Key, len(ms))
+	for i, m := range ms {
+		keys[i] = dedupe.Key{Scope: d.scope, ID: m.ID}
+	}
+	stopped := -1 // the first member that failed
+	var failed *ran
+	starts := make([]time.Time, len(ms))
+	results, err := bi.ProcessBatch(work, keys, d.lease, d.retention, func(txCtx context.Context, i int) error {
+		if stopped >= 0 {
+			return errBatchStopped
+		}
+		m := ms[i]
+		m.state.attempt = attemptState{}
+		m.state.batch = &batchSlot{inTx: true}
+		m.Attempt = m.state.runs + 1
+		starts[i] = time.Now()
+		herr := p.handle(overlay{Context: txCtx, values: ctxs[i]}, m)
+		m.state.runs++
+		m.state.batch = nil
+		if herr != nil {
+			stopped, failed = i, &ran{err: herr, start: starts[i]}
+		}
+		return herr
+	})
+	if err != nil || len(results) != len(ms) {
+		// The group did not commit (a deferred constraint, a lost lease, a
+		// store failure): every message is processed again one by one, where
+		// a member's own failure shows. Its run in the group does not count.
+		for i := range ms {
+			if !starts[i].IsZero() {
+				ms[i].state.runs--
+			}
+		}
+		return 0, nil
+	}
+	for i, r := range results {
+		switch {
+		case r.Claim.Status == dedupe.Duplicate:
+			ms[i].state.attempt.duplicate = true
+			ms[i].state.duplicate = true
+		case r.Claim.Status == dedupe.InFlight:
+			return i, nil
+		case r.Err != nil:
+			if i == stopped {
+				return i, failed
+			}
+			// Stopped behind an earlier failure, or failed in a way only
+			// the store saw: rolled back, processed again one by one.
+			if !starts[i].IsZero() {
+				ms[i].state.runs--
+			}
+			return i, nil
+		}
+	}
+	return len(ms), nil
+}
+
+// dedupeLayer returns the chain's dedupe layer when the layers above it are
+// this package's own (which a batch can run as usual), or nil.
+func (p *Processor) dedupeLayer() Handler {
+	h := p.Handler
+	for h != nil {
+		l, ok := h.(layer)
+		if !ok {
+			return nil
+		}
+		kind, next := l.layerInfo()
+		if kind == layerDedupe {
+			return h
+		}
+		h = next
+	}
+	return nil
+}
+
+// overlay is a context whose deadline and cancellation are its Context's
+// (the batch transaction's) and whose values are looked up there first and
+// then in values (the message's own context: its trace span, say).
+type overlay struct {
+	context.Context
+	values context.Context
+}
+
+func (o overlay) Value(key any) any {
+	if v := o.Context.Value(key); v != nil {
+		return v
+	}
+	return o.values.Value(key)
+}
