@@ -23,7 +23,7 @@ import (
 type countingStore struct {
 	dedupe.BatchStore
 	claims, claimBatches, completes, completeBatches, releaseBatches atomic.Int32
-	failCompleteBatch                                              atomic.Bool
+	failCompleteBatch                                                atomic.Bool
 }
 
 func (s *countingStore) Claim(ctx context.Context, k dedupe.Key, lease time.Duration) (dedupe.Claim, error) {
