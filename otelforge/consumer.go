@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -62,16 +63,18 @@ type conRouteKey struct {
 	partition                  int
 }
 
-// conRoute is what does not change between deliveries from one source.
+// conRoute is what does not change between deliveries from one source,
+// computed once: names, span options, metric options.
 type conRoute struct {
-	system    attribute.KeyValue
 	dest      string
 	spanName  string
-	partition string        // "" on RabbitMQ
-	op        attribute.Set // consumed messages, process duration
-	processed attribute.Set // process duration of a processed delivery
-	duplicate attribute.Set // process duration of a duplicate
-	ours      attribute.Set // our counters
+	partition string // "" on RabbitMQ
+	start     []trace.SpanStartOption
+	op        []metric.AddOption    // consumed messages
+	processed []metric.RecordOption // process duration of a processed delivery
+	duplicate []metric.RecordOption // process duration of a duplicate
+	ours      []metric.AddOption    // our counters
+	opAttrs   []attribute.KeyValue  // attributes of the semantic-convention metrics
 }
 
 // NewConsumerObserver returns a ConsumerObserver for the consumer group
@@ -122,35 +125,41 @@ func NewConsumerObserver(group string, opts ...Option) (*ConsumerObserver, error
 func (o *ConsumerObserver) route(m *consumer.Message) *conRoute {
 	return o.routes.get(conRouteKey{m.System, m.Source, m.RoutingKey, m.Partition}, func(k conRouteKey) *conRoute {
 		dest := processDestination(k.system, k.source, k.routingKey)
-		r := &conRoute{
-			system:   semconv.MessagingSystemKey.String(k.system),
-			dest:     dest,
-			spanName: spanName(OperationProcess, dest),
+		r := &conRoute{dest: dest, spanName: spanName(OperationProcess, dest)}
+		sys := semconv.MessagingSystemKey.String(k.system)
+		r.opAttrs = []attribute.KeyValue{
+			sys,
+			semconv.MessagingOperationName(OperationProcess),
+			semconv.MessagingOperationTypeProcess,
+			semconv.MessagingDestinationName(dest),
+			o.group,
 		}
 		if k.system == systemKafka {
 			r.partition = strconv.Itoa(k.partition)
+			r.opAttrs = append(r.opAttrs, semconv.MessagingDestinationPartitionID(r.partition))
 		}
-		r.op = set(o.attrs, o.opAttrs(r)...)
-		r.processed = set(o.attrs, append(o.opAttrs(r), AttrOutcome.String(consumer.Processed.String()))...)
-		r.duplicate = set(o.attrs, append(o.opAttrs(r), AttrOutcome.String(consumer.Duplicate.String()))...)
-		r.ours = set(o.attrs, r.system, semconv.MessagingDestinationName(dest), o.group)
+		startAttrs := slices.Clip(r.opAttrs)
+		if k.routingKey != "" {
+			startAttrs = append(startAttrs, semconv.MessagingRabbitMQDestinationRoutingKey(k.routingKey))
+		}
+		r.start = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(startAttrs...)}
+		r.op = []metric.AddOption{metric.WithAttributeSet(set(o.attrs, r.opAttrs...))}
+		r.processed = []metric.RecordOption{metric.WithAttributeSet(o.outcomeSet(r, consumer.Processed, ""))}
+		r.duplicate = []metric.RecordOption{metric.WithAttributeSet(o.outcomeSet(r, consumer.Duplicate, ""))}
+		r.ours = []metric.AddOption{metric.WithAttributeSet(set(o.attrs, sys, semconv.MessagingDestinationName(dest), o.group))}
 		return r
 	})
 }
 
-// opAttrs are the attributes of the semantic-convention metrics.
-func (o *ConsumerObserver) opAttrs(r *conRoute) []attribute.KeyValue {
-	kvs := []attribute.KeyValue{
-		r.system,
-		semconv.MessagingOperationName(OperationProcess),
-		semconv.MessagingOperationTypeProcess,
-		semconv.MessagingDestinationName(r.dest),
-		o.group,
+// outcomeSet is the attribute set of the process duration of a delivery
+// that ended with res (and errType, when not empty).
+func (o *ConsumerObserver) outcomeSet(r *conRoute, res consumer.Result, errType string) attribute.Set {
+	kvs := make([]attribute.KeyValue, 0, len(r.opAttrs)+2)
+	kvs = append(append(kvs, r.opAttrs...), AttrOutcome.String(res.String()))
+	if errType != "" {
+		kvs = append(kvs, semconv.ErrorTypeKey.String(errType))
 	}
-	if r.partition != "" {
-		kvs = append(kvs, semconv.MessagingDestinationPartitionID(r.partition))
-	}
-	return kvs
+	return set(o.attrs, kvs...)
 }
 
 // processSpanKey holds our span in the context DeliveryStart returns, keyed
@@ -178,30 +187,22 @@ func (o *ConsumerObserver) DeliveryStart(ctx context.Context, m *consumer.Messag
 			parent = trace.ContextWithSpan(ex, ambient) // keep baggage, not the producer as parent
 		}
 	}
-	kvs := make([]attribute.KeyValue, 0, 12)
-	kvs = append(kvs,
-		r.system,
-		semconv.MessagingOperationName(OperationProcess),
-		semconv.MessagingOperationTypeProcess,
-		semconv.MessagingDestinationName(r.dest),
-		o.group,
-		semconv.MessagingMessageBodySize(len(m.Body)))
-	if r.partition != "" {
-		kvs = append(kvs, semconv.MessagingDestinationPartitionID(r.partition), semconv.MessagingKafkaOffset(int(m.Offset)))
+	ctx, span := o.tracer.Start(parent, r.spanName, r.start...)
+	if span.IsRecording() {
+		kvs := make([]attribute.KeyValue, 0, 4)
+		kvs = append(kvs, semconv.MessagingMessageBodySize(len(m.Body)))
+		if r.partition != "" {
+			kvs = append(kvs, semconv.MessagingKafkaOffset(int(m.Offset)))
+		}
+		if m.Redelivered {
+			kvs = append(kvs, AttrRedelivered.Bool(true))
+		}
+		span.SetAttributes(appendKey(kvs, m.System, m.Key)...)
+		if creation.IsValid() {
+			span.AddLink(trace.Link{SpanContext: creation})
+		}
 	}
-	if m.RoutingKey != "" {
-		kvs = append(kvs, semconv.MessagingRabbitMQDestinationRoutingKey(m.RoutingKey))
-	}
-	if m.Redelivered {
-		kvs = append(kvs, AttrRedelivered.Bool(true))
-	}
-	kvs = appendKey(kvs, m.System, m.Key)
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(kvs...)}
-	if creation.IsValid() {
-		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: creation}))
-	}
-	ctx, span := o.tracer.Start(parent, r.spanName, opts...)
-	o.consumed.Add(ctx, 1, metric.WithAttributeSet(r.op))
+	o.consumed.Add(ctx, 1, r.op...)
 	return context.WithValue(ctx, processSpanKey{o}, span)
 }
 
@@ -221,16 +222,15 @@ func (o *ConsumerObserver) AttemptDone(ctx context.Context, m *consumer.Message,
 		}
 		span.AddEvent(a.Next.String(), trace.WithAttributes(kvs...))
 	}
-	opt := metric.WithAttributeSet(r.ours)
 	switch {
 	case a.Next == consumer.NextRetry:
-		o.retries.Add(ctx, 1, opt)
+		o.retries.Add(ctx, 1, r.ours...)
 	case a.Next == consumer.NextWaitLease:
-		o.leaseWaits.Add(ctx, 1, opt)
+		o.leaseWaits.Add(ctx, 1, r.ours...)
 	case a.LeaseLost:
-		o.leasesLost.Add(ctx, 1, opt)
+		o.leasesLost.Add(ctx, 1, r.ours...)
 	case a.Next == consumer.NextWaitStore:
-		o.storeErrors.Add(ctx, 1, opt)
+		o.storeErrors.Add(ctx, 1, r.ours...)
 	}
 }
 
@@ -267,18 +267,16 @@ func (o *ConsumerObserver) DeliveryDone(ctx context.Context, m *consumer.Message
 		}
 		span.End()
 	}
-	var s attribute.Set
 	switch d.Result {
 	case consumer.Processed:
-		s = r.processed
+		o.duration.Record(ctx, d.Duration.Seconds(), r.processed...)
 	case consumer.Duplicate:
-		s = r.duplicate
-		o.duplicates.Add(ctx, 1, metric.WithAttributeSet(r.ours))
+		o.duration.Record(ctx, d.Duration.Seconds(), r.duplicate...)
+		o.duplicates.Add(ctx, 1, r.ours...)
 	default:
 		if d.Result == consumer.DeadLettered {
-			o.deadLetters.Add(ctx, 1, metric.WithAttributeSet(r.ours))
+			o.deadLetters.Add(ctx, 1, r.ours...)
 		}
-		s = set(o.attrs, append(o.opAttrs(r), AttrOutcome.String(d.Result.String()), semconv.ErrorTypeKey.String(errType))...)
+		o.duration.Record(ctx, d.Duration.Seconds(), metric.WithAttributeSet(o.outcomeSet(r, d.Result, errType)))
 	}
-	o.duration.Record(ctx, d.Duration.Seconds(), metric.WithAttributeSet(s))
 }

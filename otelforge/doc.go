@@ -41,8 +41,8 @@
 // # Spans
 //
 // Publishing: one PRODUCER span per message, named "send {destination}",
-// starting when the Publish or PublishBatch call began and ending when the
-// broker confirmed the message or the publisher gave up. It is a child of
+// from the moment the publisher has stamped it (PublishStart, before its
+// first attempt) to the broker's confirmation or the publisher giving up. It is a child of
 // the span in the publishing context — the handler's "process" span when a
 // handler publishes. Its context is injected into the message's headers
 // with the propagator (W3C traceparent and tracestate by default), through

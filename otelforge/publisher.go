@@ -38,13 +38,16 @@ type PublisherObserver struct {
 
 type pubRouteKey struct{ system, destination, routingKey string }
 
-// pubRoute is what does not change between messages to one destination.
+// pubRoute is what does not change between messages to one destination,
+// computed once: names, span options, metric options.
 type pubRoute struct {
-	system   attribute.KeyValue
-	dest     string
-	spanName string
-	ok       attribute.Set // metric attributes of a sent message
-	retry    attribute.Set // attributes of the retry counter
+	system attribute.KeyValue
+	dest   string
+	name   string
+	start  []trace.SpanStartOption
+	okAdd  []metric.AddOption    // sent messages, confirmed
+	okRec  []metric.RecordOption // operation duration, confirmed
+	retry  []metric.AddOption
 }
 
 // NewPublisherObserver returns a PublisherObserver configured by opts
@@ -77,16 +80,30 @@ func NewPublisherObserver(opts ...Option) (*PublisherObserver, error) {
 func (o *PublisherObserver) route(p *publisher.Publication) *pubRoute {
 	return o.routes.get(pubRouteKey{p.System, p.Destination, p.RoutingKey}, func(k pubRouteKey) *pubRoute {
 		dest := sendDestination(k.system, k.destination, k.routingKey)
-		sys := semconv.MessagingSystemKey.String(k.system)
-		return &pubRoute{
-			system:   sys,
-			dest:     dest,
-			spanName: spanName(OperationSend, dest),
-			ok: set(o.attrs, sys, semconv.MessagingOperationName(OperationSend), semconv.MessagingOperationTypeSend,
-				semconv.MessagingDestinationName(dest)),
-			retry: set(o.attrs, sys, semconv.MessagingDestinationName(dest)),
+		r := &pubRoute{system: semconv.MessagingSystemKey.String(k.system), dest: dest, name: spanName(OperationSend, dest)}
+		ok := attribute.NewSet(r.metricAttrs(o.attrs, "")...)
+		r.okAdd = []metric.AddOption{metric.WithAttributeSet(ok)}
+		r.okRec = []metric.RecordOption{metric.WithAttributeSet(ok)}
+		r.retry = []metric.AddOption{metric.WithAttributeSet(set(o.attrs, r.system, semconv.MessagingDestinationName(dest)))}
+		attrs := r.metricAttrs(nil, "")
+		if k.routingKey != "" {
+			attrs = append(attrs, semconv.MessagingRabbitMQDestinationRoutingKey(k.routingKey))
 		}
+		r.start = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...)}
+		return r
 	})
+}
+
+// metricAttrs are the attributes of the semantic-convention metrics, with
+// extra and error.type when errType is not empty.
+func (r *pubRoute) metricAttrs(extra []attribute.KeyValue, errType string) []attribute.KeyValue {
+	kvs := make([]attribute.KeyValue, 0, 6+len(extra))
+	kvs = append(kvs, r.system, semconv.MessagingOperationName(OperationSend), semconv.MessagingOperationTypeSend,
+		semconv.MessagingDestinationName(r.dest))
+	if errType != "" {
+		kvs = append(kvs, semconv.ErrorTypeKey.String(errType))
+	}
+	return append(kvs, extra...)
 }
 
 // publishSpanKey holds the span of one message in the context PublishStart
@@ -99,26 +116,13 @@ type publishSpanKey struct{ o *PublisherObserver }
 // injects its context into the message's headers.
 func (o *PublisherObserver) PublishStart(ctx context.Context, p *publisher.Publication) context.Context {
 	r := o.route(p)
-	kvs := make([]attribute.KeyValue, 0, 12)
-	kvs = append(kvs,
-		r.system,
-		semconv.MessagingOperationName(OperationSend),
-		semconv.MessagingOperationTypeSend,
-		semconv.MessagingDestinationName(r.dest),
-		semconv.MessagingMessageBodySize(p.BodySize))
-	kvs = appendLineage(kvs, p.Lineage.MessageID, p.Lineage.CorrelationID, p.Lineage.CausationID, p.Lineage.Type)
-	if p.RoutingKey != "" {
-		kvs = append(kvs, semconv.MessagingRabbitMQDestinationRoutingKey(p.RoutingKey))
+	ctx, span := o.tracer.Start(ctx, r.name, r.start...)
+	if span.IsRecording() {
+		kvs := make([]attribute.KeyValue, 0, 6)
+		kvs = append(kvs, semconv.MessagingMessageBodySize(p.BodySize))
+		kvs = appendLineage(kvs, p.Lineage.MessageID, p.Lineage.CorrelationID, p.Lineage.CausationID, p.Lineage.Type)
+		span.SetAttributes(appendKey(kvs, p.System, p.Key)...)
 	}
-	kvs = appendKey(kvs, p.System, p.Key)
-	start := p.Start
-	if start.IsZero() {
-		start = time.Now()
-	}
-	ctx, span := o.tracer.Start(ctx, r.spanName,
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithTimestamp(start),
-		trace.WithAttributes(kvs...))
 	o.prop.Inject(ctx, publicationCarrier{p})
 	return context.WithValue(ctx, publishSpanKey{o}, span)
 }
@@ -132,7 +136,7 @@ func (o *PublisherObserver) PublishRetry(ctx context.Context, p *publisher.Publi
 			semconv.ErrorTypeKey.String(ErrorType(err)),
 			semconv.ExceptionMessage(errString(err))))
 	}
-	o.retries.Add(ctx, 1, metric.WithAttributeSet(o.route(p).retry))
+	o.retries.Add(ctx, 1, o.route(p).retry...)
 }
 
 // PublishDone ends the message's span, with error.type and an error status
@@ -150,12 +154,14 @@ func (o *PublisherObserver) PublishDone(ctx context.Context, p *publisher.Public
 		}
 		span.End()
 	}
-	s := r.ok
-	if err != nil {
-		s = set(o.attrs, r.system, semconv.MessagingOperationName(OperationSend), semconv.MessagingOperationTypeSend,
-			semconv.MessagingDestinationName(r.dest), semconv.ErrorTypeKey.String(errType))
+	if err == nil {
+		if !p.Start.IsZero() {
+			o.duration.Record(ctx, time.Since(p.Start).Seconds(), r.okRec...)
+		}
+		o.sent.Add(ctx, 1, r.okAdd...)
+		return
 	}
-	opt := metric.WithAttributeSet(s)
+	opt := metric.WithAttributeSet(attribute.NewSet(r.metricAttrs(o.attrs, errType)...))
 	if !p.Start.IsZero() {
 		o.duration.Record(ctx, time.Since(p.Start).Seconds(), opt)
 	}
