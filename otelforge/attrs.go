@@ -208,14 +208,14 @@ type cache[K comparable, V any] struct {
 	m  map[K]*V
 }
 
-func (c *cache[K, V]) get(k K, make func(K) *V) *V {
+func (c *cache[K, V]) get(k K, build func(K) *V) *V {
 	c.mu.RLock()
 	v, ok := c.m[k]
 	c.mu.RUnlock()
 	if ok {
 		return v
 	}
-	v = make(k)
+	v = build(k)
 	c.mu.Lock()
 	if c.m == nil {
 		c.m = map[K]*V{}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go/parser"
+	"go/token"
 	"net"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -708,5 +711,94 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	if n, _ := count(t, tel.metrics(t)["messaging.client.consumed.messages"]); n != workers*each {
 		t.Errorf("consumed %d, want %d", n, workers*each)
+	}
+}
+
+// The package documentation lists every instrument with its kind and unit:
+// the names are what dashboards and alerts depend on.
+func TestDocListsEveryInstrument(t *testing.T) {
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "doc.go", nil, parser.ParseComments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile(`^\t([a-z_.]+)\s+(counter|histogram|gauge)\s+(\S+)\s`)
+	documented := map[string]string{}
+	for _, line := range strings.Split(f.Doc.Text(), "\n") {
+		if m := row.FindStringSubmatch(line); m != nil {
+			documented[m[1]] = m[2] + " " + m[3]
+		}
+	}
+
+	// Exercise every instrument.
+	tel := newTelemetry(t)
+	pub := tel.publisherObserver(t)
+	pubCtx := pub.PublishStart(context.Background(), publisher.NewPublication(nil))
+	p := publisher.NewPublication(nil)
+	p.System, p.Destination, p.Start = "kafka", "orders", time.Now()
+	pub.PublishRetry(pubCtx, p, errors.New("x"))
+	pub.PublishDone(pubCtx, p, nil)
+	sub := tel.consumerObserver(t, "billing")
+	m := &consumer.Message{System: "kafka", Source: "orders"}
+	ctx := sub.DeliveryStart(context.Background(), m)
+	for _, a := range []consumer.Attempt{{Next: consumer.NextRetry}, {Next: consumer.NextWaitLease}, {Next: consumer.NextWaitStore},
+		{Next: consumer.NextWaitStore, LeaseLost: true}} {
+		sub.AttemptDone(ctx, m, a)
+	}
+	sub.DeliveryDone(ctx, m, consumer.Delivery{Result: consumer.Duplicate})
+	sub.DeliveryDone(ctx, m, consumer.Delivery{Result: consumer.DeadLettered})
+	if _, err := otelforge.ObserveOutbox(func(context.Context) (int64, time.Duration, error) { return 1, 0, nil }, otelforge.WithMeterProvider(tel.mp)); err != nil {
+		t.Fatal(err)
+	}
+
+	produced := map[string]string{}
+	for name, m := range tel.metrics(t) {
+		kind := "counter"
+		switch m.Data.(type) {
+		case metricdata.Histogram[float64]:
+			kind = "histogram"
+		case metricdata.Gauge[int64], metricdata.Gauge[float64]:
+			kind = "gauge"
+		}
+		produced[name] = kind + " " + m.Unit
+	}
+	for name, want := range produced {
+		if documented[name] != want {
+			t.Errorf("%s is a %s, documented as %q", name, want, documented[name])
+		}
+	}
+	for name := range documented {
+		if _, ok := produced[name]; !ok {
+			t.Errorf("%s is documented but not produced", name)
+		}
+	}
+}
+
+// A delivery handed back to the broker (the consumer stops) is a failed
+// process span; WithAttributes labels the observer's metrics.
+func TestAbandoned(t *testing.T) {
+	tel := newTelemetry(t)
+	obs := tel.consumerObserver(t, "billing", otelforge.WithAttributes(attribute.String("service", "billing-api")))
+	stop, cancel := context.WithCancel(context.Background())
+	p := processor(t, func(context.Context, *consumer.Message) error {
+		cancel()
+		return errors.New("interrupted")
+	}, obs, nil, "billing")
+	id := uuid.New()
+	m := &consumer.Message{ID: id, CorrelationID: id, System: "kafka", Source: "orders"}
+	work := p.Begin(context.Background(), m)
+	out, err := p.Process(stop, work, m)
+	if out != consumer.OutcomeAbandon {
+		t.Fatalf("outcome %v %v, want abandon", out, err)
+	}
+	p.End(work, m, out, context.Cause(stop))
+	s := tel.one(t, "process orders")
+	wantAttrs(t, s, otelforge.AttrOutcome.String("abandoned"), semconv.ErrorTypeKey.String("canceled"))
+	if s.Status().Code != codes.Error {
+		t.Errorf("status %v, want error", s.Status())
+	}
+	if n, _ := count(t, tel.metrics(t)["messaging.process.duration"], otelforge.AttrOutcome.String("abandoned"),
+		semconv.ErrorTypeKey.String("canceled"), attribute.String("service", "billing-api")); n != 1 {
+		t.Errorf("abandoned process durations with the observer's attributes: %d, want 1", n)
 	}
 }
