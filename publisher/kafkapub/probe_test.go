@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -218,4 +219,70 @@ func TestCancelWhileInFlight(t *testing.T) {
 		t.Errorf("records by key: %v; want no \"queued\" record (its caller gave up before it was sent)", keys)
 	}
 	t.Logf("records by key: %v", keys)
+}
+
+// TestGroupCommit: concurrent Publish calls share produce requests, and a
+// PublishBatch to one partition is one request; every record arrives.
+func TestGroupCommit(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "merged"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var requests, records atomic.Int64
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		requests.Add(1)
+		for _, tp := range req.(*kmsg.ProduceRequest).Topics {
+			for _, p := range tp.Partitions {
+				var b kmsg.RecordBatch
+				if err := b.ReadFrom(p.Records); err == nil {
+					records.Add(int64(b.NumRecords))
+				}
+			}
+		}
+		return nil, nil, false
+	})
+	p := newPublisher(t, c.ListenAddrs(), "merged")
+	ctx := testenv.Context(t, 30*time.Second)
+
+	const workers, each = 32, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := p.Publish(ctx, publisher.Message{Type: "t", Key: []any{fmt.Sprint("w", w), i}}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := requests.Load(); n > workers*each/2 {
+		t.Errorf("%d concurrent publishes took %d produce requests: not merged", workers*each, n)
+	}
+	t.Logf("%d concurrent publishes in %d produce requests", workers*each, requests.Load())
+
+	requests.Store(0)
+	var batch []publisher.Message
+	for i := range 100 {
+		batch = append(batch, publisher.Message{Type: "t", Key: []any{"batch", i}})
+	}
+	if err := p.PublishBatch(ctx, batch...); err != nil {
+		t.Fatal(err)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("a batch of 100 records for one partition took %d produce requests, want 1", n)
+	}
+	if n := records.Load(); n != workers*each+100 {
+		t.Errorf("the broker received %d records, want %d", n, workers*each+100)
+	}
 }
