@@ -182,7 +182,7 @@ func rawRecords(b *testing.B, msgs []publisher.Message) []kafkago.Message {
 
 func rawWriter(brokers []string, topic string, batchSize int) *kafkago.Writer {
 	return &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: topic, Balancer: &kafkago.Hash{}, MaxAttempts: 1,
-		BatchSize: batchSize, BatchBytes: kafkapub.DefaultMaxBodySize + 1<<16, BatchTimeout: kafkapub.DefaultBatchTimeout,
+		BatchSize: batchSize, BatchBytes: kafkapub.DefaultMaxBodySize + 1<<16, BatchTimeout: time.Millisecond,
 		WriteTimeout: kafkapub.DefaultWriteTimeout, RequiredAcks: kafkago.RequireAll, AllowAutoTopicCreation: true}
 }
 

@@ -1,23 +1,24 @@
 // Package kafkasub runs a [consumer.Handler] for every record of a Kafka topic in
-// a consumer group, with kafka-go's Reader.
+// a consumer group, with kafka-go's ConsumerGroup and one reader per
+// assigned partition.
 //
-// Each record is fetched with FetchMessage, handled, and only then committed
-// with a synchronous CommitMessages (never ReadMessage, which commits before
-// processing, and never an asynchronous commit interval). Records of one
-// partition are handled in order; [WithPartitionParallelism] handles several
-// partitions at once. A failing record is retried in place with backoff —
-// nothing after it in its partition is committed meanwhile — and after the
-// configured attempts, or at once for a [consumer.Permanent] error or a
-// malformed ID, it is written to the dead-letter topic with the reason in
-// [consumer.HeaderDeadLetterReason]; the commit follows only a successful write. A
-// record whose claim is held by another member (a rebalance handed it to two
-// members at once) or whose store is down waits and is retried, never
-// committed past. On shutdown only processed records are committed.
+// Each record is fetched, handled, and only then committed, synchronously.
+// Records of one partition are handled in order; [WithPartitionParallelism]
+// handles several partitions at once. A failing record is retried in place
+// with backoff — nothing after it in its partition is committed meanwhile —
+// and after the configured attempts, or at once for a [consumer.Permanent]
+// error or a malformed ID, it is written to the dead-letter topic with the
+// reason in [consumer.HeaderDeadLetterReason]; the commit follows only a
+// successful write. A record whose claim is held by another member (a
+// rebalance handed it to two members at once) or whose store is down waits
+// and is retried, never committed past. On shutdown only processed records
+// are committed.
 //
 //	c, err := kafkasub.New([]string{"localhost:9092"}, "orders", "billing", handle,
 //		consumer.WithDedupe(store, "billing"),
 //		kafkasub.WithPartitionParallelism(3))
 //	if err != nil { ... }
+//	if err := c.Ping(ctx); err != nil { ... } // fail fast: cluster unreachable, topic missing
 //	err = c.Run(ctx)
 //
 // The consumer needs no kafka-go types: [WithStartOffset],
@@ -25,12 +26,56 @@
 // and [WithReaderConfig] and [WithDeadLetterWriter] are validated escape
 // hatches for the rest (TLS and SASL through the reader's Dialer).
 //
+// # Rebalances
+//
+// A record's offset is committed in the group generation the record was
+// read in. When the group rebalances, the member stops reading, lets the
+// handler calls in progress finish and commit, and only then rejoins; a
+// member that takes longer than the rebalance timeout loses its partitions,
+// and the coordinator then refuses its late commits (logged at WARN). A
+// member therefore never commits a partition it no longer owns, and the
+// group's committed offset never moves back. The record of a refused commit
+// is delivered again to the partition's new owner, where dedupe answers
+// duplicate.
+//
 // Replaying a topic from an earlier offset is safe as long as the dedupe
 // store still remembers the completed IDs: use a retention longer than any
 // replay window, or [dedupe.Forever] with the PostgreSQL store
-// ([consumer.WithRetention]). After a rebalance a member may still finish and
-// commit a record of a partition it lost; the committed offset can then move
-// back, which only causes redeliveries that dedupe answers as duplicates.
+// ([consumer.WithRetention]).
+//
+// # Dead letters
+//
+// A dead letter is a record of the dead-letter topic (default: the topic
+// followed by [consumer.DeadLetterSuffix]) with the original record's key,
+// body and headers, and these headers added:
+//
+//	x-dead-letter-reason    why ([consumer.Reason]: at most 4096 bytes of UTF-8)
+//	x-original-topic        the topic the record was read from
+//	x-original-partition    its partition (decimal)
+//	x-original-offset       its offset (decimal)
+//	x-attempts              how often the handler ran (decimal)
+//
+// The default dead-letter writer compresses (gzip), so a large record that
+// compresses well still fits. When the broker refuses a dead letter as too
+// large (a record close to the broker's message.max.bytes, plus the added
+// headers), a reference dead letter is written instead: the same headers
+// and key without the body, and [HeaderDeadLetterOmitted] "body"; if even
+// that is too large (huge headers or key), a minimal reference with only
+// the ID headers (message-id, correlation-id, causation-id, message-type,
+// each cut to 1024 bytes), no key, and "body,key,headers". The original
+// stays in its topic at x-original-partition and x-original-offset, until
+// the topic's retention removes it: a tool that replays dead letters reads
+// it from there. Each fallback is logged at ERROR.
+//
+// A dead letter that cannot be written for another reason (the dead-letter
+// topic's cluster unreachable, writes not authorized) is retried with the
+// consumer's backoff for as long as it fails; the record is not committed
+// without its dead letter, so its partition — with a parallelism of 1, the
+// whole consumer — waits. The operator sees an ERROR line "kafkasub: dead
+// letter not written; retrying ..." with the topic, partition, offset,
+// message ID and cause at the first failure and then once a minute, and an
+// INFO line when it is finally written; on shutdown the record is handed
+// back uncommitted.
 //
 // IDs come from the "message-id", "correlation-id" and "causation-id"
 // headers, the type from "message-type" and the business key

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
+	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/uuidforge/uuidforge/consumer"
@@ -104,10 +106,13 @@ func WithDeadLetterWriter(w *kafkago.Writer) consumer.Option {
 
 // WithReaderConfig is an escape hatch: f may change the kafka-go
 // ReaderConfig the consumer reads with (TLS and SASL through its Dialer,
-// fetch sizes, timers). New validates the result: Brokers, Topic and
-// GroupID must stay as given to New, GroupTopics and Partition must stay
-// unset, and CommitInterval must stay 0 (offsets are committed
-// synchronously, only after a record is done).
+// fetch sizes, timers). Its group settings (Dialer, timeouts, balancers,
+// StartOffset, RetentionTime) configure the consumer group, its fetch
+// settings (MinBytes, MaxBytes, MaxWait, ReadBackoffMin/Max,
+// IsolationLevel, ...) the reader of each assigned partition. New validates
+// the result: Brokers, Topic and GroupID must stay as given to New,
+// GroupTopics and Partition must stay unset, and CommitInterval must stay
+// 0 (offsets are committed synchronously, only after a record is done).
 func WithReaderConfig(f func(*kafkago.ReaderConfig)) consumer.Option {
 	return consumer.TransportOption("kafkasub.WithReaderConfig", func(c *config) error {
 		if f == nil {
@@ -120,7 +125,8 @@ func WithReaderConfig(f func(*kafkago.ReaderConfig)) consumer.Option {
 
 // Consumer runs a handler for every record of a topic in a consumer group.
 // Create it with [New]; Run may be called again after it returned (each Run
-// is a new group member), but not concurrently with itself.
+// is a new group member), but not concurrently with itself. Ping may be
+// called at any time.
 type Consumer struct {
 	cfg  config
 	set  consumer.Settings
@@ -131,12 +137,13 @@ type Consumer struct {
 // cluster reachable at brokers (host:port bootstrap addresses), and passes
 // each record to h wrapped in the standard chain of opts
 // ([consumer.NewHandler]: lineage, deduplication with [consumer.WithDedupe],
-// timeout, recovery). New does no I/O.
+// timeout, recovery). New does no I/O; [Consumer.Ping] checks the cluster
+// and the topic at once.
 //
-// The reader uses timers sized for low latency instead of kafka-go's
-// defaults (which make joining a group and the first fetch take many
-// seconds): MaxWait 50ms, HeartbeatInterval 100ms, SessionTimeout 6s,
-// RebalanceTimeout 2s, JoinGroupBackoff 100ms, ReadBackoffMin 10ms,
+// The group and partition readers use timers sized for low latency instead
+// of kafka-go's defaults (which make joining a group and the first fetch
+// take many seconds): MaxWait 50ms, HeartbeatInterval 100ms, SessionTimeout
+// 6s, RebalanceTimeout 2s, JoinGroupBackoff 100ms, ReadBackoffMin 10ms,
 // ReadBackoffMax 50ms, PartitionWatchInterval 100ms.
 func New(brokers []string, topic, group string, h consumer.Handler, opts ...consumer.Option) (*Consumer, error) {
 	switch {
@@ -170,6 +177,9 @@ func New(brokers []string, topic, group string, h consumer.Handler, opts ...cons
 	if err := rc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafkasub: reader config: %w", err)
 	}
+	if gc := cfg.groupConfig(); gc.Validate() != nil {
+		return nil, fmt.Errorf("kafkasub: reader config: %w", gc.Validate())
+	}
 	if cfg.dlTopic == "" {
 		cfg.dlTopic = topic + consumer.DeadLetterSuffix
 	}
@@ -180,98 +190,178 @@ func New(brokers []string, topic, group string, h consumer.Handler, opts ...cons
 	return &Consumer{cfg: cfg, set: set, proc: set.Processor(chain)}, nil
 }
 
-// Run consumes until ctx is done. For each record it runs the handler
-// (retrying in place without moving past the record), dead-letters it when
-// that is the outcome (the dead letter must be written before the commit),
-// and commits its offset synchronously. On shutdown it stops fetching, lets
-// the records in progress finish and commit, and returns nil; records not
-// finished are not committed and come back to the group. It returns an
-// error when the reader fails for a reason other than ctx.
+// groupConfig is the consumer-group part of the reader config.
+func (c *config) groupConfig() kafkago.ConsumerGroupConfig {
+	rc := c.rc
+	gc := kafkago.ConsumerGroupConfig{
+		ID: rc.GroupID, Brokers: rc.Brokers, Dialer: rc.Dialer, Topics: []string{rc.Topic},
+		GroupBalancers: rc.GroupBalancers, HeartbeatInterval: rc.HeartbeatInterval,
+		PartitionWatchInterval: rc.PartitionWatchInterval, WatchPartitionChanges: rc.WatchPartitionChanges,
+		SessionTimeout: rc.SessionTimeout, RebalanceTimeout: rc.RebalanceTimeout,
+		JoinGroupBackoff: rc.JoinGroupBackoff, RetentionTime: rc.RetentionTime, StartOffset: rc.StartOffset,
+		Logger: rc.Logger, ErrorLogger: rc.ErrorLogger,
+	}
+	return gc
+}
+
+// partitionConfig is the reader config of one assigned partition: the
+// fetch settings of the escape hatch, without the group.
+func (c *config) partitionConfig(partition int) kafkago.ReaderConfig {
+	rc := c.rc
+	rc.GroupID, rc.GroupTopics, rc.GroupBalancers, rc.Partition = "", nil, nil, partition
+	rc.ReadLagInterval = -1
+	return rc
+}
+
+// generation is what the partitions of one group generation share.
+type generation struct {
+	gen *kafkago.Generation
+	mu  sync.Mutex // one commit at a time on the coordinator connection
+}
+
+// commit commits offset for partition in this generation. The coordinator
+// refuses it once the generation is over, so a member never commits a
+// partition it no longer owns.
+func (g *generation) commit(topic string, partition int, offset int64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.gen.CommitOffsets(map[string]map[int]int64{topic: {partition: offset}})
+}
+
+// Run consumes until ctx is done. It joins the group and, for each
+// generation of the group, reads each partition assigned to this member in
+// order: it runs the handler for each record (retrying in place without
+// moving past the record), dead-letters the record when that is the outcome
+// (the dead letter must be written before the commit), and commits its
+// offset synchronously, in the generation it was read in.
+//
+// When the group rebalances, the member stops reading, waits between
+// attempts no more, lets the handler calls in progress finish and commit,
+// and only then rejoins. A commit the coordinator refuses because the
+// generation ended meanwhile (the member took longer than the rebalance
+// timeout, so its partitions went to others) is not retried: the record is
+// delivered again to the partition's new owner, and the group's committed
+// offset never moves back.
+//
+// On shutdown it stops fetching, lets the records in progress finish and
+// commit (for up to the shutdown timeout), leaves the group and returns
+// nil; records not finished are not committed and come back to the group.
+// Failing to join the group (an unreachable cluster, a missing topic) is
+// logged and retried until ctx ends; [Consumer.Ping] reports it at once.
 func (c *Consumer) Run(ctx context.Context) error {
-	r := kafkago.NewReader(c.cfg.rc)
-	defer r.Close()
+	cg, err := kafkago.NewConsumerGroup(c.cfg.groupConfig())
+	if err != nil {
+		return fmt.Errorf("kafkasub: consumer group: %w", err)
+	}
 	dl := c.cfg.dl
 	if dl == nil {
 		dl = &kafkago.Writer{
 			Addr: kafkago.TCP(c.cfg.rc.Brokers...), Topic: c.cfg.dlTopic,
 			RequiredAcks: kafkago.RequireAll, AllowAutoTopicCreation: true,
 			BatchTimeout: time.Millisecond, Balancer: &kafkago.Hash{},
+			MaxAttempts: 1, BatchBytes: dlBatchBytes, Compression: kafkago.Gzip,
 		}
-		if d := c.cfg.rc.Dialer; d != nil && (d.TLS != nil || d.SASLMechanism != nil) {
-			dl.Transport = &kafkago.Transport{TLS: d.TLS, SASL: d.SASLMechanism, ClientID: d.ClientID}
+		if t := c.cfg.transport(); t != nil {
+			dl.Transport = t
 		}
 		defer dl.Close()
 	}
 
-	// stop ends fetching and waiting; it is also cancelled when a record is
-	// abandoned, so no later record of its partition is committed past it.
-	// work outlives ctx by the shutdown timeout.
+	// work outlives ctx by the shutdown timeout; the group closes (after
+	// the partitions' handlers returned) before work is cancelled.
 	shutdown, work, release := consumer.ShutdownContexts(ctx, c.set.ShutdownTimeout)
 	defer release()
-	stop, cancelStop := context.WithCancel(shutdown)
-	defer cancelStop()
+	defer cg.Close()
 
-	var (
-		wg      sync.WaitGroup
-		workers = map[int]chan kafkago.Message{}
-		sem     = make(chan struct{}, c.cfg.parallel)
-	)
-	defer func() {
-		for _, ch := range workers {
-			close(ch)
-		}
-		wg.Wait()
-	}()
+	sem := make(chan struct{}, c.cfg.parallel)
+	joinErrs := 0
 	for {
-		rec, err := r.FetchMessage(stop)
+		gen, err := cg.Next(shutdown)
 		if err != nil {
-			if stop.Err() != nil {
+			if shutdown.Err() != nil || errors.Is(err, kafkago.ErrGroupClosed) {
 				return nil
 			}
-			return fmt.Errorf("kafkasub: fetch from %s: %w", c.cfg.rc.Topic, err)
-		}
-		if stop.Err() != nil { // fetched from the buffer as we stopped: leave it
-			return nil
-		}
-		if c.cfg.parallel == 1 {
-			if !c.handle(stop, work, r, dl, rec) {
-				return nil
+			level := slog.LevelWarn
+			if errors.Is(err, kafkago.UnknownMemberId) || errors.Is(err, kafkago.RebalanceInProgress) || errors.Is(err, kafkago.IllegalGeneration) {
+				level = slog.LevelInfo // the group moved on without this member: it joins again
+			}
+			if joinErrs++; joinErrs == 1 || joinErrs%100 == 0 {
+				c.set.Logger.Log(shutdown, level, "kafkasub: joining the consumer group failed; retrying",
+					"group", c.cfg.rc.GroupID, "topic", c.cfg.rc.Topic, "failures", joinErrs, "error", err)
 			}
 			continue
 		}
-		ch, ok := workers[rec.Partition]
-		if !ok {
-			ch = make(chan kafkago.Message, 1)
-			workers[rec.Partition] = ch
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				abandoned := false
-				for rec := range ch {
-					if abandoned || stop.Err() != nil {
-						continue // not committed: comes back to the group
-					}
-					sem <- struct{}{}
-					ok := c.handle(stop, work, r, dl, rec)
-					<-sem
-					if !ok {
-						abandoned = true
-						cancelStop()
-					}
-				}
-			}()
-		}
-		select {
-		case ch <- rec:
-		case <-stop.Done():
-			return nil
+		joinErrs = 0
+		g := &generation{gen: gen}
+		for _, pa := range gen.Assignments[c.cfg.rc.Topic] {
+			gen.Start(func(genCtx context.Context) { c.consume(genCtx, shutdown, work, g, pa, dl, sem) })
 		}
 	}
 }
 
+// consume reads and handles one assigned partition until the generation
+// or the consumer ends.
+func (c *Consumer) consume(genCtx, shutdown, work context.Context, g *generation, pa kafkago.PartitionAssignment, dl *kafkago.Writer, sem chan struct{}) {
+	// stop ends fetching and the waits between attempts, at shutdown and
+	// when the generation ends.
+	stop, cancel := context.WithCancel(shutdown)
+	defer cancel()
+	defer context.AfterFunc(genCtx, cancel)()
+
+	log := c.set.Logger.With("topic", c.cfg.rc.Topic, "partition", pa.ID)
+	r := kafkago.NewReader(c.cfg.partitionConfig(pa.ID))
+	defer r.Close()
+	if err := r.SetOffset(pa.Offset); err != nil {
+		log.ErrorContext(stop, "kafkasub: cannot start reading the partition", "offset", pa.Offset, "error", err)
+		return
+	}
+	var bo backoff.BackOff
+	for {
+		rec, err := r.FetchMessage(stop)
+		if err != nil {
+			if stop.Err() != nil {
+				return
+			}
+			log.WarnContext(stop, "kafkasub: fetch failed; retrying", "error", err)
+			if bo == nil {
+				bo = c.proc.Backoff()
+			}
+			if !sleep(stop, bo.NextBackOff()) {
+				return
+			}
+			continue
+		}
+		bo = nil
+		if stop.Err() != nil { // fetched as we stopped: leave it
+			return
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-stop.Done():
+			return
+		}
+		ok := c.handle(stop, work, g, dl, rec)
+		<-sem
+		if !ok {
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // handle processes one record and commits it; false means it was abandoned
-// (not committed) because the consumer is stopping.
-func (c *Consumer) handle(stop, work context.Context, r *kafkago.Reader, dl *kafkago.Writer, rec kafkago.Message) bool {
+// (not committed) because the consumer is stopping or the generation ended.
+func (c *Consumer) handle(stop, work context.Context, g *generation, dl *kafkago.Writer, rec kafkago.Message) bool {
 	m := c.message(rec)
 	raw := consumer.Identity{}
 	for _, h := range rec.Headers {
@@ -296,55 +386,19 @@ func (c *Consumer) handle(stop, work context.Context, r *kafkago.Reader, dl *kaf
 		c.proc.End(ctx, m, outcome, err)
 		return false
 	case consumer.OutcomeDeadLetter:
-		if derr := c.deadLetter(stop, work, dl, rec, m, err); derr != nil {
+		if derr := c.deadLetter(stop, work, dl, rec, m, err, log); derr != nil {
 			log.WarnContext(work, "kafkasub: dead letter not written, record not committed", "error", derr)
 			c.proc.End(ctx, m, consumer.OutcomeAbandon, derr)
 			return false
 		}
 	}
-	if cerr := r.CommitMessages(work, rec); cerr != nil {
-		// Not committed: the record comes back and dedupe answers
-		// duplicate.
-		log.WarnContext(work, "kafkasub: commit failed", "error", cerr)
+	if cerr := g.commit(rec.Topic, rec.Partition, rec.Offset+1); cerr != nil {
+		// Not committed: the record comes back (to this member or the
+		// partition's new owner) and dedupe answers duplicate.
+		log.WarnContext(work, "kafkasub: commit refused or failed; the record will be delivered again", "error", cerr)
 	}
 	c.proc.End(ctx, m, outcome, err)
 	return true
-}
-
-func (c *Consumer) deadLetter(stop, work context.Context, dl *kafkago.Writer, rec kafkago.Message, m *consumer.Message, reason error) error {
-	headers := make([]kafkago.Header, 0, len(rec.Headers)+5)
-	for _, h := range rec.Headers {
-		switch h.Key {
-		case consumer.HeaderDeadLetterReason, consumer.HeaderOriginalTopic, consumer.HeaderOriginalPartition, consumer.HeaderOriginalOffset, consumer.HeaderAttempts:
-		default:
-			headers = append(headers, h)
-		}
-	}
-	headers = append(headers,
-		kafkago.Header{Key: consumer.HeaderDeadLetterReason, Value: []byte(consumer.Reason(reason))},
-		kafkago.Header{Key: consumer.HeaderOriginalTopic, Value: []byte(rec.Topic)},
-		kafkago.Header{Key: consumer.HeaderOriginalPartition, Value: []byte(strconv.Itoa(rec.Partition))},
-		kafkago.Header{Key: consumer.HeaderOriginalOffset, Value: []byte(strconv.FormatInt(rec.Offset, 10))},
-		kafkago.Header{Key: consumer.HeaderAttempts, Value: []byte(strconv.Itoa(m.Attempt))},
-	)
-	out := kafkago.Message{Key: rec.Key, Value: rec.Value, Headers: headers, Time: rec.Time}
-	bo := c.proc.Backoff()
-	for {
-		err := dl.WriteMessages(work, out)
-		if err == nil {
-			return nil
-		}
-		t := time.NewTimer(bo.NextBackOff())
-		select {
-		case <-stop.Done():
-			t.Stop()
-			return fmt.Errorf("kafkasub: dead letter to %s: %w", dl.Topic, err)
-		case <-work.Done():
-			t.Stop()
-			return fmt.Errorf("kafkasub: dead letter to %s: %w", dl.Topic, err)
-		case <-t.C:
-		}
-	}
 }
 
 func (c *Consumer) message(rec kafkago.Message) *consumer.Message {
@@ -365,4 +419,55 @@ func (c *Consumer) message(rec kafkago.Message) *consumer.Message {
 		}
 	}
 	return m
+}
+
+// transport returns a kafka-go transport with the TLS and SASL settings of
+// the reader's dialer, nil when it has none.
+func (c *config) transport() *kafkago.Transport {
+	d := c.rc.Dialer
+	if d == nil || (d.TLS == nil && d.SASLMechanism == nil && d.ClientID == "") {
+		return nil
+	}
+	return &kafkago.Transport{TLS: d.TLS, SASL: d.SASLMechanism, ClientID: d.ClientID}
+}
+
+// ErrUnknownTopic is returned by [Consumer.Ping] for a topic the cluster
+// does not have.
+var ErrUnknownTopic = errors.New("kafkasub: unknown topic")
+
+// Ping checks, on a connection of its own, that the cluster answers and
+// that the topic exists, so that a service can fail fast at start-up. It
+// returns an error naming the brokers when none answers before ctx ends
+// (10 s when ctx has no deadline), and one wrapping [ErrUnknownTopic] when
+// the topic is missing. It neither joins the group nor creates the topic.
+func (c *Consumer) Ping(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	t := c.cfg.transport()
+	if t == nil {
+		t = &kafkago.Transport{}
+	}
+	defer t.CloseIdleConnections()
+	brokers, topic := strings.Join(c.cfg.rc.Brokers, ","), c.cfg.rc.Topic
+	client := &kafkago.Client{Addr: kafkago.TCP(c.cfg.rc.Brokers...), Transport: t}
+	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return fmt.Errorf("kafkasub: ping %s: %w", brokers, err)
+	}
+	for _, tm := range meta.Topics {
+		if tm.Name != topic {
+			continue
+		}
+		switch {
+		case errors.Is(tm.Error, kafkago.UnknownTopicOrPartition):
+			return fmt.Errorf("%w %q on %s", ErrUnknownTopic, topic, brokers)
+		case tm.Error != nil:
+			return fmt.Errorf("kafkasub: ping %s: topic %q: %w", brokers, topic, tm.Error)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w %q on %s", ErrUnknownTopic, topic, brokers)
 }

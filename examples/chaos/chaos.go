@@ -21,12 +21,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
 	kafkago "github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
+	"github.com/uuidforge/uuidforge/kafkatest"
 	"github.com/uuidforge/uuidforge/publisher"
 	"github.com/uuidforge/uuidforge/publisher/kafkapub"
 	"github.com/uuidforge/uuidforge/publisher/rabbitpub"
@@ -245,7 +245,7 @@ func (c *chaos) kafkaOptions() []testenv.KafkaOption {
 		testenv.KafkaDataDir(c.kafkaDir), testenv.KafkaPorts(c.kafkaPort),
 		// The consumers use 3 s sessions, so a killed member leaves the
 		// group quickly; the broker's default minimum is 6 s.
-		kfake.GroupMinSessionTimeout(time.Second),
+		kafkatest.WithMinSessionTimeout(time.Second),
 	}
 }
 

@@ -2,62 +2,58 @@ package testenv
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
 
-	kafkago "github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/uuidforge/uuidforge/kafkatest"
 )
 
-// Kafka is an in-process Kafka-protocol broker (kfake) or, when KAFKA_BROKERS
-// is set, a handle on a real cluster.
+// Kafka is an in-process Kafka broker ([kafkatest.Broker]) or, when
+// KAFKA_BROKERS is set, a handle on a real cluster.
 type Kafka struct {
-	cluster *kfake.Cluster // nil for a real cluster
+	broker  *kafkatest.Broker // nil for a real cluster
 	brokers []string
 }
 
-// KafkaOption configures [StartKafka].
-type KafkaOption = kfake.Opt
+// KafkaOption configures [StartKafka]: any [kafkatest.Option].
+type KafkaOption = kafkatest.Option
 
 // KafkaDataDir keeps the in-process broker's data in dir, so a broker started
 // again on the same dir has the same topics, records and committed offsets.
-func KafkaDataDir(dir string) KafkaOption { return kfake.DataDir(dir) }
+func KafkaDataDir(dir string) KafkaOption { return kafkatest.WithDataDir(dir) }
 
 // KafkaPorts makes the in-process broker listen on the given ports (one per
 // broker) instead of random ones, so clients can reconnect after a restart.
-func KafkaPorts(ports ...int) KafkaOption { return kfake.Ports(ports...) }
+func KafkaPorts(ports ...int) KafkaOption { return kafkatest.WithPorts(ports...) }
 
-// StartKafka starts an in-process single-broker cluster with automatic topic
-// creation and 3 partitions per topic, unless KAFKA_BROKERS names a real
-// cluster, which is then used as is and opts are ignored.
+// StartKafka starts an in-process broker ([kafkatest.New]: one node,
+// automatic topic creation, 3 partitions per topic), unless KAFKA_BROKERS
+// names a real cluster, which is then used as is and opts are ignored.
 func StartKafka(opts ...KafkaOption) (*Kafka, error) {
 	if env := os.Getenv(EnvKafka); env != "" {
 		return &Kafka{brokers: strings.Split(env, ",")}, nil
 	}
-	base := []kfake.Opt{
-		kfake.NumBrokers(1),
-		kfake.AllowAutoTopicCreation(),
-		kfake.DefaultNumPartitions(3),
-	}
-	c, err := kfake.NewCluster(append(base, opts...)...)
+	b, err := kafkatest.New(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("testenv: start in-process kafka: %w", err)
+		return nil, err
 	}
-	return &Kafka{cluster: c, brokers: c.ListenAddrs()}, nil
+	return &Kafka{broker: b, brokers: b.Brokers()}, nil
 }
 
 // Brokers returns the bootstrap addresses.
 func (k *Kafka) Brokers() []string { return k.brokers }
 
 // InProcess reports whether the broker runs inside this process.
-func (k *Kafka) InProcess() bool { return k.cluster != nil }
+func (k *Kafka) InProcess() bool { return k.broker != nil }
+
+// Broker returns the in-process broker, nil for a real cluster.
+func (k *Kafka) Broker() *kafkatest.Broker { return k.broker }
 
 // Close stops an in-process broker; it does nothing for a real cluster.
 func (k *Kafka) Close() {
-	if k.cluster != nil {
-		k.cluster.Close()
+	if k.broker != nil {
+		k.broker.Close()
 	}
 }
 
@@ -65,42 +61,36 @@ func (k *Kafka) Close() {
 // the test ends.
 func KafkaBrokers(t testing.TB, opts ...KafkaOption) []string {
 	t.Helper()
+	return StartKafkaT(t, opts...).Brokers()
+}
+
+// StartKafkaT is [StartKafka] for one test: the broker stops when the test
+// ends, and a broker that cannot start makes the test [Unavailable].
+func StartKafkaT(t testing.TB, opts ...KafkaOption) *Kafka {
+	t.Helper()
 	k, err := StartKafka(opts...)
 	if err != nil {
 		Unavailable(t, "Kafka", err)
 	}
 	t.Cleanup(k.Close)
-	return k.Brokers()
+	return k
+}
+
+// InProcessKafka starts an in-process broker for one test even when
+// KAFKA_BROKERS names a real cluster, for tests that stop, restart or
+// reconfigure the broker. It stops when the test ends.
+func InProcessKafka(t testing.TB, opts ...KafkaOption) *kafkatest.Broker {
+	t.Helper()
+	b, err := kafkatest.New(opts...)
+	if err != nil {
+		Unavailable(t, "in-process Kafka", err)
+	}
+	t.Cleanup(b.Close)
+	return b
 }
 
 // TopicSize returns the number of records in topic (last minus first offset,
 // summed over its partitions): what a replay from offset 0 reads.
 func TopicSize(ctx context.Context, brokers []string, topic string) (int, error) {
-	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
-	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
-	if err != nil {
-		return 0, fmt.Errorf("testenv: metadata of %s: %w", topic, err)
-	}
-	if len(meta.Topics) != 1 {
-		return 0, fmt.Errorf("testenv: metadata of %s: %d topics in the answer", topic, len(meta.Topics))
-	}
-	if meta.Topics[0].Error != nil {
-		return 0, fmt.Errorf("testenv: metadata of %s: %w", topic, meta.Topics[0].Error)
-	}
-	var reqs []kafkago.OffsetRequest
-	for _, p := range meta.Topics[0].Partitions {
-		reqs = append(reqs, kafkago.FirstOffsetOf(p.ID), kafkago.LastOffsetOf(p.ID))
-	}
-	resp, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
-	if err != nil {
-		return 0, fmt.Errorf("testenv: offsets of %s: %w", topic, err)
-	}
-	n := 0
-	for _, p := range resp.Topics[topic] {
-		if p.Error != nil {
-			return 0, fmt.Errorf("testenv: offsets of %s/%d: %w", topic, p.Partition, p.Error)
-		}
-		n += int(p.LastOffset - p.FirstOffset)
-	}
-	return n, nil
+	return kafkatest.TopicSize(ctx, brokers, topic)
 }

@@ -41,3 +41,21 @@ func TestKafkaGoAgainstBroker(t *testing.T) {
 		}
 	}
 }
+
+// TestKafkaFromEnvironment: KAFKA_BROKERS selects a real cluster, used as
+// is; InProcessKafka starts the in-process broker regardless.
+func TestKafkaFromEnvironment(t *testing.T) {
+	t.Setenv(EnvKafka, "kafka-1:9092,kafka-2:9092")
+	k, err := StartKafka(KafkaPorts(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if k.InProcess() || k.Broker() != nil || len(k.Brokers()) != 2 || k.Brokers()[1] != "kafka-2:9092" {
+		t.Fatalf("with %s set: in process %v, brokers %v", EnvKafka, k.InProcess(), k.Brokers())
+	}
+	b := InProcessKafka(t)
+	if len(b.Brokers()) != 1 || b.Brokers()[0] == "kafka-1:9092" {
+		t.Fatalf("InProcessKafka brokers %v", b.Brokers())
+	}
+}

@@ -1,24 +1,43 @@
-// Package kafka publishes [publisher.Message] values to a Kafka topic with
-// deterministic IDs, using github.com/segmentio/kafka-go.
+// Package kafkapub publishes [publisher.Message] values to a Kafka topic with
+// deterministic IDs, using github.com/segmentio/kafka-go's protocol client.
 //
 // Every record carries the headers message-id, correlation-id,
-// message-type and, on a message caused by another, causation-id ([HeaderMessageID]
-// etc.). The record key is the business key ([KeyBytes]), and records are
-// partitioned by key hash (kafka-go's Writer defaults to round-robin, which
-// would break per-key order), so one entity's messages keep their order.
-// Writes wait for all in-sync replicas by default.
+// message-type and, on a message caused by another, causation-id (see
+// package lineage). The record key is the business key
+// ([publisher.KeyBytes]), and records are partitioned by key hash
+// ([WithPartitioner]), so one entity's messages keep their order. Writes
+// wait for all in-sync replicas by default ([WithAcks]).
 //
 //	gen := forge.MustNew("orders.example.com")
-//	p, err := kafka.New([]string{"localhost:9092"}, "orders", gen)
+//	p, err := kafkapub.New([]string{"localhost:9092"}, "orders", gen,
+//		kafkapub.WithTLS(tlsConfig), kafkapub.WithSASL(plain.Mechanism{...}))
 //	if err != nil { ... }
 //	defer p.Close()
+//	if err := p.Ping(ctx); err != nil { ... } // fail fast: cluster unreachable, topic missing
 //	err = p.Publish(ctx, publisher.Message{Type: "order.created", Key: []any{"o-1001"}, Body: body})
 //
-// [Publisher.Publish] writes at once rather than waiting for kafka-go's batch
-// timeout; [Publisher.PublishBatch] batches per partition for throughput.
-// Failed writes are retried with back-off until the context ends.
+// # Batching
 //
-// kafka-go has no idempotent producer, so a retried write whose first attempt
-// did reach the broker lands twice. That is safe: both copies have the same
+// Each partition has one produce request in flight at a time. The records
+// that arrive while it is in flight — from concurrent Publish calls of any
+// number of goroutines, and from PublishBatch — go together in the next
+// request of their partition (group commit, up to [WithBatchSize] records
+// and about 1 MB), so many goroutines that each publish one message and
+// wait for its acknowledgement get the throughput of batching without a
+// linger delay: a lone Publish is sent at once. Each call still returns
+// only once the broker acknowledged its own records, and fails on its own:
+// a request that fails is retried by each of its callers under its own
+// back-off and context.
+//
+// Failed writes are retried with back-off until the context ends. kafka-go
+// has no idempotent producer, so a retried write whose first attempt did
+// reach the broker lands twice. That is safe: both copies have the same
 // message ID, and consumers deduplicate by it.
+//
+// # Options
+//
+// Connection settings are this package's own options: [WithTLS],
+// [WithSASL] (a kafka-go sasl.Mechanism, from its sasl/plain or
+// sasl/scram packages), [WithClientID]; [WithTransportConfig] is the
+// validated escape hatch to the kafka-go Transport for anything else.
 package kafkapub

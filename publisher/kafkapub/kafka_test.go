@@ -3,10 +3,10 @@ package kafkapub_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os/exec"
 	"strings"
 	"testing"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	kafkago "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/lineage"
@@ -212,12 +213,7 @@ func TestBadInputSendsNothing(t *testing.T) {
 }
 
 func TestDeadBrokerRespectsDeadline(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens there
 	p, err := kafkapub.New([]string{addr}, "t", gen)
 	if err != nil {
 		t.Fatal(err)
@@ -243,22 +239,11 @@ func TestDeadBrokerRespectsDeadline(t *testing.T) {
 }
 
 // TestRetriesAcrossBrokerRestart publishes while the broker is down; the
-// publish succeeds once a broker is back on the same address.
+// publish succeeds once the broker is back on the same address.
 func TestRetriesAcrossBrokerRestart(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	k, err := testenv.StartKafka(testenv.KafkaPorts(port))
-	if err != nil {
-		testenv.Unavailable(t, "Kafka", err)
-	}
-	if !k.InProcess() {
-		k.Close()
-		t.Skip("needs the in-process broker to stop and restart it")
-	}
+	// The in-process broker even when KAFKA_BROKERS names a real cluster:
+	// the test stops and restarts it.
+	k := testenv.InProcessKafka(t, testenv.KafkaPorts(freePort(t)))
 	topic := testenv.Name(t, "topic")
 	p := newPublisher(t, k.Brokers(), topic)
 	ctx := testenv.Context(t, 30*time.Second)
@@ -266,19 +251,14 @@ func TestRetriesAcrossBrokerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	k.Close()
-	restarted := make(chan *testenv.Kafka, 1)
+	restarted := make(chan error, 1)
 	go func() {
 		time.Sleep(500 * time.Millisecond)
-		k2, err := testenv.StartKafka(testenv.KafkaPorts(port))
-		if err != nil {
-			t.Errorf("restart: %v", err)
-		}
-		restarted <- k2
+		restarted <- k.Restart()
 	}()
-	err = p.PublishBatch(ctx, publisher.Message{Type: "t", Key: []any{"during-1"}}, publisher.Message{Type: "t", Key: []any{"during-2"}})
-	k2 := <-restarted
-	if k2 != nil {
-		defer k2.Close()
+	err := p.PublishBatch(ctx, publisher.Message{Type: "t", Key: []any{"during-1"}}, publisher.Message{Type: "t", Key: []any{"during-2"}})
+	if rerr := <-restarted; rerr != nil {
+		t.Fatalf("restart: %v", rerr)
 	}
 	if err != nil {
 		t.Fatalf("publish across restart: %v", err)
@@ -286,30 +266,13 @@ func TestRetriesAcrossBrokerRestart(t *testing.T) {
 	if r := kafkapub.Retries(p); r == 0 {
 		t.Errorf("no retry recorded while the broker was down")
 	}
-	recs := readWithKcat(t, k2.Brokers(), topic)
+	recs := readWithKcat(t, k.Brokers(), topic)
 	keys := map[string]int{}
 	for _, r := range recs {
 		keys[r.Key]++
 	}
 	if keys["during-1"] == 0 || keys["during-2"] == 0 {
 		t.Errorf("records after restart: %v", keys)
-	}
-}
-
-func TestPublishDoesNotWaitForBatchTimeout(t *testing.T) {
-	brokers := testenv.KafkaBrokers(t)
-	topic := testenv.Name(t, "topic")
-	p := newPublisher(t, brokers, topic, kafkapub.WithBatchTimeout(10*time.Second))
-	ctx := testenv.Context(t, 30*time.Second)
-	start := time.Now()
-	for i := range 3 {
-		if err := p.Publish(ctx, publisher.Message{Type: "t", Key: []any{i}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Three publishes that each waited for the batch timeout would take 30 s.
-	if el := time.Since(start); el > 8*time.Second {
-		t.Errorf("3 publishes took %v: Publish waits for the batch timeout", el)
 	}
 }
 
@@ -341,16 +304,25 @@ func TestKeyBytes(t *testing.T) {
 
 func TestOptionsValidated(t *testing.T) {
 	for name, opt := range map[string]publisher.Option{
-		"acks":     kafkapub.WithRequiredAcks(5),
-		"balancer": kafkapub.WithBalancer(nil),
-		"batch":    kafkapub.WithBatchSize(0),
-		"timeout":  kafkapub.WithBatchTimeout(0),
-		"write":    kafkapub.WithWriteTimeout(0),
-		"body":     publisher.WithMaxBodySize(0),
-		"backoff":  publisher.WithBackoff(0, time.Second),
+		"acks":              kafkapub.WithAcks(0),
+		"acks high":         kafkapub.WithAcks(4),
+		"partitioner":       kafkapub.WithPartitioner(0),
+		"batch":             kafkapub.WithBatchSize(0),
+		"write":             kafkapub.WithWriteTimeout(0),
+		"tls":               kafkapub.WithTLS(nil),
+		"sasl":              kafkapub.WithSASL(nil),
+		"client id":         kafkapub.WithClientID(""),
+		"transport nil":     kafkapub.WithTransportConfig(nil),
+		"transport dial":    kafkapub.WithTransportConfig(func(tr *kafkago.Transport) { tr.DialTimeout = -1 }),
+		"transport topics":  kafkapub.WithTransportConfig(func(tr *kafkago.Transport) { tr.MetadataTopics = []string{"other"} }),
+		"body":              publisher.WithMaxBodySize(0),
+		"backoff":           publisher.WithBackoff(0, time.Second),
+		"consumer's option": publisher.TransportOption("kafkasub.WithX", func(*struct{}) error { return nil }),
 	} {
 		if _, err := kafkapub.New([]string{"x:9092"}, "t", gen, opt); err == nil {
 			t.Errorf("%s: invalid option accepted", name)
+		} else if !strings.HasPrefix(err.Error(), "kafkapub: ") {
+			t.Errorf("%s: error %q does not start with the package name", name, err)
 		}
 	}
 	if _, err := kafkapub.New(nil, "t", gen); err == nil {
@@ -359,17 +331,22 @@ func TestOptionsValidated(t *testing.T) {
 	if _, err := kafkapub.New([]string{"x:9092"}, "", gen); err == nil {
 		t.Error("empty topic accepted")
 	}
-	p, err := kafkapub.New([]string{"x:9092"}, "t", gen)
+	var seen *kafkago.Transport
+	p, err := kafkapub.New([]string{"x:9092"}, "t", gen, kafkapub.WithTLS(&tls.Config{ServerName: "kafka"}),
+		kafkapub.WithSASL(plain.Mechanism{Username: "u", Password: "p"}), kafkapub.WithClientID("orders-api"),
+		kafkapub.WithAcks(kafkapub.AcksLeader), kafkapub.WithPartitioner(kafkapub.PartitionMurmur2),
+		kafkapub.WithTransportConfig(func(tr *kafkago.Transport) { seen = tr }))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if seen == nil || seen.TLS == nil || seen.TLS.ServerName != "kafka" || seen.SASL == nil || seen.ClientID != "orders-api" {
+		t.Errorf("the transport escape hatch saw %+v, want the TLS, SASL and client ID options applied", seen)
 	}
 	p.Close()
 	if err := p.Publish(context.Background(), publisher.Message{Type: "t", Key: []any{1}}); !errors.Is(err, publisher.ErrClosed) {
 		t.Errorf("Publish after Close = %v, want ErrClosed", err)
 	}
 }
-
-var _ = kafkago.RequireAll
 
 func TestConcurrentPublish(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)

@@ -1,11 +1,15 @@
 package kafkapub
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+
 	"github.com/uuidforge/uuidforge/publisher"
 )
 
@@ -14,65 +18,132 @@ const (
 	// DefaultMaxBodySize stays under Kafka's default message.max.bytes
 	// (1 048 588 bytes per record batch) with room for key and headers.
 	DefaultMaxBodySize = 1_000_000
-	// DefaultBatchSize is the most records PublishBatch puts in one
-	// produce request per partition.
+	// DefaultBatchSize is the most records of one partition sent in one
+	// produce request.
 	DefaultBatchSize = 1000
-	// DefaultBatchTimeout is how long PublishBatch lets a partial batch wait
-	// for more records (kafka-go's own default is 1 s).
-	DefaultBatchTimeout = time.Millisecond
 	// DefaultWriteTimeout bounds one produce request.
 	DefaultWriteTimeout = 10 * time.Second
 )
 
+// Acks is how many replicas must store a record before the broker
+// acknowledges it.
+type Acks int
+
+const (
+	// AcksAll waits for every in-sync replica (Kafka's acks=all): an
+	// acknowledged record survives the loss of the leader. The default.
+	AcksAll Acks = iota + 1
+	// AcksLeader waits for the partition leader only (acks=1): a record
+	// acknowledged just before the leader fails can be lost.
+	AcksLeader
+	// AcksNone waits for nothing (acks=0): Publish returns once the request
+	// is sent, and the broker never reports a failure. Records can be lost
+	// without an error.
+	AcksNone
+)
+
+// String returns "all", "leader" or "none".
+func (a Acks) String() string {
+	switch a {
+	case AcksAll:
+		return "all"
+	case AcksLeader:
+		return "leader"
+	case AcksNone:
+		return "none"
+	}
+	return fmt.Sprintf("Acks(%d)", int(a))
+}
+
+func (a Acks) required() kafkago.RequiredAcks {
+	switch a {
+	case AcksLeader:
+		return kafkago.RequireOne
+	case AcksNone:
+		return kafkago.RequireNone
+	}
+	return kafkago.RequireAll
+}
+
+// Partitioner chooses the partition of a record from its key. Records of
+// one key always go to one partition (while the topic's partition count
+// stays the same), so they keep their order. Records without a key are
+// spread over the partitions.
+type Partitioner int
+
+const (
+	// PartitionHash is the FNV-1a hash of the key modulo the partition
+	// count, as Sarama and kafka-go's Hash balancer place records. The
+	// default.
+	PartitionHash Partitioner = iota + 1
+	// PartitionMurmur2 is the murmur2 hash of the key, as the Java client's
+	// default partitioner (and librdkafka's murmur2 partitioners) place
+	// records: use it when producers in other languages write the same
+	// keys to the same topic and per-key order must hold across them.
+	PartitionMurmur2
+)
+
+// String returns "hash" or "murmur2".
+func (p Partitioner) String() string {
+	switch p {
+	case PartitionHash:
+		return "hash"
+	case PartitionMurmur2:
+		return "murmur2"
+	}
+	return fmt.Sprintf("Partitioner(%d)", int(p))
+}
+
 type config struct {
-	acks         kafkago.RequiredAcks
-	balancer     kafkago.Balancer
+	acks         Acks
+	partitioner  Partitioner
 	batchSize    int
-	batchTimeout time.Duration
 	writeTimeout time.Duration
 	autoCreate   bool
-	transport    kafkago.RoundTripper
+	tls          *tls.Config
+	sasl         sasl.Mechanism
+	clientID     string
+	transport    func(*kafkago.Transport)
 }
 
 func defaultConfig() config {
 	return config{
-		acks:         kafkago.RequireAll,
-		balancer:     &kafkago.Hash{},
+		acks:         AcksAll,
+		partitioner:  PartitionHash,
 		batchSize:    DefaultBatchSize,
-		batchTimeout: DefaultBatchTimeout,
 		writeTimeout: DefaultWriteTimeout,
 	}
 }
 
-// WithRequiredAcks sets the acknowledgement level. Default: kafka-go's
-// RequireAll (all in-sync replicas), not the zero value's RequireNone.
-func WithRequiredAcks(acks kafkago.RequiredAcks) publisher.Option {
-	return publisher.TransportOption("kafkapub.WithRequiredAcks", func(c *config) error {
-		switch acks {
-		case kafkago.RequireAll, kafkago.RequireOne, kafkago.RequireNone:
-			c.acks = acks
+// WithAcks sets how many replicas must store a record before Publish
+// returns. Default: [AcksAll].
+func WithAcks(a Acks) publisher.Option {
+	return publisher.TransportOption("kafkapub.WithAcks", func(c *config) error {
+		switch a {
+		case AcksAll, AcksLeader, AcksNone:
+			c.acks = a
 			return nil
 		}
-		return fmt.Errorf("invalid required acks %d", acks)
+		return fmt.Errorf("unknown acks %d", int(a))
 	})
 }
 
-// WithBalancer sets how records are assigned to partitions. Default:
-// &kafka.Hash{} (FNV-1a of the record key), so all messages with one key go to
-// one partition and keep their order. kafka.Murmur2Balancer{} matches the Java
-// client's partitioner. A balancer that ignores keys breaks per-key order.
-func WithBalancer(b kafkago.Balancer) publisher.Option {
-	return publisher.TransportOption("kafkapub.WithBalancer", func(c *config) error {
-		if b == nil {
-			return errors.New("nil balancer")
+// WithPartitioner sets how records are assigned to partitions. Default:
+// [PartitionHash].
+func WithPartitioner(p Partitioner) publisher.Option {
+	return publisher.TransportOption("kafkapub.WithPartitioner", func(c *config) error {
+		switch p {
+		case PartitionHash, PartitionMurmur2:
+			c.partitioner = p
+			return nil
 		}
-		c.balancer = b
-		return nil
+		return fmt.Errorf("unknown partitioner %d", int(p))
 	})
 }
 
-// WithBatchSize sets the largest number of records per partition in one
-// produce request of PublishBatch. Default: [DefaultBatchSize].
+// WithBatchSize sets the largest number of records of one partition sent
+// in one produce request. Concurrent Publish calls and PublishBatch share
+// requests up to this size (and about 1 MB). Default: [DefaultBatchSize].
 func WithBatchSize(n int) publisher.Option {
 	return publisher.TransportOption("kafkapub.WithBatchSize", func(c *config) error {
 		if n < 1 {
@@ -83,20 +154,9 @@ func WithBatchSize(n int) publisher.Option {
 	})
 }
 
-// WithBatchTimeout sets how long PublishBatch waits to fill a partial
-// batch. Default: [DefaultBatchTimeout]. Publish never waits: it writes at
-// once.
-func WithBatchTimeout(d time.Duration) publisher.Option {
-	return publisher.TransportOption("kafkapub.WithBatchTimeout", func(c *config) error {
-		if d <= 0 {
-			return fmt.Errorf("batch timeout %v <= 0", d)
-		}
-		c.batchTimeout = d
-		return nil
-	})
-}
-
-// WithWriteTimeout bounds one produce request. Default: [DefaultWriteTimeout].
+// WithWriteTimeout bounds one produce request: a request without an answer
+// by then fails and its records are sent again (while the caller's context
+// lasts). Default: [DefaultWriteTimeout].
 func WithWriteTimeout(d time.Duration) publisher.Option {
 	return publisher.TransportOption("kafkapub.WithWriteTimeout", func(c *config) error {
 		if d <= 0 {
@@ -107,20 +167,82 @@ func WithWriteTimeout(d time.Duration) publisher.Option {
 	})
 }
 
-// WithAutoTopicCreation lets the first write to a missing topic create it,
-// when the broker allows it. Default: off.
+// WithAutoTopicCreation lets the first publish (or [Publisher.Ping]) create
+// a missing topic, when the broker allows it. Default: off; a missing
+// topic makes Publish retry until its context ends and Ping fail.
 func WithAutoTopicCreation() publisher.Option {
 	return publisher.TransportOption("kafkapub.WithAutoTopicCreation", func(c *config) error { c.autoCreate = true; return nil })
 }
 
-// WithTransport sets kafka-go's transport (TLS, SASL, client ID). Default:
-// kafka-go's default transport.
-func WithTransport(t kafkago.RoundTripper) publisher.Option {
-	return publisher.TransportOption("kafkapub.WithTransport", func(c *config) error {
-		if t == nil {
-			return errors.New("nil transport")
+// WithTLS connects to the brokers with TLS configured by cfg (which must
+// not be changed afterwards). Default: plain TCP.
+func WithTLS(cfg *tls.Config) publisher.Option {
+	return publisher.TransportOption("kafkapub.WithTLS", func(c *config) error {
+		if cfg == nil {
+			return errors.New("nil TLS config")
 		}
-		c.transport = t
+		c.tls = cfg
 		return nil
 	})
+}
+
+// WithSASL authenticates to the brokers with m, a mechanism from kafka-go's
+// sasl/plain or sasl/scram packages (the one kafka-go type in this
+// package's options besides [WithTransportConfig]). Use it with [WithTLS]
+// unless the network is trusted: PLAIN sends the password as is. Default:
+// no authentication.
+func WithSASL(m sasl.Mechanism) publisher.Option {
+	return publisher.TransportOption("kafkapub.WithSASL", func(c *config) error {
+		if m == nil {
+			return errors.New("nil mechanism")
+		}
+		c.sasl = m
+		return nil
+	})
+}
+
+// WithClientID sets the client ID the brokers see in their logs and
+// quotas. Default: kafka-go's ("kafka-go" and the program name).
+func WithClientID(id string) publisher.Option {
+	return publisher.TransportOption("kafkapub.WithClientID", func(c *config) error {
+		if id == "" {
+			return errors.New("empty client ID")
+		}
+		c.clientID = id
+		return nil
+	})
+}
+
+// WithTransportConfig is an escape hatch: f may change the kafka-go
+// Transport the publisher talks to the brokers with (dial timeouts,
+// metadata refresh interval, a custom Dial or resolver). It runs in New
+// after the other options, so it sees, and may change, what [WithTLS],
+// [WithSASL] and [WithClientID] set. New validates the result: durations
+// must not be negative, and MetadataTopics, if set, must include the
+// publisher's topic. Default: kafka-go's transport settings.
+func WithTransportConfig(f func(*kafkago.Transport)) publisher.Option {
+	return publisher.TransportOption("kafkapub.WithTransportConfig", func(c *config) error {
+		if f == nil {
+			return errors.New("nil function")
+		}
+		c.transport = f
+		return nil
+	})
+}
+
+// newTransport builds the transport of cfg and validates what the escape
+// hatch left.
+func (c *config) newTransport(topic string) (*kafkago.Transport, error) {
+	t := &kafkago.Transport{TLS: c.tls, SASL: c.sasl, ClientID: c.clientID}
+	if c.transport != nil {
+		c.transport(t)
+		switch {
+		case t.DialTimeout < 0, t.IdleTimeout < 0, t.MetadataTTL < 0:
+			return nil, fmt.Errorf("kafkapub: kafkapub.WithTransportConfig: negative duration (dial %v, idle %v, metadata TTL %v)",
+				t.DialTimeout, t.IdleTimeout, t.MetadataTTL)
+		case len(t.MetadataTopics) > 0 && !slices.Contains(t.MetadataTopics, topic):
+			return nil, fmt.Errorf("kafkapub: kafkapub.WithTransportConfig: MetadataTopics %v lacks the topic %q", t.MetadataTopics, topic)
+		}
+	}
+	return t, nil
 }

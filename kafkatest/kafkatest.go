@@ -1,0 +1,392 @@
+package kafkatest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Defaults of the options.
+const (
+	// DefaultPartitions is the number of partitions of a topic created
+	// automatically or by [Broker.CreateTopic] without a count.
+	DefaultPartitions = 3
+	// DefaultBrokers is the number of broker nodes.
+	DefaultBrokers = 1
+)
+
+// Option configures a broker; [New] and [Start] validate it.
+type Option func(*config) error
+
+type config struct {
+	brokers      int
+	partitions   int
+	dataDir      string
+	ports        []int
+	noAutoCreate bool
+	minSession   time.Duration
+	brokerCfg    map[string]string
+}
+
+// WithBrokers runs n broker nodes (n ≥ 1). Default: [DefaultBrokers]. Each
+// partition has one replica, its leader; [Broker.MoveLeader] moves it. With
+// [WithPorts], the number of ports must be n.
+func WithBrokers(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("WithBrokers(%d): must be at least 1", n)
+		}
+		c.brokers = n
+		return nil
+	}
+}
+
+// WithPartitions sets the number of partitions of a topic that is created
+// automatically or by [Broker.CreateTopic] with 0 partitions. Default:
+// [DefaultPartitions].
+func WithPartitions(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("WithPartitions(%d): must be at least 1", n)
+		}
+		c.partitions = n
+		return nil
+	}
+}
+
+// WithDataDir keeps the broker's data (topics, records, committed offsets)
+// in dir, created if needed, so a broker started again on dir has them.
+// The data is written continuously and completed on Close. Default: in
+// memory only.
+func WithDataDir(dir string) Option {
+	return func(c *config) error {
+		if dir == "" {
+			return errors.New("WithDataDir: empty directory")
+		}
+		c.dataDir = dir
+		return nil
+	}
+}
+
+// WithPorts makes the broker nodes listen on 127.0.0.1 at the given ports,
+// one per node, instead of on random free ports, so that clients find a
+// broker started again at the same address. It sets the number of nodes
+// unless [WithBrokers] is also given, in which case the counts must match.
+// Default: random ports.
+func WithPorts(ports ...int) Option {
+	return func(c *config) error {
+		if len(ports) == 0 {
+			return errors.New("WithPorts: no port")
+		}
+		for _, p := range ports {
+			if p < 1 || p > 65535 {
+				return fmt.Errorf("WithPorts: invalid port %d", p)
+			}
+		}
+		c.ports = append([]int(nil), ports...)
+		return nil
+	}
+}
+
+// WithoutAutoTopicCreation makes the broker answer "unknown topic" for a
+// topic that was not created with [Broker.CreateTopic], as production
+// clusters usually do. Default: a topic is created, with
+// [WithPartitions] partitions, when a client first asks for it.
+func WithoutAutoTopicCreation() Option {
+	return func(c *config) error { c.noAutoCreate = true; return nil }
+}
+
+// WithMinSessionTimeout sets the shortest consumer-group session timeout the
+// broker accepts (group.min.session.timeout.ms), for tests whose consumers
+// use short sessions to leave a group quickly. Default: 6 s, as Kafka.
+func WithMinSessionTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("WithMinSessionTimeout(%v): must be positive", d)
+		}
+		c.minSession = d
+		return nil
+	}
+}
+
+// WithBrokerConfig sets a broker configuration value, e.g.
+// "message.max.bytes" (the largest record batch a producer may send,
+// 1 048 588 by default), "compression.type" or "log.retention.ms". Given
+// several times, the values add up. Default: Kafka's defaults.
+func WithBrokerConfig(name, value string) Option {
+	return func(c *config) error {
+		if name == "" {
+			return errors.New("WithBrokerConfig: empty name")
+		}
+		if c.brokerCfg == nil {
+			c.brokerCfg = map[string]string{}
+		}
+		c.brokerCfg[name] = value
+		return nil
+	}
+}
+
+func (c *config) kfakeOptions() []kfake.Opt {
+	opts := []kfake.Opt{
+		kfake.NumBrokers(c.brokers),
+		kfake.DefaultNumPartitions(c.partitions),
+	}
+	if !c.noAutoCreate {
+		opts = append(opts, kfake.AllowAutoTopicCreation())
+	}
+	if c.dataDir != "" {
+		opts = append(opts, kfake.DataDir(c.dataDir))
+	}
+	if len(c.ports) > 0 {
+		opts = append(opts, kfake.Ports(c.ports...))
+	}
+	if c.minSession > 0 {
+		opts = append(opts, kfake.GroupMinSessionTimeout(c.minSession))
+	}
+	if len(c.brokerCfg) > 0 {
+		opts = append(opts, kfake.BrokerConfigs(c.brokerCfg))
+	}
+	return opts
+}
+
+// Broker is an in-process Kafka cluster of one or more broker nodes.
+type Broker struct {
+	cfg config
+
+	mu      sync.Mutex
+	cluster *kfake.Cluster // nil once closed
+	addrs   []string
+}
+
+// New starts a broker. Close it when done.
+func New(opts ...Option) (*Broker, error) {
+	cfg := config{brokers: 0, partitions: DefaultPartitions}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&cfg); err != nil {
+			return nil, fmt.Errorf("kafkatest: %w", err)
+		}
+	}
+	switch {
+	case cfg.brokers == 0 && len(cfg.ports) > 0:
+		cfg.brokers = len(cfg.ports)
+	case cfg.brokers == 0:
+		cfg.brokers = DefaultBrokers
+	case len(cfg.ports) > 0 && len(cfg.ports) != cfg.brokers:
+		return nil, fmt.Errorf("kafkatest: WithPorts gives %d ports for %d brokers", len(cfg.ports), cfg.brokers)
+	}
+	b := &Broker{cfg: cfg}
+	if err := b.start(cfg.kfakeOptions()); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Start starts a broker for the test t and stops it when the test ends. It
+// fails the test if the broker cannot start.
+func Start(t testing.TB, opts ...Option) *Broker {
+	t.Helper()
+	b, err := New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+func (b *Broker) start(opts []kfake.Opt) error {
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return fmt.Errorf("kafkatest: start: %w", err)
+	}
+	b.cluster, b.addrs = c, c.ListenAddrs()
+	return nil
+}
+
+// Brokers returns the bootstrap addresses (host:port) of the broker nodes.
+func (b *Broker) Brokers() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.addrs...)
+}
+
+// Close stops the broker: it closes every client connection and, with
+// [WithDataDir], completes writing its data. Calling it again does nothing.
+func (b *Broker) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cluster != nil {
+		b.cluster.Close()
+		b.cluster = nil
+	}
+}
+
+// Restart stops the broker and starts it again at the same addresses, as
+// a broker outage followed by recovery. Clients reconnect on their own. The
+// broker keeps its topics, records and committed offsets only with
+// [WithDataDir]; without it, it starts empty. Restart after Close starts
+// the broker again.
+func (b *Broker) Restart() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cluster != nil {
+		b.cluster.Close()
+		b.cluster = nil
+	}
+	ports := b.cfg.ports
+	if len(ports) == 0 {
+		for _, a := range b.addrs {
+			_, p, err := net.SplitHostPort(a)
+			if err != nil {
+				return fmt.Errorf("kafkatest: restart: address %s: %w", a, err)
+			}
+			n, err := strconv.Atoi(p)
+			if err != nil {
+				return fmt.Errorf("kafkatest: restart: address %s: %w", a, err)
+			}
+			ports = append(ports, n)
+		}
+	}
+	cfg := b.cfg
+	cfg.ports = ports
+	var err error
+	for range 50 { // a port may take a moment to be free again
+		if err = b.start(cfg.kfakeOptions()); err == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return err
+}
+
+// MoveLeader makes broker node n (0-based, in the order of
+// [Broker.Brokers]) the leader of a partition, as a leader election in a
+// real cluster does: clients writing to or reading from the partition get a
+// "not leader" error and must find the new leader.
+func (b *Broker) MoveLeader(topic string, partition, n int) error {
+	b.mu.Lock()
+	c := b.cluster
+	b.mu.Unlock()
+	if c == nil {
+		return errors.New("kafkatest: move leader: broker closed")
+	}
+	if err := c.MoveTopicPartition(topic, int32(partition), int32(n)); err != nil {
+		return fmt.Errorf("kafkatest: move leader of %s/%d to node %d: %w", topic, partition, n, err)
+	}
+	return nil
+}
+
+// client returns a client with a transport of its own (the default one
+// caches metadata and connections across broker restarts); call the
+// returned function when done.
+func client(brokers []string) (*kafkago.Client, func()) {
+	t := &kafkago.Transport{}
+	return &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 10 * time.Second, Transport: t}, t.CloseIdleConnections
+}
+
+// CreateTopic creates topic with the given number of partitions (0:
+// [WithPartitions]). Creating a topic that exists is an error.
+func (b *Broker) CreateTopic(ctx context.Context, topic string, partitions int) error {
+	if partitions == 0 {
+		partitions = b.cfg.partitions
+	}
+	client, done := client(b.Brokers())
+	defer done()
+	resp, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{
+		{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1},
+	}})
+	if err != nil {
+		return fmt.Errorf("kafkatest: create topic %s: %w", topic, err)
+	}
+	if err := resp.Errors[topic]; err != nil {
+		return fmt.Errorf("kafkatest: create topic %s: %w", topic, err)
+	}
+	return nil
+}
+
+// TopicSize returns the number of records in topic: the sum over its
+// partitions of the last offset minus the first, what a consumer reading
+// from the start receives. A topic that does not exist is an error (and is
+// not created).
+func (b *Broker) TopicSize(ctx context.Context, topic string) (int, error) {
+	return TopicSize(ctx, b.Brokers(), topic)
+}
+
+// TopicSize is [Broker.TopicSize] for any Kafka cluster reachable at
+// brokers.
+func TopicSize(ctx context.Context, brokers []string, topic string) (int, error) {
+	client, done := client(brokers)
+	defer done()
+	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return 0, fmt.Errorf("kafkatest: metadata of %s: %w", topic, err)
+	}
+	if len(meta.Topics) != 1 {
+		return 0, fmt.Errorf("kafkatest: metadata of %s: %d topics in the answer", topic, len(meta.Topics))
+	}
+	if meta.Topics[0].Error != nil {
+		return 0, fmt.Errorf("kafkatest: metadata of %s: %w", topic, meta.Topics[0].Error)
+	}
+	var reqs []kafkago.OffsetRequest
+	for _, p := range meta.Topics[0].Partitions {
+		reqs = append(reqs, kafkago.FirstOffsetOf(p.ID), kafkago.LastOffsetOf(p.ID))
+	}
+	resp, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: map[string][]kafkago.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return 0, fmt.Errorf("kafkatest: offsets of %s: %w", topic, err)
+	}
+	n := 0
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			return 0, fmt.Errorf("kafkatest: offsets of %s/%d: %w", topic, p.Partition, p.Error)
+		}
+		n += int(p.LastOffset - p.FirstOffset)
+	}
+	return n, nil
+}
+
+// Committed returns the offsets consumer group has committed on topic, by
+// partition: the offset of the next record the group will read. A
+// partition without a committed offset is absent.
+func (b *Broker) Committed(ctx context.Context, group, topic string) (map[int]int64, error) {
+	client, done := client(b.Brokers())
+	defer done()
+	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("kafkatest: metadata of %s: %w", topic, err)
+	}
+	if len(meta.Topics) != 1 || meta.Topics[0].Error != nil {
+		return nil, fmt.Errorf("kafkatest: metadata of %s: %v", topic, meta.Topics)
+	}
+	var parts []int
+	for _, p := range meta.Topics[0].Partitions {
+		parts = append(parts, p.ID)
+	}
+	resp, err := client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		return nil, fmt.Errorf("kafkatest: committed offsets of %s on %s: %w", group, topic, err)
+	}
+	if resp.Error != nil {
+		return nil, fmt.Errorf("kafkatest: committed offsets of %s on %s: %w", group, topic, resp.Error)
+	}
+	out := map[int]int64{}
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			return nil, fmt.Errorf("kafkatest: committed offset of %s on %s/%d: %w", group, topic, p.Partition, p.Error)
+		}
+		if p.CommittedOffset >= 0 {
+			out[p.Partition] = p.CommittedOffset
+		}
+	}
+	return out, nil
+}
