@@ -23,6 +23,13 @@ const (
 	HeaderOriginalTopic     = "x-original-topic"
 	HeaderOriginalPartition = "x-original-partition"
 	HeaderOriginalOffset    = "x-original-offset"
+	// HeaderDeadLetterOmitted is set on a dead letter that would have been
+	// larger than the broker accepts and was written without parts of the
+	// original: its value lists what was left out, comma separated ("body",
+	// or "body,key,headers"). The original stays where the dead letter's
+	// other headers say (a Kafka record at its topic, partition and offset,
+	// until the topic's retention removes it).
+	HeaderDeadLetterOmitted = "x-dead-letter-omitted"
 	// DeadLetterSuffix is appended to a queue's or topic's name to name its
 	// default dead letter.
 	DeadLetterSuffix = ".dead-letter"

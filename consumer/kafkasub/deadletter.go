@@ -15,13 +15,6 @@ import (
 	"github.com/uuidforge/uuidforge/lineage"
 )
 
-// HeaderDeadLetterOmitted is set on a reference dead letter: a dead letter
-// that would have been larger than the broker accepts, written without
-// parts of the original record. Its value lists what was left out, comma
-// separated: "body", or "body,key,headers". The original record stays in
-// its topic at the partition and offset the dead letter names (until the
-// topic's retention removes it).
-const HeaderDeadLetterOmitted = "x-dead-letter-omitted"
 
 // dlBatchBytes lets the default dead-letter writer send what the broker
 // may accept once compressed; the broker decides, not the client.
@@ -51,7 +44,7 @@ func deadLetterRecord(rec kafkago.Message, attempts int, reason error, f dlForm)
 	for _, h := range rec.Headers {
 		switch h.Key {
 		case consumer.HeaderDeadLetterReason, consumer.HeaderOriginalTopic, consumer.HeaderOriginalPartition,
-			consumer.HeaderOriginalOffset, consumer.HeaderAttempts, HeaderDeadLetterOmitted:
+			consumer.HeaderOriginalOffset, consumer.HeaderAttempts, consumer.HeaderDeadLetterOmitted:
 			continue
 		case lineage.HeaderMessageID, lineage.HeaderCorrelationID, lineage.HeaderCausationID, lineage.HeaderMessageType:
 			if f == dlMinimal {
@@ -79,10 +72,10 @@ func deadLetterRecord(rec kafkago.Message, attempts int, reason error, f dlForm)
 	switch f {
 	case dlReference:
 		out.Value = nil
-		out.Headers = append(out.Headers, kafkago.Header{Key: HeaderDeadLetterOmitted, Value: []byte("body")})
+		out.Headers = append(out.Headers, kafkago.Header{Key: consumer.HeaderDeadLetterOmitted, Value: []byte("body")})
 	case dlMinimal:
 		out.Key, out.Value = nil, nil
-		out.Headers = append(out.Headers, kafkago.Header{Key: HeaderDeadLetterOmitted, Value: []byte("body,key,headers")})
+		out.Headers = append(out.Headers, kafkago.Header{Key: consumer.HeaderDeadLetterOmitted, Value: []byte("body,key,headers")})
 	}
 	return out
 }

@@ -76,9 +76,9 @@ func TestDeadLetterFormatMatchesDoc(t *testing.T) {
 		key     bool
 		tenant  bool
 	}{{ref, "body", true, true}, {min, "body,key,headers", false, false}} {
-		v, _ := header(tc.m, HeaderDeadLetterOmitted)
+		v, _ := header(tc.m, consumer.HeaderDeadLetterOmitted)
 		if v != tc.omitted || !strings.Contains(doc.String(), `"`+tc.omitted+`"`) {
-			t.Errorf("%s = %q, want %q, documented", HeaderDeadLetterOmitted, v, tc.omitted)
+			t.Errorf("%s = %q, want %q, documented", consumer.HeaderDeadLetterOmitted, v, tc.omitted)
 		}
 		_, tenant := header(tc.m, "tenant")
 		if tc.m.Value != nil || (tc.m.Key != nil) != tc.key || tenant != tc.tenant {

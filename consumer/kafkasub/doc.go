@@ -59,7 +59,7 @@
 // compresses well still fits. When the broker refuses a dead letter as too
 // large (a record close to the broker's message.max.bytes, plus the added
 // headers), a reference dead letter is written instead: the same headers
-// and key without the body, and [HeaderDeadLetterOmitted] "body"; if even
+// and key without the body, and [consumer.HeaderDeadLetterOmitted] "body"; if even
 // that is too large (huge headers or key), a minimal reference with only
 // the ID headers (message-id, correlation-id, causation-id, message-type,
 // each cut to 1024 bytes), no key, and "body,key,headers". The original

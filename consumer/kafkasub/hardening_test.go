@@ -166,19 +166,19 @@ func TestDeadLetterOfLargeRecord(t *testing.T) {
 		byOffset[hs[consumer.HeaderOriginalOffset]] = m
 	}
 	ref := byOffset["0"]
-	if hs := headers(ref); len(ref.Value) != 0 || hs[kafkasub.HeaderDeadLetterOmitted] != "body" ||
+	if hs := headers(ref); len(ref.Value) != 0 || hs[consumer.HeaderDeadLetterOmitted] != "body" ||
 		hs[lineage.HeaderMessageID] != "not-a-uuid" || hs["tenant"] != "7" || !strings.Contains(hs[consumer.HeaderDeadLetterReason], "not a UUID") {
 		t.Errorf("dead letter of the malformed record: %d-byte value, headers %v; want a reference keeping headers and reason", len(ref.Value), hs)
 	}
 	q := byOffset["1"]
-	if hs := headers(q); len(q.Value) != 0 || hs[kafkasub.HeaderDeadLetterOmitted] != "body" || hs[lineage.HeaderMessageID] != quotedID.String() ||
+	if hs := headers(q); len(q.Value) != 0 || hs[consumer.HeaderDeadLetterOmitted] != "body" || hs[lineage.HeaderMessageID] != quotedID.String() ||
 		len(hs[consumer.HeaderDeadLetterReason]) > consumer.MaxReasonBytes || !strings.Contains(hs[consumer.HeaderDeadLetterReason], "cannot parse") {
 		t.Errorf("dead letter of the record quoted by its error: %d-byte value, %d-byte reason, omitted %q",
-			len(q.Value), len(hs[consumer.HeaderDeadLetterReason]), hs[kafkasub.HeaderDeadLetterOmitted])
+			len(q.Value), len(hs[consumer.HeaderDeadLetterReason]), hs[consumer.HeaderDeadLetterOmitted])
 	}
 	c := byOffset["2"]
-	if hs := headers(c); len(c.Value) != 1_048_300 || hs[kafkasub.HeaderDeadLetterOmitted] != "" {
-		t.Errorf("dead letter of the compressible record: %d-byte value, omitted %q; want the whole record", len(c.Value), hs[kafkasub.HeaderDeadLetterOmitted])
+	if hs := headers(c); len(c.Value) != 1_048_300 || hs[consumer.HeaderDeadLetterOmitted] != "" {
+		t.Errorf("dead letter of the compressible record: %d-byte value, omitted %q; want the whole record", len(c.Value), hs[consumer.HeaderDeadLetterOmitted])
 	}
 	if lines := logs.lines("ERROR", "dead letter"); len(lines) == 0 {
 		t.Errorf("no ERROR log line about the dead letters; logs:\n%.3000s", logs.String())
