@@ -15,7 +15,6 @@ import (
 	"github.com/uuidforge/uuidforge/lineage"
 )
 
-
 // dlBatchBytes lets the default dead-letter writer send what the broker
 // may accept once compressed; the broker decides, not the client.
 const dlBatchBytes = 64 << 20
