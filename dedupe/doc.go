@@ -40,8 +40,17 @@
 // savepoint each). The batch methods answer key by key what the single-key
 // methods would.
 //
-// dedupe/dedupetest is the conformance suite every store passes, batch
-// methods included; run it on your own store too.
+// Every store here is also an [Admin]: [Admin.Inspect] shows a key's record
+// ([Record]: absent, leased until when and by which token, done until when
+// or forever, released) and [Admin.Forget] deletes it so that the next
+// delivery of the message is processed again — what the command
+// forge dedupe does. Forget refuses a lease that has not ended unless
+// forced ([ErrLeaseHeld]), and fencing survives it: the next acquisition
+// gets a larger token than any before, so the holder of a forgotten lease
+// fails with [ErrLeaseLost] instead of completing over its successor.
+//
+// dedupe/dedupetest is the conformance suite every store passes, batch and
+// admin methods included; run it on your own store too.
 //
 // # Usage
 //

@@ -123,3 +123,37 @@ func ExampleWithMaxEntries() {
 	// full of leases: true
 	// after a completion: acquired
 }
+
+// An operator lets one message be processed again: Inspect shows the key's
+// record, Forget deletes it (a live lease only with force), and the next
+// delivery acquires with a larger fencing token.
+func ExampleAdmin() {
+	ctx := context.Background()
+	store, err := dedupe.NewMemory()
+	if err != nil {
+		panic(err)
+	}
+	defer store.Close()
+	var admin dedupe.Admin = store
+
+	key := dedupe.Key{Scope: "billing", ID: uuid.MustParse("2ed6657d-e927-568b-95e1-2665a8aea6a2")}
+	c, _ := store.Claim(ctx, key, 30*time.Second)
+
+	_, err = admin.Forget(ctx, key, false)
+	fmt.Println("forget while processing:", errors.Is(err, dedupe.ErrLeaseHeld))
+
+	_ = store.Complete(ctx, c, dedupe.Forever)
+	r, _ := admin.Inspect(ctx, key)
+	fmt.Println("inspect:", r)
+
+	r, _ = admin.Forget(ctx, key, false)
+	fmt.Println("forgot:", r)
+
+	again, _ := store.Claim(ctx, key, 30*time.Second)
+	fmt.Println("redelivery:", again.Status, "token", again.Token)
+	// Output:
+	// forget while processing: true
+	// inspect: done forever (token 1)
+	// forgot: done forever (token 1)
+	// redelivery: acquired token 2
+}

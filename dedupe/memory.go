@@ -62,6 +62,8 @@ const (
 // It is a [BatchStore]: a batch takes each key's shard lock in turn, as the
 // single calls would, and saves only the per-call checks; a ClaimBatch that
 // meets [ErrFull] midway gives back what it acquired and fails.
+//
+// It is an [Admin]: Inspect and Forget take the key's shard lock once.
 type Memory struct {
 	shards    []memShard
 	mask      uint64

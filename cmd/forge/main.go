@@ -25,9 +25,13 @@ const usage = `usage:
   forge new-secret
   forge extract [--sep S] ID
   forge info [--namespace NS] [--secret-env VAR] [--scheme v5|keyed|python]
+  forge dedupe get|forget [STORE] [--force] [--json] [--timeout D] SCOPE ID
+      STORE: --redis URL [--prefix P] | --postgres URL [--table T] | --bolt PATH [--bucket B]
 
 Configuration defaults come from UUID_FORGE_NAMESPACE, UUID_FORGE_SALT and
 UUID_FORGE_SCHEME. The secret is never printed; info shows its fingerprint.
+forge dedupe uses REDIS_URL or POSTGRES_URL when no STORE is given and exits
+with status 3 when the key has no record ("forge dedupe -h" says more).
 `
 
 var (
@@ -63,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		err = cmdExtract(args[1:], stdout, stderr)
 	case "info":
 		err = cmdInfo(args[1:], stdout, stderr, getenv)
+	case "dedupe":
+		err = cmdDedupe(args[1:], stdout, stderr, getenv)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -76,6 +82,8 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		return 0
 	case errors.Is(err, errFlags):
 		return 2
+	case errors.Is(err, errAbsent):
+		return exitAbsent
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "forge: %v\n%s", err, usage)
 		return 2

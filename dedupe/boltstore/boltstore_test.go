@@ -505,6 +505,8 @@ func FuzzRecord(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{3, 1, 2})
 	f.Add(make([]byte, 17))
+	// An unknown state whose end has passed: a claim takes it over.
+	f.Add([]byte("000000000\x000000000"))
 	dir := f.TempDir()
 	var n atomic.Int64
 	f.Fuzz(func(t *testing.T, v []byte) {
@@ -526,9 +528,18 @@ func FuzzRecord(f *testing.F) {
 		db.Close()
 		s = open(t, path, boltstore.WithBucket("fuzz"))
 		ctx := context.Background()
-		c, err := s.Claim(ctx, key, time.Minute)
 		valid := len(v) == 17 && (v[0] == 1 || v[0] == 2)
+		r, err := s.Inspect(ctx, key)
 		switch {
+		case err != nil && valid:
+			t.Fatalf("Inspect of a well-formed record %x: %v", v, err)
+		case err == nil && !valid:
+			t.Fatalf("Inspect of %x = %v, want an error", v, r)
+		case valid && (int(r.State) != int(v[0]) || r.Token != binary.BigEndian.Uint64(v[1:9])):
+			t.Fatalf("Inspect of %x = %v", v, r)
+		}
+		c, claimErr := s.Claim(ctx, key, time.Minute)
+		switch err := claimErr; {
 		case err != nil && valid:
 			t.Fatalf("Claim over a well-formed record %x: %v", v, err)
 		case err == nil && c.Status == dedupe.Duplicate && (!valid || v[0] != 2):
@@ -539,6 +550,10 @@ func FuzzRecord(f *testing.F) {
 		}
 		if _, err := s.ClaimBatch(ctx, []dedupe.Key{key, key}, time.Minute); err != nil && valid {
 			t.Fatalf("ClaimBatch over a well-formed record %x: %v", v, err)
+		}
+		// A claim replaced the record unless it failed on it.
+		if _, err := s.Forget(ctx, key, true); (err == nil) != (claimErr == nil) {
+			t.Fatalf("Forget(force) over the record %x: %v (the claim: %v)", v, err, claimErr)
 		}
 	})
 }

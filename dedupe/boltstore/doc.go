@@ -33,6 +33,12 @@
 //   - the bucket "expiry", the cleanup index: key = the end (8 bytes,
 //     big-endian) followed by the record key; empty value.
 //
+// The store is a [dedupe.Admin]: [Store.Inspect] reads a record and
+// [Store.Forget] deletes it with its expiry entry in one write transaction.
+// Tokens come from the records bucket's sequence, so they keep growing after
+// a record is deleted. A released key has no record (it is absent to
+// Inspect).
+//
 // A bucket of that name that exists but is neither empty nor in this layout
 // is refused with [ErrLayout] and left untouched; that includes files written
 // by versions of this package before the nested layout, which kept records

@@ -137,6 +137,19 @@ func Run(t *testing.T, opts Options) {
 			{"BatchConcurrent", s.batchConcurrent},
 		}...)
 	}
+	if _, ok := probe.(dedupe.Admin); ok {
+		cases = append(cases, []testCase{
+			{"AdminInspect", s.adminInspect},
+			{"AdminForgetDone", s.adminForgetDone},
+			{"AdminForgetLease", s.adminForgetLease},
+			{"AdminForgetEnded", s.adminForgetEnded},
+			{"AdminTokensGrow", s.adminTokensGrow},
+			{"AdminInvalidInput", s.adminInvalid},
+		}...)
+		if opts.InboxWrite != nil {
+			cases = append(cases, testCase{"AdminForgetInbox", s.adminForgetInbox})
+		}
+	}
 	if _, ok := probe.(dedupe.BatchInbox); ok && opts.InboxWrite != nil {
 		cases = append(cases, []testCase{
 			{"InboxBatchCommit", s.inboxBatchCommit},
@@ -275,19 +288,25 @@ func (s *suite) checkPrefix(t *testing.T, what string, err error) {
 	}
 }
 
-func (s *suite) invalidInput(t *testing.T) {
-	st := s.store(t)
-	bad := []struct {
-		name string
-		key  dedupe.Key
-	}{
+type namedKey struct {
+	name string
+	key  dedupe.Key
+}
+
+// invalidKeys returns one key for each way a key can be invalid.
+func invalidKeys() []namedKey {
+	return []namedKey{
 		{"empty scope", dedupe.Key{ID: uuid.New()}},
 		{"nil ID", dedupe.Key{Scope: scope}},
 		{"long scope", dedupe.Key{Scope: strings.Repeat("s", dedupe.MaxScopeLen+1), ID: uuid.New()}},
 		{"invalid UTF-8", dedupe.Key{Scope: "a\xffb", ID: uuid.New()}},
 		{"NUL byte", dedupe.Key{Scope: "a\x00b", ID: uuid.New()}},
 	}
-	for _, b := range bad {
+}
+
+func (s *suite) invalidInput(t *testing.T) {
+	st := s.store(t)
+	for _, b := range invalidKeys() {
 		t.Run(b.name, func(t *testing.T) {
 			c, err := st.Claim(ctx(t), b.key, longLease)
 			s.wantErr(t, "Claim", err, dedupe.ErrInvalidKey)
@@ -667,6 +686,9 @@ func (s *suite) broken(t *testing.T) {
 	call("Release", func(ctx context.Context) error { return st.Release(ctx, forged) })
 	if bs, ok := st.(dedupe.BatchStore); ok {
 		s.brokenBatch(t, bs, call)
+	}
+	if ad, ok := st.(dedupe.Admin); ok {
+		s.brokenAdmin(t, ad, key, call)
 	}
 	if in, ok := st.(dedupe.Inbox); ok {
 		call("Process", func(ctx context.Context) error {

@@ -93,6 +93,16 @@ func (f *faulty) CompleteBatch(ctx context.Context, claims []dedupe.Claim, reten
 	return errs, err
 }
 
+func (f *faulty) Forget(ctx context.Context, k dedupe.Key, force bool) (dedupe.Record, error) {
+	switch f.fault {
+	case "forget-ignores-lease": // a live lease is forgotten without force
+		force = true
+	case "forget-keeps-record": // reports the record, deletes nothing
+		return f.Memory.Inspect(ctx, k)
+	}
+	return f.Memory.Forget(ctx, k, force)
+}
+
 // runFaulty runs the suite on a store with the given fault; it is meant to
 // fail, in the child process that TestSuiteCatchesFaults starts.
 func runFaulty(t *testing.T, fault string) {
@@ -127,6 +137,8 @@ func TestSuiteCatchesFaults(t *testing.T) {
 		{"steal-in-flight", "ConcurrentClaims"},
 		{"batch-repeat-acquires", "BatchClaim"},
 		{"batch-no-fencing", "BatchFinish"},
+		{"forget-ignores-lease", "AdminForgetLease"},
+		{"forget-keeps-record", "AdminForgetDone"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.fault, func(t *testing.T) {

@@ -23,8 +23,15 @@
 // [dedupe.BatchInbox] is checked against Inbox: a failing member rolls back
 // only its own writes, a panicking member rolls back the group and panics on,
 // and a commit failure or a lost lease fails the group with every claim
-// released. The suite finds out which interfaces the store implements from a
-// store NewStore returns.
+// released. A [dedupe.Admin] is checked against the protocol: Inspect
+// reports every state a key can be in (with its token and lease or
+// retention end); Forget of a completed, released or expired key makes the
+// next claim acquire with a larger token and the old claim fail with
+// [dedupe.ErrLeaseLost]; Forget of a live lease without force fails with
+// [dedupe.ErrLeaseHeld] and changes nothing, and with force makes the
+// holder's Complete and Release (and, for an inbox, its Process) fail with
+// ErrLeaseLost. The suite finds out which interfaces the store implements
+// from a store NewStore returns.
 //
 // Usage, in the store's own test file:
 //

@@ -78,6 +78,13 @@
 // internal errors (58, XX) and an ended context are the store's (the message
 // waits).
 //
+// # Inspecting and forgetting keys
+//
+// The store is a [dedupe.Admin]: [Store.Inspect] reads a key's row;
+// [Store.Forget] locks it, checks it (a live lease is refused without
+// force) and deletes it in one transaction. Tokens come from the sequence,
+// so they keep growing after a row is deleted.
+//
 // # Retention and cleanup
 //
 // Retention defaults to [dedupe.DefaultRetention] (24 hours; see

@@ -28,6 +28,11 @@
 // while a lease lasts. Complete and Release compare the fencing token inside
 // the script and fail with [dedupe.ErrLeaseLost] when it is stale.
 //
+// The store is a [dedupe.Admin]: [Store.Inspect] reads a record in one
+// script; [Store.Forget] turns it into a tombstone (state f) that keeps the
+// fencing token and expires after [RecordGrace], so the next claim acquires
+// at once and still gets a larger token than the forgotten holder's.
+//
 // The store is a [dedupe.BatchStore]: a batch runs the same script once per
 // key in one pipeline — one round trip on a single server, one per node
 // involved on Redis Cluster, where go-redis splits the pipeline by node;

@@ -144,15 +144,17 @@ func (s *Store) RedisKey(key dedupe.Key) string {
 // to 4 allow only after redis.replicate_commands(); from Redis 5 on, effects
 // replication is the default and the call is a no-op.
 //
-// Record fields: s = state (l leased, d done, r released), t = fencing token,
+// Record fields: s = state (l leased, d done, r released, f forgotten by
+// Forget: a tombstone, absent to Inspect), t = fencing token,
 // u = lease end (leased) or retention end (done) in Unix milliseconds of the
 // Redis server's clock, 0 for forever.
 //
 // Tokens: a new acquisition takes max(previous token + 1, server time in
 // microseconds). The record of a leased or released key is kept for
-// RecordGrace after its lease, and a completed key's until its retention
-// ends, so tokens keep growing even after a record expired: the clock has
-// moved far past any token issued before.
+// RecordGrace after its lease, a forgotten key's for RecordGrace after
+// Forget, and a completed key's until its retention ends, so tokens keep
+// growing even after a record expired: the clock has moved far past any
+// token issued before.
 
 // The script's reply is {status, token, until ms}: 1 acquired, 2 duplicate,
 // 3 in flight.
