@@ -1,0 +1,5 @@
+//go:build !race
+
+package wmtest
+
+const raceEnabled = false
