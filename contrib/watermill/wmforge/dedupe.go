@@ -159,9 +159,10 @@ func MessageID(gen *forge.Generator, msg *message.Message) (uuid.UUID, error) {
 //     and an error matching consumer.ErrInFlight (a *consumer.InFlightError)
 //     returned, so the router nacks and the message is delivered again
 //     after the holder's lease — never acked, never dropped. Messages from
-//     this module's subscribers return at once (the subscriber waits for the
-//     lease end); from another subscriber, the middleware itself waits
-//     until the lease end (or the message's context ends) before returning;
+//     this module's subscribers return at once (the subscriber's loop
+//     waits, with backoff, at most until the lease end); with another
+//     subscriber the middleware waits in place the same way and claims
+//     again, returning the error only when the message's context ends;
 //   - acquired: the handler runs. On error the claim is released and the
 //     error returned. On success the claim is completed — when the router
 //     acks the message, after it published the messages the handler
@@ -264,21 +265,26 @@ func storeError(op string, key dedupe.Key, err error) error {
 func (d *Deduplicator) claim(h message.HandlerFunc, msg *message.Message, key dedupe.Key, hook *ackhook.Hook) ([]*message.Message, error) {
 	ctx := msg.Context()
 	var c dedupe.Claim
+	var poll time.Duration
 	for {
 		var err error
 		c, err = d.store.Claim(ctx, key, d.cfg.lease)
 		if err != nil {
 			return nil, nack(hook, storeError("claim", key, err))
 		}
-		if c.Status != dedupe.InFlight || !d.awaitPending(ctx, key) {
+		if c.Status != dedupe.InFlight {
 			break
+		}
+		if d.awaitPending(ctx, key) {
+			continue
+		}
+		if e := (&consumer.InFlightError{ID: key.ID, Until: c.Until}); hook != nil || !waitInFlight(ctx, &poll, c.Until) {
+			return nil, nack(hook, e)
 		}
 	}
 	switch c.Status {
 	case dedupe.Duplicate:
 		return nil, nil
-	case dedupe.InFlight:
-		return nil, d.inFlight(msg, hook, &consumer.InFlightError{ID: key.ID, Until: c.Until})
 	case dedupe.Acquired:
 	default:
 		return nil, nack(hook, storeError("claim", key, fmt.Errorf("unexpected status %s", c.Status)))
@@ -385,21 +391,23 @@ func nack(hook *ackhook.Hook, err error) error {
 	return err
 }
 
-// inFlight returns e for the router to nack; without this module's
-// subscriber (which waits itself) it first waits for the holder's lease.
-func (d *Deduplicator) inFlight(msg *message.Message, hook *ackhook.Hook, e *consumer.InFlightError) error {
-	if hook != nil {
-		return nack(hook, e)
+// waitInFlight waits before claiming a message held elsewhere again: an
+// exponential backoff from 10 ms to 1 s, never past the holder's lease end
+// (until), as our consumer loops wait. It reports false when ctx ended.
+func waitInFlight(ctx context.Context, poll *time.Duration, until time.Time) bool {
+	*poll = min(max(2**poll, 10*time.Millisecond), time.Second)
+	wait := *poll
+	if d := time.Until(until); d >= 0 && d < wait {
+		wait = d + time.Millisecond
 	}
-	if wait := time.Until(e.Until); wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-msg.Context().Done():
-		}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
-	return e
 }
 
 // complete stores c's completion, retrying a passing store failure with the
@@ -503,20 +511,24 @@ func (d *Deduplicator) process(h message.HandlerFunc, msg *message.Message, key 
 		if d.awaitPending(orig, key) {
 			return d.process(h, msg, key, hook)
 		}
-		return nil, d.inFlight(msg, hook, &consumer.InFlightError{ID: key.ID, Until: claim.Until})
+		var poll time.Duration
+		if hook == nil && waitInFlight(orig, &poll, claim.Until) {
+			return d.process(h, msg, key, hook)
+		}
+		return nil, nack(hook, &consumer.InFlightError{ID: key.ID, Until: claim.Until})
 	}
 	return nil, nack(hook, storeError("process", key, fmt.Errorf("status %s without running the handler", claim.Status)))
 }
 
-// runHandler calls h with msg's context set to the inbox transaction's
-// (cancelled when the message's own context ends), restoring it after.
+// runHandler calls h with msg's context set to the inbox transaction's,
+// cancelled when the message's own context ends, and restores it after.
+// The context is not cancelled when h returns: messages h produced with it
+// (wmforge.NewMessageContext) are published with it afterwards.
 func runHandler(h message.HandlerFunc, msg *message.Message, tx, orig context.Context) (r handled) {
 	ctx, cancel := context.WithCancel(tx)
-	stop := context.AfterFunc(orig, cancel)
+	context.AfterFunc(orig, cancel)
 	msg.SetContext(ctx)
 	defer func() {
-		stop()
-		cancel()
 		msg.SetContext(orig)
 		if v := recover(); v != nil {
 			r = handled{panicked: true, panicVal: v}

@@ -70,7 +70,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func newDedup(t *testing.T, store dedupe.Store, opts ...wmforge.Option) *wmforge.Deduplicator {
+func newDedup(t testing.TB, store dedupe.Store, opts ...wmforge.Option) *wmforge.Deduplicator {
 	t.Helper()
 	d, err := wmforge.NewDeduplicator(store, opts...)
 	if err != nil {
