@@ -63,19 +63,18 @@ func newPubSub(t *testing.T, brokers []string, group string, pubOpts, subOpts []
 // old messages: a subscriber is a group member and resumes at the group's
 // committed offset. Reconnect: the broker is stopped and started again on
 // the same port with the same data directory, twice, while 10 000 messages
-// are published and consumed — in the suite's TestReconnect without the
-// race detector, in wmtest.Reconnect (the same scenario without the
-// suite's data race) always.
+// are published and consumed — in wmtest.Reconnect, the suite's
+// TestReconnect scenario without the data race that makes the suite's own
+// fail.
 func TestPubSub(t *testing.T) {
 	k := wmtest.StartKafka(t)
-	restart := k.RestartCommand(t)
 	pubOpts, subOpts := suiteOptions()
 	features := tests.Features{
 		ConsumerGroups:        true,
 		ExactlyOnceDelivery:   false,
 		GuaranteedOrder:       false,
 		Persistent:            true,
-		RestartServiceCommand: wmtest.SuiteRestartCommand(restart),
+		RestartServiceCommand: nil, // see wmtest.Reconnect, run below
 		ForceShort:            testing.Short(),
 	}
 	group := wmtest.Name(t, "g")
@@ -102,7 +101,6 @@ func TestPubSub(t *testing.T) {
 // 10 000 messages.
 func TestPubSubWithDedupe(t *testing.T) {
 	k := wmtest.StartKafka(t)
-	restart := k.RestartCommand(t)
 	store, err := dedupe.NewMemory()
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +113,7 @@ func TestPubSubWithDedupe(t *testing.T) {
 		ExactlyOnceDelivery:   true,
 		GuaranteedOrder:       false,
 		Persistent:            true,
-		RestartServiceCommand: wmtest.SuiteRestartCommand(restart),
+		RestartServiceCommand: nil, // see wmtest.Reconnect, run below
 		ForceShort:            true,
 	}
 	group := wmtest.Name(t, "g")

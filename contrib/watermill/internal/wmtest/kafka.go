@@ -1,10 +1,8 @@
 package wmtest
 
 import (
-	"bufio"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -77,38 +75,4 @@ func (k *Kafka) Restart() error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return err
-}
-
-// RestartCommand returns a command line that restarts the broker and
-// returns when it is up again — for Watermill's test suite, which restarts
-// the broker by running a command. The command connects to a control
-// socket this process serves for the test's duration.
-func (k *Kafka) RestartCommand(t testing.TB) []string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				res := "restarted"
-				if err := k.Restart(); err != nil {
-					res = "restart failed: " + err.Error()
-					fmt.Fprintln(os.Stderr, "wmtest:", res)
-				}
-				w := bufio.NewWriter(c)
-				_, _ = w.WriteString(res + "\n")
-				_ = w.Flush()
-			}()
-		}
-	}()
-	port := l.Addr().(*net.TCPAddr).Port
-	return []string{"bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d && head -n 1 <&3 | grep -qx restarted", port)}
 }

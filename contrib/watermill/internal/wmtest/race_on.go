@@ -1,5 +1,0 @@
-//go:build race
-
-package wmtest
-
-const raceEnabled = true
