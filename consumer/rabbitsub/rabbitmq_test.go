@@ -121,14 +121,16 @@ type connDialer struct {
 	conns []*amqp.Connection
 }
 
-func (d *connDialer) dial(url string, cfg amqp.Config) (*amqp.Connection, error) {
-	c, err := amqp.DialConfig(url, cfg)
-	if err == nil {
-		d.mu.Lock()
-		d.conns = append(d.conns, c)
-		d.mu.Unlock()
+func (d *connDialer) dial(next rabbitsub.DialFunc) rabbitsub.DialFunc {
+	return func(url string, cfg amqp.Config) (*amqp.Connection, error) {
+		c, err := next(url, cfg)
+		if err == nil {
+			d.mu.Lock()
+			d.conns = append(d.conns, c)
+			d.mu.Unlock()
+		}
+		return c, err
 	}
-	return c, err
 }
 
 func (d *connDialer) cut() int {
