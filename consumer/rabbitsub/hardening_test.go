@@ -492,6 +492,40 @@ func TestBadURLIsAnErrorFromNew(t *testing.T) {
 	}
 }
 
+// A consumer stopped while a failed message waits for its next attempt
+// hands the message back: it is in the queue afterwards, not acked, not
+// dead-lettered.
+func TestStopBetweenRetriesHandsBack(t *testing.T) {
+	b := newBroker(t)
+	q := b.queue(t, "q")
+	b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Body: []byte("x")})
+	failed := make(chan struct{}, 1)
+	h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error {
+		select {
+		case failed <- struct{}{}:
+		default:
+		}
+		return errors.New("not yet")
+	})
+	c, err := rabbitsub.New(b.url, q, h, consumer.WithBackoff(time.Minute, time.Minute), consumer.WithMaxAttempts(100),
+		consumer.WithShutdownTimeout(10*time.Second), consumer.WithLogger(discard()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c)
+	select {
+	case <-failed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("handler not called")
+	}
+	time.Sleep(100 * time.Millisecond) // now waiting a minute for the next attempt
+	r.stop(t)
+	waitFor(t, 10*time.Second, "the message waiting between retries was not handed back", func() bool { return b.depth(t, q) == 1 })
+	if n := b.count(t, q+consumer.DeadLetterSuffix); n != 0 {
+		t.Fatalf("%d dead letters", n)
+	}
+}
+
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // textLogger logs at every level, as text, into w.
