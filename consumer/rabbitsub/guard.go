@@ -46,9 +46,11 @@ const (
 	// contentFixed is a content header's class, weight, body size and
 	// property flags.
 	contentFixed = 2 + 2 + 8 + 2
-	// maxBufferedHeader bounds the header frames the guard reads whole; a
-	// larger one (no broker sends it) passes through unchanged.
-	maxBufferedHeader = 64 << 20
+	// maxBufferedHeader bounds the header frames the guard reads whole
+	// while no frame_max is known (or none was negotiated); with one, the
+	// bound is frame_max. A larger header frame (no broker sends one)
+	// passes through unchanged, for the client to refuse.
+	maxBufferedHeader = 1 << 20
 )
 
 // Property flags of the basic class, in wire order.
@@ -226,22 +228,20 @@ func (c *guardConn) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	size := binary.BigEndian.Uint32(c.hdr[3:7])
-	if c.hdr[0] != frameHeader || size > maxBufferedHeader {
+	limit := c.g.frameMax.Load()
+	if limit <= 0 {
+		limit = maxBufferedHeader
+	}
+	if c.hdr[0] != frameHeader || int64(size) > limit {
 		c.out = c.hdr[:]
 		c.pass = int64(size) + 1
 		return c.Read(p)
 	}
 	need := frameHeaderSize + int(size) + 1
-	var frame []byte
-	switch {
-	case cap(c.buf) >= need:
-		frame = c.buf[:need]
-	case need <= 1<<20:
+	if cap(c.buf) < need {
 		c.buf = make([]byte, need)
-		frame = c.buf
-	default: // not kept once read
-		frame = make([]byte, need)
 	}
+	frame := c.buf[:need]
 	copy(frame, c.hdr[:])
 	if _, err := io.ReadFull(c.r, frame[frameHeaderSize:]); err != nil {
 		return 0, err

@@ -452,3 +452,32 @@ func TestDescribeTableError(t *testing.T) {
 		}
 	}
 }
+
+// The guard passes any byte stream through unchanged, in reads of any
+// size, unless it rewrites a header frame: then only that frame differs.
+func FuzzGuardStream(f *testing.F) {
+	poison := contentHeader(0, flagHeaders, append(binary.BigEndian.AppendUint32(nil, 4), shortstr("k")[0], 'k', 'Z', 0))
+	readable := contentHeader(5, flagHeaders|flagMessageID, append(tableWithPad(10), shortstr("m")...))
+	f.Add(append(frameBytes(2, 1, readable), frameBytes(3, 1, []byte("hello"))...), byte(3))
+	f.Add(append(frameBytes(1, 0, []byte{0, 10, 0, 50}), frameBytes(2, 1, poison)...), byte(1))
+	f.Add([]byte{2, 0, 1, 0xff, 0xff, 0xff, 0xff}, byte(7))
+	f.Fuzz(func(t *testing.T, stream []byte, step byte) {
+		g := &guard{}
+		c := &guardConn{g: g, r: bufio.NewReader(bytes.NewReader(stream))}
+		var out []byte
+		buf := make([]byte, int(step)%64+1)
+		for {
+			n, err := c.Read(buf)
+			out = append(out, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		if len(g.stash) == 0 && !bytes.HasPrefix(stream, out) {
+			t.Fatalf("stream changed without a rewrite:\n in %x\nout %x", stream, out)
+		}
+		if len(g.stash) > 0 && bytes.Equal(stream, out) {
+			t.Fatal("a header table was taken but the stream is unchanged")
+		}
+	})
+}
