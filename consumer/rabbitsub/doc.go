@@ -50,15 +50,17 @@
 // are not disturbed. This holds for classic and quorum queues alike.
 //
 // Should a connection still be closed by a frame the client cannot read,
-// the consumer logs it at ERROR, consumes one message at a time until a
-// delivery succeeds, and backs off up to the maximum backoff. On a quorum
-// queue declared with a delivery limit ([WithTopology],
-// [rabbitmq.Queue].DeliveryLimit) the broker then dead-letters the message
-// after that many deliveries (RabbitMQ counts a delivery whose connection
-// the client closed as failed; deliveries in the same prefetch window are
-// counted too, which is why the consumer drops to one at a time). A classic
-// queue has no delivery limit: the message stays at its head until an
-// operator removes it.
+// the consumer logs it at ERROR, backs off (up to the maximum backoff while
+// no delivery succeeds) and takes the next deliveries one at a time, as
+// many as its prefetch window: the message that killed the connection is
+// among them. On a quorum queue declared with a delivery limit
+// ([WithTopology], [rabbitmq.Queue].DeliveryLimit) the broker then
+// dead-letters that message after that many deliveries (RabbitMQ counts a
+// delivery whose connection the client closed as failed — and so every
+// other delivery in flight on that connection, which is why the consumer
+// takes them one at a time). A classic queue has no delivery limit: the
+// message stays at its head, and the consumer waits, until an operator
+// removes it.
 //
 // # Dead letters
 //

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	neturl "net/url"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -345,6 +346,16 @@ func TestPoisonWithoutGuard(t *testing.T) {
 			dlq := q + consumer.DeadLetterSuffix
 			if kind == rabbitmq.Quorum {
 				waitFor(t, 20*time.Second, "the normal messages were not handled", func() bool { return h.count() == 20 })
+				// Back to the full prefetch window once a window's worth of
+				// deliveries succeeded one at a time.
+				more, _ := normal(rabbitsub.DefaultPrefetch + 4)
+				b.publish(t, q, more...)
+				waitFor(t, 20*time.Second, "the later messages were not handled", func() bool { return h.count() == 20+len(more) })
+				ctl := testenv.Tool(t, "rabbitmqctl")
+				waitFor(t, 20*time.Second, "the consumer did not return to its full prefetch window", func() bool {
+					out, err := exec.Command(ctl, "list_consumers", "-q", "--no-table-headers", "queue_name", "prefetch_count").Output()
+					return err == nil && strings.Contains(string(out), q+"\t"+strconv.Itoa(rabbitsub.DefaultPrefetch)+"\n")
+				})
 				r.stop(t)
 				if n := b.count(t, dlq); n != 1 {
 					t.Errorf("%d dead letters, want the poison message alone", n)

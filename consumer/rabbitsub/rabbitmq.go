@@ -353,7 +353,12 @@ func (c *Consumer) checkQueue(conn *amqp.Connection) error {
 func (c *Consumer) Run(ctx context.Context) error {
 	bo := c.proc.Backoff()
 	first := true
-	stuck := 0 // connections in a row closed by a frame the client cannot read, without progress
+	// After the client closed a connection on a frame it cannot read, the
+	// next deliveries are taken one at a time: the message that killed the
+	// connection is among the prefetch window's returned messages, so that
+	// each further death is charged to it alone (a quorum queue's delivery
+	// count) and never to the messages delivered with it.
+	cautious := 0
 	for {
 		conn, url, err := c.ends.Dial(ctx)
 		if ctx.Err() != nil {
@@ -369,11 +374,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			log.WarnContext(ctx, "rabbitsub: cannot connect, retrying", "error", err)
 		} else {
-			prefetch := c.cfg.prefetch
-			if stuck > 0 {
-				prefetch = 1
-			}
-			res := c.session(ctx, conn, prefetch)
+			res := c.session(ctx, conn, cautious)
 			c.release(conn)
 			if ctx.Err() != nil {
 				return nil
@@ -382,21 +383,24 @@ func (c *Consumer) Run(ctx context.Context) error {
 				return res.err
 			}
 			first = false
+			if res.settled > 0 {
+				bo.Reset()
+			}
 			log = log.With("url", url)
 			switch {
-			case res.progress:
-				bo.Reset()
-				stuck = 0
-				log.WarnContext(ctx, "rabbitsub: connection lost, reconnecting", "error", res.err)
 			case res.frameError:
-				stuck++
-				log.ErrorContext(ctx, "rabbitsub: the AMQP client closed the connection on a frame it cannot read, "+
-					"without progress since; consuming one message at a time and backing off until a delivery succeeds "+
-					"(the message stays at the head of a classic queue until it is removed; a quorum queue with a "+
-					"delivery limit dead-letters it)", "times", stuck, "error", res.err)
+				cautious = c.cfg.prefetch
+				log.ErrorContext(ctx, "rabbitsub: the AMQP client closed the connection on a frame it cannot read; "+
+					"taking the next deliveries one at a time, backing off until one succeeds "+
+					"(such a message stays at the head of a classic queue until it is removed; a quorum queue "+
+					"with a delivery limit dead-letters it)", "settled", res.settled, "error", res.err)
+			case res.restart:
+				cautious = 0
+				log.InfoContext(ctx, "rabbitsub: deliveries succeed again; reconnecting to consume with the full prefetch window")
 			case res.setup:
 				log.ErrorContext(ctx, "rabbitsub: setup failed, retrying", "error", res.err)
 			default:
+				cautious = max(0, cautious-res.settled)
 				log.WarnContext(ctx, "rabbitsub: connection lost, reconnecting", "error", res.err)
 			}
 		}
@@ -414,23 +418,38 @@ func (c *Consumer) Run(ctx context.Context) error {
 type sessionResult struct {
 	err        error
 	setup      bool // declaring or starting to consume failed
-	progress   bool // a delivery was acked or dead-lettered
+	settled    int  // deliveries acked or dead-lettered
 	frameError bool // the client closed the connection on a frame it cannot read
+	restart    bool // ended to consume with the full prefetch window again
 }
 
 // session is the state of one connection's consumption.
 type session struct {
-	conn     *amqp.Connection
-	guard    *guard // nil without the guard
-	dl       *deadLetters
-	progress atomic.Bool
+	conn      *amqp.Connection
+	guard     *guard // nil without the guard
+	dl        *deadLetters
+	settled   atomic.Int64
+	restartAt int64         // settled deliveries after which the session ends (one at a time); 0: never
+	restart   chan struct{} // closed then
+}
+
+// progressed notes that a delivery was acked or dead-lettered.
+func (s *session) progressed() {
+	if n := s.settled.Add(1); n == s.restartAt {
+		close(s.restart)
+	}
 }
 
 // session consumes over one connection until ctx is done or the
-// connection or its channel fails.
-func (c *Consumer) session(ctx context.Context, conn *amqp.Connection, prefetch int) (res sessionResult) {
-	s := &session{conn: conn, guard: c.guard(conn)}
-	defer func() { res.progress = s.progress.Load() }()
+// connection or its channel fails. With cautious > 0 it takes one delivery
+// at a time and ends after cautious of them were settled.
+func (c *Consumer) session(ctx context.Context, conn *amqp.Connection, cautious int) (res sessionResult) {
+	s := &session{conn: conn, guard: c.guard(conn), restart: make(chan struct{})}
+	prefetch := c.cfg.prefetch
+	if cautious > 0 {
+		prefetch, s.restartAt = 1, int64(cautious)
+	}
+	defer func() { res.settled = int(s.settled.Load()) }()
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	if err := c.setup(conn); err != nil {
 		// A refusal closes the channel; a lost connection is no setup error.
@@ -497,6 +516,8 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection, prefetch 
 	case cause = <-closed:
 	case cause = <-chClosed:
 		res.err = fmt.Errorf("rabbitsub: channel closed: %v", cause)
+	case <-s.restart: // the next session takes the full window (a consumer's prefetch cannot be raised)
+		res.restart = true
 	}
 	// A dying connection tells its own listeners before it closes its
 	// channels and their deliveries: its reason, if any, is here already.
@@ -511,7 +532,7 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection, prefetch 
 		res.err = fmt.Errorf("rabbitsub: connection closed: %v", cause)
 	}
 	res.frameError = cause != nil && !cause.Server && (cause.Code == amqp.FrameError || cause.Code == amqp.SyntaxError)
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || res.restart {
 		// Stop taking; prefetched deliveries go back to the queue when the
 		// channel closes after the workers are done.
 		_ = ch.Cancel(tag, false)
@@ -546,7 +567,7 @@ func (c *Consumer) handle(stop, work context.Context, s *session, d amqp.Deliver
 			// The broker redelivers it; dedupe answers duplicate then.
 			log.WarnContext(work, "rabbitsub: ack failed", "error", aerr)
 		} else {
-			s.progress.Store(true)
+			s.progressed()
 		}
 	case consumer.OutcomeAbandon:
 		_ = d.Nack(false, true)
@@ -555,7 +576,7 @@ func (c *Consumer) handle(stop, work context.Context, s *session, d amqp.Deliver
 			if rerr := d.Reject(false); rerr != nil {
 				log.WarnContext(work, "rabbitsub: reject failed", "error", rerr)
 			} else {
-				s.progress.Store(true)
+				s.progressed()
 			}
 			break
 		}
@@ -568,7 +589,7 @@ func (c *Consumer) handle(stop, work context.Context, s *session, d amqp.Deliver
 		if aerr := d.Ack(false); aerr != nil {
 			log.WarnContext(work, "rabbitsub: ack after dead letter failed", "error", aerr)
 		} else {
-			s.progress.Store(true)
+			s.progressed()
 		}
 	}
 	c.proc.End(ctx, m, outcome, err)
