@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
+	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/lineage"
+	"github.com/uuidforge/uuidforge/rabbitmq"
 )
 
 // Header names and defaults.
@@ -28,6 +31,8 @@ const (
 	DefaultWorkers = 4
 )
 
+type dialFunc = func(url string, cfg amqp.Config) (*amqp.Connection, error)
+
 // config is this transport's own configuration; the shared one is
 // consumer.Settings.
 type config struct {
@@ -38,7 +43,10 @@ type config struct {
 	dlReject          bool // reject to the queue's own x-dead-letter-exchange instead
 	tag               string
 	amqpConfig        amqp.Config
-	dial              func(url string, cfg amqp.Config) (*amqp.Connection, error)
+	topology          rabbitmq.Topology
+	failover          []string // moved into the Endpoints by New
+	wrapDial          func(dialFunc) dialFunc
+	unguarded         bool
 }
 
 // WithPrefetch sets the channel's prefetch count. Default: [DefaultPrefetch];
@@ -73,7 +81,7 @@ func WithWorkers(n int) consumer.Option {
 // its queue, and the error is logged. The last of WithDeadLetterExchange,
 // [WithDeadLetterQueue] and [WithQueueDeadLetterExchange] wins. Default: the
 // durable queue "<queue>.dead-letter" ([consumer.DeadLetterSuffix]),
-// declared on every (re)connect.
+// declared on every (re)connect unless [WithTopology] declares it.
 func WithDeadLetterExchange(exchange, key string) consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithDeadLetterExchange", func(c *config) error {
 		c.dlExchange, c.dlKey, c.dlQueue, c.dlDeclare, c.dlReject = exchange, key, false, false, false
@@ -82,8 +90,9 @@ func WithDeadLetterExchange(exchange, key string) consumer.Option {
 }
 
 // WithDeadLetterQueue publishes dead letters straight to queue (through the
-// default exchange) like [WithDeadLetterExchange]; the queue must exist,
-// which is checked on every (re)connect.
+// default exchange) like [WithDeadLetterExchange]; the queue must exist
+// (or be declared by [WithTopology]), which is checked on every
+// (re)connect.
 func WithDeadLetterQueue(queue string) consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithDeadLetterQueue", func(c *config) error {
 		if queue == "" {
@@ -112,9 +121,9 @@ func WithConsumerTag(tag string) consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithConsumerTag", func(c *config) error { c.tag = tag; return nil })
 }
 
-// WithAMQPConfig sets the connection configuration passed to
-// amqp.DialConfig (TLS, heartbeat, connection name...). Default: a 10 s
-// heartbeat. Do not set its Recovery field: the consumer reconnects itself.
+// WithAMQPConfig sets the connection configuration (TLS, heartbeat,
+// connection name...). Default: a 10 s heartbeat. Do not set its Recovery
+// field: the consumer reconnects itself.
 func WithAMQPConfig(cfg amqp.Config) consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithAMQPConfig", func(c *config) error {
 		if cfg.Recovery != nil {
@@ -125,32 +134,76 @@ func WithAMQPConfig(cfg amqp.Config) consumer.Option {
 	})
 }
 
+// WithFailoverURLs adds the URLs of other nodes of the broker's cluster:
+// each (re)connect tries the URLs in turn, starting after the one that
+// last worked ([rabbitmq.Endpoints]). Every URL is checked in New; given
+// several times, the URLs add up. Default: only the URL given to New.
+func WithFailoverURLs(urls ...string) consumer.Option {
+	return consumer.TransportOption("rabbitsub.WithFailoverURLs", func(c *config) error {
+		if len(urls) == 0 {
+			return errors.New("no URL")
+		}
+		for _, u := range urls {
+			if err := checkURL(u); err != nil {
+				return err
+			}
+		}
+		c.failover = append(c.failover, urls...)
+		return nil
+	})
+}
+
+// WithTopology declares t (exchanges, queues, bindings; see
+// [rabbitmq.Topology]) on every connect, before consuming, so that a fresh
+// broker or a node that lost its definitions is set up first. When t
+// declares the default dead-letter queue "<queue>.dead-letter" (for
+// example as a quorum queue), the consumer uses that declaration instead of
+// its own. Given several times, the topologies add up, in order. A
+// declaration the broker refuses at the first connection (e.g. a queue
+// that exists with other arguments) is an error from Run. Default: nothing
+// is declared but the dead-letter queue, and the consumed queue must exist.
+func WithTopology(t rabbitmq.Topology) consumer.Option {
+	return consumer.TransportOption("rabbitsub.WithTopology", func(c *config) error {
+		if err := t.Validate(); err != nil {
+			return err
+		}
+		c.topology = c.topology.Merge(t)
+		return nil
+	})
+}
+
 // Consumer runs a handler for every message of one queue. Create it with
-// [New]; Run it once at a time. Safe for concurrent use only in that Run
-// may be called from any goroutine.
+// [New]; Run it once at a time. Run and Ping may be called from any
+// goroutine.
 type Consumer struct {
-	url   string
+	ends  *rabbitmq.Endpoints // the only holder of the URLs
 	queue string
 	cfg   config
 	set   consumer.Settings
 	proc  *consumer.Processor
+
+	guards sync.Map // *amqp.Connection -> *guard, while the connection is in use
 }
 
 // New returns a consumer of queue on the broker at url (an amqp:// or
-// amqps:// URL) that passes each delivery to h wrapped in the standard chain
-// of opts ([consumer.NewHandler]: lineage, deduplication with
+// amqps:// URL; more nodes with [WithFailoverURLs]) that passes each
+// delivery to h wrapped in the standard chain of opts
+// ([consumer.NewHandler]: lineage, deduplication with
 // [consumer.WithDedupe], timeout, recovery). Options are the shared
-// consumer options and this package's own. New does no I/O.
+// consumer options and this package's own. A URL that cannot be dialled
+// (it does not parse, names an unknown authentication mechanism or an
+// impossible port) is an error, which never shows the password. New does
+// no I/O; [Consumer.Ping] connects at once.
 func New(url, queue string, h consumer.Handler, opts ...consumer.Option) (*Consumer, error) {
 	if queue == "" {
 		return nil, errors.New("rabbitsub: empty queue name")
 	}
-	if _, err := amqp.ParseURI(url); err != nil {
-		return nil, fmt.Errorf("rabbitsub: url: %w", err)
+	if err := checkURL(url); err != nil {
+		return nil, fmt.Errorf("rabbitsub: %w", err)
 	}
 	cfg := config{prefetch: DefaultPrefetch, workers: DefaultWorkers,
 		dlKey: queue + consumer.DeadLetterSuffix, dlQueue: true, dlDeclare: true,
-		amqpConfig: amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US"}, dial: amqp.DialConfig}
+		amqpConfig: amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US"}}
 	set, err := consumer.Apply("rabbitsub", &cfg, opts)
 	if err != nil {
 		return nil, err
@@ -162,36 +215,195 @@ func New(url, queue string, h consumer.Handler, opts ...consumer.Option) (*Consu
 	if err != nil {
 		return nil, err
 	}
-	return &Consumer{url: url, queue: queue, cfg: cfg, set: set, proc: set.Processor(chain)}, nil
+	ends, err := rabbitmq.NewEndpoints(append([]string{url}, cfg.failover...), cfg.amqpConfig)
+	if err != nil {
+		return nil, fmt.Errorf("rabbitsub: %w", err)
+	}
+	cfg.failover = nil
+	c := &Consumer{ends: ends, queue: queue, cfg: cfg, set: set, proc: set.Processor(chain)}
+	dial := c.dialGuarded
+	if cfg.unguarded {
+		dial = amqp.DialConfig
+	}
+	if cfg.wrapDial != nil {
+		dial = cfg.wrapDial(dial)
+	}
+	ends.SetDialFunc(dial)
+	return c, nil
+}
+
+// checkURL rejects a URL that no dial can use; its error never shows the
+// password.
+func checkURL(raw string) error {
+	if err := rabbitmq.ParseURL(raw); err != nil {
+		return err
+	}
+	uri, err := amqp.ParseURI(raw)
+	if err != nil {
+		return fmt.Errorf("URL %s does not parse: %w", rabbitmq.Redact(raw), rabbitmq.ErrRefused)
+	}
+	if uri.Port < 1 || uri.Port > 65535 {
+		return fmt.Errorf("URL %s: port %d out of range: %w", rabbitmq.Redact(raw), uri.Port, rabbitmq.ErrRefused)
+	}
+	if _, err := saslFromURI(uri); err != nil {
+		return fmt.Errorf("URL %s: %v: %w", rabbitmq.Redact(raw), err, rabbitmq.ErrRefused)
+	}
+	if err := dialConfig(&amqp.Config{}, raw, uri); err != nil {
+		return fmt.Errorf("URL %s: %v: %w", rabbitmq.Redact(raw), err, rabbitmq.ErrRefused)
+	}
+	return nil
+}
+
+// String describes the consumer by its queue and redacted URLs.
+func (c *Consumer) String() string {
+	return fmt.Sprintf("rabbitsub.Consumer(queue %q at %s)", c.queue, c.ends)
+}
+
+// Ping connects now and checks what Run needs: the credentials and virtual
+// host, the topology of [WithTopology] (declared), the dead-letter queue
+// (declared, or checked to exist) and the consumed queue (checked to
+// exist). Refusals of credentials or virtual host wrap
+// [rabbitmq.ErrRefused]. The connection is closed before Ping returns; ctx
+// bounds the whole check.
+func (c *Consumer) Ping(ctx context.Context) error {
+	conn, _, err := c.ends.Dial(ctx)
+	if err != nil {
+		return fmt.Errorf("rabbitsub: ping: %w", err)
+	}
+	defer c.release(conn)
+	done := make(chan error, 1)
+	go func() {
+		err := c.setup(conn)
+		if err == nil {
+			err = c.checkQueue(conn)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		_ = conn.Close()
+		<-done
+		return fmt.Errorf("rabbitsub: ping: %w", ctx.Err())
+	}
+}
+
+func (c *Consumer) release(conn *amqp.Connection) {
+	c.guards.Delete(conn)
+	_ = conn.Close()
+}
+
+func (c *Consumer) guard(conn *amqp.Connection) *guard {
+	if g, ok := c.guards.Load(conn); ok {
+		return g.(*guard)
+	}
+	return nil
+}
+
+// setup declares the topology and the dead-letter queue (or checks that the
+// dead-letter queue exists) on a channel of its own.
+func (c *Consumer) setup(conn *amqp.Connection) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("rabbitsub: open channel: %w", err)
+	}
+	defer ch.Close()
+	if err := c.cfg.topology.Declare(ch); err != nil {
+		return fmt.Errorf("rabbitsub: %w", err)
+	}
+	declared := slices.ContainsFunc(c.cfg.topology.Queues, func(q rabbitmq.Queue) bool { return q.Name == c.cfg.dlKey })
+	switch {
+	case c.cfg.dlReject:
+	case c.cfg.dlDeclare && !declared:
+		if _, err := ch.QueueDeclare(c.cfg.dlKey, true, false, false, false, nil); err != nil {
+			return fmt.Errorf("rabbitsub: declare dead-letter queue %q: %w", c.cfg.dlKey, rabbitmq.Classify(err))
+		}
+	case c.cfg.dlQueue:
+		if _, err := ch.QueueDeclarePassive(c.cfg.dlKey, false, false, false, false, nil); err != nil {
+			return fmt.Errorf("rabbitsub: dead-letter queue %q: %w", c.cfg.dlKey, rabbitmq.Classify(err))
+		}
+	}
+	return nil
+}
+
+func (c *Consumer) checkQueue(conn *amqp.Connection) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("rabbitsub: open channel: %w", err)
+	}
+	defer ch.Close()
+	if _, err := ch.QueueDeclarePassive(c.queue, false, false, false, false, nil); err != nil {
+		return fmt.Errorf("rabbitsub: queue %q: %w", c.queue, rabbitmq.Classify(err))
+	}
+	return nil
 }
 
 // Run consumes until ctx is done, then shuts down gracefully: it stops
 // taking deliveries (prefetched ones that were not started are returned to
 // the queue), lets the handlers in progress finish and ack (for at most the
 // shutdown timeout), closes its connection and returns nil. A lost
-// connection or channel is re-established with backoff; its unacked
-// deliveries come back from the broker and dedupe recognises those already
-// done. Run returns an error only for a configuration the broker rejects
-// at the first connection (e.g. a missing queue).
+// connection or channel is re-established with backoff, which starts again
+// from the minimum only after a delivery was acked or dead-lettered; the
+// broker redelivers unacked messages and dedupe recognises those already
+// done. Run returns an error at once when the broker refuses the
+// credentials or the virtual host (wrapping [rabbitmq.ErrRefused]), and
+// for a configuration the broker rejects at the first connection (a
+// missing queue, a conflicting topology).
 func (c *Consumer) Run(ctx context.Context) error {
 	bo := c.proc.Backoff()
 	first := true
+	// After the client closed a connection on a frame it cannot read, the
+	// next deliveries are taken one at a time: the message that killed the
+	// connection is among the prefetch window's returned messages, so that
+	// each further death is charged to it alone (a quorum queue's delivery
+	// count) and never to the messages delivered with it.
+	cautious := 0
 	for {
-		conn, err := c.cfg.dial(c.url, c.cfg.amqpConfig)
-		if err == nil {
-			var fatal bool
-			fatal, err = c.session(ctx, conn)
-			_ = conn.Close()
+		conn, url, err := c.ends.Dial(ctx)
+		if ctx.Err() != nil {
+			if conn != nil {
+				_ = conn.Close()
+			}
+			return nil
+		}
+		log := c.set.Logger.With("queue", c.queue)
+		if err != nil {
+			if errors.Is(err, rabbitmq.ErrRefused) {
+				return fmt.Errorf("rabbitsub: %w", err)
+			}
+			log.WarnContext(ctx, "rabbitsub: cannot connect, retrying", "error", err)
+		} else {
+			res := c.session(ctx, conn, cautious)
+			c.release(conn)
 			if ctx.Err() != nil {
 				return nil
 			}
-			if fatal && first {
-				return err
+			if res.setup && (first || errors.Is(res.err, rabbitmq.ErrRefused)) {
+				return res.err
 			}
 			first = false
-			bo.Reset()
+			if res.settled > 0 {
+				bo.Reset()
+			}
+			log = log.With("url", url)
+			switch {
+			case res.frameError:
+				cautious = c.cfg.prefetch
+				log.ErrorContext(ctx, "rabbitsub: the AMQP client closed the connection on a frame it cannot read; "+
+					"taking the next deliveries one at a time, backing off until one succeeds "+
+					"(such a message stays at the head of a classic queue until it is removed; a quorum queue "+
+					"with a delivery limit dead-letters it)", "settled", res.settled, "error", res.err)
+			case res.restart:
+				cautious = 0
+				log.InfoContext(ctx, "rabbitsub: deliveries succeed again; reconnecting to consume with the full prefetch window")
+			case res.setup:
+				log.ErrorContext(ctx, "rabbitsub: setup failed, retrying", "error", res.err)
+			default:
+				cautious = max(0, cautious-res.settled)
+				log.WarnContext(ctx, "rabbitsub: connection lost, reconnecting", "error", res.err)
+			}
 		}
-		c.set.Logger.WarnContext(ctx, "rabbitsub: connection lost, reconnecting", "queue", c.queue, "error", err)
 		t := time.NewTimer(bo.NextBackOff())
 		select {
 		case <-ctx.Done():
@@ -202,37 +414,59 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 }
 
-// session consumes over one connection until ctx is done (nil) or the
-// connection or a channel fails. fatal reports a setup error.
-func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bool, err error) {
+// sessionResult is how a session over one connection ended.
+type sessionResult struct {
+	err        error
+	setup      bool // declaring or starting to consume failed
+	settled    int  // deliveries acked or dead-lettered
+	frameError bool // the client closed the connection on a frame it cannot read
+	restart    bool // ended to consume with the full prefetch window again
+}
+
+// session is the state of one connection's consumption.
+type session struct {
+	conn      *amqp.Connection
+	guard     *guard // nil without the guard
+	dl        *deadLetters
+	settled   atomic.Int64
+	restartAt int64         // settled deliveries after which the session ends (one at a time); 0: never
+	restart   chan struct{} // closed then
+}
+
+// progressed notes that a delivery was acked or dead-lettered.
+func (s *session) progressed() {
+	if n := s.settled.Add(1); n == s.restartAt {
+		close(s.restart)
+	}
+}
+
+// session consumes over one connection until ctx is done or the
+// connection or its channel fails. With cautious > 0 it takes one delivery
+// at a time and ends after cautious of them were settled.
+func (c *Consumer) session(ctx context.Context, conn *amqp.Connection, cautious int) (res sessionResult) {
+	s := &session{conn: conn, guard: c.guard(conn), restart: make(chan struct{})}
+	prefetch := c.cfg.prefetch
+	if cautious > 0 {
+		prefetch, s.restartAt = 1, int64(cautious)
+	}
+	defer func() { res.settled = int(s.settled.Load()) }()
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	if err := c.setup(conn); err != nil {
+		// A refusal closes the channel; a lost connection is no setup error.
+		return sessionResult{err: err, setup: !conn.IsClosed()}
+	}
 	ch, err := conn.Channel()
 	if err != nil {
-		return false, fmt.Errorf("rabbitsub: open channel: %w", err)
+		return sessionResult{err: fmt.Errorf("rabbitsub: open channel: %w", err)}
 	}
 	defer ch.Close()
-	if err := ch.Qos(c.cfg.prefetch, 0, false); err != nil {
-		return false, fmt.Errorf("rabbitsub: qos: %w", err)
+	if err := ch.Qos(prefetch, 0, false); err != nil {
+		return sessionResult{err: fmt.Errorf("rabbitsub: qos: %w", err)}
 	}
-	var dl *deadLetters
 	if !c.cfg.dlReject {
-		dlch, err := conn.Channel()
-		if err != nil {
-			return false, fmt.Errorf("rabbitsub: open dead-letter channel: %w", err)
-		}
-		defer dlch.Close()
-		dl = &deadLetters{ch: dlch, returns: dlch.NotifyReturn(make(chan amqp.Return, 64)), returned: map[string]bool{}}
-		if err := dl.ch.Confirm(false); err != nil {
-			return false, fmt.Errorf("rabbitsub: dead-letter confirm mode: %w", err)
-		}
-		if c.cfg.dlDeclare {
-			if _, err := dl.ch.QueueDeclare(c.cfg.dlKey, true, false, false, false, nil); err != nil {
-				return true, fmt.Errorf("rabbitsub: declare dead-letter queue %q: %w", c.cfg.dlKey, err)
-			}
-		} else if c.cfg.dlQueue {
-			if _, err := dl.ch.QueueDeclarePassive(c.cfg.dlKey, false, false, false, false, nil); err != nil {
-				return true, fmt.Errorf("rabbitsub: dead-letter queue %q: %w", c.cfg.dlKey, err)
-			}
-		}
+		s.dl = &deadLetters{conn: conn, exchange: c.cfg.dlExchange, key: c.cfg.dlKey,
+			frameMax: rabbitmq.FrameMax(conn), returnsBuffer: 64 + 2*c.cfg.workers}
+		defer s.dl.close()
 	}
 	tag := c.cfg.tag
 	if tag == "" {
@@ -240,9 +474,8 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bo
 	}
 	deliveries, err := ch.Consume(c.queue, tag, false, false, false, false, nil)
 	if err != nil {
-		return true, fmt.Errorf("rabbitsub: consume %q: %w", c.queue, err)
+		return sessionResult{err: fmt.Errorf("rabbitsub: consume %q: %w", c.queue, rabbitmq.Classify(err)), setup: !conn.IsClosed()}
 	}
-	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
 
 	// stop ends taking and waiting (on shutdown, or when the channel is
@@ -254,9 +487,7 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bo
 	defer cancelStop()
 	var wg sync.WaitGroup
 	for range c.cfg.workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				select {
 				case <-stop.Done():
@@ -269,38 +500,51 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) (fatal bo
 						_ = d.Nack(false, true)
 						return
 					}
-					c.handle(stop, work, dl, d)
+					c.handle(stop, work, s, d)
 				}
 			}
-		}()
+		})
 	}
-
 	workersDone := make(chan struct{})
 	go func() { wg.Wait(); close(workersDone) }()
 
-	var cause error
+	var cause *amqp.Error
 	select {
 	case <-ctx.Done():
-	case <-workersDone: // the delivery channel closed: the broker cancelled us
-		cause = errors.New("rabbitsub: consumer cancelled by the broker")
-	case e := <-closed:
-		cause = fmt.Errorf("rabbitsub: connection closed: %v", e)
-	case e := <-chClosed:
-		cause = fmt.Errorf("rabbitsub: channel closed: %v", e)
+	case <-workersDone: // the delivery channel closed: the broker cancelled us, or the connection died
+		res.err = errors.New("rabbitsub: consumer cancelled by the broker")
+	case cause = <-closed:
+	case cause = <-chClosed:
+		res.err = fmt.Errorf("rabbitsub: channel closed: %v", cause)
+	case <-s.restart: // the next session takes the full window (a consumer's prefetch cannot be raised)
+		res.restart = true
 	}
-	if ctx.Err() != nil {
+	// A dying connection tells its own listeners before it closes its
+	// channels and their deliveries: its reason, if any, is here already.
+	select {
+	case e := <-closed:
+		if e != nil {
+			cause = e
+		}
+	default:
+	}
+	if conn.IsClosed() && cause != nil && ctx.Err() == nil {
+		res.err = fmt.Errorf("rabbitsub: connection closed: %v", cause)
+	}
+	res.frameError = cause != nil && !cause.Server && (cause.Code == amqp.FrameError || cause.Code == amqp.SyntaxError)
+	if ctx.Err() != nil || res.restart {
 		// Stop taking; prefetched deliveries go back to the queue when the
 		// channel closes after the workers are done.
 		_ = ch.Cancel(tag, false)
 	}
 	cancelStop()
 	<-workersDone
-	return false, cause
+	return res
 }
 
 // handle processes one delivery and acks, nacks or dead-letters it.
-func (c *Consumer) handle(stop, work context.Context, dl *deadLetters, d amqp.Delivery) {
-	m := c.message(d)
+func (c *Consumer) handle(stop, work context.Context, s *session, d amqp.Delivery) {
+	m := c.message(&d)
 	ctx := c.proc.Begin(work, m)
 	err := consumer.Identify(m, consumer.Identity{
 		MessageID:     d.MessageId,
@@ -308,7 +552,12 @@ func (c *Consumer) handle(stop, work context.Context, dl *deadLetters, d amqp.De
 		CausationID:   headerString(d.Headers, lineage.HeaderCausationID),
 	}, c.set.Generator, c.set.MissingID)
 	outcome := consumer.OutcomeDeadLetter
-	if err == nil {
+	var raw []byte
+	if u, ok := s.guard.take(&d); ok {
+		err = fmt.Errorf("rabbitsub: headers unreadable by the AMQP client: %s", u.reason)
+		raw = u.raw
+		delete(m.Headers, headerUnreadable)
+	} else if err == nil {
 		outcome, err = c.proc.Process(stop, ctx, m)
 	}
 	log := c.set.Logger.With("queue", c.queue, consumer.LogKeyMessageID, m.ID.String(), "delivery_tag", d.DeliveryTag)
@@ -317,75 +566,57 @@ func (c *Consumer) handle(stop, work context.Context, dl *deadLetters, d amqp.De
 		if aerr := d.Ack(false); aerr != nil {
 			// The broker redelivers it; dedupe answers duplicate then.
 			log.WarnContext(work, "rabbitsub: ack failed", "error", aerr)
+		} else {
+			s.progressed()
 		}
 	case consumer.OutcomeAbandon:
 		_ = d.Nack(false, true)
 	case consumer.OutcomeDeadLetter:
-		if dl == nil {
-			if nerr := d.Reject(false); nerr != nil {
-				log.WarnContext(work, "rabbitsub: reject failed", "error", nerr)
+		if s.dl == nil {
+			if rerr := d.Reject(false); rerr != nil {
+				log.WarnContext(work, "rabbitsub: reject failed", "error", rerr)
+			} else {
+				s.progressed()
 			}
 			break
 		}
-		if perr := c.publishDeadLetter(stop, work, dl, d, m, err); perr != nil {
-			log.WarnContext(work, "rabbitsub: dead letter not stored, returning the message", "error", perr)
+		if perr := c.publishDeadLetter(stop, work, s.dl, &d, raw, consumer.Reason(err), m.Attempt, log); perr != nil {
+			log.ErrorContext(work, "rabbitsub: dead letter not stored, returning the message", "error", perr)
 			_ = d.Nack(false, true)
 			outcome, err = consumer.OutcomeAbandon, perr
 			break
 		}
 		if aerr := d.Ack(false); aerr != nil {
 			log.WarnContext(work, "rabbitsub: ack after dead letter failed", "error", aerr)
+		} else {
+			s.progressed()
 		}
 	}
 	c.proc.End(ctx, m, outcome, err)
 }
 
-// publishDeadLetter publishes a copy of d with the reason and waits for the
-// broker's confirm, retrying with backoff until stop is done.
-func (c *Consumer) publishDeadLetter(stop, work context.Context, dl *deadLetters, d amqp.Delivery, m *consumer.Message, reason error) error {
-	headers := amqp.Table{}
-	for k, v := range d.Headers {
-		headers[k] = v
-	}
-	headers[consumer.HeaderDeadLetterReason] = consumer.Reason(reason)
-	headers[consumer.HeaderOriginalQueue] = c.queue
-	headers[consumer.HeaderAttempts] = strconv.Itoa(m.Attempt)
-	dlID := uuid.NewString()
-	headers[HeaderDeadLetterID] = dlID
-	pub := amqp.Publishing{
-		Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
-		DeliveryMode: amqp.Persistent, Priority: d.Priority, CorrelationId: d.CorrelationId,
-		ReplyTo: d.ReplyTo, MessageId: d.MessageId, Timestamp: d.Timestamp, Type: d.Type,
-		UserId: d.UserId, AppId: d.AppId, Body: d.Body,
+// publishDeadLetter stores d in the dead letter and waits for the broker's
+// confirm. A failure (the broker refused or returned the dead letter, or
+// closed the channel) is retried in place with backoff, on a new channel
+// when needed, holding the delivery, until the dead letter is stored, stop
+// is done or the connection is gone.
+func (c *Consumer) publishDeadLetter(stop, work context.Context, dl *deadLetters, d *amqp.Delivery, raw []byte, reason string, attempts int, log *slog.Logger) error {
+	pub, id, err := c.deadLetter(d, raw, reason, attempts, dl.frameMax)
+	if err != nil {
+		return err
 	}
 	bo := c.proc.Backoff()
 	for {
-		err := func() error {
-			ctx, cancel := context.WithTimeout(work, 10*time.Second)
-			defer cancel()
-			conf, err := dl.ch.PublishWithDeferredConfirmWithContext(ctx, c.cfg.dlExchange, c.cfg.dlKey, true, false, pub)
-			if err != nil {
-				return err
-			}
-			ok, err := conf.WaitContext(ctx)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return errors.New("broker nacked the dead letter")
-			}
-			if dl.wasReturned(dlID) {
-				return fmt.Errorf("%w: exchange %q routes key %q to no queue", ErrDeadLetterUnroutable, c.cfg.dlExchange, c.cfg.dlKey)
-			}
-			return nil
-		}()
+		err := dl.publish(work, &pub, id)
 		if err == nil {
 			return nil
 		}
-		if dl.ch.IsClosed() {
+		if dl.conn.IsClosed() {
 			return fmt.Errorf("rabbitsub: dead letter: %w", err)
 		}
-		t := time.NewTimer(bo.NextBackOff())
+		wait := bo.NextBackOff()
+		log.WarnContext(work, "rabbitsub: dead letter not stored, retrying", "error", err, "wait", wait)
+		t := time.NewTimer(wait)
 		select {
 		case <-stop.Done():
 			t.Stop()
@@ -395,53 +626,8 @@ func (c *Consumer) publishDeadLetter(stop, work context.Context, dl *deadLetters
 	}
 }
 
-// ErrDeadLetterUnroutable: the broker returned a dead letter because its
-// exchange routed it to no queue; the original message is not acked.
-var ErrDeadLetterUnroutable = errors.New("rabbitsub: dead letter unroutable")
-
-// deadLetters is the confirm-mode channel dead letters are published on, with
-// the broker's returns of unroutable ones. Safe for concurrent use.
-type deadLetters struct {
-	ch      *amqp.Channel
-	returns <-chan amqp.Return
-
-	mu       sync.Mutex
-	returned map[string]bool // HeaderDeadLetterID values returned and not yet checked
-}
-
-// wasReturned reports whether the publication with the given dead-letter ID
-// came back as unroutable. The broker sends basic.return before the
-// basic.ack of the same message, and the client hands the return to the
-// returns channel before it resolves the confirm, so once the confirm is in,
-// a return for it is already buffered there.
-func (dl *deadLetters) wasReturned(id string) bool {
-	dl.mu.Lock()
-	defer dl.mu.Unlock()
-	for {
-		select {
-		case r, ok := <-dl.returns:
-			if !ok {
-				return dl.take(id)
-			}
-			if v, ok := r.Headers[HeaderDeadLetterID].(string); ok {
-				dl.returned[v] = true
-			}
-			continue
-		default:
-		}
-		return dl.take(id)
-	}
-}
-
-func (dl *deadLetters) take(id string) bool {
-	if dl.returned[id] {
-		delete(dl.returned, id)
-		return true
-	}
-	return false
-}
-
-func (c *Consumer) message(d amqp.Delivery) *consumer.Message {
+// message returns the consumer.Message of d; its Body is d's, not a copy.
+func (c *Consumer) message(d *amqp.Delivery) *consumer.Message {
 	m := &consumer.Message{
 		Type:        d.Type,
 		RoutingKey:  d.RoutingKey,

@@ -121,14 +121,16 @@ type connDialer struct {
 	conns []*amqp.Connection
 }
 
-func (d *connDialer) dial(url string, cfg amqp.Config) (*amqp.Connection, error) {
-	c, err := amqp.DialConfig(url, cfg)
-	if err == nil {
-		d.mu.Lock()
-		d.conns = append(d.conns, c)
-		d.mu.Unlock()
+func (d *connDialer) dial(next rabbitsub.DialFunc) rabbitsub.DialFunc {
+	return func(url string, cfg amqp.Config) (*amqp.Connection, error) {
+		c, err := next(url, cfg)
+		if err == nil {
+			d.mu.Lock()
+			d.conns = append(d.conns, c)
+			d.mu.Unlock()
+		}
+		return c, err
 	}
-	return c, err
 }
 
 func (d *connDialer) cut() int {
@@ -184,7 +186,10 @@ func fast() []consumer.Option {
 
 // TestExactlyOnce: every message published three times, 20 % of handler
 // calls failing and some panicking, the connection cut, the consumer stopped
-// mid-batch and restarted — afterwards one row per message.
+// mid-batch and restarted — afterwards one row per message. Then a message
+// published once is in its handler when the consumer stops and the shutdown
+// timeout cancels it: it must be handed back and processed after the
+// restart (a consumer that acked on receipt would lose it).
 func TestExactlyOnce(t *testing.T) {
 	for _, sc := range testsink.Stores() {
 		t.Run(sc.Name, func(t *testing.T) {
@@ -194,7 +199,8 @@ func TestExactlyOnce(t *testing.T) {
 			store := sc.New(t)
 			chaos := &testsink.Chaos{FailRate: 0.2, PanicRate: 0.05, Seed: t.Name()}
 			act := &testsink.Activity{}
-			h := act.Wrap(chain(t, store, q, chaos.Wrap(sink)))
+			hang := &hangOnce{id: uuid.New(), started: make(chan struct{})}
+			h := act.Wrap(chain(t, store, q, chaos.Wrap(sink), hang.middleware))
 			const n = 60
 			var msgs []amqp.Publishing
 			for i := range n {
@@ -204,7 +210,8 @@ func TestExactlyOnce(t *testing.T) {
 			b.publish(t, q, append(append(append([]amqp.Publishing{}, msgs...), msgs...), msgs...)...)
 
 			d := &connDialer{url: b.url}
-			opts := append(fast(), rabbitsub.WithWorkers(4), rabbitsub.WithPrefetch(8), consumer.WithMaxAttempts(100))
+			opts := append(fast(), rabbitsub.WithWorkers(4), rabbitsub.WithPrefetch(8), consumer.WithMaxAttempts(100),
+				consumer.WithShutdownTimeout(500*time.Millisecond))
 			c, err := rabbitsub.New(d.url, q, h, append(opts, rabbitsub.WithDial(d.dial))...)
 			if err != nil {
 				t.Fatal(err)
@@ -219,6 +226,18 @@ func TestExactlyOnce(t *testing.T) {
 			mid := sink.Count(t)
 			r = start(t, c)
 			sink.WaitCount(t, n, 40*time.Second)
+			waitEmpty(t, b, q)
+
+			// Stopped while a handler runs past the shutdown timeout.
+			b.publish(t, q, amqp.Publishing{MessageId: hang.id.String(), Type: "test", Body: []byte("hang")})
+			select {
+			case <-hang.started:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the last message was not delivered")
+			}
+			r.stop(t)
+			r = start(t, c)
+			sink.WaitCount(t, n+1, 40*time.Second)
 			waitEmpty(t, b, q)
 			act.WaitQuiet(t, 300*time.Millisecond, 20*time.Second)
 			r.stop(t)
@@ -235,6 +254,29 @@ func TestExactlyOnce(t *testing.T) {
 			t.Logf("rows at stop %d; handler calls %d; injected failures %d, panics %d", mid, sink.Calls(), failed, panicked)
 		})
 	}
+}
+
+// hangOnce makes the first delivery of message id wait in its handler until
+// its context is cancelled.
+type hangOnce struct {
+	id      uuid.UUID
+	once    sync.Once
+	started chan struct{}
+}
+
+func (h *hangOnce) middleware(next consumer.Handler) consumer.Handler {
+	return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		first := false
+		if m.ID == h.id {
+			h.once.Do(func() { first = true })
+		}
+		if first {
+			close(h.started)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return next.Handle(ctx, m)
+	})
 }
 
 func waitRows(t *testing.T, s *testsink.Sink, atLeast int) {
@@ -451,56 +493,93 @@ func TestInbox(t *testing.T) {
 
 // TestGracefulShutdown: Run returns only after the handler in progress
 // finished and its message was acked; prefetched messages not started go
-// back to the queue untouched.
+// back to the queue untouched. A handler still running when the shutdown
+// timeout expires is cancelled and its message goes back too: nothing is
+// acked that was not processed.
 func TestGracefulShutdown(t *testing.T) {
-	b := newBroker(t)
-	q := b.queue(t, "q")
-	sink := testsink.New(t, testsink.Pool(t))
-	const n = 5
-	for range n {
-		b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Body: []byte("x")})
-	}
-	started, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
-		once.Do(func() { close(started) })
-		<-release
-		return sink.Handle(ctx, m)
-	})
-	c, err := rabbitsub.New(b.url, q, chain(t, testsink.Memory(t), q, h),
-		append(fast(), rabbitsub.WithWorkers(1), rabbitsub.WithPrefetch(n))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	<-started
-	cancel()
-	select {
-	case err := <-done:
-		t.Fatalf("Run returned (%v) while a handler was running", err)
-	case <-time.After(300 * time.Millisecond):
-	}
-	close(release)
-	select {
-	case err := <-done:
+	t.Run("handler finishes", func(t *testing.T) {
+		b := newBroker(t)
+		q := b.queue(t, "q")
+		sink := testsink.New(t, testsink.Pool(t))
+		const n = 5
+		for range n {
+			b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Body: []byte("x")})
+		}
+		started, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+			once.Do(func() { close(started) })
+			<-release
+			return sink.Handle(ctx, m)
+		})
+		c, err := rabbitsub.New(b.url, q, chain(t, testsink.Memory(t), q, h),
+			append(fast(), rabbitsub.WithWorkers(1), rabbitsub.WithPrefetch(n))...)
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run did not return")
-	}
-	if sink.Count(t) != 1 {
-		t.Fatalf("%d rows, want exactly the one in progress", sink.Count(t))
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for b.depth(t, q) != n-1 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if got := b.depth(t, q); got != n-1 {
-		t.Fatalf("%d messages back in the queue, want %d (the finished one acked, the rest returned)", got, n-1)
-	}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		<-started
+		cancel()
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned (%v) while a handler was running", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		close(release)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("Run did not return")
+		}
+		if sink.Count(t) != 1 {
+			t.Fatalf("%d rows, want exactly the one in progress", sink.Count(t))
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for b.depth(t, q) != n-1 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := b.depth(t, q); got != n-1 {
+			t.Fatalf("%d messages back in the queue, want %d (the finished one acked, the rest returned)", got, n-1)
+		}
+	})
+	t.Run("shutdown timeout expires", func(t *testing.T) {
+		b := newBroker(t)
+		q := b.queue(t, "q")
+		const n = 3
+		for range n {
+			b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Body: []byte("x")})
+		}
+		started := make(chan struct{}, n)
+		h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+			started <- struct{}{}
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		c, err := rabbitsub.New(b.url, q, h, consumer.WithShutdownTimeout(200*time.Millisecond),
+			rabbitsub.WithWorkers(1), rabbitsub.WithPrefetch(n), consumer.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := start(t, c)
+		select {
+		case <-started:
+		case <-time.After(20 * time.Second):
+			t.Fatal("handler not called")
+		}
+		r.stop(t)
+		deadline := time.Now().Add(10 * time.Second)
+		for b.depth(t, q) != n && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := b.depth(t, q); got != n {
+			t.Fatalf("%d of %d messages back in the queue: the cancelled one was acked", got, n)
+		}
+	})
 }
 
 // TestMissingQueue: a queue that does not exist at the first connection is a
