@@ -55,6 +55,9 @@
 //     [DefaultMaxBodySize]; keep it at or below the broker's
 //     max_message_size);
 //   - a type, routing key or header name longer than 255 bytes;
+//   - a CC or BCC header: RabbitMQ reads them as arrays of extra routing
+//     keys (sender-selected distribution) and closes the channel for a
+//     string;
 //   - properties and headers that do not fit in one frame of the
 //     connection's negotiated frame_max (131072 bytes by default): the
 //     content header cannot be split, and the broker closes the connection

@@ -179,6 +179,8 @@ func (b *bloater) PublishStart(ctx context.Context, p *publisher.Publication) co
 		p.SetHeader("pad", strings.Repeat("x", 200<<10))
 	case "long-name":
 		p.SetHeader(strings.Repeat("n", 256), "v")
+	case "cc":
+		p.SetHeader("CC", "elsewhere")
 	}
 	b.add("start", ctx, p, nil)
 	return ctx
@@ -193,7 +195,7 @@ func TestObserverHeadersChecked(t *testing.T) {
 	obs := &bloater{}
 	p := newPublisher(t, url, toQueue(q), publisher.WithObserver(obs))
 	ctx := testenv.Context(t, 20*time.Second)
-	for _, typ := range []string{"bloat", "long-name"} {
+	for _, typ := range []string{"bloat", "long-name", "cc"} {
 		bad := publisher.Message{Type: typ, Key: []any{1}}
 		if err := p.Publish(ctx, bad); !errors.Is(err, publisher.ErrInvalid) || ctx.Err() != nil {
 			t.Errorf("%s: Publish = %v, want ErrInvalid", typ, err)

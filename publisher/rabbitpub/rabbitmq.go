@@ -169,8 +169,8 @@ func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now tim
 		return prepared{}, publisher.Invalid(msg.Type, "routing key longer than %d bytes", maxShortString)
 	}
 	for k := range msg.Headers {
-		if len(k) > maxShortString {
-			return prepared{}, publisher.Invalid(msg.Type, "header name %.32q... longer than %d bytes (AMQP shortstr)", k, maxShortString)
+		if err := checkHeaderName(msg.Type, k); err != nil {
+			return prepared{}, err
 		}
 	}
 	l, err := publisher.Stamp(ctx, p.gen, msg, p.set.MaxBodySize)
@@ -223,6 +223,21 @@ func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now tim
 	return m, nil
 }
 
+// checkHeaderName rejects a header name the broker refuses with a string
+// value: longer than an AMQP shortstr, or CC and BCC, which RabbitMQ reads
+// as arrays of extra routing keys (sender-selected distribution) and for
+// which it closes the channel (406 PRECONDITION_FAILED) when given a
+// string.
+func checkHeaderName(msgType, name string) error {
+	switch {
+	case len(name) > maxShortString:
+		return publisher.Invalid(msgType, "header name %.32q... longer than %d bytes (AMQP shortstr)", name, maxShortString)
+	case name == "CC" || name == "BCC":
+		return publisher.Invalid(msgType, "header %s is RabbitMQ's sender-selected distribution, which takes an array of routing keys, not a string", name)
+	}
+	return nil
+}
+
 // keyHeader returns the message-key header of a business key: the form
 // publisher.KeyBytes gives it, as a string (an AMQP longstr carries any
 // bytes).
@@ -262,8 +277,11 @@ func (m *prepared) recheck(limit int) error {
 		return publisher.Invalid(m.pub.Type, "%d header entries once the observer's are added, more than %d (the most amqp091-go reads)", n, MaxHeaders)
 	}
 	for k, v := range m.pub.Headers {
-		if len(k) > maxShortString || !utf8.ValidString(k) {
-			return publisher.Invalid(m.pub.Type, "observer header name %.32q is not an AMQP shortstr", k)
+		if err := checkHeaderName(m.pub.Type, k); err != nil {
+			return err
+		}
+		if !utf8.ValidString(k) {
+			return publisher.Invalid(m.pub.Type, "observer header name %q is not valid UTF-8", k)
 		}
 		if s, ok := v.(string); ok && !utf8.ValidString(s) {
 			return publisher.Invalid(m.pub.Type, "observer header %q: value is not valid UTF-8", k)

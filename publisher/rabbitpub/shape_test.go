@@ -159,3 +159,30 @@ func TestHugeBodyRejected(t *testing.T) {
 		t.Errorf("%d messages of rejected calls reached the queue", len(ids))
 	}
 }
+
+// TestSenderSelectedDistributionHeaders: RabbitMQ reads the CC and BCC
+// headers as arrays of extra routing keys and closes the channel (406) for
+// any other type; header values here are strings, so a message with either
+// is rejected before it is sent.
+func TestSenderSelectedDistributionHeaders(t *testing.T) {
+	url := testenv.AMQPURL(t)
+	q, ch := declareQueue(t, url)
+	p := newPublisher(t, url, toQueue(q))
+	ctx := testenv.Context(t, 10*time.Second)
+	for _, h := range []string{"CC", "BCC"} {
+		m := publisher.Message{Type: "t", Key: []any{h}, Headers: map[string]string{h: q}}
+		if err := p.Publish(ctx, m); !errors.Is(err, publisher.ErrInvalid) || !strings.Contains(err.Error(), h) {
+			t.Errorf("Publish with header %s = %v, want ErrInvalid naming it", h, err)
+		}
+		if err := p.PublishBatch(ctx, publisher.Message{Type: "t", Key: []any{"fine"}}, m); !errors.Is(err, publisher.ErrInvalid) {
+			t.Errorf("PublishBatch with header %s = %v, want ErrInvalid", h, err)
+		}
+	}
+	// Other spellings are ordinary headers.
+	if err := p.Publish(ctx, publisher.Message{Type: "t", Key: []any{"cc"}, Headers: map[string]string{"cc": "x", "Bcc": "y"}}); err != nil {
+		t.Errorf("Publish with headers cc and Bcc = %v", err)
+	}
+	if ids := drain(t, ch, q); len(ids) != 1 {
+		t.Errorf("%d messages in the queue, want 1", len(ids))
+	}
+}
