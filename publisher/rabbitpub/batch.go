@@ -108,8 +108,8 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 			bo = p.set.NewBackOff()
 		}
 		p.retries.Add(int64(len(todo)))
-		for _, i := range todo {
-			if obs != nil {
+		if obs != nil {
+			for _, i := range todo {
 				obs[i].retry(last[i])
 			}
 		}

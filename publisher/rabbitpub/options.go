@@ -145,7 +145,10 @@ func WithTopology(t rabbitmq.Topology) publisher.Option {
 // WithFailoverURLs adds the URLs of other nodes of the same cluster, dialed
 // in turn (see [rabbitmq.Endpoints]) when the node in use cannot be
 // reached: the publisher moves to the next node instead of waiting for the
-// first. Each is checked like New's URL. Default: none.
+// first. Each is checked like New's URL. Default: none. A node that accepts
+// the TCP connection and never answers holds the dial until amqp091-go's
+// connection timeout (30 s; set amqp.Config.Dial with [WithAMQPConfig] for
+// another) before the next node is tried.
 func WithFailoverURLs(urls ...string) publisher.Option {
 	return publisher.TransportOption("rabbitpub.WithFailoverURLs", func(c *config) error {
 		if len(urls) == 0 {
