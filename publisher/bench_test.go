@@ -70,8 +70,10 @@ func rawPublishings(b *testing.B, msgs []publisher.Message) []amqp.Publishing {
 		if err != nil {
 			b.Fatal(err)
 		}
+		key, _ := publisher.KeyBytes(msgs[i].Key)
 		out[i] = amqp.Publishing{MessageId: l.MessageID.String(), CorrelationId: l.CorrelationID.String(), Type: msgs[i].Type,
-			DeliveryMode: amqp.Persistent, ContentType: rabbitpub.DefaultContentType, Timestamp: time.Now(), Body: msgs[i].Body}
+			DeliveryMode: amqp.Persistent, ContentType: rabbitpub.DefaultContentType, Timestamp: time.Now(), Body: msgs[i].Body,
+			Headers: amqp.Table{lineage.HeaderMessageKey: string(key)}}
 	}
 	return out
 }

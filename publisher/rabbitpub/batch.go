@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/uuidforge/uuidforge/publisher"
 	"github.com/uuidforge/uuidforge/publisher/internal/retry"
@@ -22,7 +21,8 @@ import (
 // Every message is validated first: if any is invalid, nothing is sent and
 // the error wraps [publisher.ErrInvalid]. Otherwise the error, if any, joins
 // one [*publisher.PublishError] per failed message (unroutable ones wrap
-// [publisher.ErrUnroutable]); the other messages were confirmed.
+// [publisher.ErrUnroutable], refusals [rabbitmq.ErrRefused]); the other
+// messages were confirmed.
 func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message) error {
 	if len(msgs) == 0 {
 		return nil
@@ -33,7 +33,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 	for i := range msgs {
 		m, err := p.prepare(ctx, &msgs[i], now)
 		if err != nil {
-			return fmt.Errorf("message %d: %w", i, err)
+			return fmt.Errorf("rabbitpub: batch message %d: %w", i, err)
 		}
 		prep[i] = m
 		ptrs[i] = &prep[i]
@@ -43,19 +43,59 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 	}
 	defer p.active.Done()
 
+	// Every message is started (the observer sees each) and checked before
+	// any is sent: one that fails the checks fails the batch.
+	var obs []*observation
+	if p.set.Observer != nil {
+		obs = make([]*observation, len(prep))
+	}
+	var limit int
+	for i := range prep {
+		o, err := p.begin(ctx, &prep[i], len(prep), now, &limit)
+		if err == nil {
+			if obs != nil {
+				obs[i] = o
+			}
+			continue
+		}
+		err = fmt.Errorf("rabbitpub: batch message %d: %w", i, err)
+		if obs != nil {
+			for _, o := range obs[:i] {
+				o.done(err)
+			}
+		}
+		return err
+	}
+
 	todo := make([]int, len(msgs))
 	for i := range todo {
 		todo[i] = i
 	}
 	last := make([]error, len(msgs))
+	cause := make([]error, len(msgs)) // the last failure that was not the context ending
 	var failed []error
 	var bo backoff.BackOff
 	for attempt := 1; ; attempt++ {
+		if obs != nil {
+			for _, i := range todo {
+				obs[i].pub.Attempts++
+			}
+		}
 		failedNow := p.batchRound(ctx, ptrs, todo, last)
+		if obs != nil {
+			p.observeRound(obs, todo, failedNow)
+		}
 		var next []int
 		for _, i := range failedNow {
-			if errors.Is(last[i], publisher.ErrUnroutable) || isPermanent(last[i]) {
-				failed = append(failed, &publisher.PublishError{Transport: "rabbitpub", MessageID: uuid.MustParse(prep[i].id), Attempts: attempt, Err: last[i]})
+			if cause[i] == nil || ctx.Err() == nil || !errors.Is(last[i], ctx.Err()) {
+				cause[i] = last[i]
+			}
+			if isPermanent(last[i]) {
+				err := &publisher.PublishError{Transport: "rabbitpub", MessageID: prep[i].lin.MessageID, Attempts: attempt, Err: last[i]}
+				failed = append(failed, err)
+				if obs != nil {
+					obs[i].done(err)
+				}
 				continue
 			}
 			next = append(next, i)
@@ -68,11 +108,35 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 			bo = p.set.NewBackOff()
 		}
 		p.retries.Add(int64(len(todo)))
+		if obs != nil {
+			for _, i := range todo {
+				obs[i].retry(last[i])
+			}
+		}
 		if werr := retry.Wait(ctx, bo); werr != nil {
 			for _, i := range todo {
-				failed = append(failed, &publisher.PublishError{Transport: "rabbitpub", MessageID: uuid.MustParse(prep[i].id), Attempts: attempt, Err: retry.JoinCtx(werr, last[i])})
+				err := &publisher.PublishError{Transport: "rabbitpub", MessageID: prep[i].lin.MessageID, Attempts: attempt, Err: retry.JoinCtx(werr, cause[i])}
+				failed = append(failed, err)
+				if obs != nil {
+					obs[i].done(err)
+				}
 			}
 			return errors.Join(failed...)
+		}
+	}
+}
+
+// observeRound reports PublishDone for the messages of todo that were
+// confirmed in this round (those not in failed, which batchRound lists in
+// no particular order).
+func (p *Publisher) observeRound(obs []*observation, todo, failed []int) {
+	bad := make(map[int]bool, len(failed))
+	for _, i := range failed {
+		bad[i] = true
+	}
+	for _, i := range todo {
+		if !bad[i] {
+			obs[i].done(nil)
 		}
 	}
 }
@@ -93,9 +157,14 @@ func (p *Publisher) batchRound(ctx context.Context, msgs []*prepared, todo []int
 	t := time.NewTimer(p.cfg.confirmTimeout)
 	defer t.Stop()
 	for k, i := range todo[:sent] {
+		if dcs[k] == nil { // too big for this connection's frames
+			last[i] = frameError(msgs[i], ch.conn.frameMax)
+			failed = append(failed, i)
+			continue
+		}
 		select {
 		case <-dcs[k].Done():
-			if err := ch.outcome(dcs[k], msgs[i].id); err != nil {
+			if err := p.outcome(ch, dcs[k], msgs[i]); err != nil {
 				last[i] = err
 				failed = append(failed, i)
 			}
@@ -108,8 +177,10 @@ func (p *Publisher) batchRound(ctx context.Context, msgs []*prepared, todo []int
 		// Gave up waiting: this one and every later one not yet confirmed.
 		for k2 := k; k2 < sent; k2++ {
 			i2, e := todo[k2], err
-			if dcs[k2].Acked() {
-				if e = ch.outcome(dcs[k2], msgs[i2].id); e == nil {
+			if dcs[k2] == nil {
+				e = frameError(msgs[i2], ch.conn.frameMax)
+			} else if dcs[k2].Acked() {
+				if e = p.outcome(ch, dcs[k2], msgs[i2]); e == nil {
 					continue
 				}
 			}

@@ -8,21 +8,24 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/uuidforge/uuidforge/publisher"
+	"github.com/uuidforge/uuidforge/rabbitmq"
 )
 
 // conn is one AMQP connection and what the publisher watches on it.
 type conn struct {
-	c      *amqp.Connection
-	closed chan struct{} // closed when the connection is lost or closed
+	c        *amqp.Connection
+	frameMax int           // negotiated frame_max (rabbitmq.FrameMax)
+	closed   chan struct{} // closed when the connection is lost or closed
 
 	mu      sync.Mutex
 	blocked chan struct{} // non-nil while the broker blocks publishing; closed on unblock
 }
 
 type dialCall struct {
-	done chan struct{}
-	c    *conn
-	err  error
+	done   chan struct{}
+	cancel context.CancelFunc // Close ends a dial still running
+	c      *conn
+	err    error
 }
 
 func (c *conn) isClosed() bool {
@@ -96,9 +99,12 @@ func (p *Publisher) connection(ctx context.Context) (*conn, error) {
 		return c, nil
 	}
 	if p.dialing == nil {
-		d := &dialCall{done: make(chan struct{})}
+		// The dial is shared by every caller, so no caller's context
+		// bounds it: amqp091-go's connection timeout does, and Close.
+		dctx, cancel := context.WithCancel(context.Background())
+		d := &dialCall{done: make(chan struct{}), cancel: cancel}
 		p.dialing = d
-		go p.dial(d)
+		go p.dial(dctx, d)
 	}
 	d := p.dialing
 	p.mu.Unlock()
@@ -113,15 +119,22 @@ func (p *Publisher) connection(ctx context.Context) (*conn, error) {
 	}
 }
 
-func (p *Publisher) dial(d *dialCall) {
-	ac, err := p.cfg.dial(p.url, p.cfg.amqpConfig)
+func (p *Publisher) dial(ctx context.Context, d *dialCall) {
+	defer d.cancel()
+	ac, _, err := p.eps.Dial(ctx)
 	if err == nil {
-		d.c = &conn{c: ac, closed: make(chan struct{})}
+		if err = p.declare(ac); err != nil {
+			_ = ac.Close()
+		}
+	}
+	if err == nil {
+		d.c = &conn{c: ac, frameMax: rabbitmq.FrameMax(ac), closed: make(chan struct{})}
 		closes := ac.NotifyClose(make(chan *amqp.Error, 1))
 		blocks := ac.NotifyBlocked(make(chan amqp.Blocking, 4))
 		go d.c.watch(closes, blocks)
+		p.frameMax.Store(int64(d.c.frameMax))
 	} else {
-		d.err = fmt.Errorf("dial: %w", err)
+		d.err = err
 	}
 	p.mu.Lock()
 	p.dialing = nil
@@ -137,6 +150,45 @@ func (p *Publisher) dial(d *dialCall) {
 	p.mu.Unlock()
 	close(d.done)
 }
+
+// declare declares the topology on a fresh connection, before any publish.
+func (p *Publisher) declare(ac *amqp.Connection) error {
+	if p.cfg.topology.IsZero() {
+		return nil
+	}
+	ch, err := ac.Channel()
+	if err != nil {
+		return fmt.Errorf("topology: open channel: %w", err)
+	}
+	if err := p.cfg.topology.Declare(ch); err != nil {
+		return refusedDeclaration(err)
+	}
+	return ch.Close()
+}
+
+// refusedDeclaration marks err with rabbitmq.ErrRefused when it is the
+// broker's verdict on a declaration, one that declaring again cannot change
+// (406 PRECONDITION_FAILED for an entity that exists with other arguments,
+// 404 NOT_FOUND for a binding to a missing exchange, 403 ACCESS_REFUSED,
+// 530 NOT_ALLOWED); a lost connection or an internal error stays
+// retryable.
+func refusedDeclaration(err error) error {
+	var ae *amqp.Error
+	if errors.Is(err, rabbitmq.ErrRefused) || !errors.As(err, &ae) || !ae.Server {
+		return err
+	}
+	switch ae.Code {
+	case amqp.PreconditionFailed, amqp.NotFound, amqp.AccessRefused, amqp.NotAllowed:
+		return &refusedError{err}
+	}
+	return err
+}
+
+// refusedError marks a permanent refusal with rabbitmq.ErrRefused.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string   { return e.err.Error() + " (refused: not retried)" }
+func (e *refusedError) Unwrap() []error { return []error{e.err, rabbitmq.ErrRefused} }
 
 // channel is one AMQP channel in confirm mode.
 //

@@ -7,6 +7,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/uuidforge/uuidforge/publisher"
+	"github.com/uuidforge/uuidforge/rabbitmq"
 )
 
 // Defaults.
@@ -26,16 +27,33 @@ const (
 // correlation ID, type, routing key, header names).
 const maxShortString = 255
 
+// MaxHeaders is the largest number of entries in a message's header table,
+// the publisher's own headers (causation-id, message-key) included:
+// amqp091-go's reader refuses a bigger table and closes the connection of
+// the consumer that receives it. A message with more is rejected with
+// [publisher.ErrInvalid].
+const MaxHeaders = 8192
+
+// minFrameMax is AMQP's frame-min-size: every connection carries a frame
+// of this size, so a content header that fits in it needs no check against
+// the negotiated frame_max.
+const minFrameMax = 4096
+
 type config struct {
 	exchange       string
 	routingKey     func(*publisher.Message) string
+	queue          string // WithQueue: the routing key of every message
 	mandatory      bool
 	deliveryMode   uint8
 	contentType    string
 	poolSize       int
 	confirmTimeout time.Duration
 	amqpConfig     amqp.Config
-	dial           func(url string, cfg amqp.Config) (*amqp.Connection, error)
+	topology       rabbitmq.Topology
+	failover       []string // moved into the Endpoints by New, then cleared
+
+	// which options were given, for the conflicts New reports
+	exchangeSet, routingKeySet bool
 }
 
 func defaultConfig() config {
@@ -47,31 +65,101 @@ func defaultConfig() config {
 		poolSize:       DefaultPoolSize,
 		confirmTimeout: DefaultConfirmTimeout,
 		amqpConfig:     amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US"},
-		dial:           amqp.DialConfig,
 	}
 }
 
+// check reports conflicting options; New calls it once all are applied.
+func (c *config) check() error {
+	if c.queue != "" {
+		switch {
+		case c.exchangeSet:
+			return errors.New("rabbitpub.WithQueue conflicts with rabbitpub.WithExchange: WithQueue publishes through the default exchange")
+		case c.routingKeySet:
+			return errors.New("rabbitpub.WithQueue conflicts with rabbitpub.WithRoutingKey: WithQueue sets the routing key")
+		}
+	}
+	return nil
+}
+
 // WithExchange publishes to the named exchange. Default: "" (the default
-// exchange, which routes by queue name).
+// exchange, which routes by queue name). Conflicts with [WithQueue].
 func WithExchange(name string) publisher.Option {
 	return publisher.TransportOption("rabbitpub.WithExchange", func(c *config) error {
 		if len(name) > maxShortString {
 			return fmt.Errorf("exchange name longer than %d bytes", maxShortString)
 		}
-		c.exchange = name
+		c.exchange, c.exchangeSet = name, true
 		return nil
 	})
 }
 
 // WithRoutingKey sets the function computing a message's routing key.
-// Default: the message type. Use a constant function to publish every
-// message to one queue through the default exchange.
+// Default: the message type. Conflicts with [WithQueue], which is the way to
+// publish every message to one queue.
 func WithRoutingKey(f func(*publisher.Message) string) publisher.Option {
 	return publisher.TransportOption("rabbitpub.WithRoutingKey", func(c *config) error {
 		if f == nil {
 			return errors.New("nil routing key function")
 		}
-		c.routingKey = f
+		c.routingKey, c.routingKeySet = f, true
+		return nil
+	})
+}
+
+// WithQueue publishes every message straight to the named queue: through
+// the default exchange, with the queue's name as routing key. Default: none
+// (the exchange of [WithExchange], routed by message type). Conflicts with
+// [WithExchange] and [WithRoutingKey]. The queue must exist: declare it with
+// [WithTopology] (a mandatory message to a missing queue fails with
+// [publisher.ErrUnroutable]).
+func WithQueue(name string) publisher.Option {
+	return publisher.TransportOption("rabbitpub.WithQueue", func(c *config) error {
+		switch {
+		case name == "":
+			return errors.New("empty queue name")
+		case len(name) > maxShortString:
+			return fmt.Errorf("queue name longer than %d bytes", maxShortString)
+		}
+		c.queue = name
+		return nil
+	})
+}
+
+// WithTopology declares t (exchanges, queues, bindings) on every connect
+// and reconnect, before anything is published, so a fresh broker or a node
+// that lost its definitions is ready for the first message. Given several
+// times, the topologies are merged. Default: nothing is declared. A
+// declaration the broker refuses (a queue that exists with other arguments,
+// missing permissions) fails Ping and every publish at once with an error
+// wrapping [rabbitmq.ErrRefused] that names the entity.
+func WithTopology(t rabbitmq.Topology) publisher.Option {
+	return publisher.TransportOption("rabbitpub.WithTopology", func(c *config) error {
+		if err := t.Validate(); err != nil {
+			return err
+		}
+		c.topology = c.topology.Merge(t)
+		return nil
+	})
+}
+
+// WithFailoverURLs adds the URLs of other nodes of the same cluster, dialed
+// in turn (see [rabbitmq.Endpoints]) when the node in use cannot be
+// reached: the publisher moves to the next node instead of waiting for the
+// first. Each is checked like New's URL. Default: none. A node that accepts
+// the TCP connection and never answers holds the dial until amqp091-go's
+// connection timeout (30 s; set amqp.Config.Dial with [WithAMQPConfig] for
+// another) before the next node is tried.
+func WithFailoverURLs(urls ...string) publisher.Option {
+	return publisher.TransportOption("rabbitpub.WithFailoverURLs", func(c *config) error {
+		if len(urls) == 0 {
+			return errors.New("no URL")
+		}
+		for _, u := range urls {
+			if err := rabbitmq.ParseURL(u); err != nil {
+				return err
+			}
+		}
+		c.failover = append(c.failover, urls...)
 		return nil
 	})
 }

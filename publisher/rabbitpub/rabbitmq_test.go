@@ -50,9 +50,7 @@ func declareQueue(t *testing.T, url string) (string, *amqp.Channel) {
 	return q, ch
 }
 
-func toQueue(q string) publisher.Option {
-	return rabbitpub.WithRoutingKey(func(*publisher.Message) string { return q })
-}
+func toQueue(q string) publisher.Option { return rabbitpub.WithQueue(q) }
 
 func newPublisher(t *testing.T, url string, opts ...publisher.Option) *rabbitpub.Publisher {
 	t.Helper()
@@ -208,7 +206,7 @@ func TestUnroutable(t *testing.T) {
 	if !errors.Is(err, publisher.ErrUnroutable) {
 		t.Fatalf("PublishBatch = %v, want ErrUnroutable", err)
 	}
-	if n := strings.Count(err.Error(), "unroutable"); n != 10 {
+	if n := strings.Count(err.Error(), "rabbitpub: message "); n != 10 || strings.Count(err.Error(), "message unroutable") != 10 {
 		t.Errorf("%d unroutable errors, want 10: %v", n, err)
 	}
 	if ids := drain(t, ch, q); len(ids) != 40 {
