@@ -1,0 +1,216 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// repoRoot returns the repository's root directory (where scripts/ lives).
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("cannot locate the test's source file")
+	}
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// copyScripts copies scripts/*.sh into a fresh directory and returns the copy
+// of services.sh. The script works from its parent directory, so anything an
+// injected command writes with a relative path lands in that directory.
+func copyScripts(t *testing.T) (dir, script string) {
+	t.Helper()
+	dir = t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "scripts"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src, err := filepath.Glob(filepath.Join(repoRoot(t), "scripts", "*.sh"))
+	if err != nil || len(src) == 0 {
+		t.Fatalf("no scripts found: %v", err)
+	}
+	for _, s := range src {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "scripts", filepath.Base(s)), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, filepath.Join(dir, "scripts", "services.sh")
+}
+
+// runScript runs a copy of a script with env added to the environment.
+func runScript(t *testing.T, script string, env []string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	bash, lerr := exec.LookPath("bash")
+	if lerr != nil {
+		Unavailable(t, "tool bash", lerr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bash, append([]string{script}, args...)...)
+	cmd.Dir = filepath.Dir(filepath.Dir(script))
+	cmd.Env = append(os.Environ(), env...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// psqlAdmin runs sql (which may use psql variables) against the "postgres"
+// database of the test server, with vars as -v name=value.
+func psqlAdmin(t *testing.T, sql string, vars ...string) string {
+	t.Helper()
+	psql := Tool(t, "psql")
+	args := []string{"-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", adminURL(t)}
+	for _, v := range vars {
+		args = append(args, "-v", v)
+	}
+	cmd := exec.Command(psql, args...)
+	cmd.Stdin = strings.NewReader(sql)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("psql: %v: %s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// adminURL is the test server's URL with database "postgres".
+func adminURL(t *testing.T) string {
+	t.Helper()
+	u := PostgresURL(t)
+	i := strings.Index(u, "://")
+	j := strings.IndexAny(u[i+3:], "/?")
+	if j < 0 {
+		return u + "/postgres"
+	}
+	rest := u[i+3+j:]
+	query := ""
+	if k := strings.Index(rest, "?"); k >= 0 {
+		query = rest[k:]
+	}
+	return u[:i+3+j] + "/postgres" + query
+}
+
+// TestServicesScriptRejectsHostileURLs runs scripts/services.sh (as root on
+// CI) with URL variables that carry shell code or SQL. The script must refuse
+// each one before doing anything, with a non-zero exit and a message naming
+// the variable, and must run none of the injected code.
+func TestServicesScriptRejectsHostileURLs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs scripts/services.sh: -short")
+	}
+	marker := fmt.Sprintf("injected_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9)
+	pgHost := strings.TrimPrefix(adminURL(t), "postgres://")
+	pgHost = pgHost[:strings.Index(pgHost, "/")] // user@host:port
+	cases := []struct {
+		name, env, value string
+		sqlDB            string // database the injected SQL may have created
+	}{
+		{name: "redis port runs a command", env: EnvRedis,
+			value: "redis://127.0.0.1:6379;touch " + marker + ";#/0"},
+		{name: "redis host runs a command", env: EnvRedis,
+			value: "redis://$(touch${IFS}" + marker + ")127.0.0.1:6379/0"},
+		{name: "amqp port runs a command", env: EnvAMQP,
+			value: "amqp://guest:guest@127.0.0.1:5672;touch " + marker + ";#/"},
+		{name: "amqp host in backquotes", env: EnvAMQP,
+			value: "amqp://guest:guest@`touch${IFS}" + marker + "`127.0.0.1:5672/"},
+		{name: "postgres port runs a command", env: EnvPostgres,
+			value: "postgres://" + pgHost + ";touch " + marker + ";#/test?sslmode=disable"},
+		{name: "postgres database name closes a string literal", env: EnvPostgres,
+			value: "postgres://" + pgHost + "/x';create table " + marker + "();--?sslmode=disable",
+			sqlDB: "x';create table " + marker + "();--"},
+		{name: "postgres database name closes an identifier", env: EnvPostgres,
+			value: "postgres://" + pgHost + "/" + marker + "_db\";create table " + marker + "();--?sslmode=disable",
+			sqlDB: marker + "_db"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, script := copyScripts(t)
+			if tc.sqlDB != "" {
+				t.Cleanup(func() {
+					psqlAdmin(t, `drop table if exists :"m"; drop database if exists :"db"`, "m="+marker, "db="+tc.sqlDB)
+				})
+			}
+			_, stderr, err := runScript(t, script, []string{tc.env + "=" + tc.value})
+			if _, serr := os.Stat(filepath.Join(dir, marker)); serr == nil {
+				t.Errorf("the injected shell command ran (%s exists)", marker)
+			}
+			if tc.sqlDB != "" {
+				if n := psqlAdmin(t, `select count(*) from pg_tables where tablename = :'m'`, "m="+marker); n != "0" {
+					t.Errorf("the injected SQL statement ran (table %s exists in database postgres)", marker)
+				}
+			}
+			if err == nil {
+				t.Errorf("exit status 0, want a refusal; stderr:\n%s", stderr)
+			} else if !strings.Contains(stderr, tc.env) {
+				t.Errorf("the refusal does not name %s; stderr:\n%s", tc.env, stderr)
+			}
+			if strings.Contains(stderr, marker) {
+				t.Errorf("the refusal repeats the rejected value; stderr:\n%s", stderr)
+			}
+		})
+	}
+}
+
+// TestServicesScriptParsesURLs checks that the strict parsing in
+// scripts/services.sh still accepts the URL forms the tests and users need.
+func TestServicesScriptParsesURLs(t *testing.T) {
+	_, script := copyScripts(t)
+	cases := []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"defaults", nil,
+			"amqp 127.0.0.1 5672\nredis 127.0.0.1 6379\npostgres 127.0.0.1 5432\ndatabase test\n"},
+		{"names, IPv6, default ports, encoded passwords, vhost, query", []string{
+			EnvAMQP + "=amqps://user:p%40ss@rabbit.example.com/%2f",
+			EnvRedis + "=rediss://:s3cret@[::1]:6380/2",
+			EnvPostgres + "=postgres://app:pw@db-1.internal:6543/orders_test?sslmode=require&application_name=ci",
+		}, "amqp rabbit.example.com 5672\nredis [::1] 6380\npostgres db-1.internal 6543\ndatabase orders_test\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// Unset overrides from the caller's environment.
+			env := append([]string{EnvAMQP + "=", EnvRedis + "=", EnvPostgres + "="}, tc.env...)
+			out, stderr, err := runScript(t, script, env, "--check")
+			if err != nil {
+				t.Fatalf("%v; stderr:\n%s", err, stderr)
+			}
+			if out != tc.want {
+				t.Errorf("parsed\n%s\nwant\n%s", out, tc.want)
+			}
+		})
+	}
+}
+
+// TestServicesScriptCreatesDatabase runs scripts/services.sh with a database
+// that does not exist yet, whose name needs quoting in SQL (a hyphen): the
+// script must create exactly that database.
+func TestServicesScriptCreatesDatabase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs scripts/services.sh: -short")
+	}
+	db := fmt.Sprintf("uf-services-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)
+	pgHost := strings.TrimPrefix(adminURL(t), "postgres://")
+	pgHost = pgHost[:strings.Index(pgHost, "/")]
+	t.Cleanup(func() { psqlAdmin(t, `drop database if exists :"db"`, "db="+db) })
+	_, script := copyScripts(t)
+	_, stderr, err := runScript(t, script, []string{EnvPostgres + "=postgres://" + pgHost + "/" + db + "?sslmode=disable"}, "--no-clusters")
+	if err != nil {
+		t.Fatalf("%v; stderr:\n%s", err, stderr)
+	}
+	if n := psqlAdmin(t, `select count(*) from pg_database where datname = :'db'`, "db="+db); n != "1" {
+		t.Fatalf("database %s: %s found, want 1; stderr:\n%s", db, n, stderr)
+	}
+}
