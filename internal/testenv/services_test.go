@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -212,5 +213,41 @@ func TestServicesScriptCreatesDatabase(t *testing.T) {
 	}
 	if n := psqlAdmin(t, `select count(*) from pg_database where datname = :'db'`, "db="+db); n != "1" {
 		t.Fatalf("database %s: %s found, want 1; stderr:\n%s", db, n, stderr)
+	}
+}
+
+// TestComposeFile checks docker-compose.yml (Docker need not run): every image
+// is pinned to an exact version and every published port is bound to
+// 127.0.0.1, since the services use the well-known test credentials.
+func TestComposeFile(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	image := regexp.MustCompile(`^[a-z0-9./-]+:[0-9]+\.[0-9]+(\.[0-9]+)?(-[a-z0-9]+)*$`)
+	port := regexp.MustCompile(`^"127\.0\.0\.1:[0-9]+:[0-9]+"$`)
+	images, ports, inPorts := 0, 0, false
+	for i, line := range strings.Split(string(b), "\n") {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(trimmed, "image:"):
+			images++
+			if v := strings.TrimSpace(strings.TrimPrefix(trimmed, "image:")); !image.MatchString(v) {
+				t.Errorf("line %d: image %s is not pinned to an exact version", i+1, v)
+			}
+		case trimmed == "ports:":
+			inPorts = true
+			continue
+		case inPorts && strings.HasPrefix(trimmed, "- "):
+			ports++
+			if v := strings.TrimPrefix(trimmed, "- "); !port.MatchString(v) {
+				t.Errorf("line %d: port %s is not bound to 127.0.0.1", i+1, v)
+			}
+			continue
+		}
+		inPorts = false
+	}
+	if images < 4 || ports < 4 {
+		t.Fatalf("found %d images and %d ports: the file's layout changed, update this test", images, ports)
 	}
 }
