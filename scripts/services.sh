@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Makes RabbitMQ, Redis and PostgreSQL reachable for the tests, and the
-# independent clients the tests use (kcat, python3-pika, rabbitmqctl) present.
+# independent clients the tests use (kcat, python3-pika, rabbitmqctl) present;
+# then starts the clustered setups of scripts/clusters.sh (Redis Cluster, Redis
+# with Sentinel, a 3-node RabbitMQ cluster) unless REDIS_CLUSTER_ADDRS,
+# REDIS_SENTINEL_ADDRS or AMQP_CLUSTER_URLS name other ones.
 #
 # For each service: already reachable -> left alone; installed but stopped ->
 # started; otherwise a Docker engine -> `docker compose up -d --wait`; otherwise
@@ -11,7 +14,7 @@
 # Usage: services.sh [--check] [--no-clusters]
 #   --check        parse AMQP_URL, REDIS_URL and POSTGRES_URL, print what was
 #                  understood and stop (a value that does not parse is refused)
-#   --no-clusters  only the single-node services
+#   --no-clusters  only the single-node services, not scripts/clusters.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -218,6 +221,28 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
   else
     log "missing test clients: ${missing[*]} (tests that need them will fail under FORGE_REQUIRE_SERVICES=1)"
+  fi
+fi
+# Clustered servers for the scale-out tests (scripts/clusters.sh), except
+# those the variables point elsewhere.
+if [ -n "$clusters" ]; then
+  setups=()
+  [ -n "${REDIS_CLUSTER_ADDRS:-}" ] || setups+=(redis-cluster)
+  [ -n "${REDIS_SENTINEL_ADDRS:-}" ] || setups+=(sentinel)
+  [ -n "${AMQP_CLUSTER_URLS:-}" ] || setups+=(rabbitmq)
+  missing=()
+  if [[ " ${setups[*]} " == *" redis-"* || " ${setups[*]} " == *" sentinel "* ]]; then
+    command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server)
+  fi
+  if [[ " ${setups[*]} " == *" rabbitmq "* ]]; then
+    command -v rabbitmq-server >/dev/null && command -v rabbitmqctl >/dev/null || missing+=(rabbitmq-server)
+  fi
+  if [ ${#missing[@]} -gt 0 ] && have_apt; then
+    log "installing for the clustered setups: ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+  if [ ${#setups[@]} -gt 0 ]; then
+    bash scripts/clusters.sh start "${setups[@]}"
   fi
 fi
 log "ready"

@@ -36,6 +36,10 @@ func StartKafka(opts ...KafkaOption) (*Kafka, error) {
 	if env := os.Getenv(EnvKafka); env != "" {
 		return &Kafka{brokers: strings.Split(env, ",")}, nil
 	}
+	return startInProcess(opts...)
+}
+
+func startInProcess(opts ...KafkaOption) (*Kafka, error) {
 	base := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.AllowAutoTopicCreation(),
@@ -47,6 +51,31 @@ func StartKafka(opts ...KafkaOption) (*Kafka, error) {
 	}
 	return &Kafka{cluster: c, brokers: c.ListenAddrs()}, nil
 }
+
+// KafkaNumBrokers makes the in-process cluster run n brokers (node IDs 0 to
+// n-1) instead of 1.
+func KafkaNumBrokers(n int) KafkaOption { return kfake.NumBrokers(n) }
+
+// InProcessKafka starts an in-process cluster for one test, even when
+// KAFKA_BROKERS names a real one, and stops it when the test ends: for tests
+// that act on the brokers through [Kafka.Control] (move a partition's leader,
+// add or remove a broker).
+func InProcessKafka(t testing.TB, opts ...KafkaOption) *Kafka {
+	t.Helper()
+	k, err := startInProcess(opts...)
+	if err != nil {
+		Unavailable(t, "Kafka (in-process)", err)
+	}
+	t.Cleanup(k.Close)
+	return k
+}
+
+// Control returns the in-process cluster's control API, or nil for a real
+// cluster. Among others: MoveTopicPartition(topic, partition, node) moves a
+// partition's leader (clients see NOT_LEADER_FOR_PARTITION and reload
+// metadata), LeaderFor, ShufflePartitionLeaders, AddNode, RemoveNode,
+// CoordinatorFor and RehashCoordinators.
+func (k *Kafka) Control() *kfake.Cluster { return k.cluster }
 
 // Brokers returns the bootstrap addresses.
 func (k *Kafka) Brokers() []string { return k.brokers }

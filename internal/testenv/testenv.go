@@ -27,7 +27,7 @@ const (
 )
 
 // serviceEnvs are the variables whose values may hold passwords.
-var serviceEnvs = []string{EnvAMQP, EnvRedis, EnvPostgres}
+var serviceEnvs = []string{EnvAMQP, EnvRedis, EnvPostgres, EnvAMQPCluster, EnvRedisCluster, EnvRedisSentinel}
 
 // Required reports whether FORGE_REQUIRE_SERVICES=1: a missing service fails
 // the test instead of skipping it.
