@@ -9,13 +9,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
 // repoRoot returns the repository's root directory (where scripts/ lives).
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	t.Helper()
 	_, file, _, ok := runtime.Caller(0)
 	if !ok {
@@ -250,4 +251,72 @@ func TestComposeFile(t *testing.T) {
 	if images < 4 || ports < 4 {
 		t.Fatalf("found %d images and %d ports: the file's layout changed, update this test", images, ports)
 	}
+}
+
+// FuzzServicesScriptURL feeds arbitrary REDIS_URL values to the strict parser
+// of scripts/services.sh (--check): a value is either understood, with a host
+// and port of the accepted shapes, or refused with a message naming the
+// variable and not repeating the value; nothing in it is ever run.
+func FuzzServicesScriptURL(f *testing.F) {
+	for _, s := range []string{
+		"redis://127.0.0.1:6379/0", "redis://[::1]:6380/1", "rediss://:p%40ss@h.example/2",
+		"redis://127.0.0.1:6379;touch x;#/0", "redis://$(touch x)h/0", "redis://`touch x`h/0",
+		"redis://h:0/", "redis://h:65536/", "redis://a@b@h/", "redis://h/0?a=b&c=d", "redis://h/0?a=$(x)",
+	} {
+		f.Add(s)
+	}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		f.Skip("no bash")
+	}
+	// The messages the script can refuse REDIS_URL with.
+	src, err := os.ReadFile(filepath.Join(repoRoot(f), "scripts", "services.sh"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	refusals := map[string]bool{}
+	for _, m := range regexp.MustCompile(`refuse (?:"\$name"|REDIS_URL) "([^"$]+)"`).FindAllStringSubmatch(string(src), -1) {
+		refusals["services: "+EnvRedis+": "+m[1]+"; refusing to go on (expected scheme://[user[:password]@]host[:port][/path][?key=value&...])\n"] = true
+	}
+	if len(refusals) < 5 {
+		f.Fatalf("found %d refusal messages in services.sh: update this test", len(refusals))
+	}
+	hostRE := regexp.MustCompile(`^redis (\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?) ([0-9]{1,5})$`)
+	f.Fuzz(func(t *testing.T, value string) {
+		if value == "" || strings.ContainsRune(value, 0) {
+			return // unset, or not representable in an environment
+		}
+		dir, script := copyScripts(t)
+		cmd := exec.Command(bash, script, "--check")
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), EnvRedis+"="+value, EnvAMQP+"=", EnvPostgres+"=")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		entries, _ := os.ReadDir(dir)
+		if len(entries) != 1 {
+			t.Fatalf("REDIS_URL=%q: the script created files in its directory: %v", value, entries)
+		}
+		if err != nil {
+			// The refusal is one of the script's fixed messages, so it
+			// cannot repeat the value.
+			if !refusals[stderr.String()] {
+				t.Fatalf("REDIS_URL=%q refused with %q, not one of the script's messages", value, stderr.String())
+			}
+			return
+		}
+		var redisLine string
+		for _, l := range strings.Split(stdout.String(), "\n") {
+			if strings.HasPrefix(l, "redis ") {
+				redisLine = l
+			}
+		}
+		m := hostRE.FindStringSubmatch(redisLine)
+		if m == nil {
+			t.Fatalf("REDIS_URL=%q accepted as %q", value, redisLine)
+		}
+		if p, _ := strconv.Atoi(m[3]); p < 1 || p > 65535 {
+			t.Fatalf("REDIS_URL=%q accepted with port %s", value, m[3])
+		}
+	})
 }
