@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -140,7 +139,7 @@ func (s *Sentinel) KillPrimary(t testing.TB) (oldPrimary, newPrimary string) {
 	killed := false
 	if info, err := c.Info(ctx, "server").Result(); err == nil && isLoopback(old) {
 		if pid, err := strconv.Atoi(infoField(info, "process_id")); err == nil && pid > 1 {
-			killed = syscall.Kill(pid, syscall.SIGKILL) == nil
+			killed = killProcess(pid)
 		}
 	}
 	if !killed {

@@ -28,3 +28,6 @@ func flock(f *os.File, how int) error {
 		return nil
 	}
 }
+
+// killProcess sends SIGKILL to pid and reports whether it could.
+func killProcess(pid int) bool { return syscall.Kill(pid, syscall.SIGKILL) == nil }
