@@ -4,12 +4,21 @@ GO ?= go
 PKGS ?= ./...
 FUZZTIME ?= 30s
 
-.PHONY: all test services vet fmt build fuzz chaos bench demo
+.PHONY: all test services clusters clusters-stop vet fmt build fuzz chaos bench demo
 
 all: vet test
 
+# The single-node services and the clustered setups (scripts/clusters.sh).
 services:
 	bash scripts/services.sh
+
+# Only the clustered setups: Redis Cluster, Redis with Sentinel, a 3-node
+# RabbitMQ cluster on loopback; `make clusters-stop` stops them (data kept).
+clusters:
+	bash scripts/clusters.sh start
+
+clusters-stop:
+	bash scripts/clusters.sh stop
 
 test: services
 	$(GO) vet ./...

@@ -8,10 +8,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -65,6 +63,7 @@ type chaos struct {
 	exe                       string
 	queue, topic, group, user string
 	userURL                   string
+	rabbitUser                *testenv.RabbitUser
 	tables                    tables
 	scope                     string
 
@@ -182,14 +181,6 @@ func (c *chaos) setup(ctx context.Context) error {
 	return c.plan(ctx)
 }
 
-func (c *chaos) rabbitmqctl(ctx context.Context, args ...string) error {
-	out, err := exec.CommandContext(ctx, c.opt.ctl, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", c.opt.ctl, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
 // setupRabbit declares the run's queue and adds the run's broker user, whose
 // connections (and only those) the connection-kill fault closes.
 func (c *chaos) setupRabbit(ctx context.Context) error {
@@ -213,30 +204,19 @@ func (c *chaos) setupRabbit(ctx context.Context) error {
 			_ = ch.Close()
 		}
 	})
-	uri, err := amqp.ParseURI(c.opt.amqp)
+	// A random password, given to rabbitmqctl on stdin (never on a command line).
+	user, err := testenv.AddRabbitUser(ctx, []string{c.opt.ctl}, c.opt.amqp, c.user)
 	if err != nil {
-		return fmt.Errorf("rabbitmq URL: %w", err)
-	}
-	pass := "pw-" + c.run
-	if err := c.rabbitmqctl(ctx, "add_user", c.user, pass); err != nil {
 		return err
 	}
 	c.onCleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := c.rabbitmqctl(ctx, "delete_user", c.user); err != nil {
+		if err := user.Delete(ctx); err != nil {
 			fmt.Fprintln(c.errOut, "chaos:", err)
 		}
 	})
-	if err := c.rabbitmqctl(ctx, "set_permissions", "-p", uri.Vhost, c.user, ".*", ".*", ".*"); err != nil {
-		return err
-	}
-	u, err := url.Parse(c.opt.amqp)
-	if err != nil {
-		return fmt.Errorf("rabbitmq URL: %w", err)
-	}
-	u.User = url.UserPassword(c.user, pass)
-	c.userURL = u.String()
+	c.rabbitUser, c.userURL = user, user.URL
 	return nil
 }
 
@@ -600,7 +580,7 @@ func (c *chaos) distinct(ctx context.Context) (int64, error) {
 // killConnections makes the broker close every connection of the run's user:
 // the publisher's and the consumer worker's.
 func (c *chaos) killConnections(ctx context.Context) error {
-	if err := c.rabbitmqctl(ctx, "close_all_user_connections", c.user, "chaos: connection kill"); err != nil {
+	if err := c.rabbitUser.CloseConnections(ctx, "chaos: connection kill"); err != nil {
 		return err
 	}
 	n := c.connKills.Add(1)
@@ -657,7 +637,9 @@ func (c *chaos) startWorker() error {
 
 func (c *chaos) startWorkerLocked() error {
 	c.gen++
-	cmd := exec.Command(c.exe, append([]string{workerCommand}, c.workerConfig(c.gen).args()...)...)
+	cfg := c.workerConfig(c.gen)
+	cmd := exec.Command(c.exe, append([]string{workerCommand}, cfg.args()...)...)
+	cmd.Env = append(os.Environ(), cfg.env()...)
 	cmd.Stdout, cmd.Stderr = c.errOut, c.errOut
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

@@ -100,12 +100,14 @@ func match(t *testing.T, re *regexp.Regexp, line string, names ...string) map[st
 // three lines; the final chaos line must appear exactly once, last.
 func runProgram(t *testing.T, args ...string) outcome {
 	t.Helper()
-	amqpURL := testenv.AMQPURL(t)
-	pgURL := testenv.PostgresURL(t)
+	// The URLs reach the program through the environment (AMQP_URL,
+	// POSTGRES_URL), not its command line, where every local user can read them.
+	testenv.AMQPURL(t)
+	testenv.PostgresURL(t)
 	ctl := testenv.Tool(t, "rabbitmqctl")
 	bin := program(t)
 	ctx := testenv.Context(t, 110*time.Second)
-	cmd := exec.CommandContext(ctx, bin, append([]string{"-amqp", amqpURL, "-postgres", pgURL, "-rabbitmqctl", ctl, "-timeout", "100s"}, args...)...)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-rabbitmqctl", ctl, "-timeout", "100s"}, args...)...)
 	cmd.WaitDelay = 10 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -64,9 +64,20 @@ type workerConfig struct {
 	noDedupe, verbose     bool
 }
 
+// The service URLs, which may hold passwords, go to the worker in its
+// environment: a command line is visible to every local user (ps).
+const (
+	workerAMQPEnv     = "CHAOS_WORKER_AMQP_URL"
+	workerPostgresEnv = "CHAOS_WORKER_POSTGRES_URL"
+)
+
+func (c workerConfig) env() []string {
+	return []string{workerAMQPEnv + "=" + c.amqp, workerPostgresEnv + "=" + c.postgres}
+}
+
 func (c workerConfig) args() []string {
 	return []string{
-		"-amqp", c.amqp, "-postgres", c.postgres, "-kafka", c.kafka,
+		"-kafka", c.kafka,
 		"-queue", c.queue, "-topic", c.topic, "-group", c.group,
 		"-tables", c.tables.prefix, "-scope", c.scope,
 		"-seed", strconv.FormatUint(c.seed, 10), "-fail", strconv.FormatFloat(c.failRate, 'g', -1, 64),
@@ -79,8 +90,7 @@ func (c workerConfig) args() []string {
 func parseWorker(args []string) (workerConfig, error) {
 	var c workerConfig
 	fs := flag.NewFlagSet(workerCommand, flag.ContinueOnError)
-	fs.StringVar(&c.amqp, "amqp", "", "RabbitMQ URL")
-	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL URL")
+	c.amqp, c.postgres = os.Getenv(workerAMQPEnv), os.Getenv(workerPostgresEnv)
 	fs.StringVar(&c.kafka, "kafka", "", "Kafka broker address")
 	fs.StringVar(&c.queue, "queue", "", "queue")
 	fs.StringVar(&c.topic, "topic", "", "topic")

@@ -41,6 +41,11 @@ func StartKafka(opts ...KafkaOption) (*Kafka, error) {
 	return &Kafka{broker: b, brokers: b.Brokers()}, nil
 }
 
+// KafkaNumBrokers makes the in-process cluster run n brokers instead of 1
+// (see [kafkatest.WithBrokers]); [kafkatest.Broker.MoveLeader] then moves a
+// partition's leader between them.
+func KafkaNumBrokers(n int) KafkaOption { return kafkatest.WithBrokers(n) }
+
 // Brokers returns the bootstrap addresses.
 func (k *Kafka) Brokers() []string { return k.brokers }
 

@@ -2,9 +2,9 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -26,15 +26,19 @@ const (
 	DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 )
 
+// serviceEnvs are the variables whose values may hold passwords.
+var serviceEnvs = []string{EnvAMQP, EnvRedis, EnvPostgres, EnvAMQPCluster, EnvRedisCluster, EnvRedisSentinel}
+
 // Required reports whether FORGE_REQUIRE_SERVICES=1: a missing service fails
 // the test instead of skipping it.
 func Required() bool { return os.Getenv(EnvRequire) == "1" }
 
 // Unavailable skips t (or fails it when services are required) with a message
-// naming the missing service and why.
+// naming the missing service and why. A password of the service URLs in the
+// environment is replaced by "xxxxx" wherever it appears in the message.
 func Unavailable(t testing.TB, service string, err error) {
 	t.Helper()
-	msg := fmt.Sprintf("%s unavailable: %v", service, err)
+	msg := scrub(fmt.Sprintf("%s unavailable: %v", service, err))
 	if Required() {
 		t.Fatalf("%s (%s=1: integration tests may not be skipped)", msg, EnvRequire)
 	}
@@ -52,46 +56,46 @@ func lookup(env, def string) string {
 // connections.
 func AMQPURL(t testing.TB) string {
 	t.Helper()
-	u := lookup(EnvAMQP, DefaultAMQPURL)
-	if err := dialURL(u, "5672"); err != nil {
-		Unavailable(t, "RabbitMQ ("+EnvAMQP+")", err)
-	}
-	return u
+	return service(t, "RabbitMQ", EnvAMQP, DefaultAMQPURL, "5672")
 }
 
 // RedisURL returns the Redis URL after checking that the server accepts TCP
 // connections.
 func RedisURL(t testing.TB) string {
 	t.Helper()
-	u := lookup(EnvRedis, DefaultRedisURL)
-	if err := dialURL(u, "6379"); err != nil {
-		Unavailable(t, "Redis ("+EnvRedis+")", err)
-	}
-	return u
+	return service(t, "Redis", EnvRedis, DefaultRedisURL, "6379")
 }
 
 // PostgresURL returns the PostgreSQL URL after checking that the server accepts
 // TCP connections.
 func PostgresURL(t testing.TB) string {
 	t.Helper()
-	u := lookup(EnvPostgres, DefaultPostgresURL)
-	if err := dialURL(u, "5432"); err != nil {
-		Unavailable(t, "PostgreSQL ("+EnvPostgres+")", err)
+	return service(t, "PostgreSQL", EnvPostgres, DefaultPostgresURL, "5432")
+}
+
+// service returns the URL in env (default def) after checking that its server
+// accepts TCP connections; the URL appears in messages only redacted.
+func service(t testing.TB, name, env, def, defPort string) string {
+	t.Helper()
+	u := lookup(env, def)
+	if err := dialURL(u, defPort); err != nil {
+		Unavailable(t, fmt.Sprintf("%s (%s=%s)", name, env, RedactURL(u)), err)
 	}
 	return u
 }
 
+// errNotURL is what a value that does not parse is reported as: the parser's
+// own error quotes the value, password included.
+var errNotURL = errors.New("not a valid URL (percent-encode '/', '?', '#', '@' and spaces in a password)")
+
 func dialURL(raw, defPort string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("parse %q: %w", raw, err)
+	u, ok := parseURL(raw)
+	if !ok || u.Host == "" {
+		return errNotURL
 	}
 	host := u.Host
-	if i := strings.LastIndex(host, "@"); i >= 0 {
-		host = host[i+1:]
-	}
-	if _, _, err := net.SplitHostPort(host); err != nil {
-		host = net.JoinHostPort(host, defPort)
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), defPort)
 	}
 	c, err := net.DialTimeout("tcp", host, 2*time.Second)
 	if err != nil {

@@ -69,7 +69,7 @@ func withCredentials(t *testing.T, url, user, pass, vhost string) string {
 // rabbitmq.ErrRefused, not retried until the deadline.
 func TestRefusalsArePermanent(t *testing.T) {
 	url := testenv.AMQPURL(t)
-	noAccess := testUser(t, url)
+	noAccess := testenv.NewRabbitUser(t, url).URL
 	uri, _ := amqp.ParseURI(noAccess)
 	if out, err := exec.Command(testenv.Tool(t, "rabbitmqctl"), "clear_permissions", "-p", uri.Vhost, uri.Username).CombinedOutput(); err != nil {
 		t.Fatalf("clear_permissions: %v: %s", err, out)

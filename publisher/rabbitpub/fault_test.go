@@ -1,55 +1,15 @@
 package rabbitpub_test
 
 import (
-	"fmt"
-	"net/url"
-	"os/exec"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/publisher"
 	"github.com/uuidforge/uuidforge/publisher/rabbitpub"
 )
-
-// testUser creates a broker user for this test only, so that closing "all
-// connections of the user" never touches other tests' connections, and
-// returns url rewritten to log in as that user.
-func testUser(t *testing.T, rawURL string) string {
-	t.Helper()
-	ctl := testenv.Tool(t, "rabbitmqctl")
-	uri, err := amqp.ParseURI(rawURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	user := testenv.Name(t, "u")
-	pass := "pw-" + user
-	run := func(args ...string) error {
-		out, err := exec.Command(ctl, args...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("rabbitmqctl %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
-	if err := run("add_user", user, pass); err != nil {
-		testenv.Unavailable(t, "rabbitmqctl (user management)", err)
-	}
-	t.Cleanup(func() { _ = run("delete_user", user) })
-	if err := run("set_permissions", "-p", uri.Vhost, user, ".*", ".*", ".*"); err != nil {
-		t.Fatal(err)
-	}
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.UserPassword(user, pass)
-	t.Setenv("FORGE_TEST_AMQP_USER", user) // for the killer below
-	return u.String()
-}
 
 // TestConfirmsSurviveConnectionKills publishes 10 000 messages, singly and in
 // batches from several goroutines, while the broker closes the publisher's
@@ -60,11 +20,9 @@ func TestConfirmsSurviveConnectionKills(t *testing.T) {
 		t.Skip("slow: -short")
 	}
 	adminURL := testenv.AMQPURL(t)
-	ctl := testenv.Tool(t, "rabbitmqctl")
-	userURL := testUser(t, adminURL)
-	user := strings.Split(strings.TrimPrefix(userURL, "amqp://"), ":")[0]
+	user := testenv.NewRabbitUser(t, adminURL) // its connections, and only those, are killed
 	q, ch := declareQueue(t, adminURL)
-	p := newPublisher(t, userURL, toQueue(q), rabbitpub.WithConfirmTimeout(5*time.Second))
+	p := newPublisher(t, user.URL, toQueue(q), rabbitpub.WithConfirmTimeout(5*time.Second))
 	ctx := testenv.Context(t, 90*time.Second)
 
 	const (
@@ -79,9 +37,8 @@ func TestConfirmsSurviveConnectionKills(t *testing.T) {
 		defer close(killed)
 		for range kills {
 			time.Sleep(300 * time.Millisecond)
-			out, err := exec.CommandContext(ctx, ctl, "close_all_user_connections", user, "test: connection kill").CombinedOutput()
-			if err != nil {
-				t.Errorf("close_all_user_connections: %v: %s", err, out)
+			if err := user.CloseConnections(ctx, "test: connection kill"); err != nil {
+				t.Errorf("close_all_user_connections: %v", err)
 			}
 			killsDone.Add(1)
 		}
