@@ -338,3 +338,46 @@ func TestProcessBatchInbox(t *testing.T) {
 		t.Fatalf("%d rows, want 9: the group's three good messages once each, the orphan never", n)
 	}
 }
+
+// Stopping while a message of the batch runs lets it finish; no later
+// message starts, each is handed back with its claim released, whether the
+// batch runs on a BatchStore or in one BatchInbox transaction.
+func TestProcessBatchStopsStartingAtShutdown(t *testing.T) {
+	for _, sc := range []struct {
+		name  string
+		store func(t *testing.T) dedupe.Store
+	}{
+		{"store", func(t *testing.T) dedupe.Store { return newMemory(t) }},
+		{"inbox", func(t *testing.T) dedupe.Store { return newInbox(t, testsink.Pool(t)) }},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			store := sc.store(t)
+			stop, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			e := &effects{}
+			inner := e.handler()
+			h, err := consumer.NewHandler(consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+				if string(m.Body) == "1" {
+					cancel() // shutdown begins while message 1 runs
+				}
+				return inner.Handle(ctx, m)
+			}), consumer.WithDedupe(store, "billing"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := &consumer.Processor{Handler: h, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
+			ms := batchOf(5)
+			outs, _ := processBatch(p, stop, ms)
+			want := []consumer.Outcome{consumer.OutcomeAck, consumer.OutcomeAck, consumer.OutcomeAbandon, consumer.OutcomeAbandon, consumer.OutcomeAbandon}
+			if fmt.Sprint(outs) != fmt.Sprint(want) || fmt.Sprint(e.order) != "[0 1]" {
+				t.Fatalf("outcomes %v, effects %v; want %v and [0 1]", outs, e.order, want)
+			}
+			for i, m := range ms[2:] {
+				c, err := store.Claim(context.Background(), dedupe.Key{Scope: "billing", ID: m.ID}, time.Minute)
+				if err != nil || c.Status != dedupe.Acquired {
+					t.Fatalf("message %d after the batch: %v, %v; want its claim released", i+2, c.Status, err)
+				}
+			}
+		})
+	}
+}
