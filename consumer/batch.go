@@ -32,9 +32,16 @@ var errBatchStopped = errors.New("consumer: batch stopped at an earlier failure"
 // [dedupe.BatchInbox] (one transaction, a savepoint per message). ctxs[i]
 // is the context ms[i]'s handler runs with (from [Processor.Begin]; all
 // derived from work). It returns what Process would return for each
-// message, and returns only when every message is settled: acknowledge each
-// OutcomeAck, dead-letter each OutcomeDeadLetter, hand back each
-// OutcomeAbandon — and never acknowledge before ProcessBatch returns.
+// message it processed, and returns only when each of them is settled:
+// acknowledge each OutcomeAck, dead-letter each OutcomeDeadLetter, hand
+// back each OutcomeAbandon — and never acknowledge before ProcessBatch
+// returns.
+//
+// A message that asks for the dead letter ends the batch: ProcessBatch
+// returns the outcomes up to and including it (shorter slices than ms) and
+// starts none of the later messages, so that no later message takes effect
+// before that dead letter is stored. Store it, then pass the rest (ms and
+// ctxs from len(outcomes) on) to ProcessBatch again.
 //
 // Once stop is done (the consumer is stopping), the message in progress
 // finishes but no later one starts: each is handed back (OutcomeAbandon),
@@ -77,6 +84,9 @@ func (p *Processor) ProcessBatch(stop, work context.Context, ctxs []context.Cont
 			continue
 		}
 		outs[i], errs[i] = p.run(stop, ctxs[i], ms[i], first)
+		if outs[i] == OutcomeDeadLetter {
+			return outs[:i+1], errs[:i+1]
+		}
 	}
 	return outs, errs
 }

@@ -70,7 +70,12 @@ func processBatch(p *consumer.Processor, stop context.Context, ms []*consumer.Me
 	for i, m := range ms {
 		ctxs[i] = p.Begin(work, m)
 	}
-	outs, errs := p.ProcessBatch(stop, work, ctxs, ms)
+	var outs []consumer.Outcome
+	var errs []error
+	for len(outs) < len(ms) { // a dead letter ends a batch: the rest go on in the next
+		o, e := p.ProcessBatch(stop, work, ctxs[len(outs):], ms[len(outs):])
+		outs, errs = append(outs, o...), append(errs, e...)
+	}
 	for i, m := range ms {
 		p.End(ctxs[i], m, outs[i], errs[i])
 	}
@@ -379,5 +384,42 @@ func TestProcessBatchStopsStartingAtShutdown(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A message that asks for the dead letter ends the batch: ProcessBatch
+// returns without starting the later messages, so that the caller stores
+// the dead letter before any later message takes effect.
+func TestProcessBatchEndsAtDeadLetter(t *testing.T) {
+	store := &countingStore{BatchStore: newMemory(t)}
+	e := &effects{fail: map[string]int{"2": -1}}
+	h, err := consumer.NewHandler(e.handler(), consumer.WithDedupe(store, "billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &consumer.Processor{Handler: h, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
+	ms := batchOf(5)
+	work := context.Background()
+	ctxs := make([]context.Context, len(ms))
+	for i, m := range ms {
+		ctxs[i] = p.Begin(work, m)
+	}
+	outs, errs := p.ProcessBatch(context.Background(), work, ctxs, ms)
+	want := []consumer.Outcome{consumer.OutcomeAck, consumer.OutcomeAck, consumer.OutcomeDeadLetter}
+	if fmt.Sprint(outs) != fmt.Sprint(want) || len(errs) != 3 || fmt.Sprint(e.order) != "[0 1]" {
+		t.Fatalf("outcomes %v (errors %v), effects %v; want %v and [0 1]", outs, errs, e.order, want)
+	}
+	for i, m := range ms[3:] {
+		c, err := store.Claim(context.Background(), dedupe.Key{Scope: "billing", ID: m.ID}, time.Minute)
+		if err != nil || c.Status != dedupe.Acquired {
+			t.Fatalf("message %d: %v, %v; want it untouched", i+3, c.Status, err)
+		}
+		if err := store.Release(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outs, _ = p.ProcessBatch(context.Background(), work, ctxs[3:], ms[3:])
+	if fmt.Sprint(outs) != "[ack ack]" || fmt.Sprint(e.order) != "[0 1 3 4]" {
+		t.Fatalf("the rest: outcomes %v, effects %v", outs, e.order)
 	}
 }
