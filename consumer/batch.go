@@ -191,12 +191,20 @@ func (p *Processor) inboxBatch(stop, work context.Context, ctxs []context.Contex
 		keys[i] = dedupe.Key{Scope: d.scope, ID: m.ID}
 	}
 	stopped := -1 // the first member that failed
+	next := 0     // the member fn expects next: one it skips was not acquired
+	halted := false
 	var failed *ran
 	starts := make([]time.Time, len(ms))
 	results, err := bi.ProcessBatch(work, keys, d.lease, d.retention, func(txCtx context.Context, i int) error {
-		if stopped >= 0 || (i > 0 && stop.Err() != nil) {
+		// A key skipped before i is a duplicate or held by another
+		// consumer; fn cannot tell which, and the message after one in
+		// flight must wait for it: the group stops there and the rest is
+		// processed one by one.
+		if stopped >= 0 || halted || i != next || (i > 0 && stop.Err() != nil) {
+			halted = true
 			return errBatchStopped
 		}
+		next = i + 1
 		m := ms[i]
 		m.state.attempt = attemptState{}
 		m.state.batch = &batchSlot{inTx: true}

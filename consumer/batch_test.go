@@ -423,3 +423,28 @@ func TestProcessBatchEndsAtDeadLetter(t *testing.T) {
 		t.Fatalf("the rest: outcomes %v, effects %v", outs, e.order)
 	}
 }
+
+// With the inbox too, a message whose claim another consumer holds waits
+// for it, and the messages after it take effect only after it.
+func TestProcessBatchInboxInFlight(t *testing.T) {
+	store := newInbox(t, testsink.Pool(t))
+	e := &effects{}
+	h, err := consumer.NewHandler(e.handler(), consumer.WithDedupe(store, "billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := batchOf(5)
+	if c, err := store.Claim(context.Background(), dedupe.Key{Scope: "billing", ID: ms[2].ID}, 200*time.Millisecond); err != nil || !c.Acquired() {
+		t.Fatal(c, err)
+	}
+	p := &consumer.Processor{Handler: h, MinBackoff: time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	outs, _ := processBatch(p, context.Background(), ms)
+	for i := range ms {
+		if outs[i] != consumer.OutcomeAck {
+			t.Fatalf("message %d: %v", i, outs[i])
+		}
+	}
+	if fmt.Sprint(e.order) != "[0 1 2 3 4]" {
+		t.Fatalf("effects %v, want [0 1 2 3 4]", e.order)
+	}
+}
