@@ -52,7 +52,8 @@ BENCHCOUNT ?= 1
 bench: services
 	@{ \
 	  $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./forge/ ./dedupe/... ./publisher/ ./publisher/kafkapub/ ./consumer/ && \
-	  $(GO) test -run '^$$' -bench . -benchtime 5000x -count $(BENCHCOUNT) ./consumer/kafkasub/ && \
+	  $(GO) test -run '^$$' -bench 'Consume$$' -benchtime 5000x -count $(BENCHCOUNT) ./consumer/kafkasub/ && \
+	  $(GO) test -run '^$$' -bench 'SideBySide' -benchtime 5x -count $(BENCHCOUNT) ./consumer/kafkasub/ && \
 	  $(GO) test -run '^$$' -bench 'Consume$$' -benchtime 20000x -count $(BENCHCOUNT) ./consumer/rabbitsub/ && \
 	  $(GO) test -run '^$$' -bench 'SideBySide' -benchtime 10x -count $(BENCHCOUNT) ./consumer/rabbitsub/ && \
 	  (cd bench && $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./...); \

@@ -19,8 +19,9 @@ type batchSlot struct {
 }
 
 // errBatchStopped is what the members of a BatchInbox group after a failed
-// one return: they are rolled back and processed one by one afterwards, so
-// that a later message never takes effect before an earlier one.
+// one return, and those that would start once the consumer is stopping:
+// they are rolled back and processed one by one afterwards (or handed
+// back), so that a later message never takes effect before an earlier one.
 var errBatchStopped = errors.New("consumer: batch stopped at an earlier failure")
 
 // ProcessBatch processes ms, deliveries that must take effect in this order
@@ -31,9 +32,20 @@ var errBatchStopped = errors.New("consumer: batch stopped at an earlier failure"
 // [dedupe.BatchInbox] (one transaction, a savepoint per message). ctxs[i]
 // is the context ms[i]'s handler runs with (from [Processor.Begin]; all
 // derived from work). It returns what Process would return for each
-// message, and returns only when every message is settled: acknowledge each
-// OutcomeAck, dead-letter each OutcomeDeadLetter, hand back each
-// OutcomeAbandon — and never acknowledge before ProcessBatch returns.
+// message it processed, and returns only when each of them is settled:
+// acknowledge each OutcomeAck, dead-letter each OutcomeDeadLetter, hand
+// back each OutcomeAbandon — and never acknowledge before ProcessBatch
+// returns.
+//
+// A message that asks for the dead letter ends the batch: ProcessBatch
+// returns the outcomes up to and including it (shorter slices than ms) and
+// starts none of the later messages, so that no later message takes effect
+// before that dead letter is stored. Store it, then pass the rest (ms and
+// ctxs from len(outcomes) on) to ProcessBatch again.
+//
+// Once stop is done (the consumer is stopping), the message in progress
+// finishes but no later one starts: each is handed back (OutcomeAbandon),
+// its claim released.
 //
 // A message that fails, waits for another consumer's lease or meets a store
 // error leaves the batch: it and every later message are then processed one
@@ -49,11 +61,11 @@ func (p *Processor) ProcessBatch(stop, work context.Context, ctxs []context.Cont
 		switch d := p.dedupeLayer().(type) {
 		case *dedupeHandler:
 			if bs, ok := d.store.(dedupe.BatchStore); ok {
-				done, failed = p.storeBatch(work, ctxs, ms, d, bs)
+				done, failed = p.storeBatch(stop, work, ctxs, ms, d, bs)
 			}
 		case *inboxHandler:
 			if bi, ok := d.inbox.(dedupe.BatchInbox); ok {
-				done, failed = p.inboxBatch(work, ctxs, ms, d, bi)
+				done, failed = p.inboxBatch(stop, work, ctxs, ms, d, bi)
 			}
 		}
 	}
@@ -61,16 +73,20 @@ func (p *Processor) ProcessBatch(stop, work context.Context, ctxs []context.Cont
 		outs[i] = OutcomeAck
 	}
 	for i := done; i < len(ms); i++ {
-		if i > done && outs[i-1] == OutcomeAbandon {
-			// Stopping: nothing after an abandoned message may go ahead.
-			outs[i], errs[i] = OutcomeAbandon, fmt.Errorf("consumer: %w", context.Canceled)
-			continue
-		}
 		first := failed
 		if i != done {
 			first = nil
 		}
+		if (i > done && outs[i-1] == OutcomeAbandon) || (i > 0 && first == nil && stop.Err() != nil) {
+			// Stopping: nothing after an abandoned message may go ahead,
+			// and no new message starts.
+			outs[i], errs[i] = OutcomeAbandon, fmt.Errorf("consumer: %w", context.Canceled)
+			continue
+		}
 		outs[i], errs[i] = p.run(stop, ctxs[i], ms[i], first)
+		if outs[i] == OutcomeDeadLetter {
+			return outs[:i+1], errs[:i+1]
+		}
 	}
 	return outs, errs
 }
@@ -80,7 +96,7 @@ func (p *Processor) ProcessBatch(stop, work context.Context, ctxs []context.Cont
 // trip. It returns how many leading messages are settled (handled or
 // duplicates, completions stored) and, when the message at that index ran
 // and failed, that run's result.
-func (p *Processor) storeBatch(work context.Context, ctxs []context.Context, ms []*Message, d *dedupeHandler, bs dedupe.BatchStore) (int, *ran) {
+func (p *Processor) storeBatch(stop, work context.Context, ctxs []context.Context, ms []*Message, d *dedupeHandler, bs dedupe.BatchStore) (int, *ran) {
 	keys := make([]dedupe.Key, len(ms))
 	for i, m := range ms {
 		keys[i] = dedupe.Key{Scope: d.scope, ID: m.ID}
@@ -91,8 +107,9 @@ func (p *Processor) storeBatch(work context.Context, ctxs []context.Context, ms 
 	}
 	stoppedAt, failed := len(ms), (*ran)(nil)
 	for i, m := range ms {
-		if claims[i].Status == dedupe.InFlight {
-			// Waits for the holder's lease, outside the batch.
+		if claims[i].Status == dedupe.InFlight || (i > 0 && stop.Err() != nil) {
+			// Waits for the holder's lease, outside the batch; or the
+			// consumer is stopping and no new message starts.
 			stoppedAt = i
 			break
 		}
@@ -168,18 +185,26 @@ func (p *Processor) storeBatch(work context.Context, ctxs []context.Context, ms 
 // inboxBatch runs ms in one BatchInbox transaction. It returns how many
 // leading messages committed (or were duplicates) and the failed run of the
 // message at that index, if it ran.
-func (p *Processor) inboxBatch(work context.Context, ctxs []context.Context, ms []*Message, d *inboxHandler, bi dedupe.BatchInbox) (int, *ran) {
+func (p *Processor) inboxBatch(stop, work context.Context, ctxs []context.Context, ms []*Message, d *inboxHandler, bi dedupe.BatchInbox) (int, *ran) {
 	keys := make([]dedupe.Key, len(ms))
 	for i, m := range ms {
 		keys[i] = dedupe.Key{Scope: d.scope, ID: m.ID}
 	}
 	stopped := -1 // the first member that failed
+	next := 0     // the member fn expects next: one it skips was not acquired
+	halted := false
 	var failed *ran
 	starts := make([]time.Time, len(ms))
 	results, err := bi.ProcessBatch(work, keys, d.lease, d.retention, func(txCtx context.Context, i int) error {
-		if stopped >= 0 {
+		// A key skipped before i is a duplicate or held by another
+		// consumer; fn cannot tell which, and the message after one in
+		// flight must wait for it: the group stops there and the rest is
+		// processed one by one.
+		if stopped >= 0 || halted || i != next || (i > 0 && stop.Err() != nil) {
+			halted = true
 			return errBatchStopped
 		}
+		next = i + 1
 		m := ms[i]
 		m.state.attempt = attemptState{}
 		m.state.batch = &batchSlot{inTx: true}

@@ -70,7 +70,12 @@ func processBatch(p *consumer.Processor, stop context.Context, ms []*consumer.Me
 	for i, m := range ms {
 		ctxs[i] = p.Begin(work, m)
 	}
-	outs, errs := p.ProcessBatch(stop, work, ctxs, ms)
+	var outs []consumer.Outcome
+	var errs []error
+	for len(outs) < len(ms) { // a dead letter ends a batch: the rest go on in the next
+		o, e := p.ProcessBatch(stop, work, ctxs[len(outs):], ms[len(outs):])
+		outs, errs = append(outs, o...), append(errs, e...)
+	}
 	for i, m := range ms {
 		p.End(ctxs[i], m, outs[i], errs[i])
 	}
@@ -336,5 +341,110 @@ func TestProcessBatchInbox(t *testing.T) {
 	}
 	if n := count(); n != 9 {
 		t.Fatalf("%d rows, want 9: the group's three good messages once each, the orphan never", n)
+	}
+}
+
+// Stopping while a message of the batch runs lets it finish; no later
+// message starts, each is handed back with its claim released, whether the
+// batch runs on a BatchStore or in one BatchInbox transaction.
+func TestProcessBatchStopsStartingAtShutdown(t *testing.T) {
+	for _, sc := range []struct {
+		name  string
+		store func(t *testing.T) dedupe.Store
+	}{
+		{"store", func(t *testing.T) dedupe.Store { return newMemory(t) }},
+		{"inbox", func(t *testing.T) dedupe.Store { return newInbox(t, testsink.Pool(t)) }},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			store := sc.store(t)
+			stop, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			e := &effects{}
+			inner := e.handler()
+			h, err := consumer.NewHandler(consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+				if string(m.Body) == "1" {
+					cancel() // shutdown begins while message 1 runs
+				}
+				return inner.Handle(ctx, m)
+			}), consumer.WithDedupe(store, "billing"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := &consumer.Processor{Handler: h, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
+			ms := batchOf(5)
+			outs, _ := processBatch(p, stop, ms)
+			want := []consumer.Outcome{consumer.OutcomeAck, consumer.OutcomeAck, consumer.OutcomeAbandon, consumer.OutcomeAbandon, consumer.OutcomeAbandon}
+			if fmt.Sprint(outs) != fmt.Sprint(want) || fmt.Sprint(e.order) != "[0 1]" {
+				t.Fatalf("outcomes %v, effects %v; want %v and [0 1]", outs, e.order, want)
+			}
+			for i, m := range ms[2:] {
+				c, err := store.Claim(context.Background(), dedupe.Key{Scope: "billing", ID: m.ID}, time.Minute)
+				if err != nil || c.Status != dedupe.Acquired {
+					t.Fatalf("message %d after the batch: %v, %v; want its claim released", i+2, c.Status, err)
+				}
+			}
+		})
+	}
+}
+
+// A message that asks for the dead letter ends the batch: ProcessBatch
+// returns without starting the later messages, so that the caller stores
+// the dead letter before any later message takes effect.
+func TestProcessBatchEndsAtDeadLetter(t *testing.T) {
+	store := &countingStore{BatchStore: newMemory(t)}
+	e := &effects{fail: map[string]int{"2": -1}}
+	h, err := consumer.NewHandler(e.handler(), consumer.WithDedupe(store, "billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &consumer.Processor{Handler: h, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
+	ms := batchOf(5)
+	work := context.Background()
+	ctxs := make([]context.Context, len(ms))
+	for i, m := range ms {
+		ctxs[i] = p.Begin(work, m)
+	}
+	outs, errs := p.ProcessBatch(context.Background(), work, ctxs, ms)
+	want := []consumer.Outcome{consumer.OutcomeAck, consumer.OutcomeAck, consumer.OutcomeDeadLetter}
+	if fmt.Sprint(outs) != fmt.Sprint(want) || len(errs) != 3 || fmt.Sprint(e.order) != "[0 1]" {
+		t.Fatalf("outcomes %v (errors %v), effects %v; want %v and [0 1]", outs, errs, e.order, want)
+	}
+	for i, m := range ms[3:] {
+		c, err := store.Claim(context.Background(), dedupe.Key{Scope: "billing", ID: m.ID}, time.Minute)
+		if err != nil || c.Status != dedupe.Acquired {
+			t.Fatalf("message %d: %v, %v; want it untouched", i+3, c.Status, err)
+		}
+		if err := store.Release(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outs, _ = p.ProcessBatch(context.Background(), work, ctxs[3:], ms[3:])
+	if fmt.Sprint(outs) != "[ack ack]" || fmt.Sprint(e.order) != "[0 1 3 4]" {
+		t.Fatalf("the rest: outcomes %v, effects %v", outs, e.order)
+	}
+}
+
+// With the inbox too, a message whose claim another consumer holds waits
+// for it, and the messages after it take effect only after it.
+func TestProcessBatchInboxInFlight(t *testing.T) {
+	store := newInbox(t, testsink.Pool(t))
+	e := &effects{}
+	h, err := consumer.NewHandler(e.handler(), consumer.WithDedupe(store, "billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := batchOf(5)
+	if c, err := store.Claim(context.Background(), dedupe.Key{Scope: "billing", ID: ms[2].ID}, 200*time.Millisecond); err != nil || !c.Acquired() {
+		t.Fatal(c, err)
+	}
+	p := &consumer.Processor{Handler: h, MinBackoff: time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	outs, _ := processBatch(p, context.Background(), ms)
+	for i := range ms {
+		if outs[i] != consumer.OutcomeAck {
+			t.Fatalf("message %d: %v", i, outs[i])
+		}
+	}
+	if fmt.Sprint(e.order) != "[0 1 2 3 4]" {
+		t.Fatalf("effects %v, want [0 1 2 3 4]", e.order)
 	}
 }

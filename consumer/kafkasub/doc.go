@@ -4,15 +4,25 @@
 //
 // Each record is fetched, handled, and only then committed, synchronously.
 // Records of one partition are handled in order; [WithPartitionParallelism]
-// handles several partitions at once. A failing record is retried in place
-// with backoff — nothing after it in its partition is committed meanwhile —
-// and after the configured attempts, or at once for a [consumer.Permanent]
-// error or a malformed ID, it is written to the dead-letter topic with the
-// reason in [consumer.HeaderDeadLetterReason]; the commit follows only a
+// handles several partitions at once. The records a partition's reader has
+// already fetched are processed together, as a batch ([WithMaxBatch],
+// default 64; a lone record never waits for others): with a store that
+// supports it, the batch is claimed in one round trip and completed in one
+// round trip (Redis, the memory and bbolt stores, PostgreSQL without the
+// inbox) or runs in one transaction with a savepoint per record (the
+// PostgreSQL inbox), and its offsets are committed once, after its last
+// record is settled.
+//
+// A failure affects only its own record. A failing record is retried in
+// place with backoff — nothing after it in its partition is handled or
+// committed meanwhile — and after the configured attempts, or at once for a
+// [consumer.Permanent] error or a malformed ID, it is written to the
+// dead-letter topic with the reason in [consumer.HeaderDeadLetterReason],
+// before any record after it is handled; the commit follows only a
 // successful write. A record whose claim is held by another member (a
 // rebalance handed it to two members at once) or whose store is down waits
-// and is retried, never committed past. On shutdown only processed records
-// are committed.
+// and is retried, never committed past. On shutdown the records in progress
+// finish, no new one starts, and only settled records are committed.
 //
 //	c, err := kafkasub.New([]string{"localhost:9092"}, "orders", "billing", handle,
 //		consumer.WithDedupe(store, "billing"),

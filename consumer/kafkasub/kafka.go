@@ -20,19 +20,48 @@ import (
 // consumer.Settings.
 type config struct {
 	parallel int
+	maxBatch int
 	dl       *kafkago.Writer
 	dlTopic  string
 	rc       kafkago.ReaderConfig
+	onCommit func(partition int, offset int64) // tests: called before each commit
 }
 
 // WithPartitionParallelism handles up to n partitions at once, one goroutine
-// per partition, each in order. Default: 1 (one record at a time).
+// per partition, each in order. Default: 1 (one partition at a time).
 func WithPartitionParallelism(n int) consumer.Option {
 	return consumer.TransportOption("kafkasub.WithPartitionParallelism", func(c *config) error {
 		if n < 1 {
 			return fmt.Errorf("%d < 1", n)
 		}
 		c.parallel = n
+		return nil
+	})
+}
+
+// DefaultMaxBatch is the default of [WithMaxBatch].
+const DefaultMaxBatch = 64
+
+// WithMaxBatch processes up to n records of a partition together: the
+// records its reader has already fetched when the consumer turns to the
+// partition, never waiting for more (a lone record is processed at once).
+// A batch goes through [consumer.Processor.ProcessBatch]: with a dedupe
+// store that is a [dedupe.BatchStore] its records are claimed in one round
+// trip, handled in partition order and completed in one round trip; with a
+// [dedupe.BatchInbox] (the PostgreSQL inbox) they are handled in one
+// transaction with a savepoint each. Their offsets are then committed once,
+// after the last record settled. A record that fails leaves the batch:
+// it is retried in place and the records after it follow one at a time.
+//
+// The claims of a batch are taken together, so n times the handler's
+// longest run should stay below the lease ([consumer.WithLease]). Default:
+// [DefaultMaxBatch]; 1 processes and commits one record at a time.
+func WithMaxBatch(n int) consumer.Option {
+	return consumer.TransportOption("kafkasub.WithMaxBatch", func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("%d < 1", n)
+		}
+		c.maxBatch = n
 		return nil
 	})
 }
@@ -154,7 +183,7 @@ func New(brokers []string, topic, group string, h consumer.Handler, opts ...cons
 	case group == "":
 		return nil, errors.New("kafkasub: empty group")
 	}
-	cfg := config{parallel: 1, rc: kafkago.ReaderConfig{
+	cfg := config{parallel: 1, maxBatch: DefaultMaxBatch, rc: kafkago.ReaderConfig{
 		Brokers: brokers, Topic: topic, GroupID: group, StartOffset: kafkago.FirstOffset,
 		MaxWait: 50 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second,
@@ -230,24 +259,28 @@ func (g *generation) commit(topic string, partition int, offset int64) error {
 
 // Run consumes until ctx is done. It joins the group and, for each
 // generation of the group, reads each partition assigned to this member in
-// order: it runs the handler for each record (retrying in place without
-// moving past the record), dead-letters the record when that is the outcome
-// (the dead letter must be written before the commit), and commits its
-// offset synchronously, in the generation it was read in.
+// order. It takes the records of a partition that are already fetched as a
+// batch (up to [WithMaxBatch]), runs the handler for each in order
+// (retrying a failing record in place without moving past it), writes the
+// dead letter of each record whose outcome that is, and then commits the
+// batch's offsets synchronously, once, in the generation the records were
+// read in: nothing is committed before its completion is stored (or its
+// inbox transaction committed) and its dead letter written.
 //
-// When the group rebalances, the member stops reading, waits between
-// attempts no more, lets the handler calls in progress finish and commit,
-// and only then rejoins. A commit the coordinator refuses because the
-// generation ended meanwhile (the member took longer than the rebalance
-// timeout, so its partitions went to others) is not retried: the record is
-// delivered again to the partition's new owner, and the group's committed
-// offset never moves back.
+// When the group rebalances, the member stops reading, starts no new
+// record and waits between attempts no more, lets the handler calls in
+// progress finish and commit, and only then rejoins. A commit the
+// coordinator refuses because the generation ended meanwhile (the member
+// took longer than the rebalance timeout, so its partitions went to
+// others) is not retried: the records are delivered again to the
+// partition's new owner, and the group's committed offset never moves back.
 //
 // On shutdown it stops fetching, lets the records in progress finish and
 // commit (for up to the shutdown timeout), leaves the group and returns
-// nil; records not finished are not committed and come back to the group.
-// Failing to join the group (an unreachable cluster, a missing topic) is
-// logged and retried until ctx ends; [Consumer.Ping] reports it at once.
+// nil; records not finished, and those behind them, are not committed and
+// come back to the group. Failing to join the group (an unreachable
+// cluster, a missing topic) is logged and retried until ctx ends;
+// [Consumer.Ping] reports it at once.
 func (c *Consumer) Run(ctx context.Context) error {
 	cg, err := kafkago.NewConsumerGroup(c.cfg.groupConfig())
 	if err != nil {
@@ -315,6 +348,50 @@ func (c *Consumer) consume(genCtx, shutdown, work context.Context, g *generation
 		log.ErrorContext(stop, "kafkasub: cannot start reading the partition", "offset", pa.Offset, "error", err)
 		return
 	}
+	// The fetching goroutine keeps up to a batch of records ready, so that
+	// the records fetched while a batch is processed form the next one.
+	recs := make(chan kafkago.Message, c.cfg.maxBatch)
+	fetched := make(chan struct{})
+	go func() {
+		defer close(fetched)
+		c.fetch(stop, r, recs, log)
+	}()
+	defer func() { cancel(); <-fetched }() // before the reader closes
+
+	b := newBatch(c.cfg.maxBatch)
+	for {
+		var rec kafkago.Message
+		select {
+		case rec = <-recs:
+		case <-stop.Done():
+			return
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-stop.Done():
+			return
+		}
+		b.recs = append(b.recs[:0], rec)
+	more:
+		for len(b.recs) < c.cfg.maxBatch {
+			select {
+			case rec := <-recs:
+				b.recs = append(b.recs, rec)
+			default:
+				break more
+			}
+		}
+		ok := stop.Err() == nil && c.handle(stop, work, g, dl, b) // fetched as we stopped: leave it
+		<-sem
+		if !ok {
+			return
+		}
+	}
+}
+
+// fetch sends the records of r to recs until stop is done, retrying failed
+// fetches with the consumer's backoff.
+func (c *Consumer) fetch(stop context.Context, r *kafkago.Reader, recs chan<- kafkago.Message, log *slog.Logger) {
 	var bo backoff.BackOff
 	for {
 		rec, err := r.FetchMessage(stop)
@@ -332,17 +409,9 @@ func (c *Consumer) consume(genCtx, shutdown, work context.Context, g *generation
 			continue
 		}
 		bo = nil
-		if stop.Err() != nil { // fetched as we stopped: leave it
-			return
-		}
 		select {
-		case sem <- struct{}{}:
+		case recs <- rec:
 		case <-stop.Done():
-			return
-		}
-		ok := c.handle(stop, work, g, dl, rec)
-		<-sem
-		if !ok {
 			return
 		}
 	}
@@ -359,58 +428,125 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// handle processes one record and commits it; false means it was abandoned
-// (not committed) because the consumer is stopping or the generation ended.
-func (c *Consumer) handle(stop, work context.Context, g *generation, dl *kafkago.Writer, rec kafkago.Message) bool {
-	m := c.message(rec)
-	raw := consumer.Identity{}
+// batch is the records of one partition processed together, in offset
+// order, and what became of each; its slices are reused.
+type batch struct {
+	recs []kafkago.Message
+	ms   []*consumer.Message
+	ctxs []context.Context
+	outs []consumer.Outcome // 0: not processed yet
+	errs []error
+}
+
+func newBatch(n int) *batch {
+	return &batch{recs: make([]kafkago.Message, 0, n), ms: make([]*consumer.Message, n),
+		ctxs: make([]context.Context, n), outs: make([]consumer.Outcome, n), errs: make([]error, n)}
+}
+
+// abandon hands back the records from i on.
+func (b *batch) abandon(i int, err error) {
+	for ; i < len(b.recs); i++ {
+		if b.outs[i] != consumer.OutcomeAbandon {
+			b.outs[i], b.errs[i] = consumer.OutcomeAbandon, err
+		}
+	}
+}
+
+// handle processes the records of b in order and commits the offset after
+// the last one settled; false means a record was abandoned (neither it nor
+// anything after it committed) because the consumer is stopping or the
+// generation ended.
+func (c *Consumer) handle(stop, work context.Context, g *generation, dl *kafkago.Writer, b *batch) bool {
+	n := len(b.recs)
+	ms, ctxs, outs, errs := b.ms[:n], b.ctxs[:n], b.outs[:n], b.errs[:n]
+	clear(outs)
+	clear(errs)
+	for i := range b.recs {
+		m, raw := c.message(&b.recs[i])
+		ms[i] = m
+		if err := consumer.Identify(m, raw, c.set.Generator, c.set.MissingID); err != nil {
+			outs[i], errs[i] = consumer.OutcomeDeadLetter, err // no handler: straight to the dead letter
+		}
+		ctxs[i] = c.proc.Begin(work, m) // after Identify: an observer sees the IDs
+	}
+	stopping := fmt.Errorf("kafkasub: %w", context.Canceled)
+	settled := -1 // the last record acknowledged or dead-lettered
+	for i := 0; i < n; {
+		if i > 0 && stop.Err() != nil { // no new record starts once stopping
+			b.abandon(i, stopping)
+			break
+		}
+		if outs[i] == 0 {
+			// The stretch of identified records from i, processed together;
+			// it ends early at a dead letter, which is then written before
+			// any later record runs.
+			j := i + 1
+			for j < n && outs[j] == 0 {
+				j++
+			}
+			o, e := c.proc.ProcessBatch(stop, work, ctxs[i:j], ms[i:j])
+			copy(outs[i:], o)
+			copy(errs[i:], e)
+			for range len(o) - 1 {
+				if outs[i] != consumer.OutcomeAck {
+					break
+				}
+				settled, i = i, i+1
+			}
+		}
+		if outs[i] == consumer.OutcomeAbandon {
+			b.abandon(i+1, stopping)
+			break
+		}
+		if outs[i] == consumer.OutcomeDeadLetter {
+			log := c.set.Logger.With("topic", b.recs[i].Topic, "partition", b.recs[i].Partition,
+				"offset", b.recs[i].Offset, consumer.LogKeyMessageID, ms[i].ID.String())
+			if derr := c.deadLetter(stop, work, dl, b.recs[i], ms[i], errs[i], log); derr != nil {
+				log.WarnContext(work, "kafkasub: dead letter not written, record not committed", "error", derr)
+				outs[i], errs[i] = consumer.OutcomeAbandon, derr
+				b.abandon(i+1, stopping)
+				break
+			}
+		}
+		settled, i = i, i+1
+	}
+	if settled >= 0 {
+		last := b.recs[settled]
+		if c.cfg.onCommit != nil {
+			c.cfg.onCommit(last.Partition, last.Offset+1)
+		}
+		if cerr := g.commit(last.Topic, last.Partition, last.Offset+1); cerr != nil {
+			// Not committed: the records come back (to this member or the
+			// partition's new owner) and dedupe answers duplicate.
+			c.set.Logger.WarnContext(work, "kafkasub: commit refused or failed; the records will be delivered again",
+				"topic", last.Topic, "partition", last.Partition, "offset", last.Offset+1, "records", settled+1, "error", cerr)
+		}
+	}
+	for i := range n {
+		c.proc.End(ctxs[i], ms[i], outs[i], errs[i])
+		ms[i], ctxs[i], errs[i] = nil, nil, nil
+	}
+	clear(b.recs) // let the records' bytes go
+	return settled == n-1
+}
+
+// message returns the consumer.Message of rec and its raw IDs.
+func (c *Consumer) message(rec *kafkago.Message) (*consumer.Message, consumer.Identity) {
+	m := &consumer.Message{
+		Key: rec.Key, Body: rec.Value, System: "kafka", Source: rec.Topic,
+		Partition: rec.Partition, Offset: rec.Offset, Time: rec.Time,
+	}
+	var raw consumer.Identity
 	for _, h := range rec.Headers {
 		switch h.Key {
+		case lineage.HeaderMessageType:
+			m.Type = string(h.Value)
 		case lineage.HeaderMessageID:
 			raw.MessageID = string(h.Value)
 		case lineage.HeaderCorrelationID:
 			raw.CorrelationID = string(h.Value)
 		case lineage.HeaderCausationID:
 			raw.CausationID = string(h.Value)
-		}
-	}
-	ctx := c.proc.Begin(work, m)
-	err := consumer.Identify(m, raw, c.set.Generator, c.set.MissingID)
-	outcome := consumer.OutcomeDeadLetter
-	if err == nil {
-		outcome, err = c.proc.Process(stop, ctx, m)
-	}
-	log := c.set.Logger.With("topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, consumer.LogKeyMessageID, m.ID.String())
-	switch outcome {
-	case consumer.OutcomeAbandon:
-		c.proc.End(ctx, m, outcome, err)
-		return false
-	case consumer.OutcomeDeadLetter:
-		if derr := c.deadLetter(stop, work, dl, rec, m, err, log); derr != nil {
-			log.WarnContext(work, "kafkasub: dead letter not written, record not committed", "error", derr)
-			c.proc.End(ctx, m, consumer.OutcomeAbandon, derr)
-			return false
-		}
-	}
-	if cerr := g.commit(rec.Topic, rec.Partition, rec.Offset+1); cerr != nil {
-		// Not committed: the record comes back (to this member or the
-		// partition's new owner) and dedupe answers duplicate.
-		log.WarnContext(work, "kafkasub: commit refused or failed; the record will be delivered again", "error", cerr)
-	}
-	c.proc.End(ctx, m, outcome, err)
-	return true
-}
-
-func (c *Consumer) message(rec kafkago.Message) *consumer.Message {
-	m := &consumer.Message{
-		Key: rec.Key, Body: rec.Value, System: "kafka", Source: rec.Topic,
-		Partition: rec.Partition, Offset: rec.Offset, Time: rec.Time,
-	}
-	for _, h := range rec.Headers {
-		switch h.Key {
-		case lineage.HeaderMessageType:
-			m.Type = string(h.Value)
-		case lineage.HeaderMessageID, lineage.HeaderCorrelationID, lineage.HeaderCausationID:
 		default:
 			if m.Headers == nil {
 				m.Headers = make(map[string]string, len(rec.Headers))
@@ -418,7 +554,7 @@ func (c *Consumer) message(rec kafkago.Message) *consumer.Message {
 			m.Headers[h.Key] = string(h.Value)
 		}
 	}
-	return m
+	return m, raw
 }
 
 // transport returns a kafka-go transport with the TLS and SASL settings of

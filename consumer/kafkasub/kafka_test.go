@@ -434,6 +434,7 @@ func TestNewValidates(t *testing.T) {
 		"commit interval": {"t", "g", []consumer.Option{kafkasub.WithReaderConfig(func(rc *kafkago.ReaderConfig) { rc.CommitInterval = time.Second })}},
 		"other group":     {"t", "g", []consumer.Option{kafkasub.WithReaderConfig(func(rc *kafkago.ReaderConfig) { rc.GroupID = "x" })}},
 		"parallelism":     {"t", "g", []consumer.Option{kafkasub.WithPartitionParallelism(0)}},
+		"max batch":       {"t", "g", []consumer.Option{kafkasub.WithMaxBatch(0)}},
 		"bad backoff":     {"t", "g", []consumer.Option{consumer.WithBackoff(-1, 0)}},
 		"dl writer topic": {"t", "g", []consumer.Option{kafkasub.WithDeadLetterWriter(&kafkago.Writer{})}},
 		"foreign option":  {"t", "g", []consumer.Option{consumer.TransportOption("other.WithX", func(*struct{}) error { return nil })}},

@@ -186,3 +186,53 @@ func BenchmarkPublishInterleaved(b *testing.B) {
 		})
 	})
 }
+
+// nopObserver is a publisher.Observer that does nothing.
+type nopObserver struct{}
+
+func (nopObserver) PublishStart(ctx context.Context, _ *publisher.Publication) context.Context {
+	return ctx
+}
+func (nopObserver) PublishRetry(context.Context, *publisher.Publication, error) {}
+func (nopObserver) PublishDone(context.Context, *publisher.Publication, error)  {}
+
+// BenchmarkPublishHooks measures what the observer hooks cost a Publish
+// (one goroutine, one message per call, over the in-process broker): none
+// without an observer, nop with one that does nothing. Read allocs/op:
+// without an observer the hooks must add nothing.
+//
+//	go test -run '^$' -bench PublishHooks -benchmem ./publisher/kafkapub/
+func BenchmarkPublishHooks(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		opts []publisher.Option
+	}{
+		{"none", nil},
+		{"nop", []publisher.Option{publisher.WithObserver(nopObserver{})}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			brokers := testenv.KafkaBrokers(b)
+			p, err := kafkapub.New(brokers, testenv.Name(b, "hooks"), gen, append(bc.opts, kafkapub.WithAutoTopicCreation())...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			ctx := testenv.Context(b, 5*time.Minute)
+			msgs := benchMsgs(1000)
+			for range 50 { // the topic is created on first use
+				if err = p.Publish(ctx, msgs[0]); err == nil {
+					break
+				}
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if err := p.Publish(ctx, msgs[i%len(msgs)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -34,6 +34,21 @@
 // reach the broker lands twice. That is safe: both copies have the same
 // message ID, and consumers deduplicate by it.
 //
+// # Observer
+//
+// With publisher.WithObserver, each message of a Publish or PublishBatch
+// call gets, once the call is accepted (valid input, publisher open):
+// PublishStart after it is stamped, with System "kafka", Destination the
+// topic, Key the record key, its Lineage, BodySize, Batch (the call's
+// message count) and Start (when the call began) — headers it sets with
+// Publication.SetHeader are sent as record headers (replacing one of the
+// same name; the lineage headers cannot be changed); PublishRetry before
+// each new attempt, with the failed attempt's error and Attempts so far;
+// and PublishDone once, with nil when the broker acknowledged the record or
+// the [*publisher.PublishError] the call reports for it. Records that share
+// a produce request are still reported one by one. Without an observer the
+// publisher does no observer work and allocates nothing for it.
+//
 // # Options
 //
 // Connection settings are this package's own options: [WithTLS],

@@ -137,17 +137,31 @@ type record struct {
 	id         uuid.UUID
 }
 
-func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now time.Time) (record, error) {
+// setHeader sets header name to value, replacing a header of that name:
+// the headers an observer adds.
+func (r *record) setHeader(name, value string) {
+	for i := range r.headers {
+		if r.headers[i].Key == name {
+			r.size += len(value) - len(r.headers[i].Value)
+			r.headers[i].Value = []byte(value)
+			return
+		}
+	}
+	r.headers = append(r.headers, kafkago.Header{Key: name, Value: []byte(value)})
+	r.size += 10 + len(name) + len(value)
+}
+
+func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now time.Time) (record, lineage.Lineage, error) {
 	if msg.RoutingKey != "" {
-		return record{}, fmt.Errorf("kafkapub: %w", publisher.Invalid(msg.Type, "a routing key has no meaning on Kafka (the topic is the publisher's, the record key is Key)"))
+		return record{}, lineage.Lineage{}, fmt.Errorf("kafkapub: %w", publisher.Invalid(msg.Type, "a routing key has no meaning on Kafka (the topic is the publisher's, the record key is Key)"))
 	}
 	l, err := publisher.Stamp(ctx, p.gen, msg, p.set.MaxBodySize)
 	if err != nil {
-		return record{}, fmt.Errorf("kafkapub: %w", err)
+		return record{}, lineage.Lineage{}, fmt.Errorf("kafkapub: %w", err)
 	}
 	key, err := publisher.KeyBytes(msg.Key)
 	if err != nil {
-		return record{}, fmt.Errorf("kafkapub: %w", publisher.Invalid(msg.Type, "record key: %v", err))
+		return record{}, lineage.Lineage{}, fmt.Errorf("kafkapub: %w", publisher.Invalid(msg.Type, "record key: %v", err))
 	}
 	n := 3 + len(msg.Headers)
 	if l.CausationID != uuid.Nil {
@@ -175,7 +189,7 @@ func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now tim
 		h = append(h, kafkago.Header{Key: k, Value: []byte(v)})
 		size += 10 + len(k) + len(v)
 	}
-	return record{key: key, value: msg.Body, headers: h, time: now, size: size, id: l.MessageID}, nil
+	return record{key: key, value: msg.Body, headers: h, time: now, size: size, id: l.MessageID}, l, nil
 }
 
 func hexUUID(dst []byte, u uuid.UUID) {
@@ -208,7 +222,8 @@ func (p *Publisher) enter() error {
 // number of attempts and the last cause. When ctx ends Publish returns at
 // once, even while the record's request is in flight.
 func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
-	rec, err := p.prepare(ctx, &msg, time.Now())
+	start := time.Now()
+	rec, lin, err := p.prepare(ctx, &msg, start)
 	if err != nil {
 		return err
 	}
@@ -216,14 +231,75 @@ func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 		return err
 	}
 	defer p.active.Done()
+	o := p.observe(ctx, &rec, &lin, 1, start) // nil without an observer
 	e := newEntry(&rec)
 	defer e.release()
-	return retry.Do(ctx, "kafkapub", rec.id, p.set.NewBackOff, permanent, func() { p.retries.Add(1) }, func() error {
+	err = retry.Do(ctx, "kafkapub", rec.id, p.set.NewBackOff, permanent, func() { p.retries.Add(1); o.retry() }, func() error {
+		o.attempt()
 		if err := p.enqueue(ctx, e); err != nil {
-			return err
+			return o.failed(err)
 		}
-		return e.wait(ctx)
+		return o.failed(e.wait(ctx))
 	})
+	o.done(err)
+	return err
+}
+
+// observation is one message's events for the observer.
+type observation struct {
+	obs  publisher.Observer
+	ctx  context.Context // as returned by PublishStart
+	pub  *publisher.Publication
+	last error // of the last attempt
+}
+
+// observe calls PublishStart for rec, with lineage lin, the message of a
+// call of batch messages that began at start, and returns nil without an
+// observer.
+func (p *Publisher) observe(ctx context.Context, rec *record, lin *lineage.Lineage, batch int, start time.Time) *observation {
+	if p.set.Observer == nil {
+		return nil
+	}
+	pub := publisher.NewPublication(rec.setHeader)
+	pub.System = "kafka"
+	pub.Destination = p.topic
+	pub.Key = rec.key
+	pub.Lineage = *lin
+	pub.BodySize = len(rec.value)
+	pub.Batch = batch
+	pub.Start = start
+	o := &observation{obs: p.set.Observer, pub: pub}
+	o.ctx = o.obs.PublishStart(ctx, pub)
+	return o
+}
+
+// attempt counts an attempt; nothing when o is nil.
+func (o *observation) attempt() {
+	if o != nil {
+		o.pub.Attempts++
+	}
+}
+
+// failed notes err as the last attempt's result and returns it.
+func (o *observation) failed(err error) error {
+	if o != nil && err != nil {
+		o.last = err
+	}
+	return err
+}
+
+// retry reports the failed attempt before the next; nothing when o is nil.
+func (o *observation) retry() {
+	if o != nil {
+		o.obs.PublishRetry(o.ctx, o.pub, o.last)
+	}
+}
+
+// done reports the final result; nothing when o is nil.
+func (o *observation) done(err error) {
+	if o != nil {
+		o.obs.PublishDone(o.ctx, o.pub, err)
+	}
 }
 
 // PublishBatch stamps and writes msgs, sending the records of each
@@ -238,12 +314,19 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 	}
 	now := time.Now()
 	recs := make([]record, len(msgs))
+	var lins []lineage.Lineage // for the observer
+	if p.set.Observer != nil {
+		lins = make([]lineage.Lineage, len(msgs))
+	}
 	for i := range msgs {
-		rec, err := p.prepare(ctx, &msgs[i], now)
+		rec, lin, err := p.prepare(ctx, &msgs[i], now)
 		if err != nil {
 			return fmt.Errorf("message %d: %w", i, err)
 		}
 		recs[i] = rec
+		if lins != nil {
+			lins[i] = lin
+		}
 	}
 	if err := p.enter(); err != nil {
 		return err
@@ -253,11 +336,21 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 	todo := make([]*entry, len(recs))
 	for i := range recs {
 		todo[i] = newEntry(&recs[i])
+		if lins != nil {
+			todo[i].obs = p.observe(ctx, &recs[i], &lins[i], len(msgs), now)
+		}
 	}
 	var failed []error
+	fail := func(e *entry, pe *publisher.PublishError) {
+		failed = append(failed, pe)
+		e.obs.done(pe)
+	}
 	var bo backoff.BackOff
 	for attempt := 1; ; attempt++ {
 		errs := make([]error, len(todo))
+		for _, e := range todo {
+			e.obs.attempt()
+		}
 		if err := p.enqueue(ctx, todo...); err != nil {
 			for i := range errs {
 				errs[i] = err
@@ -272,9 +365,10 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 		for i, e := range todo {
 			switch err := errs[i]; {
 			case err == nil:
+				e.obs.done(nil)
 				e.release()
 			case permanent(err):
-				failed = append(failed, &publisher.PublishError{Transport: "kafkapub", MessageID: e.rec.id, Attempts: attempt, Err: err})
+				fail(e, &publisher.PublishError{Transport: "kafkapub", MessageID: e.rec.id, Attempts: attempt, Err: err})
 			default:
 				next = append(next, e)
 				lastErr = append(lastErr, err)
@@ -288,9 +382,13 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 			bo = p.set.NewBackOff()
 		}
 		p.retries.Add(int64(len(todo)))
+		for j, e := range todo {
+			e.obs.failed(lastErr[j])
+			e.obs.retry()
+		}
 		if werr := retry.Wait(ctx, bo); werr != nil {
 			for j, e := range todo {
-				failed = append(failed, &publisher.PublishError{Transport: "kafkapub", MessageID: e.rec.id, Attempts: attempt, Err: retry.JoinCtx(werr, lastErr[j])})
+				fail(e, &publisher.PublishError{Transport: "kafkapub", MessageID: e.rec.id, Attempts: attempt, Err: retry.JoinCtx(werr, lastErr[j])})
 			}
 			return errors.Join(failed...)
 		}
@@ -308,8 +406,9 @@ const (
 type entry struct {
 	rec   *record
 	state atomic.Int32
-	done  chan error // receives the request's result
-	alone bool       // send in a request of its own (it was too large with others)
+	done  chan error   // receives the request's result
+	alone bool         // send in a request of its own (it was too large with others)
+	obs   *observation // PublishBatch: the record's observer events; nil without an observer
 }
 
 var entryPool = sync.Pool{New: func() any { return &entry{done: make(chan error, 1)} }}
@@ -318,6 +417,7 @@ func newEntry(rec *record) *entry {
 	e := entryPool.Get().(*entry)
 	e.rec = rec
 	e.alone = false
+	e.obs = nil
 	return e
 }
 
@@ -326,7 +426,7 @@ func (e *entry) release() {
 	if e.state.Load() == abandoned {
 		return
 	}
-	e.rec = nil
+	e.rec, e.obs = nil, nil
 	entryPool.Put(e)
 }
 
