@@ -54,13 +54,22 @@ SELECT pg_notify($10, $1) FROM (SELECT 1 FROM ins LIMIT 1) AS x`
 	// as the batch has room for, the first follower of every head before
 	// any second one. Followers need no lock: nobody else can claim them
 	// while their head is pending.
+	//
+	// Two details keep the plan index-bound whatever the statistics say
+	// (a backlog that appeared since the last ANALYZE): OFFSET 0 keeps the
+	// predecessor check a correlated subplan — an index probe on
+	// (destination, key_hash, seq) per candidate — instead of an anti-join
+	// the planner may run against every pending record of the destination;
+	// and statement_timestamp(), being stable, bounds the index scan on
+	// (destination, due_at), which clock_timestamp() cannot.
 	st.claim = `WITH heads AS (
 	SELECT ` + prefixed("o", recordCols) + `, o.key_hash
 	FROM ` + t + ` AS o
-	WHERE o.destination = $1 AND o.state = 'pending' AND o.due_at <= clock_timestamp()
+	WHERE o.destination = $1 AND o.state = 'pending' AND o.due_at <= statement_timestamp()
 		AND NOT EXISTS (
 			SELECT 1 FROM ` + t + ` AS p
-			WHERE p.destination = $1 AND p.key_hash = o.key_hash AND p.state = 'pending' AND p.seq < o.seq)
+			WHERE p.destination = $1 AND p.key_hash = o.key_hash AND p.state = 'pending' AND p.seq < o.seq
+			OFFSET 0)
 	ORDER BY o.due_at, o.seq
 	LIMIT $2
 	FOR UPDATE OF o SKIP LOCKED
