@@ -10,7 +10,7 @@ import (
 // Defaults of the relay's options.
 const (
 	// DefaultBatchSize is the most records a relay worker claims at once.
-	DefaultBatchSize = 200
+	DefaultBatchSize = 500
 	// DefaultWorkers is the number of workers per destination.
 	DefaultWorkers = 2
 	// DefaultPollInterval is how often an idle worker looks for due

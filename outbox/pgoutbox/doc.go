@@ -70,6 +70,22 @@
 // the records of a relay that dies are released as soon as its connection
 // closes, to be published again with the same IDs.
 //
+// # Connections and cost
+//
+// An enqueue is one INSERT (all the messages of a PublishBatch call, with
+// the notification) in the caller's transaction. A relay holds a connection
+// of its own for LISTEN (made with the pool's settings, outside the pool)
+// and, for each worker busy with a batch, one connection of the pool with
+// an open transaction, for at most the publish timeout
+// (outbox.WithPublishTimeout): size the pool for the relay's workers plus
+// the application's own use. A claim is BEGIN and one statement, in one
+// round trip; storing the outcome and COMMIT are another. That commit does
+// not wait for its WAL to reach the disk (synchronous_commit is off for
+// that transaction only): a database crash can forget the last outcomes
+// stored, and those records are published again with the same IDs —
+// duplicates consumers drop, never a loss, since the transactions that
+// enqueued them committed normally.
+//
 // # Order
 //
 // Records of one destination with the same key (the business key's wire

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/uuidforge/uuidforge/outbox"
 )
@@ -23,7 +24,8 @@ const maxReason = 4000
 // adds the records that follow each keyed head in its key's queue while the
 // batch has room. Relays therefore never wait for each other, and a relay
 // that dies releases its records at once: its connection closes and the
-// transaction rolls back.
+// transaction rolls back. BEGIN and the claim go in one round trip; the
+// transaction holds one connection of the pool until Finish.
 func (s *Store) Claim(ctx context.Context, destination string, limit int) (outbox.Batch, error) {
 	if limit < 1 {
 		return nil, fmt.Errorf("pgoutbox: claim: limit %d < 1", limit)
@@ -31,60 +33,75 @@ func (s *Store) Claim(ctx context.Context, destination string, limit int) (outbo
 	if err := s.check(ctx); err != nil {
 		return nil, fmt.Errorf("pgoutbox: claim: %w", err)
 	}
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("pgoutbox: claim: begin: %w", err)
+		return nil, fmt.Errorf("pgoutbox: claim: %w", err)
 	}
-	rows, err := tx.Query(ctx, s.sql.claim, destination, limit)
+	var q pgx.Batch
+	q.Queue("BEGIN")
+	q.Queue(s.sql.claim, destination, limit)
+	br := conn.SendBatch(ctx, &q)
+	_, err = br.Exec()
 	var recs []outbox.Record
 	if err == nil {
-		recs, err = pgx.CollectRows(rows, scanRecord)
+		var rows pgx.Rows
+		if rows, err = br.Query(); err == nil {
+			recs, err = pgx.CollectRows(rows, scanRecord)
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil || len(recs) == 0 {
-		rollback(ctx, tx)
+		end(ctx, conn, "ROLLBACK")
 		if err != nil {
 			return nil, fmt.Errorf("pgoutbox: claim %q: %w", destination, err)
 		}
 		return &batch{}, nil
 	}
-	return &batch{tx: tx, sql: &s.sql, recs: recs}, nil
+	return &batch{conn: conn, sql: &s.sql, recs: recs}, nil
 }
 
-func rollback(ctx context.Context, tx pgx.Tx) {
+// end ends the transaction on conn with sql (ROLLBACK), even when ctx is
+// done, and gives conn back to the pool, which closes it if the
+// transaction is still open.
+func end(ctx context.Context, conn *pgxpool.Conn, sql string) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_ = tx.Rollback(rctx)
+	_, _ = conn.Exec(rctx, sql)
+	conn.Release()
 }
 
-// batch is a claim: the open transaction holding its heads.
+// batch is a claim: the connection whose open transaction holds its heads.
 type batch struct {
-	tx   pgx.Tx
+	conn *pgxpool.Conn
 	sql  *statements
 	recs []outbox.Record
 }
 
 func (b *batch) Records() []outbox.Record { return b.recs }
 
-// Finish implements [outbox.Batch.Finish]: the outcome's updates go in one
-// round trip, then COMMIT. A retried record's later pending records are made
+// Finish implements [outbox.Batch.Finish]: the outcome's updates and COMMIT
+// go in one round trip. A retried record's later pending records are made
 // to wait as long as it does.
+//
+// The commit does not wait for its WAL to reach disk (synchronous_commit
+// off for this transaction only): a database crash right after it may
+// forget the last outcomes stored, whose records are then published again
+// — duplicates with the same IDs, which consumers drop — but never lose a
+// record, which was committed by the enqueueing transaction.
 func (b *batch) Finish(ctx context.Context, o outbox.Outcome) (err error) {
-	tx := b.tx
-	if tx == nil {
+	conn := b.conn
+	if conn == nil {
 		return nil
 	}
-	b.tx = nil
+	b.conn = nil
 	if len(o.Dispatched) == 0 && len(o.Retry) == 0 && len(o.Dead) == 0 {
-		rollback(ctx, tx)
+		end(ctx, conn, "ROLLBACK")
 		return nil
 	}
-	defer func() {
-		if err != nil {
-			rollback(ctx, tx)
-			err = fmt.Errorf("pgoutbox: finish: %w", err)
-		}
-	}()
 	var q pgx.Batch
+	q.Queue("SET LOCAL synchronous_commit = off")
 	if len(o.Dispatched) > 0 {
 		q.Queue(b.sql.dispatched, o.Dispatched)
 	}
@@ -102,10 +119,17 @@ func (b *batch) Finish(ctx context.Context, o outbox.Outcome) (err error) {
 		}
 		q.Queue(b.sql.dead, seqs, reasons)
 	}
-	if err := tx.SendBatch(ctx, &q).Close(); err != nil {
-		return err
+	q.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, &q).Close(); err != nil {
+		end(ctx, conn, "ROLLBACK")
+		return fmt.Errorf("pgoutbox: finish: %w", err)
 	}
-	return tx.Commit(ctx)
+	if st := conn.Conn().PgConn().TxStatus(); st != 'I' {
+		end(ctx, conn, "ROLLBACK")
+		return fmt.Errorf("pgoutbox: finish: transaction status %q after COMMIT", st)
+	}
+	conn.Release()
+	return nil
 }
 
 // reason makes an error text storable: valid UTF-8 without NUL, at most
