@@ -279,7 +279,7 @@ func (w *worker) cycle(ctx context.Context) (st stats, err error) {
 		finished = true
 		return st, b.Finish(fctx, Outcome{})
 	}
-	res := w.publish(ctx, recs)
+	res, closed := w.publish(ctx, recs)
 	var o Outcome
 	var failed int
 	var firstErr error
@@ -305,6 +305,9 @@ func (w *worker) cycle(ctx context.Context) (st stats, err error) {
 	}
 	st.dispatched, st.dead = len(o.Dispatched), len(o.Dead)
 	log := w.r.cfg.logger
+	if closed {
+		log.Error("outbox: the destination's publisher is closed; its records wait", "destination", w.dest)
+	}
 	if failed > 0 {
 		log.Warn("outbox: publishing failed; retrying after back-off", "destination", w.dest, "records", failed, "err", firstErr)
 	}
@@ -337,9 +340,10 @@ type group struct {
 }
 
 // publish publishes recs in rounds — the n-th record of each key in round
-// n — and returns what happened to each.
-func (w *worker) publish(ctx context.Context, recs []Record) []result {
-	res := make([]result, len(recs))
+// n — and returns what happened to each, and whether the publisher said it
+// is closed.
+func (w *worker) publish(ctx context.Context, recs []Record) (res []result, closed bool) {
+	res = make([]result, len(recs))
 	var groups []*group
 	byKey := make(map[string]*group)
 	for i := range recs {
@@ -370,9 +374,10 @@ func (w *worker) publish(ctx context.Context, recs []Record) []result {
 			switch {
 			case err == nil:
 				res[i].done = true
-			case ctx.Err() != nil || errors.Is(err, publisher.ErrClosed):
-				// Stopping, or nothing to publish with: not the record's
-				// failure; it stays as it was.
+			case ctx.Err() != nil:
+				continue // stopping: not the record's failure; it stays as it was
+			case errors.Is(err, publisher.ErrClosed):
+				closed = true // nothing to publish with: not the record's failure either
 				continue
 			case errors.Is(err, publisher.ErrInvalid) || errors.Is(err, publisher.ErrUnroutable):
 				res[i] = result{err: err, dead: true}
@@ -388,7 +393,7 @@ func (w *worker) publish(ctx context.Context, recs []Record) []result {
 		}
 		active = next
 	}
-	return res
+	return res, closed
 }
 
 // send publishes recs[i] for each i in idx in one PublishBatch call and

@@ -181,9 +181,13 @@
 //
 // The relay reads only the partial indexes of pending rows, so the millions
 // of dispatched rows a busy outbox keeps for its retention do not slow it
-// down; a busy table should be vacuumed often (autovacuum's defaults
-// usually do; lower autovacuum_vacuum_scale_factor for the table if the
-// pending indexes bloat).
+// down: with 10 million dispatched rows and 40 000 pending, a claim of 500
+// records executes in about 3 ms, the backlog query in 20 ms and a cleanup
+// batch of 1000 rows in 3 ms (BenchmarkLargeTable logs the plans). Records
+// dispatched since the last VACUUM leave dead entries at the front of the
+// pending index, which each claim steps over (20 000 of them added about
+// 0.5 ms), so a busy table should be vacuumed often: autovacuum's defaults
+// usually do; lower autovacuum_vacuum_scale_factor for the table if not.
 //
 // # Backlog and dead records
 //
