@@ -208,9 +208,10 @@ func TestRelayDead(t *testing.T) {
 		t.Errorf("dead %s: %q", dead[1].Type, dead[1].LastError)
 	}
 	// Fix the cause (bind a queue for the routing key) and redrive.
-	if _, err := rb.ch.QueueDeclare(lost, false, true, false, false, nil); err != nil {
+	if _, err := rb.ch.QueueDeclare(lost, false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { deleteQueue(t, rb, lost) })
 	if _, err := s.Redrive(ctx, dead[0].Seq); err != nil {
 		t.Fatal(err)
 	}
@@ -397,4 +398,34 @@ func (o observerFuncs) Failed(_ context.Context, r *outbox.Record, err error, de
 	if o.failed != nil {
 		o.failed(r, err, dead)
 	}
+}
+
+// TestRolledBackAndTwice: a message whose transaction rolled back is never
+// published; a message enqueued twice (a retried request) is published
+// once.
+func TestRolledBackAndTwice(t *testing.T) {
+	pool := newPool(t)
+	s := newStore(t, pool)
+	rb := newRabbit(t)
+	ds := rb.consume(t)
+	runRelay(t, s, map[string]publisher.Publisher{"orders": rb.publisher(t)})
+	p := newPublisher(t, s, "orders")
+	ctx := testenv.Context(t, 30*time.Second)
+	rolledBack := errors.New("the order insert failed")
+	if err := pgxBegin(ctx, pool, func(c context.Context) error {
+		if err := p.Publish(c, msg("order.placed", "SO-1")); err != nil {
+			return err
+		}
+		return rolledBack
+	}); !errors.Is(err, rolledBack) {
+		t.Fatal(err)
+	}
+	placed := msg("order.placed", "SO-2")
+	enqueue(t, pool, p, placed)
+	enqueue(t, pool, p, placed) // the client retried
+	got := collect(t, ds, 1, 30*time.Second)
+	if got[0].MessageId != idOf(t, placed).String() {
+		t.Fatalf("received %s, want %s", got[0].MessageId, idOf(t, placed))
+	}
+	quiet(t, ds, 500*time.Millisecond)
 }
