@@ -2,6 +2,7 @@ package pgoutbox_test
 
 import (
 	"context"
+	"github.com/google/uuid"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -195,4 +196,14 @@ func newTracedPool(t testing.TB, tracer pgx.QueryTracer) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// idOf returns the ID m gets when published without a parent.
+func idOf(t testing.TB, m publisher.Message) uuid.UUID {
+	t.Helper()
+	l, err := publisher.IDs(context.Background(), gen, &m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.MessageID
 }

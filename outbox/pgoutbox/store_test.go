@@ -521,3 +521,62 @@ func TestFinishFailed(t *testing.T) {
 	}
 	finish(t, b, outbox.Outcome{})
 }
+
+// traceObserver is a publisher.Observer that adds a trace header at enqueue
+// and records the results.
+type traceObserver struct {
+	mu      sync.Mutex
+	started []*publisher.Publication
+	done    []error
+}
+
+func (o *traceObserver) PublishStart(ctx context.Context, p *publisher.Publication) context.Context {
+	p.SetHeader("traceparent", "00-"+p.Lineage.MessageID.String())
+	p.SetHeader(lineage.HeaderMessageID, "ignored: reserved")
+	o.mu.Lock()
+	o.started = append(o.started, p)
+	o.mu.Unlock()
+	return ctx
+}
+
+func (o *traceObserver) PublishRetry(context.Context, *publisher.Publication, error) {}
+
+func (o *traceObserver) PublishDone(_ context.Context, _ *publisher.Publication, err error) {
+	o.mu.Lock()
+	o.done = append(o.done, err)
+	o.mu.Unlock()
+}
+
+// TestEnqueueObserver: an observer given to the publisher sees each
+// enqueue, and the headers it sets (a trace context) are stored with the
+// message, to travel with it when the relay publishes it.
+func TestEnqueueObserver(t *testing.T) {
+	pool := newPool(t)
+	s := newStore(t, pool)
+	obs := &traceObserver{}
+	p := newPublisher(t, s, "d", publisher.WithObserver(obs))
+	m := publisher.Message{Type: "order.placed", Key: []any{"SO-1"}, Headers: map[string]string{"tenant": "acme"}}
+	enqueue(t, pool, p, m, msg("b", "2"))
+	if len(obs.started) != 2 || len(obs.done) != 2 || obs.done[0] != nil || obs.done[1] != nil {
+		t.Fatalf("observer saw %d starts, results %v", len(obs.started), obs.done)
+	}
+	if st := obs.started[0]; st.System != "outbox" || st.Destination != "d" || string(st.Key) != "SO-1" || st.Batch != 2 {
+		t.Errorf("publication %+v", st)
+	}
+	id := idOf(t, m)
+	r, err := s.Lookup(testenv.Context(t, 10*time.Second), "d", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Headers["traceparent"] != "00-"+id.String() || r.Headers["tenant"] != "acme" || len(r.Headers) != 2 {
+		t.Errorf("stored headers %v", r.Headers)
+	}
+	if m.Headers["traceparent"] != "" {
+		t.Error("the caller's headers map was modified")
+	}
+	// A failed enqueue is reported as failed.
+	err = p.Publish(testenv.Context(t, 10*time.Second), msg("c", "3"))
+	if !errors.Is(err, pgoutbox.ErrNoTransaction) || !errors.Is(obs.done[2], pgoutbox.ErrNoTransaction) {
+		t.Errorf("Publish = %v, observer got %v", err, obs.done[2])
+	}
+}
