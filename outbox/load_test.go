@@ -338,8 +338,11 @@ func TestInboxHandler(t *testing.T) {
 func newInbox(t testing.TB) *pgstore.Store {
 	t.Helper()
 	table := testenv.Name(t, "inbox")
-	st, err := pgstore.New(testenv.Context(t, 30*time.Second), newPool(t), pgstore.WithTable(table), pgstore.WithMigrate())
+	st, err := pgstore.New(newPool(t), pgstore.WithTable(table))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Migrate(testenv.Context(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

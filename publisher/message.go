@@ -13,7 +13,7 @@ import (
 
 // Publisher publishes messages stamped with their deterministic IDs. It is
 // implemented by the RabbitMQ and Kafka publishers (packages rabbitpub and
-// kafkapub), by the transactional outbox (package outbox) and by the
+// kafkapub), by the transactional outbox (package outbox/pgoutbox) and by the
 // recording fake in package publishertest, so a service can take "a
 // publisher" and its tests need no broker. Implementations are safe for
 // concurrent use.

@@ -342,8 +342,11 @@ func newInbox(t testing.TB) *pgstore.Store {
 	p := newPool(t)
 	table := testenv.Name(t, "inbox")
 	ctx := testenv.Context(t, 30*time.Second)
-	st, err := pgstore.New(ctx, p, pgstore.WithTable(table), pgstore.WithMigrate())
+	st, err := pgstore.New(p, pgstore.WithTable(table))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

@@ -85,8 +85,11 @@ func ExamplePublisher_inbox() {
 		log.Fatal(err)
 	}
 	gen := forge.MustNew("billing.example.com")
-	inbox, err := pgstore.New(ctx, pool)
+	inbox, err := pgstore.New(pool)
 	if err != nil {
+		log.Fatal(err)
+	}
+	if err := inbox.Migrate(ctx); err != nil {
 		log.Fatal(err)
 	}
 	store, err := pgoutbox.New(pool)
