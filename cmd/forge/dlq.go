@@ -63,8 +63,10 @@ reference), original destination and reason. It consumes nothing: on
 RabbitMQ every message read is requeued, in order, when the command ends
 (a queue that others consume meanwhile may end up reordered; on a quorum
 queue each read counts as a delivery); on Kafka nothing is committed.
-show prints every dead letter of one message ID in full; --raw writes the
-body of the only one to stdout.
+(Whether the original of a Kafka reference is still in its topic is
+checked by show and redrive, which read it.) show prints every dead
+letter of one message ID in full; --raw writes the body of the only one
+to stdout.
 
 redrive publishes the original message again — its body, properties and
 headers without the dead-letter headers, with its message, correlation and

@@ -695,3 +695,26 @@ func TestDLQUsage(t *testing.T) {
 		t.Errorf("dlq -h: exit %d, %q", code, out)
 	}
 }
+
+// FuzzFromOffset: what parseFromOffset accepts, formatOffsets writes back
+// in a form it reads to the same positions.
+func FuzzFromOffset(f *testing.F) {
+	for _, s := range []string{"0:1", "0:5,1:43,2:0", " 1:2 , 0:3", "0:1,0:2", "-1:0", "0:-1", "a:b", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := parseFromOffset(s)
+		if err != nil {
+			return
+		}
+		again, err := parseFromOffset(formatOffsets(m))
+		if err != nil || len(again) != len(m) {
+			t.Fatalf("%q: %v, then %v (%v)", s, m, again, err)
+		}
+		for p, o := range m {
+			if again[p] != o || p < 0 || o < 0 {
+				t.Fatalf("%q: %v, then %v", s, m, again)
+			}
+		}
+	})
+}

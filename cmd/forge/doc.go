@@ -77,7 +77,8 @@
 // letter of one message ID in full: properties, headers, key, and the body
 // as text or a hex dump (--hex: all of it); --raw writes the body of the
 // only one to stdout. A Kafka reference dead letter's body is read from the
-// original topic.
+// original topic (list does not read it, so list cannot tell whether it is
+// still there).
 //
 // redrive publishes each matching dead letter's original again, with its
 // message, correlation and causation IDs (a message completed meanwhile is
