@@ -145,12 +145,17 @@ func (r *rabbit) declare(t *testing.T, topo rabbitmq.Topology) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if ch, err := r.conn.Channel(); err == nil {
+		// A connection of its own: the test's may have died on a poison message.
+		conn, err := amqp.Dial(r.url)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		if ch, err := conn.Channel(); err == nil {
 			for _, qu := range topo.Queues {
 				_, _ = ch.QueueDelete(qu.Name, false, false, false)
 			}
 			_, _ = ch.QueueDelete(q+consumer.DeadLetterSuffix, false, false, false)
-			_ = ch.Close()
 		}
 	})
 	return q
