@@ -27,11 +27,15 @@ const usage = `usage:
   forge info [--namespace NS] [--secret-env VAR] [--scheme v5|keyed|python]
   forge dedupe get|forget [STORE] [--force] [--json] [--timeout D] SCOPE ID
       STORE: --redis URL [--prefix P] | --postgres URL [--table T] | --bolt PATH [--bucket B]
+  forge dlq list|show|redrive SOURCE [FILTER] [--json] [--timeout D] ...
+      SOURCE: --queue NAME [--amqp URL] | --topic NAME [--kafka BROKERS]
 
 Configuration defaults come from UUID_FORGE_NAMESPACE, UUID_FORGE_SALT and
 UUID_FORGE_SCHEME. The secret is never printed; info shows its fingerprint.
 forge dedupe uses REDIS_URL or POSTGRES_URL when no STORE is given and exits
 with status 3 when the key has no record ("forge dedupe -h" says more).
+forge dlq lists, shows and redrives dead letters, from AMQP_URL or
+KAFKA_BROKERS when --amqp or --kafka is not given ("forge dlq -h" says more).
 `
 
 var (
@@ -69,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		err = cmdInfo(args[1:], stdout, stderr, getenv)
 	case "dedupe":
 		err = cmdDedupe(args[1:], stdout, stderr, getenv)
+	case "dlq":
+		err = cmdDLQ(args[1:], stdout, stderr, getenv)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -75,7 +75,8 @@
 // each cut to 1024 bytes), no key, and "body,key,headers". The original
 // stays in its topic at x-original-partition and x-original-offset, until
 // the topic's retention removes it: a tool that replays dead letters reads
-// it from there. Each fallback is logged at ERROR.
+// it from there. Each fallback is logged at ERROR. [ParseDeadLetter] reads
+// a dead letter back into the original's location, headers and reason.
 //
 // A dead letter that cannot be written for another reason (the dead-letter
 // topic's cluster unreachable, writes not authorized) is retried with the

@@ -47,7 +47,10 @@
 // and it dead-letters it with the reason "headers unreadable by the AMQP
 // client: …" in an envelope that holds the headers exactly as received.
 // The handler never sees it, and the connection and the other deliveries
-// are not disturbed. This holds for classic and quorum queues alike.
+// are not disturbed. This holds for classic and quorum queues alike. Tools
+// that read a queue holding such messages (a dead-letter queue) dial with a
+// [Guard] for the same protection; [CheckHeaders] says whether a header
+// table can be published again without poisoning its queue.
 //
 // Should a connection still be closed by a frame the client cannot read,
 // the consumer logs it at ERROR, backs off (up to the maximum backoff while
