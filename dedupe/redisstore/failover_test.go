@@ -22,39 +22,6 @@ import (
 	"github.com/uuidforge/uuidforge/internal/testenv"
 )
 
-// failoverClient returns a Sentinel failover client of the shared setup, as
-// an application makes one.
-func failoverClient(t testing.TB, s *testenv.Sentinel) *redis.Client {
-	t.Helper()
-	c := redis.NewFailoverClient(&redis.FailoverOptions{
-		MasterName:    s.Master,
-		SentinelAddrs: s.Addrs,
-		DialTimeout:   time.Second,
-		ReadTimeout:   2 * time.Second,
-		WriteTimeout:  2 * time.Second,
-	})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-// TestSentinel runs the conformance suite through a Sentinel failover client
-// (a primary with one replica) with WithReplicaAcks, which waits on the
-// client's connection to the primary. (Without the option the store runs
-// its scripts through the client as on a standalone server:
-// TestSentinelFailover uses it so.)
-func TestSentinel(t *testing.T) {
-	s := testenv.RedisSentinel(t)
-	client := failoverClient(t, s)
-	dedupetest.Run(t, dedupetest.Options{
-		NewStore: func(t *testing.T) dedupe.Store {
-			return newSharedStore(t, client, redisstore.WithReplicaAcks(1, time.Second))
-		},
-		Forever:     true,
-		MinLease:    time.Millisecond,
-		ErrorPrefix: "redisstore: ",
-	})
-}
-
 // load claims and completes fresh keys in a loop, with several workers, and
 // records the keys whose Complete returned nil.
 type load struct {
