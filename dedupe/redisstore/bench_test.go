@@ -11,6 +11,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/dedupe/redisstore"
+	"github.com/uuidforge/uuidforge/internal/testenv"
 )
 
 // BenchmarkClaimComplete claims and completes distinct keys from parallel
@@ -106,6 +108,42 @@ func BenchmarkClaimCompleteBatch(b *testing.B) {
 			pairs := float64(b.N * n)
 			b.ReportMetric(pairs/elapsed.Seconds(), "pairs/s")
 			b.ReportMetric(float64(cnt.writes.Load()-w0)/pairs, "writes/pair")
+		})
+	}
+}
+
+// BenchmarkReplicaAcks is BenchmarkClaimComplete on the Sentinel setup's
+// primary (one replica) through a failover client, without ("plain", the
+// baseline) and with WithReplicaAcks(1, …), whose completions wait for the
+// replica in the same round trip.
+func BenchmarkReplicaAcks(b *testing.B) {
+	client := failoverClient(b, testenv.RedisSentinel(b))
+	for _, bc := range []struct {
+		name string
+		opts []redisstore.Option
+	}{
+		{"plain", nil},
+		{"acks", []redisstore.Option{redisstore.WithReplicaAcks(1, time.Second)}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := newSharedStore(b, client, bc.opts...)
+			ctx := context.Background()
+			b.SetParallelism(8)
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					c, err := s.Claim(ctx, dedupe.Key{Scope: "bench", ID: uuid.New()}, time.Minute)
+					if err == nil {
+						err = s.Complete(ctx, c, time.Minute)
+					}
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "pairs/s")
 		})
 	}
 }

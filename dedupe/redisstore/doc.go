@@ -42,8 +42,18 @@
 // The client's own retries (redis.Options.MaxRetries) are safe: a claim
 // retried after its first attempt took the key answers in flight (the lease
 // then runs out and the redelivery acquires), and a completion retried after
-// its first attempt succeeded answers [dedupe.ErrLeaseLost] (the caller does
-// not ack; the redelivery is answered duplicate).
+// its first attempt succeeded answers [dedupe.ErrLeaseLost], "completed
+// before with this token" (the caller does not ack; the redelivery is
+// answered duplicate).
+//
+// # Clients
+//
+// The store takes any redis.UniversalClient: a standalone client, a
+// Sentinel failover client (redis.NewFailoverClient), which follows the
+// primary the Sentinels name after a failover, or a Cluster client. Every
+// script reads and writes one Redis key, so no script spans slots; the
+// conformance suite (batches and [dedupe.Admin] included) runs against a
+// 6-node Cluster, a Sentinel setup and a standalone server.
 //
 // # Expiry and retention
 //
@@ -64,18 +74,33 @@
 // dies before its replicas received it, the promoted replica has never seen
 // that write:
 //   - a lost completion makes the key claimable again, so the message is
-//     processed a second time if it is redelivered;
+//     processed a second time if it is redelivered (or published again, or
+//     replayed);
 //   - a lost claim lets a second consumer acquire a key whose first holder is
 //     still working: two holders at once (the first one's Complete then
-//     succeeds or fails depending on which writes survived);
+//     fails with [dedupe.ErrLeaseLost], its message is not acknowledged);
 //   - tokens keep growing across a failover only as far as the servers'
 //     clocks agree, since a lost record's next token is taken from the
 //     promoted server's clock.
 //
 // The store never loses a message to this — no key becomes a duplicate that
-// was not completed — but it can process one twice. Where that matters, make
-// the handler's effects idempotent, have the primary wait for replicas
-// (min-replicas-to-write, or WAIT on the same connection, which costs a round
-// trip), or use the PostgreSQL store (package pgstore), whose transactional
-// inbox commits the handler's writes and the completion together.
+// was not completed — but it can process one twice. Measured on loopback
+// (a primary, one replica, three Sentinels; SIGKILL of the primary, the
+// replica promoted 1.5 to 2.5 s later): under a steady load of about 3 000
+// completions a second, 8 failovers lost none of 170 000 completions, since
+// the replica is microseconds behind; with the replica cut off before the
+// kill, every completion made since was lost (50 of 50).
+//
+// [WithReplicaAcks] closes that gap for completions: Complete returns nil
+// only once the given number of replicas acknowledged the completion (WAIT,
+// in the same round trip), and a claim answers duplicate only once the
+// completion it found is replicated, so a message is acknowledged only when
+// its completion survives a failover that promotes one of those replicas.
+// With it, the same failovers lost none of the completions the store
+// reported, and with the replica cut off every completion failed with
+// [ErrNotReplicated] (not acknowledged, processed again if the promoted
+// replica lacks it). The price: while fewer replicas are reachable than it
+// asks for, nothing is completed. Where the handler's writes and the
+// completion must commit together, use the PostgreSQL store (package
+// pgstore) and its transactional inbox.
 package redisstore

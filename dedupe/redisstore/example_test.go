@@ -61,6 +61,29 @@ func ExampleNew_cluster() {
 	_ = store
 }
 
+// Behind Sentinel, with completions acknowledged only once the primary's
+// replica holds them, so that a failover never forgets a message that was
+// acknowledged. (Compile-only: it needs Redis with Sentinel.)
+func ExampleWithReplicaAcks() {
+	ctx := context.Background()
+	rdb := redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName:    "mymaster",
+		SentinelAddrs: []string{"10.0.0.1:26379", "10.0.0.2:26379", "10.0.0.3:26379"},
+	})
+	defer rdb.Close()
+	store, err := redisstore.New(rdb, redisstore.WithReplicaAcks(1, 500*time.Millisecond))
+	if err != nil {
+		log.Fatal(err)
+	}
+	c, err := store.Claim(ctx, dedupe.Key{Scope: "billing", ID: uuid.New()}, 30*time.Second)
+	if err != nil || !c.Acquired() {
+		return
+	}
+	if err := store.Complete(ctx, c, 0); errors.Is(err, redisstore.ErrNotReplicated) {
+		log.Print("not replicated in time: do not ack; the redelivery is a duplicate or runs again")
+	}
+}
+
 // Where a key's record lives. New does no I/O, so this runs without a server.
 func ExampleStore_RedisKey() {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,9 +33,11 @@ var _ dedupe.BatchStore = (*Store)(nil)
 type Option func(*config) error
 
 type config struct {
-	prefix    string
-	lease     time.Duration
-	retention time.Duration
+	prefix     string
+	lease      time.Duration
+	retention  time.Duration
+	acks       int           // WithReplicaAcks: replicas to wait for; 0: none
+	ackTimeout time.Duration // WithReplicaAcks: how long to wait
 }
 
 // WithPrefix sets the prefix of every Redis key the store writes. Default
@@ -77,6 +81,79 @@ func WithDefaultRetention(d time.Duration) Option {
 	}
 }
 
+// WithReplicaAcks makes the store wait, with Redis's WAIT command on the
+// connection that wrote, until n replicas of the primary acknowledged a
+// write before it reports it:
+//
+//   - Complete and CompleteBatch return nil only once n replicas hold the
+//     completion (the WAIT goes in the same pipeline as the completion: no
+//     extra round trip);
+//   - a Claim (or a key of ClaimBatch) answers [dedupe.Duplicate] only once
+//     n replicas hold the completion it found (the record is rewritten
+//     unchanged and waited for: one more round trip, for duplicates only).
+//
+// So a consumer acknowledges a message only when its completion survives a
+// failover that promotes one of those replicas: every later copy of it is
+// still a duplicate after the promotion.
+//
+// When fewer than n replicas acknowledge within timeout, the call returns
+// an error wrapping [ErrNotReplicated] (a store error: the consumer does not
+// acknowledge the message). The completion is then on the primary but not
+// known to be anywhere else: the redelivery finds it (a duplicate, once it
+// is replicated) or, after a failover that lost it, processes the message
+// again. Retrying Complete with the same claim fails with
+// [dedupe.ErrLeaseLost] (the key is completed already; the message waits
+// for its redelivery). Nothing is lost either way; the cost of the option is
+// that while fewer than n replicas are reachable, nothing is completed and
+// consumers stop acknowledging, so choose n below the number of replicas
+// if the loss of one must not stop them.
+//
+// Claims that acquire or answer in flight, releases and [Store.Forget] do not
+// wait: a claim lost in a failover can let a second consumer take a message
+// whose first holder is still at work (the first one's completion then
+// fails with [dedupe.ErrLeaseLost]); a lost release or forget makes the key
+// wait for its lease or stay a duplicate, as before the call.
+//
+// The client must be a *redis.Client (a standalone server, or a Sentinel
+// failover client from redis.NewFailoverClient) or a *redis.ClusterClient,
+// whose pipelines then go straight to the primary of each key's slot (a
+// call that finds its slot moved fails, and the cluster client reloads its
+// slot map for the next); another client is an error from [New]. n must be
+// at least 1, and timeout at least a millisecond and below the client's
+// ReadTimeout, which bounds the pipeline's reply. Default: no waiting.
+func WithReplicaAcks(n int, timeout time.Duration) Option {
+	return func(c *config) error {
+		switch {
+		case n < 1:
+			return fmt.Errorf("redisstore: WithReplicaAcks(%d, %v): fewer than 1 replica", n, timeout)
+		case timeout < time.Millisecond:
+			return fmt.Errorf("redisstore: WithReplicaAcks(%d, %v): timeout below a millisecond: %w", n, timeout, dedupe.ErrInvalidDuration)
+		}
+		c.acks, c.ackTimeout = n, timeout
+		return nil
+	}
+}
+
+// ErrNotReplicated is wrapped by the error of a call that [WithReplicaAcks]
+// made wait, when fewer replicas than asked acknowledged its write in time.
+// It is a store error: the message is not acknowledged and is delivered
+// again.
+var ErrNotReplicated = errors.New("redisstore: not acknowledged by enough replicas")
+
+// notReplicated is the error of a WAIT that fell short; it wraps
+// ErrNotReplicated without repeating the package's name in the text.
+type notReplicated struct {
+	acked, want int
+	timeout     time.Duration
+}
+
+func (e notReplicated) Error() string {
+	return fmt.Sprintf("%d of %d replica(s) acknowledged within %v (%s)", e.acked, e.want, e.timeout,
+		strings.TrimPrefix(ErrNotReplicated.Error(), "redisstore: "))
+}
+
+func (e notReplicated) Unwrap() error { return ErrNotReplicated }
+
 // Store is a [dedupe.Store] kept in Redis. Each key (scope, ID) is one Redis
 // hash named prefix + "{scope/ID}"; every call is one Lua script run on that
 // one key, so it works on Redis Cluster (the braces are the hash tag) and
@@ -115,6 +192,20 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 		}
 		if err := o(&s.cfg); err != nil {
 			return nil, err
+		}
+	}
+	if s.cfg.acks > 0 {
+		var rt time.Duration
+		switch c := client.(type) {
+		case *redis.Client:
+			rt = c.Options().ReadTimeout
+		case *redis.ClusterClient:
+			rt = c.Options().ReadTimeout
+		default:
+			return nil, fmt.Errorf("redisstore: WithReplicaAcks(%d, %v): needs a *redis.Client or *redis.ClusterClient, not %T", s.cfg.acks, s.cfg.ackTimeout, client)
+		}
+		if rt > 0 && s.cfg.ackTimeout >= rt {
+			return nil, fmt.Errorf("redisstore: WithReplicaAcks(%d, %v): timeout not below the client's ReadTimeout (%v)", s.cfg.acks, s.cfg.ackTimeout, rt)
 		}
 	}
 	return s, nil
@@ -156,8 +247,10 @@ func (s *Store) RedisKey(key dedupe.Key) string {
 // growing even after a record expired: the clock has moved far past any
 // token issued before.
 
-// The script's reply is {status, token, until ms}: 1 acquired, 2 duplicate,
-// 3 in flight.
+// ARGV: lease ms, grace ms, and "1" to rewrite the record of a duplicate
+// unchanged (WithReplicaAcks: a write the WAIT that follows can count
+// replicas for). The script's reply is {status, token, until ms}: 1
+// acquired, 2 duplicate, 3 in flight.
 var claimScript = redis.NewScript(claimSrc)
 
 const claimSrc = `
@@ -169,6 +262,7 @@ local now_us = sec * 1000000 + usec
 local r = redis.call('HMGET', KEYS[1], 's', 't', 'u')
 local st, tok, u = r[1], tonumber(r[2]) or 0, tonumber(r[3]) or 0
 if st == 'd' and (u == 0 or u > now_ms) then
+  if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 's', 'd') end
   return {2, 0, u}
 end
 if st == 'l' and u > now_ms then
@@ -183,12 +277,20 @@ redis.call('PEXPIRE', KEYS[1], lease + tonumber(ARGV[2]))
 return {1, nt, until_ms}
 `
 
-// ARGV: token, retention ms (negative: forever). Reply 1 done, 0 lease lost.
+// ARGV: token, retention ms (negative: forever). Reply 1 done, 0 lease
+// lost, 2 completed before with this token (a second completion of one
+// claim: lease lost too).
 var completeScript = redis.NewScript(completeSrc)
 
 const completeSrc = `
 local r = redis.call('HMGET', KEYS[1], 's', 't')
-if r[1] ~= 'l' or r[2] ~= ARGV[1] then
+if r[2] ~= ARGV[1] then
+  return 0
+end
+if r[1] == 'd' then
+  return 2
+end
+if r[1] ~= 'l' then
   return 0
 end
 local ret = tonumber(ARGV[2])
@@ -248,11 +350,39 @@ func (s *Store) Claim(ctx context.Context, key dedupe.Key, lease time.Duration) 
 	if err := s.check(ctx); err != nil {
 		return dedupe.Claim{}, fmt.Errorf("redisstore: claim %s: %w", key, err)
 	}
-	c, err := claimReply(key, claimScript.Run(ctx, s.client, []string{s.RedisKey(key)}, millis(lease), millis(RecordGrace)))
+	call := scriptCall{key: s.RedisKey(key), args: claimArgs(lease, false)}
+	cmd := claimScript.Run(ctx, s.client, []string{call.key}, call.args...)
+	var wait error
+	if s.cfg.acks > 0 && isDuplicate(cmd) {
+		// Answer duplicate only once the completion is replicated.
+		call.args = claimArgs(lease, true)
+		cmds, waits := s.replicated(ctx, claimScript, claimSrc, []scriptCall{call})
+		cmd, wait = cmds[0], waits[0]
+	}
+	c, err := claimReply(key, cmd)
+	if err == nil && c.Status == dedupe.Duplicate && wait != nil {
+		err = fmt.Errorf("duplicate on the primary, but %w", wait)
+	}
 	if err != nil {
 		return dedupe.Claim{}, fmt.Errorf("redisstore: claim %s: %w", key, err)
 	}
 	return c, nil
+}
+
+// claimArgs returns the claim script's arguments; touch has it rewrite the
+// record of a duplicate (for a WAIT that follows, see WithReplicaAcks).
+func claimArgs(lease time.Duration, touch bool) []any {
+	t := "0"
+	if touch {
+		t = "1"
+	}
+	return []any{millis(lease), millis(RecordGrace), t}
+}
+
+// isDuplicate reports whether cmd is a claim script's reply "duplicate".
+func isDuplicate(cmd *redis.Cmd) bool {
+	res, err := cmd.Int64Slice()
+	return err == nil && len(res) == 3 && res[0] == 2
 }
 
 // claimReply reads the claim script's reply.
@@ -296,7 +426,7 @@ func (s *Store) Complete(ctx context.Context, c dedupe.Claim, retention time.Dur
 	if retention != dedupe.Forever {
 		ret = millis(retention)
 	}
-	return s.finish(ctx, "complete", completeScript, c, ret)
+	return s.finish(ctx, "complete", completeScript, completeSrc, c, ret)
 }
 
 // Release implements [dedupe.Store.Release] in one round trip.
@@ -304,28 +434,48 @@ func (s *Store) Release(ctx context.Context, c dedupe.Claim) error {
 	if err := dedupe.CheckClaim(c); err != nil {
 		return fmt.Errorf("redisstore: release %s: %w", c.Key, err)
 	}
-	return s.finish(ctx, "release", releaseScript, c, millis(RecordGrace))
+	return s.finish(ctx, "release", releaseScript, releaseSrc, c, millis(RecordGrace))
 }
 
-func (s *Store) finish(ctx context.Context, op string, script *redis.Script, c dedupe.Claim, arg int64) error {
+// finish completes or releases c. Only completions wait for replicas
+// (WithReplicaAcks).
+func (s *Store) finish(ctx context.Context, op string, script *redis.Script, src string, c dedupe.Claim, arg int64) error {
 	if err := s.check(ctx); err != nil {
 		return fmt.Errorf("redisstore: %s %s: %w", op, c.Key, err)
 	}
 	if c.Token > math.MaxInt64 {
 		// No token this store issues is that large.
-		return lostError(op, c)
+		return lostError(op, c, 0)
 	}
-	n, err := script.Run(ctx, s.client, []string{s.RedisKey(c.Key)}, strconv.FormatUint(c.Token, 10), arg).Int64()
-	if err != nil {
+	call := scriptCall{key: s.RedisKey(c.Key), args: []any{strconv.FormatUint(c.Token, 10), arg}}
+	var (
+		cmd  *redis.Cmd
+		wait error
+	)
+	if s.cfg.acks > 0 && script == completeScript {
+		cmds, waits := s.replicated(ctx, script, src, []scriptCall{call})
+		cmd, wait = cmds[0], waits[0]
+	} else {
+		cmd = script.Run(ctx, s.client, []string{call.key}, call.args...)
+	}
+	n, err := cmd.Int64()
+	switch {
+	case err != nil:
 		return fmt.Errorf("redisstore: %s %s: %w", op, c.Key, err)
-	}
-	if n != 1 {
-		return lostError(op, c)
+	case n != 1:
+		return lostError(op, c, n)
+	case wait != nil:
+		return fmt.Errorf("redisstore: %s %s: stored on the primary, but %w", op, c.Key, wait)
 	}
 	return nil
 }
 
-func lostError(op string, c dedupe.Claim) error {
+// lostError is the error of a completion or release whose script answered
+// reply (0, or 2: completed before with this very token).
+func lostError(op string, c dedupe.Claim, reply int64) error {
+	if reply == 2 {
+		return fmt.Errorf("redisstore: %s %s (token %d): completed before with this token: %w", op, c.Key, c.Token, dedupe.ErrLeaseLost)
+	}
 	return fmt.Errorf("redisstore: %s %s (token %d): %w", op, c.Key, c.Token, dedupe.ErrLeaseLost)
 }
 
@@ -395,11 +545,35 @@ func (s *Store) ClaimBatch(ctx context.Context, keys []dedupe.Key, lease time.Du
 	}
 	calls := make([]scriptCall, len(keys))
 	for i, k := range keys {
-		calls[i] = scriptCall{key: s.RedisKey(k), args: []any{millis(lease), millis(RecordGrace)}}
+		calls[i] = scriptCall{key: s.RedisKey(k), args: claimArgs(lease, false)}
+	}
+	cmds := s.pipeline(ctx, claimScript, claimSrc, calls)
+	var waits []error
+	if s.cfg.acks > 0 {
+		// Claim the duplicates again, rewriting their records, and wait
+		// for their replication.
+		var dups []int
+		var again []scriptCall
+		for i, cmd := range cmds {
+			if isDuplicate(cmd) {
+				dups = append(dups, i)
+				again = append(again, scriptCall{key: calls[i].key, args: claimArgs(lease, true)})
+			}
+		}
+		if len(dups) > 0 {
+			waits = make([]error, len(cmds))
+			cmds2, waits2 := s.replicated(ctx, claimScript, claimSrc, again)
+			for j, i := range dups {
+				cmds[i], waits[i] = cmds2[j], waits2[j]
+			}
+		}
 	}
 	var failed error
-	for i, cmd := range s.pipeline(ctx, claimScript, claimSrc, calls) {
+	for i, cmd := range cmds {
 		c, err := claimReply(keys[i], cmd)
+		if err == nil && c.Status == dedupe.Duplicate && waits != nil && waits[i] != nil {
+			err = fmt.Errorf("duplicate on the primary, but %w", waits[i])
+		}
 		if err != nil && failed == nil {
 			failed = fmt.Errorf("redisstore: claim batch: key %d %s: %w", i, keys[i], err)
 		}
@@ -464,7 +638,7 @@ func (s *Store) finishBatch(ctx context.Context, op string, script *redis.Script
 			continue
 		}
 		if c.Token > math.MaxInt64 {
-			errs[i] = lostError(op, c)
+			errs[i] = lostError(op, c, 0)
 			continue
 		}
 		calls = append(calls, scriptCall{key: s.RedisKey(c.Key), args: []any{strconv.FormatUint(c.Token, 10), arg}})
@@ -473,15 +647,145 @@ func (s *Store) finishBatch(ctx context.Context, op string, script *redis.Script
 	if len(calls) == 0 {
 		return errs, nil
 	}
-	for j, cmd := range s.pipeline(ctx, script, src, calls) {
+	var (
+		cmds  []*redis.Cmd
+		waits []error
+	)
+	if s.cfg.acks > 0 && script == completeScript {
+		cmds, waits = s.replicated(ctx, script, src, calls)
+	} else {
+		cmds = s.pipeline(ctx, script, src, calls)
+	}
+	for j, cmd := range cmds {
 		i := idx[j]
 		n, err := cmd.Int64()
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("redisstore: %s batch: %s: %w", op, claims[i].Key, err)
 		case n != 1:
-			errs[i] = lostError(op, claims[i])
+			errs[i] = lostError(op, claims[i], n)
+		case waits != nil && waits[j] != nil:
+			return nil, fmt.Errorf("redisstore: %s batch: %s: stored on the primary, but %w", op, claims[i].Key, waits[j])
 		}
 	}
 	return errs, nil
+}
+
+// replicated runs script once per call, as pipeline does, for a store
+// with WithReplicaAcks, and ends each pipeline with a WAIT: WAIT counts the
+// replicas that have every write of the connection it runs on, and a
+// pipeline runs on one connection of one server — the client's, or on Redis
+// Cluster the primary of each key's slot (one pipeline per primary
+// involved, at the same time). waits[i] is the failure of the WAIT that
+// covers call i: its own error, or one wrapping ErrNotReplicated when fewer
+// replicas than asked acknowledged in time; nil when it succeeded.
+//
+// A pipeline the client retries (a connection lost on the way) runs its
+// scripts again on a new connection: a completion then answers "completed
+// before" (lease lost) and a claim rewrites its record again, so a WAIT
+// never counts replicas for a write made on another connection.
+func (s *Store) replicated(ctx context.Context, script *redis.Script, src string, calls []scriptCall) (cmds []*redis.Cmd, waits []error) {
+	cmds = make([]*redis.Cmd, len(calls))
+	waits = make([]error, len(calls))
+	groups := map[*redis.Client][]int{}
+	var nodes []*redis.Client
+	for i, c := range calls {
+		node, err := s.primaryFor(ctx, c.key)
+		if err != nil {
+			cmds[i] = redis.NewCmd(ctx)
+			cmds[i].SetErr(err)
+			continue
+		}
+		if _, ok := groups[node]; !ok {
+			nodes = append(nodes, node)
+		}
+		groups[node] = append(groups[node], i)
+	}
+	if len(nodes) == 1 {
+		s.onNode(ctx, nodes[0], script, src, calls, groups[nodes[0]], cmds, waits)
+		return cmds, waits
+	}
+	var wg sync.WaitGroup
+	for _, node := range nodes {
+		wg.Go(func() { s.onNode(ctx, node, script, src, calls, groups[node], cmds, waits) })
+	}
+	wg.Wait()
+	return cmds, waits
+}
+
+// primaryFor returns the client of the server that takes writes to key.
+func (s *Store) primaryFor(ctx context.Context, key string) (*redis.Client, error) {
+	switch c := s.client.(type) {
+	case *redis.ClusterClient:
+		return c.MasterForKey(ctx, key)
+	case *redis.Client:
+		return c, nil
+	}
+	return nil, fmt.Errorf("no primary for %T", s.client) // New allows no other client
+}
+
+// onNode runs the calls idx in a pipeline on node that ends with a WAIT;
+// see replicated.
+func (s *Store) onNode(ctx context.Context, node *redis.Client, script *redis.Script, src string, calls []scriptCall, idx []int, cmds []*redis.Cmd, waits []error) {
+	run := func(idx []int, eval bool) *redis.Cmd {
+		var wait *redis.Cmd
+		// Each command carries its own error, which the caller reads.
+		_, _ = node.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, i := range idx {
+				if eval {
+					cmds[i] = p.Eval(ctx, src, []string{calls[i].key}, calls[i].args...)
+				} else {
+					cmds[i] = p.EvalSha(ctx, script.Hash(), []string{calls[i].key}, calls[i].args...)
+				}
+			}
+			wait = p.Do(ctx, "WAIT", s.cfg.acks, s.cfg.ackTimeout.Milliseconds())
+			return nil
+		})
+		return wait
+	}
+	wait := run(idx, false)
+	var again []int
+	for _, i := range idx {
+		if redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
+		// On another connection, maybe: its WAIT covers only its writes,
+		// so the first pipeline's WAIT counts for the calls that ran in it.
+		w := run(again, true)
+		err := waitError(w, s.cfg.acks, s.cfg.ackTimeout)
+		for _, i := range again {
+			waits[i] = err
+		}
+	}
+	err := waitError(wait, s.cfg.acks, s.cfg.ackTimeout)
+	failed := false
+	for _, i := range idx {
+		if !slices.Contains(again, i) {
+			waits[i] = err
+		}
+		if cmds[i].Err() != nil {
+			failed = true
+		}
+	}
+	if cc, ok := s.client.(*redis.ClusterClient); ok && failed {
+		// The slot may have moved (a failover, a resharding): routing
+		// went around the cluster client here, so have it look again.
+		cc.ReloadState(ctx)
+	}
+}
+
+// waitError returns the failure of a WAIT for want replicas: its own error,
+// or one wrapping ErrNotReplicated when fewer acknowledged; nil when enough
+// did.
+func waitError(wait *redis.Cmd, want int, timeout time.Duration) error {
+	n, err := wait.Int64()
+	switch {
+	case err != nil:
+		return fmt.Errorf("wait for replicas: %w", err)
+	case n < int64(want):
+		return notReplicated{acked: int(n), want: want, timeout: timeout}
+	}
+	return nil
 }
