@@ -64,8 +64,8 @@ bench: services
 demo:
 	$(GO) run ./examples/quickstart
 
-# The fault test (examples/chaos): 20 000 messages through RabbitMQ and Kafka
+# The fault test (internal/cmd/chaos): 20 000 messages through RabbitMQ and Kafka
 # while connections, the consumer process and the Kafka broker are killed;
 # prints `chaos: messages=N effects=N duplicates=0 lost=0 faults=F`.
 chaos: services
-	$(GO) run ./examples/chaos -n 20000
+	$(GO) run ./internal/cmd/chaos -n 20000

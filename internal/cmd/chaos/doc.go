@@ -1,7 +1,7 @@
 // Command chaos is the fault test: it proves that every message has its effect
 // exactly once while the system around it breaks.
 //
-//	go run ./examples/chaos -n 20000     # or: make chaos
+//	go run ./internal/cmd/chaos -n 20000     # or: make chaos
 //
 // It sends n distinct messages, half through RabbitMQ and half through Kafka
 // (message i goes to RabbitMQ when i is even), into a consumer whose handler
