@@ -64,13 +64,16 @@ func program(t *testing.T) string {
 	return buildBin
 }
 
+// The result lines: the scenario prints its checks, its faults and its
+// final line, in that order.
 var (
 	finalRe  = regexp.MustCompile(`^chaos: messages=(\d+) effects=(\d+) duplicates=(\d+) lost=(\d+) faults=(\d+)$`)
-	faultsRe = regexp.MustCompile(`^faults: extra_copies=(\d+) handler_failures=(\d+) \(panics (\d+)\) rabbitmq_connection_kills=(\d+) consumer_sigkills=(\d+) kafka_restarts=(\d+)$`)
+	faultsRe = regexp.MustCompile(`^faults: extra_copies=(\d+) handler_failures=(\d+) \(panics (\d+)\) rabbitmq_connection_kills=(\d+) consumer_sigkills=(\d+) kafka_restarts=(\d+) dropped=(\d+)$`)
 	checksRe = regexp.MustCompile(`^checks: rows=(\d+) distinct=(\d+) unexpected=(\d+) misrouted=(\d+) replay_new_effects=(\d+) replayed_records=(\d+) left_in_queue=(\d+)$`)
 )
 
-// outcome is one run of the program.
+// outcome is one run of the program; the maps are nil for a scenario that
+// did not run.
 type outcome struct {
 	code           int
 	stdout, stderr string
@@ -96,9 +99,29 @@ func match(t *testing.T, re *regexp.Regexp, line string, names ...string) map[st
 	return out
 }
 
-// runProgram runs the program against the test services and parses its last
-// three lines; the final chaos line must appear exactly once, last.
-func runProgram(t *testing.T, args ...string) outcome {
+// scenarioLines finds a scenario's three result lines, which must follow
+// each other, checks then faults then the final line, each exactly once;
+// nil when the final line's prefix does not appear at all.
+func scenarioLines(t *testing.T, lines []string, checks, faults, final string) []string {
+	t.Helper()
+	at, n := -1, 0
+	for i, l := range lines {
+		if strings.HasPrefix(l, final) {
+			at, n = i, n+1
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if n != 1 || at < 2 || !strings.HasPrefix(lines[at-1], faults) || !strings.HasPrefix(lines[at-2], checks) {
+		t.Fatalf("want one %q line, after its %q and %q lines; got %d", final, checks, faults, n)
+	}
+	return lines[at-2 : at+1]
+}
+
+// runProgram runs the program against the test services and parses the
+// result lines of the scenarios it ran.
+func runProgram(t *testing.T, timeout time.Duration, args ...string) outcome {
 	t.Helper()
 	// The URLs reach the program through the environment (AMQP_URL,
 	// POSTGRES_URL), not its command line, where every local user can read them.
@@ -106,8 +129,8 @@ func runProgram(t *testing.T, args ...string) outcome {
 	testenv.PostgresURL(t)
 	ctl := testenv.Tool(t, "rabbitmqctl")
 	bin := program(t)
-	ctx := testenv.Context(t, 110*time.Second)
-	cmd := exec.CommandContext(ctx, bin, append([]string{"-rabbitmqctl", ctl, "-timeout", "100s"}, args...)...)
+	ctx := testenv.Context(t, 2*timeout+30*time.Second) // -timeout is per scenario
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-rabbitmqctl", ctl, "-timeout", timeout.String()}, args...)...)
 	cmd.WaitDelay = 10 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -120,30 +143,31 @@ func runProgram(t *testing.T, args ...string) outcome {
 	o := outcome{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
 	t.Logf("chaos %s: exit %d after %v\n%s\nstderr:\n%s", strings.Join(args, " "), o.code, time.Since(start).Round(time.Millisecond), o.stdout, o.stderr)
 	lines := strings.Split(strings.TrimRight(o.stdout, "\n"), "\n")
-	finals := 0
-	for _, l := range lines {
-		if strings.HasPrefix(l, "chaos: messages=") {
-			finals++
-		}
+	if l := scenarioLines(t, lines, "checks: ", "faults: ", "chaos: "); l != nil {
+		o.checks = match(t, checksRe, l[0], "rows", "distinct", "unexpected", "misrouted", "replay_new", "replayed", "left_in_queue")
+		o.faults = match(t, faultsRe, l[1], "extra_copies", "handler_failures", "panics", "connection_kills", "sigkills", "kafka_restarts", "dropped")
+		o.final = match(t, finalRe, l[2], "messages", "effects", "duplicates", "lost", "faults")
 	}
-	if finals != 1 || len(lines) < 3 {
-		t.Fatalf("want exactly one final chaos line, last; got %d in %d lines", finals, len(lines))
-	}
-	n := len(lines)
-	o.final = match(t, finalRe, lines[n-1], "messages", "effects", "duplicates", "lost", "faults")
-	o.faults = match(t, faultsRe, lines[n-2], "extra_copies", "handler_failures", "panics", "connection_kills", "sigkills", "kafka_restarts")
-	o.checks = match(t, checksRe, lines[n-3], "rows", "distinct", "unexpected", "misrouted", "replay_new", "replayed", "left_in_queue")
 	if strings.Contains(o.stderr, "DATA RACE") {
 		t.Errorf("the race detector reported a race")
 	}
 	return o
 }
 
-// TestChaosShort runs the fault test with 2000 messages: every count must be
-// right, and every kind of fault must have happened.
+// wantLines fails the test unless the message scenario's lines are there.
+func (o outcome) wantLines(t *testing.T) {
+	t.Helper()
+	if o.final == nil {
+		t.Fatal("no result lines of the message scenario")
+	}
+}
+
+// TestChaosShort runs the message scenario with 2000 messages: every count
+// must be right, and every kind of fault must have happened.
 func TestChaosShort(t *testing.T) {
 	const n = 2000
-	o := runProgram(t, "-n", strconv.Itoa(n), "-seed", "7")
+	o := runProgram(t, 100*time.Second, "-n", strconv.Itoa(n), "-seed", "7")
+	o.wantLines(t)
 	if o.code != 0 {
 		t.Errorf("exit status %d, want 0", o.code)
 	}
@@ -164,9 +188,9 @@ func TestChaosShort(t *testing.T) {
 	if f["handler_failures"] < n/10 || f["panics"] == 0 {
 		t.Errorf("handler failures %d (panics %d): too few injected", f["handler_failures"], f["panics"])
 	}
-	if f["connection_kills"] < 4 || f["sigkills"] != 2 || f["kafka_restarts"] != 2 {
-		t.Errorf("connection kills %d (want >= 4), SIGKILLs %d (want 2), Kafka restarts %d (want 2)",
-			f["connection_kills"], f["sigkills"], f["kafka_restarts"])
+	if f["connection_kills"] < 4 || f["sigkills"] != 2 || f["kafka_restarts"] != 2 || f["dropped"] != 0 {
+		t.Errorf("connection kills %d (want >= 4), SIGKILLs %d (want 2), Kafka restarts %d (want 2), dropped %d (want 0)",
+			f["connection_kills"], f["sigkills"], f["kafka_restarts"], f["dropped"])
 	}
 	c := o.checks
 	if c["unexpected"] != 0 || c["misrouted"] != 0 || c["replay_new"] != 0 || c["left_in_queue"] != 0 || c["distinct"] != n {
@@ -183,7 +207,8 @@ func TestChaosShort(t *testing.T) {
 // passing TestChaosShort mean something.
 func TestChaosCatchesDuplicates(t *testing.T) {
 	const n = 200
-	o := runProgram(t, "-n", strconv.Itoa(n), "-seed", "3", "-no-dedupe")
+	o := runProgram(t, 100*time.Second, "-n", strconv.Itoa(n), "-seed", "3", "-no-dedupe")
+	o.wantLines(t)
 	if o.code != 1 {
 		t.Errorf("exit status %d, want 1", o.code)
 	}
@@ -198,22 +223,45 @@ func TestChaosCatchesDuplicates(t *testing.T) {
 	}
 }
 
+// TestChaosCatchesLoss makes the handler acknowledge a fifth of the
+// messages without their effect: the program must count each of them as
+// lost, and fail. With TestChaosCatchesDuplicates, this is what makes a
+// passing TestChaosShort mean something.
+func TestChaosCatchesLoss(t *testing.T) {
+	const n = 200
+	o := runProgram(t, 100*time.Second, "-n", strconv.Itoa(n), "-seed", "5", "-drop-share", "0.2")
+	o.wantLines(t)
+	if o.code != 1 {
+		t.Errorf("exit status %d, want 1", o.code)
+	}
+	// Each dropped message is recorded by the handler that dropped it.
+	dropped := o.faults["dropped"]
+	if dropped == 0 || o.final["lost"] != dropped || o.final["effects"] != n-dropped || o.final["duplicates"] != 0 {
+		t.Errorf("final counts %v with %d dropped: want lost=%[2]d effects=%d duplicates=0", o.final, dropped, n-dropped)
+	}
+	for _, want := range []string{"FAILED", "messages never applied"} {
+		if !strings.Contains(o.stderr, want) {
+			t.Errorf("stderr does not say %q", want)
+		}
+	}
+}
+
 // TestFailureRate: the injected failures are a seeded 20 % of attempts,
 // a quarter of them panics, and the same for the same seed.
 func TestFailureRate(t *testing.T) {
 	for _, rate := range []float64{0, 0.2, 0.5} {
 		t.Run(strconv.FormatFloat(rate, 'f', -1, 64), func(t *testing.T) {
-			e := &effectHandler{seed: 42, failRate: rate}
-			e2 := &effectHandler{seed: 43, failRate: rate}
+			c := chances{seed: 42, failRate: rate}
+			c2 := chances{seed: 43, failRate: rate}
 			const tries = 200000
 			var fails, panics, differ int
 			for i := range tries {
 				m := &consumer.Message{ID: uuid.NewSHA1(uuid.NameSpaceOID, []byte(strconv.Itoa(i/4))), Attempt: 1 + i%4}
-				f, p := e.failure(m)
-				if again, _ := e.failure(m); again != f {
+				f, p := c.failure(m)
+				if again, _ := c.failure(m); again != f {
 					t.Fatal("not deterministic")
 				}
-				if f2, _ := e2.failure(m); f2 != f {
+				if f2, _ := c2.failure(m); f2 != f {
 					differ++
 				}
 				if f {
@@ -238,6 +286,35 @@ func TestFailureRate(t *testing.T) {
 	}
 }
 
+// TestDropShare: the dropped messages are a seeded share of the message
+// IDs, independent of the failures' decisions.
+func TestDropShare(t *testing.T) {
+	for _, share := range []float64{0, 0.01, 0.2} {
+		t.Run(strconv.FormatFloat(share, 'f', -1, 64), func(t *testing.T) {
+			c := chances{seed: 42, failRate: 0.2, dropShare: share}
+			const tries = 200000
+			var drops, both int
+			for i := range tries {
+				m := &consumer.Message{ID: uuid.NewSHA1(uuid.NameSpaceOID, []byte(strconv.Itoa(i))), Attempt: 1}
+				if c.drop(m.ID) {
+					drops++
+					if f, _ := c.failure(m); f {
+						both++
+					}
+				}
+			}
+			if got := float64(drops) / tries; got < share*0.9 || got > share*1.1 {
+				t.Errorf("drop share %.4f, want %.2f", got, share)
+			}
+			if share > 0.1 {
+				if got := float64(both) / float64(drops); got < 0.15 || got > 0.25 {
+					t.Errorf("%.3f of the dropped messages fail their first attempt, want about 0.2: the decisions are correlated", got)
+				}
+			}
+		})
+	}
+}
+
 func TestOptions(t *testing.T) {
 	tests := []struct {
 		name string
@@ -246,9 +323,11 @@ func TestOptions(t *testing.T) {
 	}{
 		{"defaults", nil, true},
 		{"short", []string{"-n", "2000", "-seed", "9", "-transports", "kafka"}, true},
+		{"drop", []string{"-drop-share", "0.01"}, true},
 		{"no messages", []string{"-n", "0"}, false},
 		{"bad transport", []string{"-transports", "nats"}, false},
 		{"bad rate", []string{"-fail", "1"}, false},
+		{"bad drop share", []string{"-drop-share", "0.9"}, false},
 		{"short lease", []string{"-lease", "10ms"}, false},
 		{"stray argument", []string{"extra"}, false},
 	}
@@ -258,8 +337,39 @@ func TestOptions(t *testing.T) {
 			if (err == nil) != tt.ok {
 				t.Fatalf("parseOptions(%q) = %v, want ok=%v", tt.args, err, tt.ok)
 			}
-			if tt.name == "defaults" && (o.n != 20000 || o.failRate != 0.2 || !o.rabbit() || !o.kafka()) {
+			if tt.name == "defaults" && (o.n != 20000 || o.failRate != 0.2 || o.dropShare != 0 || !o.rabbit() || !o.kafka()) {
 				t.Errorf("defaults %+v", o)
+			}
+		})
+	}
+}
+
+// TestWorkerArgs: a worker configuration survives the trip through the
+// command line and the environment.
+func TestWorkerArgs(t *testing.T) {
+	for _, role := range []string{roleMessages} {
+		t.Run(role, func(t *testing.T) {
+			in := workerConfig{
+				role: role, amqp: "amqp://u:p@h:5672/", postgres: "postgres://h/db", kafka: "127.0.0.1:9092",
+				queue: "q", topic: "t", group: "g", tables: tables{prefix: "chaos_x"}, scope: role,
+				chances: chances{seed: 9, failRate: 0.25, dropShare: 0.125}, lease: 3 * time.Second, timeout: 1500 * time.Millisecond,
+				gen: 4, rabbit: true, kafkaOn: true, noDedupe: true, verbose: true,
+			}
+			for _, kv := range in.env() {
+				k, v, _ := strings.Cut(kv, "=")
+				t.Setenv(k, v)
+			}
+			out, err := parseWorker(in.args())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out != in {
+				t.Errorf("got %+v\nwant %+v", out, in)
+			}
+			for _, a := range in.args() {
+				if strings.Contains(a, "p@") {
+					t.Errorf("argument %q holds a password", a)
+				}
 			}
 		})
 	}

@@ -3,12 +3,17 @@
 //
 //	go run ./internal/cmd/chaos -n 20000     # or: make chaos
 //
+// It runs on this machine's RabbitMQ and PostgreSQL and an in-process Kafka
+// broker it starts itself.
+//
+// # The message scenario (-n)
+//
 // It sends n distinct messages, half through RabbitMQ and half through Kafka
 // (message i goes to RabbitMQ when i is even), into a consumer whose handler
 // writes one row per message to PostgreSQL inside the dedupe store's
 // transactional inbox (dedupe/pgstore). The effects table deliberately has no
 // unique constraint, so a message applied twice shows up as two rows. While the
-// messages flow, the program itself injects, on this machine:
+// messages flow, the program itself injects:
 //
 //   - every message published twice and a quarter of them three times, through
 //     the publisher (same ID every time), in a seeded random order;
@@ -25,7 +30,7 @@
 //   - at the end, the consumer group's offsets reset to the start and the
 //     whole Kafka topic consumed again through the same handler.
 //
-// It then counts the rows and prints one line
+// It then counts the rows and prints
 //
 //	chaos: messages=N effects=E duplicates=D lost=L faults=F
 //
@@ -33,10 +38,28 @@
 // E the number of rows, D the number of messages with more than one row, L the
 // number of messages with no row and F the number of faults injected (extra
 // copies, handler failures, connection kills, process kills and broker
-// restarts). It exits with status 1 when E != N, D != 0, L != 0, a row belongs
-// to no message sent, the replay added a row, a message was left in the queue
-// or a planned fault did not happen; with status 2 when it could not set up.
+// restarts), after a "checks:" and a "faults:" line with the details.
 //
-// Every run uses its own queue, topic, consumer group, broker user and tables,
-// and removes them at the end (-keep leaves the tables for inspection).
+// # Exit status
+//
+// It exits with status 1 when a count is off: effects not equal to the
+// messages, a duplicate, a lost message, a row for a message never sent, an
+// effect the replay added, a message left in the queue, a worker process that
+// crashed or a planned fault that did not happen; with status 2 when it could
+// not set up.
+//
+// # Showing that the checks work
+//
+// -no-dedupe consumes without the dedupe middleware: every message is then
+// applied more than once and the run fails. -drop-share S makes the handler
+// acknowledge a seeded share S of the messages without their effect (a
+// handler bug), recording each in the faults table: the run must count
+// exactly those as lost, and fail.
+//
+// # Worker processes
+//
+// The coordinator starts the consumer as "chaos worker -role messages",
+// passing the service URLs in the environment, never on the command line. Every run uses its own queues,
+// topics, consumer groups, broker user and tables, and removes them at the
+// end (-keep leaves the tables for inspection).
 package main

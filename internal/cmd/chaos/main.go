@@ -33,6 +33,7 @@ type options struct {
 	ctl        string
 	transports string
 	failRate   float64
+	dropShare  float64
 	timeout    time.Duration
 	lease      time.Duration
 	keep       bool
@@ -42,6 +43,11 @@ type options struct {
 
 func (o options) rabbit() bool { return o.transports != "kafka" }
 func (o options) kafka() bool  { return o.transports != "rabbitmq" }
+
+// chances are the handlers' seeded failures and drops.
+func (o options) chances() chances {
+	return chances{seed: o.seed, failRate: o.failRate, dropShare: o.dropShare}
+}
 
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
@@ -54,18 +60,19 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.IntVar(&o.n, "n", 20000, "distinct messages to send, over both transports together")
+	fs.IntVar(&o.n, "n", 20000, "distinct messages of the message scenario, over both transports together")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the copies, their order and the handler failures")
 	fs.StringVar(&o.amqp, "amqp", envOr(testenv.EnvAMQP, testenv.DefaultAMQPURL), "RabbitMQ URL of a user that may add users (default $"+testenv.EnvAMQP+")")
 	fs.StringVar(&o.postgres, "postgres", envOr(testenv.EnvPostgres, testenv.DefaultPostgresURL), "PostgreSQL URL (default $"+testenv.EnvPostgres+")")
 	fs.StringVar(&o.ctl, "rabbitmqctl", "rabbitmqctl", "rabbitmqctl command, used to add the run's user and close its connections")
-	fs.StringVar(&o.transports, "transports", "both", "both, rabbitmq or kafka")
+	fs.StringVar(&o.transports, "transports", "both", "message scenario: both, rabbitmq or kafka")
 	fs.Float64Var(&o.failRate, "fail", 0.2, "fraction of handler attempts that fail")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up (and exit 1) after this long")
+	fs.Float64Var(&o.dropShare, "drop-share", 0, "fraction of messages the last handler acknowledges without their effect (the run must then fail: shows the check works)")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up (and exit 1) after this long, per scenario")
 	fs.DurationVar(&o.lease, "lease", 4*time.Second, "dedupe lease: how long a killed consumer's claims block their messages")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run's PostgreSQL tables for inspection")
 	fs.BoolVar(&o.noDedupe, "no-dedupe", false, "consume without the dedupe middleware (the run must then fail: shows the check works)")
-	fs.BoolVar(&o.verbose, "v", false, "show the consumers' warnings")
+	fs.BoolVar(&o.verbose, "v", false, "show the workers' warnings")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -78,6 +85,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-transports %q: want both, rabbitmq or kafka", o.transports)
 	case o.failRate < 0 || o.failRate > 0.9:
 		return o, fmt.Errorf("-fail %v: want 0 to 0.9", o.failRate)
+	case o.dropShare < 0 || o.dropShare > 0.5:
+		return o, fmt.Errorf("-drop-share %v: want 0 to 0.5", o.dropShare)
 	case o.lease < 500*time.Millisecond:
 		return o, fmt.Errorf("-lease %v: want at least 500ms", o.lease)
 	case o.timeout <= 0:
@@ -86,7 +95,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
-// run is the coordinator: it sets up, runs the chaos and prints the result.
+// run is the coordinator: it sets up, runs the scenarios one after the
+// other and prints their results.
 // Exit status: 0 all counts right, 1 a count is off, 2 setup failed.
 func run(args []string, stdout, stderr io.Writer) int {
 	opt, err := parseOptions(args, stderr)
@@ -105,78 +115,35 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "chaos:", err)
 		return 2
 	}
-	c := &chaos{opt: opt, out: stdout, errOut: stderr, start: time.Now(), run: hex.EncodeToString(id[:])}
-	if err := c.setup(ctx); err != nil {
-		c.cleanup()
+	e := &env{opt: opt, out: stdout, errOut: stderr, start: time.Now(), run: hex.EncodeToString(id[:])}
+	defer e.cleanup()
+	if err := e.setup(ctx, opt.rabbit(), opt.kafka()); err != nil {
 		fmt.Fprintln(stderr, "chaos: setup:", err)
 		return 2
 	}
-	res, err := c.chaos(ctx)
-	c.cleanup()
-	if err != nil {
-		fmt.Fprintln(stderr, "chaos:", err)
+	var problems []string
+	for _, sc := range []struct {
+		on  bool
+		run func(context.Context, *env) ([]string, error)
+	}{{opt.n > 0, runMessages}} {
+		if !sc.on || ctx.Err() != nil {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, opt.timeout)
+		p, err := sc.run(sctx, e)
+		cancel()
+		if err != nil {
+			fmt.Fprintln(stderr, "chaos: setup:", err)
+			return 2
+		}
+		problems = append(problems, p...)
 	}
-	problems := res.problems()
-	if err != nil {
-		problems = append(problems, err.Error())
+	if ctx.Err() != nil {
+		problems = append(problems, "interrupted")
 	}
-	fmt.Fprintf(stdout, "checks: rows=%d distinct=%d unexpected=%d misrouted=%d replay_new_effects=%d replayed_records=%d left_in_queue=%d\n",
-		res.effects, res.distinct, res.unexpected, res.misrouted, res.replayNew, res.replayed, res.leftInQueue)
-	fmt.Fprintf(stdout, "faults: extra_copies=%d handler_failures=%d (panics %d) rabbitmq_connection_kills=%d consumer_sigkills=%d kafka_restarts=%d\n",
-		res.extraCopies, res.handlerFailures, res.panics, res.connKills, res.sigkills, res.kafkaRestarts)
-	fmt.Fprintf(stdout, "chaos: messages=%d effects=%d duplicates=%d lost=%d faults=%d\n",
-		res.messages, res.effects, res.duplicates, res.lost, res.faults())
 	if len(problems) > 0 {
 		fmt.Fprintln(stderr, "chaos: FAILED: "+strings.Join(problems, "; "))
 		return 1
 	}
 	return 0
-}
-
-// result is what the run counted.
-type result struct {
-	messages, effects, distinct, duplicates, lost, unexpected int64
-	misrouted                                                 int64
-	replayNew, replayed, leftInQueue                          int64
-	extraCopies, handlerFailures, panics                      int64
-	connKills, sigkills, kafkaRestarts                        int64
-	missedFaults, workerProblems                              []string
-	counted                                                   bool
-}
-
-func (r result) faults() int64 {
-	return r.extraCopies + r.handlerFailures + r.connKills + r.sigkills + r.kafkaRestarts
-}
-
-func (r result) problems() []string {
-	var p []string
-	if !r.counted {
-		return []string{"the effects could not be counted"}
-	}
-	if r.effects != r.messages {
-		p = append(p, fmt.Sprintf("%d effects for %d messages", r.effects, r.messages))
-	}
-	if r.duplicates != 0 {
-		p = append(p, fmt.Sprintf("%d messages applied more than once", r.duplicates))
-	}
-	if r.lost != 0 {
-		p = append(p, fmt.Sprintf("%d messages never applied", r.lost))
-	}
-	if r.unexpected != 0 {
-		p = append(p, fmt.Sprintf("%d rows for IDs that were never sent", r.unexpected))
-	}
-	if r.misrouted != 0 {
-		p = append(p, fmt.Sprintf("%d messages applied from a source they were not sent to", r.misrouted))
-	}
-	if r.replayNew != 0 {
-		p = append(p, fmt.Sprintf("the replay added %d effects", r.replayNew))
-	}
-	if r.leftInQueue != 0 {
-		p = append(p, fmt.Sprintf("%d messages left in the queue", r.leftInQueue))
-	}
-	for _, f := range r.missedFaults {
-		p = append(p, "fault not injected: "+f)
-	}
-	p = append(p, r.workerProblems...)
-	return p
 }

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"os"
@@ -16,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	kafkago "github.com/segmentio/kafka-go"
 
@@ -27,39 +24,45 @@ import (
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 )
 
-// workerCommand is the hidden sub-command that runs the consumer: the
-// coordinator starts the program again with it, so that killing the consumer
+// workerCommand is the hidden sub-command that runs a worker process: the
+// coordinator starts the program again with it, so that killing a consumer
 // with SIGKILL kills a real process.
 const workerCommand = "worker"
 
-// Partitions of the run's topic (the in-process broker's default).
+// Partitions of the run's topics (the in-process broker's default).
 const partitions = 3
 
-// tables names the run's PostgreSQL tables.
+// The roles a worker process plays.
+const (
+	roleMessages = "messages" // consumes the message scenario's queue and topic
+)
+
+// tables names the PostgreSQL tables of one scenario of the run.
 type tables struct{ prefix string }
 
-// effects has one row per applied effect and, on purpose, no unique key:
-// a message applied twice is two rows.
+// effects has one row per applied effect of the message scenario and, on
+// purpose, no unique key: a message applied twice is two rows.
 func (t tables) effects() string { return t.prefix + "_effects" }
 
-// faults has one row per injected handler failure, written outside the
-// handler's transaction so that it survives the rollback.
+// faults has one row per injected handler failure and per message dropped
+// on purpose, written outside the handler's transaction so that it survives
+// the rollback.
 func (t tables) faults() string { return t.prefix + "_faults" }
 
-// dedupe is the pgstore table.
+// dedupe is the pgstore table (the inbox).
 func (t tables) dedupe() string { return t.prefix + "_dedupe" }
 
-// workerConfig is everything a consumer worker needs; the coordinator passes
-// it on the command line.
+// workerConfig is everything a worker process needs; the coordinator passes
+// it on the command line (and the URLs in the environment).
 type workerConfig struct {
+	role                  string
 	amqp, postgres, kafka string // kafka: one broker address
 	queue, topic, group   string
 	tables                tables
 	scope                 string
-	seed                  uint64
-	failRate              float64
+	chances               chances
 	lease, timeout        time.Duration
-	gen                   int // 1, 2, ... for workers; 0 for the replay
+	gen                   int // 1, 2, ... for worker processes; 0 in the coordinator
 	rabbit, kafkaOn       bool
 	noDedupe, verbose     bool
 }
@@ -77,10 +80,12 @@ func (c workerConfig) env() []string {
 
 func (c workerConfig) args() []string {
 	return []string{
-		"-kafka", c.kafka,
+		"-role", c.role, "-kafka", c.kafka,
 		"-queue", c.queue, "-topic", c.topic, "-group", c.group,
 		"-tables", c.tables.prefix, "-scope", c.scope,
-		"-seed", strconv.FormatUint(c.seed, 10), "-fail", strconv.FormatFloat(c.failRate, 'g', -1, 64),
+		"-seed", strconv.FormatUint(c.chances.seed, 10),
+		"-fail", strconv.FormatFloat(c.chances.failRate, 'g', -1, 64),
+		"-drop-share", strconv.FormatFloat(c.chances.dropShare, 'g', -1, 64),
 		"-lease", c.lease.String(), "-handler-timeout", c.timeout.String(), "-gen", strconv.Itoa(c.gen),
 		"-rabbitmq=" + strconv.FormatBool(c.rabbit), "-kafka-on=" + strconv.FormatBool(c.kafkaOn),
 		"-no-dedupe=" + strconv.FormatBool(c.noDedupe), "-v=" + strconv.FormatBool(c.verbose),
@@ -91,17 +96,19 @@ func parseWorker(args []string) (workerConfig, error) {
 	var c workerConfig
 	fs := flag.NewFlagSet(workerCommand, flag.ContinueOnError)
 	c.amqp, c.postgres = os.Getenv(workerAMQPEnv), os.Getenv(workerPostgresEnv)
+	fs.StringVar(&c.role, "role", roleMessages, "the worker's role: messages")
 	fs.StringVar(&c.kafka, "kafka", "", "Kafka broker address")
 	fs.StringVar(&c.queue, "queue", "", "queue")
 	fs.StringVar(&c.topic, "topic", "", "topic")
 	fs.StringVar(&c.group, "group", "", "consumer group")
 	fs.StringVar(&c.tables.prefix, "tables", "", "table prefix")
 	fs.StringVar(&c.scope, "scope", "", "dedupe scope")
-	fs.Uint64Var(&c.seed, "seed", 1, "seed")
-	fs.Float64Var(&c.failRate, "fail", 0.2, "failure rate")
+	fs.Uint64Var(&c.chances.seed, "seed", 1, "seed")
+	fs.Float64Var(&c.chances.failRate, "fail", 0.2, "failure rate")
+	fs.Float64Var(&c.chances.dropShare, "drop-share", 0, "share of messages acknowledged without their effect")
 	fs.DurationVar(&c.lease, "lease", 4*time.Second, "dedupe lease")
 	fs.DurationVar(&c.timeout, "handler-timeout", 2*time.Second, "handler timeout")
-	fs.IntVar(&c.gen, "gen", 1, "worker generation")
+	fs.IntVar(&c.gen, "gen", 1, "worker number")
 	fs.BoolVar(&c.rabbit, "rabbitmq", true, "consume RabbitMQ")
 	fs.BoolVar(&c.kafkaOn, "kafka-on", true, "consume Kafka")
 	fs.BoolVar(&c.noDedupe, "no-dedupe", false, "no dedupe")
@@ -109,14 +116,22 @@ func parseWorker(args []string) (workerConfig, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	if c.postgres == "" || c.tables.prefix == "" || c.scope == "" || (c.rabbit && c.queue == "") || (c.kafkaOn && (c.kafka == "" || c.topic == "" || c.group == "")) {
+	missing := c.postgres == "" || c.tables.prefix == ""
+	switch c.role {
+	case roleMessages:
+		missing = missing || c.scope == "" || (c.rabbit && (c.amqp == "" || c.queue == "")) ||
+			(c.kafkaOn && (c.kafka == "" || c.topic == "" || c.group == ""))
+	default:
+		return c, fmt.Errorf("chaos worker: unknown role %q", c.role)
+	}
+	if missing {
 		return c, errors.New("chaos worker: missing arguments")
 	}
 	return c, nil
 }
 
-// runWorker consumes the run's queue and topic until SIGTERM, or until its
-// standard input closes (the coordinator is gone).
+// runWorker plays its role until SIGTERM, or until its standard input
+// closes (the coordinator is gone).
 func runWorker(args []string) int {
 	cfg, err := parseWorker(args)
 	if err != nil {
@@ -130,18 +145,18 @@ func runWorker(args []string) int {
 		stop()
 	}()
 	logger := newLogger(cfg)
-	pool, err := newPool(ctx, cfg.postgres)
+	pool, err := newPool(ctx, cfg.postgres, 24)
 	if err != nil {
 		logger.Error("chaos worker", "error", err)
 		return 2
 	}
 	defer pool.Close()
-	h, closeHandler, err := newHandler(ctx, pool, cfg)
+	h, opts, closeRole, err := newRole(pool, cfg, logger)
 	if err != nil {
 		logger.Error("chaos worker", "error", err)
 		return 2
 	}
-	defer closeHandler()
+	defer closeRole()
 
 	var wg sync.WaitGroup
 	loop := func(name string, run func() error) {
@@ -160,9 +175,7 @@ func runWorker(args []string) int {
 	if cfg.rabbit {
 		loop("rabbitmq", func() error {
 			c, err := rabbitsub.New(cfg.amqp, cfg.queue, h,
-				rabbitsub.WithWorkers(8), rabbitsub.WithPrefetch(64), consumer.WithMaxAttempts(1000),
-				consumer.WithBackoff(2*time.Millisecond, 100*time.Millisecond),
-				consumer.WithShutdownTimeout(10*time.Second), consumer.WithLogger(logger))
+				append(opts, rabbitsub.WithWorkers(8), rabbitsub.WithPrefetch(64))...)
 			if err != nil {
 				return err
 			}
@@ -171,7 +184,7 @@ func runWorker(args []string) int {
 	}
 	if cfg.kafkaOn {
 		loop("kafka", func() error {
-			c, err := newKafkaConsumer(cfg, h, logger)
+			c, err := newKafkaConsumer(cfg, h, opts)
 			if err != nil {
 				return err
 			}
@@ -187,28 +200,13 @@ func newLogger(cfg workerConfig) *slog.Logger {
 	if cfg.verbose {
 		level = slog.LevelWarn
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("worker", cfg.gen)
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("worker", cfg.gen, "role", cfg.role)
 }
 
-func newPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
-	pc, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("chaos: postgres URL: %w", err)
-	}
-	// Each handler holds a transaction and may record a fault on a second
-	// connection: keep more connections than handlers run at once.
-	pc.MaxConns = 32
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
-	if err != nil {
-		return nil, fmt.Errorf("chaos: connect to postgres: %w", err)
-	}
-	return pool, nil
-}
-
-func newKafkaConsumer(cfg workerConfig, h consumer.Handler, logger *slog.Logger) (*kafkasub.Consumer, error) {
+func newKafkaConsumer(cfg workerConfig, h consumer.Handler, opts []consumer.Option) (*kafkasub.Consumer, error) {
 	// Short sessions, so that the group notices a killed member within
 	// seconds.
-	return kafkasub.New([]string{cfg.kafka}, cfg.topic, cfg.group, h,
+	return kafkasub.New([]string{cfg.kafka}, cfg.topic, cfg.group, h, append(opts,
 		kafkasub.WithSessionTimeout(3*time.Second),
 		kafkasub.WithReaderConfig(func(rc *kafkago.ReaderConfig) {
 			rc.MaxWait = 100 * time.Millisecond
@@ -218,92 +216,41 @@ func newKafkaConsumer(cfg workerConfig, h consumer.Handler, logger *slog.Logger)
 			rc.ReadBackoffMax = 100 * time.Millisecond
 			rc.MaxAttempts = 1000
 		}),
-		kafkasub.WithPartitionParallelism(partitions), consumer.WithMaxAttempts(1000),
+		kafkasub.WithPartitionParallelism(partitions))...)
+}
+
+// newRole returns the handler of a consuming role and the consumer options
+// its transports take: the pgstore inbox (so a handler's writes and the
+// completion commit together), a timeout
+// below the lease, and many quick retries, since every fault is transient.
+func newRole(pool *pgxpool.Pool, cfg workerConfig, logger *slog.Logger) (consumer.Handler, []consumer.Option, func(), error) {
+	opts := []consumer.Option{
+		consumer.WithTimeout(cfg.timeout), consumer.WithMaxAttempts(1000),
 		consumer.WithBackoff(2*time.Millisecond, 100*time.Millisecond),
-		consumer.WithShutdownTimeout(10*time.Second), consumer.WithLogger(logger))
-}
-
-// newHandler returns the consumer's chain: the pgstore inbox (so the row and
-// the completion commit together), a timeout below the lease, and Recover
-// innermost so an injected panic rolls back like an error.
-func newHandler(ctx context.Context, pool *pgxpool.Pool, cfg workerConfig) (consumer.Handler, func(), error) {
-	inner := &effectHandler{pool: pool, tables: cfg.tables, seed: cfg.seed, failRate: cfg.failRate, worker: cfg.gen}
-	if cfg.noDedupe {
-		return consumer.Chain(consumer.Timeout(cfg.timeout), consumer.Recover())(inner), func() {}, nil
+		consumer.WithShutdownTimeout(10 * time.Second), consumer.WithLogger(logger),
 	}
-	store, err := pgstore.New(pool, pgstore.WithTable(cfg.tables.dedupe()))
-	if err != nil {
-		return nil, nil, fmt.Errorf("chaos: dedupe store: %w", err)
+	closers := []func(){}
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
 	}
-	dd := consumer.Dedupe(store, cfg.scope, consumer.WithLease(cfg.lease), consumer.WithRetention(dedupe.Forever))
-	return consumer.Chain(dd, consumer.Timeout(cfg.timeout), consumer.Recover())(inner), func() { _ = store.Close() }, nil
-}
-
-// errInjected is the transient failure the handler returns on purpose.
-var errInjected = errors.New("chaos: injected transient failure")
-
-type execer interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}
-
-// effectHandler applies a message's effect: one row in the effects table,
-// written in the inbox's transaction. Then, for a seeded fraction of the
-// attempts, it fails (or panics) after the row was written, so the row must
-// be rolled back.
-type effectHandler struct {
-	pool     *pgxpool.Pool
-	tables   tables
-	seed     uint64
-	failRate float64
-	worker   int
-}
-
-func (e *effectHandler) Handle(ctx context.Context, m *consumer.Message) error {
-	var db execer = e.pool // without dedupe (-no-dedupe): autocommit
-	if tx, ok := pgstore.TxFromContext(ctx); ok {
-		db = tx
+	if !cfg.noDedupe {
+		store, err := pgstore.New(pool, pgstore.WithTable(cfg.tables.dedupe()))
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("chaos: dedupe store: %w", err)
+		}
+		closers = append(closers, func() { _ = store.Close() })
+		opts = append(opts, consumer.WithDedupe(store, cfg.scope), consumer.WithLease(cfg.lease), consumer.WithRetention(dedupe.Forever))
 	}
-	if _, err := db.Exec(ctx, "INSERT INTO "+e.tables.effects()+" (message_id, source, worker, attempt) VALUES ($1, $2, $3, $4)",
-		m.ID, m.Source, e.worker, m.Attempt); err != nil {
-		return fmt.Errorf("chaos: write effect of %s: %w", m.ID, err)
+	f := &faulty{pool: pool, table: cfg.tables.faults(), chances: cfg.chances, worker: cfg.gen, role: cfg.role}
+	var h consumer.Handler
+	switch cfg.role {
+	case roleMessages:
+		h = &effectHandler{faulty: f, effects: cfg.tables.effects()}
+	default:
+		closeAll()
+		return nil, nil, nil, fmt.Errorf("chaos: role %q consumes nothing", cfg.role)
 	}
-	fail, panics := e.failure(m)
-	if !fail {
-		return nil
-	}
-	kind := "error"
-	if panics {
-		kind = "panic"
-	}
-	// Recorded outside the transaction, which is about to roll back.
-	_, _ = e.pool.Exec(context.WithoutCancel(ctx), "INSERT INTO "+e.tables.faults()+" (kind, message_id, worker) VALUES ($1, $2, $3)",
-		kind, m.ID, e.worker)
-	if panics {
-		panic(fmt.Sprintf("chaos: injected panic handling %s", m.ID))
-	}
-	return fmt.Errorf("handling %s, attempt %d: %w", m.ID, m.Attempt, errInjected)
-}
-
-// failure decides, from the seed, the message ID and the attempt, whether
-// this attempt fails and whether it panics (a quarter of the failures).
-func (e *effectHandler) failure(m *consumer.Message) (fail, panics bool) {
-	h := fnv.New64a()
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], e.seed)
-	h.Write(b[:])
-	h.Write(m.ID[:])
-	binary.BigEndian.PutUint64(b[:], uint64(m.Attempt))
-	h.Write(b[:])
-	sum := mix(h.Sum64())
-	u := float64(sum>>11) / (1 << 53)
-	return u < e.failRate, sum&3 == 0
-}
-
-// mix is SplitMix64's finaliser: FNV's low bits are poorly distributed.
-func mix(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	return x ^ (x >> 31)
+	return h, opts, closeAll, nil
 }
