@@ -64,12 +64,15 @@ func program(t *testing.T) string {
 	return buildBin
 }
 
-// The result lines: the scenario prints its checks, its faults and its
+// The result lines: each scenario prints its checks, its faults and its
 // final line, in that order.
 var (
-	finalRe  = regexp.MustCompile(`^chaos: messages=(\d+) effects=(\d+) duplicates=(\d+) lost=(\d+) faults=(\d+)$`)
-	faultsRe = regexp.MustCompile(`^faults: extra_copies=(\d+) handler_failures=(\d+) \(panics (\d+)\) rabbitmq_connection_kills=(\d+) consumer_sigkills=(\d+) kafka_restarts=(\d+) dropped=(\d+)$`)
-	checksRe = regexp.MustCompile(`^checks: rows=(\d+) distinct=(\d+) unexpected=(\d+) misrouted=(\d+) replay_new_effects=(\d+) replayed_records=(\d+) left_in_queue=(\d+)$`)
+	finalRe        = regexp.MustCompile(`^chaos: messages=(\d+) effects=(\d+) duplicates=(\d+) lost=(\d+) faults=(\d+)$`)
+	faultsRe       = regexp.MustCompile(`^faults: extra_copies=(\d+) handler_failures=(\d+) \(panics (\d+)\) rabbitmq_connection_kills=(\d+) consumer_sigkills=(\d+) kafka_restarts=(\d+) dropped=(\d+)$`)
+	checksRe       = regexp.MustCompile(`^checks: rows=(\d+) distinct=(\d+) unexpected=(\d+) misrouted=(\d+) replay_new_effects=(\d+) replayed_records=(\d+) left_in_queue=(\d+)$`)
+	outboxFinalRe  = regexp.MustCompile(`^chaos-outbox: orders=(\d+) events=(\d+) effects=(\d+) duplicates=(\d+) lost=(\d+) faults=(\d+)$`)
+	outboxFaultsRe = regexp.MustCompile(`^outbox-faults: republished=(\d+) handler_failures=(\d+) \(panics (\d+)\) rabbitmq_connection_kills=(\d+) consumer_sigkills=(\d+) relay_sigkills=(\d+) kafka_restarts=(\d+) postgres_restarts=(\d+) dropped=(\d+)$`)
+	outboxChecksRe = regexp.MustCompile(`^outbox-checks: charges=(\d+) charged_orders=(\d+) receipts=(\d+) mismatched=(\d+) unexpected=(\d+) pending=(\d+) dead=(\d+) replay_new_receipts=(\d+) replayed_records=(\d+) left_in_queue=(\d+) write_retries=(\d+)$`)
 )
 
 // outcome is one run of the program; the maps are nil for a scenario that
@@ -80,6 +83,9 @@ type outcome struct {
 	final          map[string]int64 // messages, effects, duplicates, lost, faults
 	faults         map[string]int64
 	checks         map[string]int64
+	outbox         map[string]int64 // orders, events, effects, duplicates, lost, faults
+	outboxFaults   map[string]int64
+	outboxChecks   map[string]int64
 }
 
 func match(t *testing.T, re *regexp.Regexp, line string, names ...string) map[string]int64 {
@@ -148,17 +154,22 @@ func runProgram(t *testing.T, timeout time.Duration, args ...string) outcome {
 		o.faults = match(t, faultsRe, l[1], "extra_copies", "handler_failures", "panics", "connection_kills", "sigkills", "kafka_restarts", "dropped")
 		o.final = match(t, finalRe, l[2], "messages", "effects", "duplicates", "lost", "faults")
 	}
+	if l := scenarioLines(t, lines, "outbox-checks: ", "outbox-faults: ", "chaos-outbox: "); l != nil {
+		o.outboxChecks = match(t, outboxChecksRe, l[0], "charges", "charged_orders", "receipts", "mismatched", "unexpected", "pending", "dead", "replay_new", "replayed", "left_in_queue", "write_retries")
+		o.outboxFaults = match(t, outboxFaultsRe, l[1], "republished", "handler_failures", "panics", "connection_kills", "consumer_sigkills", "relay_sigkills", "kafka_restarts", "postgres_restarts", "dropped")
+		o.outbox = match(t, outboxFinalRe, l[2], "orders", "events", "effects", "duplicates", "lost", "faults")
+	}
 	if strings.Contains(o.stderr, "DATA RACE") {
 		t.Errorf("the race detector reported a race")
 	}
 	return o
 }
 
-// wantLines fails the test unless the message scenario's lines are there.
-func (o outcome) wantLines(t *testing.T) {
+// wantLines fails the test unless exactly the scenarios named ran.
+func (o outcome) wantLines(t *testing.T, messages, outbox bool) {
 	t.Helper()
-	if o.final == nil {
-		t.Fatal("no result lines of the message scenario")
+	if (o.final != nil) != messages || (o.outbox != nil) != outbox {
+		t.Fatalf("result lines: message scenario %v (want %v), outbox scenario %v (want %v)", o.final != nil, messages, o.outbox != nil, outbox)
 	}
 }
 
@@ -166,8 +177,8 @@ func (o outcome) wantLines(t *testing.T) {
 // must be right, and every kind of fault must have happened.
 func TestChaosShort(t *testing.T) {
 	const n = 2000
-	o := runProgram(t, 100*time.Second, "-n", strconv.Itoa(n), "-seed", "7")
-	o.wantLines(t)
+	o := runProgram(t, 100*time.Second, "-n", strconv.Itoa(n), "-orders", "0", "-seed", "7")
+	o.wantLines(t, true, false)
 	if o.code != 0 {
 		t.Errorf("exit status %d, want 0", o.code)
 	}
@@ -201,14 +212,52 @@ func TestChaosShort(t *testing.T) {
 	}
 }
 
+// TestChaosOutboxShort runs the outbox scenario with 500 orders, without
+// the PostgreSQL restart (it would disturb every other test using the
+// server; make chaos does it): every order must have one charge and one
+// receipt that match it, and every kind of fault must have happened.
+func TestChaosOutboxShort(t *testing.T) {
+	const n = 500
+	o := runProgram(t, 100*time.Second, "-n", "0", "-orders", strconv.Itoa(n), "-seed", "11")
+	o.wantLines(t, false, true)
+	if o.code != 0 {
+		t.Errorf("exit status %d, want 0", o.code)
+	}
+	want := map[string]int64{"orders": n, "events": n, "effects": n, "duplicates": 0, "lost": 0}
+	for k, v := range want {
+		if o.outbox[k] != v {
+			t.Errorf("%s = %d, want %d", k, o.outbox[k], v)
+		}
+	}
+	f := o.outboxFaults
+	if sum := f["republished"] + f["handler_failures"] + f["connection_kills"] + f["consumer_sigkills"] + f["relay_sigkills"] + f["kafka_restarts"] + f["postgres_restarts"]; sum != o.outbox["faults"] {
+		t.Errorf("faults = %d, but the breakdown sums to %d", o.outbox["faults"], sum)
+	}
+	if f["republished"] == 0 || f["handler_failures"] < n/10 || f["panics"] == 0 {
+		t.Errorf("republished %d, handler failures %d (panics %d): too few injected", f["republished"], f["handler_failures"], f["panics"])
+	}
+	if f["connection_kills"] != 2 || f["consumer_sigkills"] != 2 || f["relay_sigkills"] != 3 || f["kafka_restarts"] != 2 || f["postgres_restarts"] != 0 || f["dropped"] != 0 {
+		t.Errorf("faults %v: want 2 connection kills, 2 consumer and 3 relay SIGKILLs, 2 Kafka restarts, no PostgreSQL restart, nothing dropped", f)
+	}
+	c := o.outboxChecks
+	if c["charges"] != n || c["charged_orders"] != n || c["receipts"] != n || c["mismatched"] != 0 || c["unexpected"] != 0 ||
+		c["pending"] != 0 || c["dead"] != 0 || c["replay_new"] != 0 || c["left_in_queue"] != 0 {
+		t.Errorf("checks: %v", c)
+	}
+	if c["replayed"] < n {
+		t.Errorf("replay read %d records, want at least %d", c["replayed"], n)
+	}
+}
+
 // TestChaosCatchesDuplicates runs without the dedupe middleware: every
-// message is published at least twice, so every message must be counted as
-// applied more than once and the program must fail. This is what makes a
-// passing TestChaosShort mean something.
+// message is published at least twice, and the replay reads every payment
+// again, so every message and every order must be counted as applied more
+// than once and the program must fail. This is what makes a passing
+// TestChaosShort and TestChaosOutboxShort mean something.
 func TestChaosCatchesDuplicates(t *testing.T) {
-	const n = 200
-	o := runProgram(t, 100*time.Second, "-n", strconv.Itoa(n), "-seed", "3", "-no-dedupe")
-	o.wantLines(t)
+	const n, orders = 200, 100
+	o := runProgram(t, 100*time.Second, "-n", strconv.Itoa(n), "-orders", strconv.Itoa(orders), "-seed", "3", "-no-dedupe")
+	o.wantLines(t, true, true)
 	if o.code != 1 {
 		t.Errorf("exit status %d, want 1", o.code)
 	}
@@ -218,19 +267,24 @@ func TestChaosCatchesDuplicates(t *testing.T) {
 	if o.checks["replay_new"] == 0 {
 		t.Errorf("the replay without dedupe added no effects")
 	}
+	if o.outbox["duplicates"] != orders || o.outbox["lost"] != 0 || o.outbox["effects"] < 2*orders {
+		t.Errorf("outbox counts %v: want duplicates=%d lost=0 effects>=%d", o.outbox, orders, 2*orders)
+	}
+	if o.outboxChecks["replay_new"] < orders {
+		t.Errorf("the replay without dedupe added %d receipts, want at least %d", o.outboxChecks["replay_new"], orders)
+	}
 	if !strings.Contains(o.stderr, "FAILED") {
 		t.Errorf("no FAILED explanation on stderr")
 	}
 }
 
-// TestChaosCatchesLoss makes the handler acknowledge a fifth of the
-// messages without their effect: the program must count each of them as
-// lost, and fail. With TestChaosCatchesDuplicates, this is what makes a
-// passing TestChaosShort mean something.
+// TestChaosCatchesLoss makes the last handler of each scenario acknowledge a
+// fifth of the messages without their effect: the program must count each
+// of them as lost, and fail.
 func TestChaosCatchesLoss(t *testing.T) {
-	const n = 200
-	o := runProgram(t, 100*time.Second, "-n", strconv.Itoa(n), "-seed", "5", "-drop-share", "0.2")
-	o.wantLines(t)
+	const n, orders = 200, 100
+	o := runProgram(t, 100*time.Second, "-n", strconv.Itoa(n), "-orders", strconv.Itoa(orders), "-seed", "5", "-drop-share", "0.2")
+	o.wantLines(t, true, true)
 	if o.code != 1 {
 		t.Errorf("exit status %d, want 1", o.code)
 	}
@@ -239,7 +293,11 @@ func TestChaosCatchesLoss(t *testing.T) {
 	if dropped == 0 || o.final["lost"] != dropped || o.final["effects"] != n-dropped || o.final["duplicates"] != 0 {
 		t.Errorf("final counts %v with %d dropped: want lost=%[2]d effects=%d duplicates=0", o.final, dropped, n-dropped)
 	}
-	for _, want := range []string{"FAILED", "messages never applied"} {
+	dropped = o.outboxFaults["dropped"]
+	if dropped == 0 || o.outbox["lost"] != dropped || o.outbox["effects"] != orders-dropped || o.outbox["duplicates"] != 0 {
+		t.Errorf("outbox counts %v with %d dropped: want lost=%[2]d effects=%d duplicates=0", o.outbox, dropped, orders-dropped)
+	}
+	for _, want := range []string{"FAILED", "messages never applied", "orders without a receipt"} {
 		if !strings.Contains(o.stderr, want) {
 			t.Errorf("stderr does not say %q", want)
 		}
@@ -323,8 +381,11 @@ func TestOptions(t *testing.T) {
 	}{
 		{"defaults", nil, true},
 		{"short", []string{"-n", "2000", "-seed", "9", "-transports", "kafka"}, true},
+		{"outbox only", []string{"-n", "0", "-orders", "500", "-relays", "3", "-restart-postgres", "true"}, true},
 		{"drop", []string{"-drop-share", "0.01"}, true},
-		{"no messages", []string{"-n", "0"}, false},
+		{"nothing to do", []string{"-n", "0", "-orders", "0"}, false},
+		{"negative", []string{"-n", "-1"}, false},
+		{"no relay", []string{"-relays", "0"}, false},
 		{"bad transport", []string{"-transports", "nats"}, false},
 		{"bad rate", []string{"-fail", "1"}, false},
 		{"bad drop share", []string{"-drop-share", "0.9"}, false},
@@ -337,7 +398,8 @@ func TestOptions(t *testing.T) {
 			if (err == nil) != tt.ok {
 				t.Fatalf("parseOptions(%q) = %v, want ok=%v", tt.args, err, tt.ok)
 			}
-			if tt.name == "defaults" && (o.n != 20000 || o.failRate != 0.2 || o.dropShare != 0 || !o.rabbit() || !o.kafka()) {
+			if tt.name == "defaults" && (o.n != 20000 || o.orders != 5000 || o.relays != 2 || o.failRate != 0.2 || o.dropShare != 0 ||
+				o.restartPostgres != "" || !o.rabbit() || !o.kafka()) {
 				t.Errorf("defaults %+v", o)
 			}
 		})
@@ -347,13 +409,13 @@ func TestOptions(t *testing.T) {
 // TestWorkerArgs: a worker configuration survives the trip through the
 // command line and the environment.
 func TestWorkerArgs(t *testing.T) {
-	for _, role := range []string{roleMessages} {
+	for _, role := range []string{roleMessages, roleBilling, roleReceipts, roleRelay} {
 		t.Run(role, func(t *testing.T) {
 			in := workerConfig{
 				role: role, amqp: "amqp://u:p@h:5672/", postgres: "postgres://h/db", kafka: "127.0.0.1:9092",
 				queue: "q", topic: "t", group: "g", tables: tables{prefix: "chaos_x"}, scope: role,
 				chances: chances{seed: 9, failRate: 0.25, dropShare: 0.125}, lease: 3 * time.Second, timeout: 1500 * time.Millisecond,
-				gen: 4, rabbit: true, kafkaOn: true, noDedupe: true, verbose: true,
+				gen: 4, rabbit: true, kafkaOn: role != roleBilling, noDedupe: true, verbose: true,
 			}
 			for _, kv := range in.env() {
 				k, v, _ := strings.Cut(kv, "=")

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -195,7 +196,7 @@ func (e *env) createTopic(ctx context.Context, topic string) error {
 }
 
 // killConnections makes the broker close every connection of the run's
-// user: the publisher's and the consumer process's.
+// user: the publishers', the relays' and the consumer processes'.
 func (e *env) killConnections(ctx context.Context) error {
 	return e.rabbitUser.CloseConnections(ctx, "chaos: connection kill")
 }
@@ -212,6 +213,21 @@ func (e *env) restartKafka(ctx context.Context) error {
 		return err
 	}
 	e.logf("fault: Kafka broker started again on %s with its data", e.kafkaAddr)
+	return nil
+}
+
+// restartPostgres runs the -restart-postgres command, which restarts the
+// PostgreSQL server every process of the run uses.
+func (e *env) restartPostgres(ctx context.Context) error {
+	e.logf("fault: restarting PostgreSQL")
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	began := time.Now()
+	out, err := exec.CommandContext(ctx, "sh", "-c", e.opt.restartPostgres).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("restart postgres (%s): %w: %s", e.opt.restartPostgres, err, strings.TrimSpace(string(out)))
+	}
+	e.logf("fault: PostgreSQL restarted in %v", time.Since(began).Round(time.Millisecond))
 	return nil
 }
 

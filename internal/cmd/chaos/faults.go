@@ -12,9 +12,12 @@ import (
 type faultKind string
 
 const (
-	connKill     faultKind = "rabbitmq_connection_kills"
-	consumerKill faultKind = "consumer_sigkills"
-	kafkaRestart faultKind = "kafka_restarts"
+	connKill      faultKind = "rabbitmq_connection_kills"
+	consumerKill  faultKind = "consumer_sigkills"
+	relayKill     faultKind = "relay_sigkills"
+	kafkaRestart  faultKind = "kafka_restarts"
+	pgRestart     faultKind = "postgres_restarts"
+	republishKind faultKind = "republish"
 )
 
 // fault is one planned fault, injected when the run has got as far as at: a

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -13,6 +14,9 @@ import (
 
 	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
+	"github.com/uuidforge/uuidforge/forge"
+	"github.com/uuidforge/uuidforge/outbox/pgoutbox"
+	"github.com/uuidforge/uuidforge/publisher"
 )
 
 // chances are the seeded decisions the handlers make: which attempts fail
@@ -108,14 +112,15 @@ func (f *faulty) dropped(ctx context.Context, m *consumer.Message) bool {
 }
 
 // inTx runs fn in the inbox's transaction when there is one (the dedupe
-// middleware with pgstore put it in ctx), and otherwise (-no-dedupe) in a
-// transaction of its own.
+// middleware with pgstore put it in ctx; a pgoutbox publisher finds it there
+// by itself), and otherwise (-no-dedupe) in a transaction of its own, given
+// to pgoutbox with NewContext.
 func inTx(ctx context.Context, pool *pgxpool.Pool, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	if tx, ok := pgstore.TxFromContext(ctx); ok {
 		return fn(ctx, tx)
 	}
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		return fn(ctx, tx)
+		return fn(pgoutbox.NewContext(ctx, tx), tx)
 	})
 }
 
@@ -136,5 +141,99 @@ func (e *effectHandler) Handle(ctx context.Context, m *consumer.Message) error {
 			return fmt.Errorf("chaos: write effect of %s: %w", m.ID, err)
 		}
 		return e.inject(ctx, m)
+	})
+}
+
+// The outbox scenario's messages and destinations.
+const (
+	typeOrderPlaced     = "order.placed"
+	typePaymentCaptured = "payment.captured"
+	destOrders          = "orders"   // → the run's RabbitMQ queue
+	destPayments        = "payments" // → the run's Kafka topic
+)
+
+// orderEvent is the body of order.placed and payment.captured.
+type orderEvent struct {
+	Run    string `json:"run"`
+	Order  int64  `json:"order"`
+	Amount int64  `json:"amount"`
+}
+
+func parseOrderEvent(m *consumer.Message) (orderEvent, error) {
+	var o orderEvent
+	if err := json.Unmarshal(m.Body, &o); err != nil {
+		return o, consumer.Permanent(fmt.Errorf("chaos: %s %s: %w", m.Type, m.ID, err))
+	}
+	return o, nil
+}
+
+// billingHandler charges an order: for each order.placed it writes a charge
+// and enqueues payment.captured through the outbox, in the inbox's
+// transaction, then may fail as the chances say, which must roll back both.
+type billingHandler struct {
+	*faulty
+	charges string
+	pub     *pgoutbox.Publisher
+}
+
+func newBilling(f *faulty, cfg workerConfig) (*billingHandler, func(), error) {
+	store, err := pgoutbox.New(f.pool, pgoutbox.WithTable(cfg.tables.outbox()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("chaos: outbox: %w", err)
+	}
+	gen, err := forge.New(namespace)
+	if err != nil {
+		return nil, nil, err
+	}
+	pub, err := pgoutbox.NewPublisher(store, destPayments, gen)
+	if err != nil {
+		_ = store.Close()
+		return nil, nil, fmt.Errorf("chaos: outbox publisher: %w", err)
+	}
+	return &billingHandler{faulty: f, charges: cfg.tables.charges(), pub: pub}, func() { _ = store.Close() }, nil
+}
+
+func (b *billingHandler) Handle(ctx context.Context, m *consumer.Message) error {
+	o, err := parseOrderEvent(m)
+	if err != nil {
+		return err
+	}
+	return inTx(ctx, b.pool, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "INSERT INTO "+b.charges+" (order_no, amount, message_id, worker) VALUES ($1, $2, $3, $4)",
+			o.Order, o.Amount, m.ID, b.worker); err != nil {
+			return fmt.Errorf("chaos: charge order %d: %w", o.Order, err)
+		}
+		body, err := json.Marshal(o)
+		if err != nil {
+			return err
+		}
+		if err := b.pub.Publish(ctx, publisher.Message{Type: typePaymentCaptured, Key: []any{o.Run, o.Order}, Body: body}); err != nil {
+			return fmt.Errorf("chaos: enqueue payment of order %d: %w", o.Order, err)
+		}
+		return b.inject(ctx, m)
+	})
+}
+
+// receiptHandler writes a receipt for each payment.captured: the last
+// effect of the outbox scenario, checked against its order.
+type receiptHandler struct {
+	*faulty
+	receipts string
+}
+
+func (r *receiptHandler) Handle(ctx context.Context, m *consumer.Message) error {
+	o, err := parseOrderEvent(m)
+	if err != nil {
+		return err
+	}
+	if r.dropped(ctx, m) {
+		return nil
+	}
+	return inTx(ctx, r.pool, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "INSERT INTO "+r.receipts+" (order_no, amount, message_id, causation_id, worker) VALUES ($1, $2, $3, $4, $5)",
+			o.Order, o.Amount, m.ID, m.CausationID, r.worker); err != nil {
+			return fmt.Errorf("chaos: receipt of order %d: %w", o.Order, err)
+		}
+		return r.inject(ctx, m)
 	})
 }

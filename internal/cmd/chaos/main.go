@@ -26,19 +26,22 @@ func main() {
 
 // options are the command-line flags.
 type options struct {
-	n          int
-	seed       uint64
-	amqp       string
-	postgres   string
-	ctl        string
-	transports string
-	failRate   float64
-	dropShare  float64
-	timeout    time.Duration
-	lease      time.Duration
-	keep       bool
-	noDedupe   bool
-	verbose    bool
+	n               int
+	orders          int
+	relays          int
+	seed            uint64
+	amqp            string
+	postgres        string
+	ctl             string
+	restartPostgres string
+	transports      string
+	failRate        float64
+	dropShare       float64
+	timeout         time.Duration
+	lease           time.Duration
+	keep            bool
+	noDedupe        bool
+	verbose         bool
 }
 
 func (o options) rabbit() bool { return o.transports != "kafka" }
@@ -60,11 +63,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.IntVar(&o.n, "n", 20000, "distinct messages of the message scenario, over both transports together")
-	fs.Uint64Var(&o.seed, "seed", 1, "seed of the copies, their order and the handler failures")
+	fs.IntVar(&o.n, "n", 20000, "distinct messages of the message scenario, over both transports together (0: skip it)")
+	fs.IntVar(&o.orders, "orders", 5000, "orders of the outbox scenario (0: skip it)")
+	fs.IntVar(&o.relays, "relays", 2, "outbox relay processes")
+	fs.Uint64Var(&o.seed, "seed", 1, "seed of the copies, their order, the amounts and the handler failures")
 	fs.StringVar(&o.amqp, "amqp", envOr(testenv.EnvAMQP, testenv.DefaultAMQPURL), "RabbitMQ URL of a user that may add users (default $"+testenv.EnvAMQP+")")
 	fs.StringVar(&o.postgres, "postgres", envOr(testenv.EnvPostgres, testenv.DefaultPostgresURL), "PostgreSQL URL (default $"+testenv.EnvPostgres+")")
 	fs.StringVar(&o.ctl, "rabbitmqctl", "rabbitmqctl", "rabbitmqctl command, used to add the run's user and close its connections")
+	fs.StringVar(&o.restartPostgres, "restart-postgres", "", "shell command that restarts the PostgreSQL server, run once during the outbox scenario (empty: no restart; it disturbs every other user of the server)")
 	fs.StringVar(&o.transports, "transports", "both", "message scenario: both, rabbitmq or kafka")
 	fs.Float64Var(&o.failRate, "fail", 0.2, "fraction of handler attempts that fail")
 	fs.Float64Var(&o.dropShare, "drop-share", 0, "fraction of messages the last handler acknowledges without their effect (the run must then fail: shows the check works)")
@@ -79,8 +85,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case o.n < 1:
-		return o, fmt.Errorf("-n %d: need at least one message", o.n)
+	case o.n < 0 || o.orders < 0 || o.n+o.orders == 0:
+		return o, fmt.Errorf("-n %d -orders %d: need messages or orders", o.n, o.orders)
+	case o.relays < 1:
+		return o, fmt.Errorf("-relays %d: need at least one", o.relays)
 	case o.transports != "both" && o.transports != "rabbitmq" && o.transports != "kafka":
 		return o, fmt.Errorf("-transports %q: want both, rabbitmq or kafka", o.transports)
 	case o.failRate < 0 || o.failRate > 0.9:
@@ -117,7 +125,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	e := &env{opt: opt, out: stdout, errOut: stderr, start: time.Now(), run: hex.EncodeToString(id[:])}
 	defer e.cleanup()
-	if err := e.setup(ctx, opt.rabbit(), opt.kafka()); err != nil {
+	rabbit := opt.orders > 0 || (opt.n > 0 && opt.rabbit())
+	kafka := opt.orders > 0 || (opt.n > 0 && opt.kafka())
+	if err := e.setup(ctx, rabbit, kafka); err != nil {
 		fmt.Fprintln(stderr, "chaos: setup:", err)
 		return 2
 	}
@@ -125,7 +135,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, sc := range []struct {
 		on  bool
 		run func(context.Context, *env) ([]string, error)
-	}{{opt.n > 0, runMessages}} {
+	}{{opt.n > 0, runMessages}, {opt.orders > 0, runOutbox}} {
 		if !sc.on || ctx.Err() != nil {
 			continue
 		}

@@ -18,7 +18,7 @@ import (
 // column of the rows it writes). Safe for concurrent use.
 type proc struct {
 	e    *env
-	name string                     // "consumer", ...
+	name string                     // "consumer", "relay 1", ...
 	cfg  func(gen int) workerConfig // the configuration of the next start
 
 	mu  sync.Mutex // held while starting, killing or stopping
@@ -144,9 +144,10 @@ type backlog struct {
 	applied int64 // distinct messages applied (or dropped on purpose)
 	queue   int64 // messages ready in the queue
 	lag     int64 // records of the topic not committed by the group
+	pending int64 // outbox records not dispatched yet
 }
 
-func (b backlog) empty() bool { return b.queue == 0 && b.lag == 0 }
+func (b backlog) empty() bool { return b.queue == 0 && b.lag == 0 && b.pending == 0 }
 
 // drain waits until want messages were applied, every consume fault was
 // tried and nothing is left in the queues, then stops the processes and
@@ -200,7 +201,7 @@ func (e *env) drain(ctx context.Context, procs []*proc, faults []*fault, want in
 			return b, err
 		}
 		if b.empty() || round == 3 {
-			e.logf("workers stopped: %d messages applied, %d left in the queue, %d records not committed", b.applied, b.queue, b.lag)
+			e.logf("workers stopped: %d messages applied, %d left in the queue, %d records not committed, %d outbox records pending", b.applied, b.queue, b.lag, b.pending)
 			return b, nil
 		}
 		e.logf("after stopping the workers, %+v: working again", b)

@@ -26,7 +26,7 @@ import (
 
 // workerCommand is the hidden sub-command that runs a worker process: the
 // coordinator starts the program again with it, so that killing a consumer
-// with SIGKILL kills a real process.
+// or a relay with SIGKILL kills a real process.
 const workerCommand = "worker"
 
 // Partitions of the run's topics (the in-process broker's default).
@@ -35,6 +35,9 @@ const partitions = 3
 // The roles a worker process plays.
 const (
 	roleMessages = "messages" // consumes the message scenario's queue and topic
+	roleBilling  = "billing"  // order.placed from RabbitMQ → charge + payment.captured into the outbox
+	roleReceipts = "receipts" // payment.captured from Kafka → receipt
+	roleRelay    = "relay"    // the outbox relay
 )
 
 // tables names the PostgreSQL tables of one scenario of the run.
@@ -51,6 +54,15 @@ func (t tables) faults() string { return t.prefix + "_faults" }
 
 // dedupe is the pgstore table (the inbox).
 func (t tables) dedupe() string { return t.prefix + "_dedupe" }
+
+// orders, charges and receipts are the outbox scenario's business tables;
+// charges and receipts have no unique key, on purpose.
+func (t tables) orders() string   { return t.prefix + "_orders" }
+func (t tables) charges() string  { return t.prefix + "_charges" }
+func (t tables) receipts() string { return t.prefix + "_receipts" }
+
+// outbox is the pgoutbox table.
+func (t tables) outbox() string { return t.prefix + "_outbox" }
 
 // workerConfig is everything a worker process needs; the coordinator passes
 // it on the command line (and the URLs in the environment).
@@ -96,7 +108,7 @@ func parseWorker(args []string) (workerConfig, error) {
 	var c workerConfig
 	fs := flag.NewFlagSet(workerCommand, flag.ContinueOnError)
 	c.amqp, c.postgres = os.Getenv(workerAMQPEnv), os.Getenv(workerPostgresEnv)
-	fs.StringVar(&c.role, "role", roleMessages, "the worker's role: messages")
+	fs.StringVar(&c.role, "role", roleMessages, "messages, billing, receipts or relay")
 	fs.StringVar(&c.kafka, "kafka", "", "Kafka broker address")
 	fs.StringVar(&c.queue, "queue", "", "queue")
 	fs.StringVar(&c.topic, "topic", "", "topic")
@@ -118,9 +130,11 @@ func parseWorker(args []string) (workerConfig, error) {
 	}
 	missing := c.postgres == "" || c.tables.prefix == ""
 	switch c.role {
-	case roleMessages:
+	case roleMessages, roleBilling, roleReceipts:
 		missing = missing || c.scope == "" || (c.rabbit && (c.amqp == "" || c.queue == "")) ||
 			(c.kafkaOn && (c.kafka == "" || c.topic == "" || c.group == ""))
+	case roleRelay:
+		missing = missing || c.amqp == "" || c.queue == "" || c.kafka == "" || c.topic == ""
 	default:
 		return c, fmt.Errorf("chaos worker: unknown role %q", c.role)
 	}
@@ -145,12 +159,23 @@ func runWorker(args []string) int {
 		stop()
 	}()
 	logger := newLogger(cfg)
-	pool, err := newPool(ctx, cfg.postgres, 24)
+	conns := int32(24)
+	if cfg.role == roleRelay {
+		conns = 8
+	}
+	pool, err := newPool(ctx, cfg.postgres, conns)
 	if err != nil {
 		logger.Error("chaos worker", "error", err)
 		return 2
 	}
 	defer pool.Close()
+	if cfg.role == roleRelay {
+		if err := runRelay(ctx, pool, cfg, logger); err != nil {
+			logger.Error("chaos relay", "error", err)
+			return 2
+		}
+		return 0
+	}
 	h, opts, closeRole, err := newRole(pool, cfg, logger)
 	if err != nil {
 		logger.Error("chaos worker", "error", err)
@@ -220,8 +245,8 @@ func newKafkaConsumer(cfg workerConfig, h consumer.Handler, opts []consumer.Opti
 }
 
 // newRole returns the handler of a consuming role and the consumer options
-// its transports take: the pgstore inbox (so a handler's writes and the
-// completion commit together), a timeout
+// its transports take: the pgstore inbox (so a handler's writes, the
+// messages it enqueues and the completion commit together), a timeout
 // below the lease, and many quick retries, since every fault is transient.
 func newRole(pool *pgxpool.Pool, cfg workerConfig, logger *slog.Logger) (consumer.Handler, []consumer.Option, func(), error) {
 	opts := []consumer.Option{
@@ -248,6 +273,16 @@ func newRole(pool *pgxpool.Pool, cfg workerConfig, logger *slog.Logger) (consume
 	switch cfg.role {
 	case roleMessages:
 		h = &effectHandler{faulty: f, effects: cfg.tables.effects()}
+	case roleBilling:
+		b, closeB, err := newBilling(f, cfg)
+		if err != nil {
+			closeAll()
+			return nil, nil, nil, err
+		}
+		closers = append(closers, closeB)
+		h = b
+	case roleReceipts:
+		h = &receiptHandler{faulty: f, receipts: cfg.tables.receipts()}
 	default:
 		closeAll()
 		return nil, nil, nil, fmt.Errorf("chaos: role %q consumes nothing", cfg.role)
