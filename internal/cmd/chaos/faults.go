@@ -24,12 +24,16 @@ const (
 // fraction of the producer's work (gated faults) or of the effects applied
 // (consume faults).
 type fault struct {
-	kind  faultKind
-	name  string
-	at    float64
-	do    func(context.Context) error
-	tried atomic.Bool
-	ok    atomic.Bool
+	kind faultKind
+	name string
+	at   float64
+	do   func(context.Context) error
+	// meanwhile lets the work a gate holds back go on while the fault is
+	// injected, rather than after: for a fault that lasts (a server
+	// restart) and that the producer itself must live through.
+	meanwhile bool
+	tried     atomic.Bool
+	ok        atomic.Bool
 }
 
 // fire injects f; a failure is reported, and the fault then counts as
@@ -96,6 +100,9 @@ func (g *gate) run(ctx context.Context, e *env, claimed func() int64) {
 			if !sleep(ctx, 2*time.Millisecond) {
 				return
 			}
+		}
+		if f.meanwhile {
+			g.fired.Store(int64(k + 1))
 		}
 		e.fire(ctx, f)
 		g.fired.Store(int64(k + 1))

@@ -318,7 +318,8 @@ func (o *outboxRun) scenario(ctx context.Context) error {
 
 // planFaults lays out the faults: write faults fire as orders are written,
 // consume faults as receipts are; both hold the writers back until
-// injected, so that each lands while orders are still on their way.
+// injected, so that each lands while orders are still on their way, except
+// the PostgreSQL restart, which the writers must live through.
 func (o *outboxRun) planFaults() {
 	e := o.e
 	kill := func(name string, at float64) *fault {
@@ -338,7 +339,7 @@ func (o *outboxRun) planFaults() {
 		kill("close RabbitMQ connections while writing", 0.15),
 		sigkill(relayKill, relay(0), "SIGKILL relay 1 while writing", 0.30))
 	if e.opt.restartPostgres != "" {
-		o.writeFaults = append(o.writeFaults, &fault{kind: pgRestart, name: "restart PostgreSQL while writing", at: 0.45, do: e.restartPostgres})
+		o.writeFaults = append(o.writeFaults, &fault{kind: pgRestart, name: "restart PostgreSQL while writing", at: 0.45, do: e.restartPostgres, meanwhile: true})
 	}
 	o.writeFaults = append(o.writeFaults,
 		&fault{kind: kafkaRestart, name: "restart the Kafka broker while writing", at: 0.85, do: e.restartKafka})
