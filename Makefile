@@ -4,7 +4,7 @@ GO ?= go
 PKGS ?= ./...
 FUZZTIME ?= 30s
 
-.PHONY: all test services clusters clusters-stop vet fmt build fuzz chaos bench demo
+.PHONY: all test services clusters clusters-stop vet fmt build fuzz chaos chaos-outbox bench demo
 
 all: vet test
 
@@ -64,8 +64,18 @@ bench: services
 demo:
 	$(GO) run ./examples/quickstart
 
-# The fault test (examples/chaos): 20 000 messages through RabbitMQ and Kafka
-# while connections, the consumer process and the Kafka broker are killed;
-# prints `chaos: messages=N effects=N duplicates=0 lost=0 faults=F`.
+# The fault test (internal/cmd/chaos): 20 000 messages through RabbitMQ and
+# Kafka while connections, the consumer process and the Kafka broker are
+# killed, then 5 000 orders through the transactional outbox (writer → relays
+# → RabbitMQ → billing → relays → Kafka → receipts) under the same faults plus
+# relay SIGKILLs and a PostgreSQL restart (PG_RESTART; empty: none). Prints
+# `chaos: messages=N effects=N duplicates=0 lost=0 faults=F` and
+# `chaos-outbox: orders=N events=N effects=N duplicates=0 lost=0 faults=F`.
+# The restart disturbs everything else using the server meanwhile.
+PG_RESTART ?= pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main restart
 chaos: services
-	$(GO) run ./examples/chaos -n 20000
+	$(GO) run ./internal/cmd/chaos -n 20000 -orders 5000 -restart-postgres '$(PG_RESTART)'
+
+# Only the outbox scenario of the fault test.
+chaos-outbox: services
+	$(GO) run ./internal/cmd/chaos -n 0 -orders 5000 -restart-postgres '$(PG_RESTART)'
