@@ -53,3 +53,50 @@ func TestRunHidesPasswords(t *testing.T) {
 		}
 	}
 }
+
+func TestRedact(t *testing.T) {
+	for raw, want := range map[string]string{
+		"amqp://guest:guest@127.0.0.1:5672/":                     "amqp://guest:xxxxx@127.0.0.1:5672/",
+		"redis://127.0.0.1:6379/0":                               "redis://127.0.0.1:6379/0",
+		"redis://:secret@127.0.0.1:6379/0":                       "redis://:xxxxx@127.0.0.1:6379/0",
+		"postgres://app@db/shop?password=secret&sslmode=disable": "postgres://app@db/shop?password=xxxxx&sslmode=disable",
+		"postgres://app:pw/secret99@127.0.0.1:5432/test":         "postgres://xxxxx",
+		"postgres://app:2024/secret99@127.0.0.1:5432/test":       "postgres://xxxxx",
+		"postgres://app:pw%zzsecret99@127.0.0.1:5432/test":       "postgres://xxxxx",
+		"postgres://app@127.0.0.1/test?password=ab#secret99":     "postgres://app@127.0.0.1/test?password=xxxxx",
+		"app:secret@127.0.0.1:5432":                              "xxxxx",
+		"":                                                       "xxxxx",
+	} {
+		if got := redact(raw); got != want {
+			t.Errorf("redact(%q) = %q, want %q", raw, got, want)
+		}
+	}
+}
+
+// FuzzRedact checks that no part of a URL's password survives redact,
+// whatever the user name, password and host: in the user part, and in the
+// query as PostgreSQL URLs allow.
+func FuzzRedact(f *testing.F) {
+	for _, s := range [][3]string{
+		{"guest", "guest123", "127.0.0.1:5672"}, {"app", "pw/secret99", "h"}, {"", "2024/5678", "h:1"},
+		{"u", "a@bcdef", "h"}, {"u", "p%zzqrst", "h"}, {"u", "p?q#rstu", "h"}, {"u:v", "wxyz", "h/x"},
+	} {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, user, pw, host string) {
+		for _, raw := range []string{
+			"redis://" + user + ":" + pw + "@" + host + "/0",
+			"postgres://" + user + "@" + host + "/db?sslmode=disable&password=" + pw,
+		} {
+			got := redact(raw)
+			// A password of 4 bytes or more that the rest of the URL, or
+			// the redacted form's own text, does not contain anyway.
+			if len(pw) < 4 || strings.Contains(user+host+raw[:strings.Index(raw, "://")+3]+"xxxxx@:/?=&db0sslmodedisablepassword", pw) {
+				continue
+			}
+			if strings.Contains(got, pw) {
+				t.Fatalf("redact(%q) = %q shows the password %q", raw, got, pw)
+			}
+		}
+	})
+}

@@ -68,7 +68,9 @@ func checkURL(service, raw string) error {
 
 // redact returns raw fit for printing, with a password in the user part or
 // in the query (?password=) replaced by "xxxxx", as (*url.URL).Redacted
-// does. Of a URL that does not parse it shows only the scheme.
+// does, and without a fragment (which an unescaped '#' in a password
+// starts). Of a URL that does not parse it shows only the scheme, and of a
+// query that does not parse nothing.
 func redact(raw string) string {
 	u, ok := parseURL(raw)
 	if !ok {
@@ -77,7 +79,10 @@ func redact(raw string) string {
 		}
 		return "xxxxx"
 	}
-	if q := u.Query(); q.Has("password") {
+	u.Fragment, u.RawFragment = "", ""
+	if q, err := url.ParseQuery(u.RawQuery); err != nil {
+		u.RawQuery = "xxxxx" // the password may be anywhere in it
+	} else if q.Has("password") {
 		q.Set("password", "xxxxx")
 		u.RawQuery = q.Encode()
 	}
