@@ -413,7 +413,12 @@ func parseMetrics(text string) metrics {
 		}
 		s := sample{labels: map[string]string{}, value: v}
 		for _, l := range labelPair.FindAllStringSubmatch(p[2], -1) {
-			s.labels[l[1]] = l[2]
+			// Label values escape '\\', '"' and newlines as Go strings do.
+			if v, err := strconv.Unquote(`"` + l[2] + `"`); err == nil {
+				s.labels[l[1]] = v
+			} else {
+				s.labels[l[1]] = l[2]
+			}
 		}
 		m[p[1]] = append(m[p[1]], s)
 	}
