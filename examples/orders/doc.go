@@ -57,7 +57,9 @@
 // "orders serve" keeps the stores as they are (creating what is missing)
 // and runs until SIGINT or SIGTERM; -addr sets its address and
 // -kill-after-commit N kills it with SIGKILL right after the N-th order
-// commits, to watch it recover. Service URLs come from the flags, defaulting
+// commits, to watch it recover. A message a killed process was handling
+// waits until its claim's lease ends (-lease, default 30s) before a new
+// process handles it. Service URLs come from the flags, defaulting
 // to AMQP_URL, REDIS_URL and POSTGRES_URL or to local servers; Kafka is the
 // cluster in KAFKA_BROKERS, or an in-process broker, whose records are lost
 // with the process (set KAFKA_BROKERS for a service that restarts). URLs

@@ -30,6 +30,7 @@ type config struct {
 	Topic                          string        // Kafka topic of payment.captured (receipts)
 	Dir                            string        // root of the file store
 	CacheTTL                       time.Duration // lifetime of the Redis entries
+	Lease                          time.Duration // the consumers' dedupe lease; 0 means the stores' default
 	Addr                           string        // serve: the HTTP listen address
 	KillAfterCommit                int           // serve: SIGKILL the process right after the n-th order commits (0: never)
 	Timeout                        time.Duration // demo: bound on the whole run
@@ -48,6 +49,7 @@ func flags(fs *flag.FlagSet, cfg *config) {
 	fs.StringVar(&cfg.Topic, "topic", "uuidforge-orders-example-payments", "Kafka topic of payment.captured")
 	fs.StringVar(&cfg.Dir, "dir", "", "root directory of the receipt files (default: a new temporary directory for the demo, the user's cache directory for serve)")
 	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", time.Hour, "lifetime of the Redis receipts")
+	fs.DurationVar(&cfg.Lease, "lease", 30*time.Second, "how long a consumer's claim on a message lasts: a killed consumer's messages wait this long (a handler call gets half of it)")
 }
 
 func main() {

@@ -341,6 +341,9 @@ func TestMetrics(t *testing.T) {
 // receipted once.
 func TestKillAfterCommit(t *testing.T) {
 	cfg := testConfig(t)
+	// A message the killed process was handling waits for its claim's
+	// lease to end before the new process takes it.
+	cfg.Lease = 2 * time.Second
 	ctx := testenv.Context(t, 120*time.Second)
 	// Kafka outlives the service processes, as a real cluster would.
 	brokers := testenv.KafkaBrokers(t)
@@ -431,7 +434,7 @@ type process struct {
 func startService(t *testing.T, ctx context.Context, cfg config, brokers []string, extra ...string) *process {
 	t.Helper()
 	args := []string{"serve", "-addr", "127.0.0.1:0", "-namespace", cfg.Namespace, "-schema", cfg.Schema,
-		"-redis-prefix", cfg.RedisPrefix, "-queue", cfg.Queue, "-topic", cfg.Topic, "-dir", cfg.Dir}
+		"-redis-prefix", cfg.RedisPrefix, "-queue", cfg.Queue, "-topic", cfg.Topic, "-dir", cfg.Dir, "-lease", cfg.Lease.String()}
 	cmd := exec.CommandContext(ctx, os.Args[0], append(args, extra...)...)
 	// URLs may carry passwords: the environment, not the command line.
 	cmd.Env = append(os.Environ(), envAMQP+"="+cfg.AMQPURL, envRedis+"="+cfg.RedisURL, envPostgres+"="+cfg.PostgresURL,

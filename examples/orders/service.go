@@ -24,6 +24,7 @@ import (
 	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/consumer/kafkasub"
 	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
+	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 	"github.com/uuidforge/uuidforge/dedupe/redisstore"
 	"github.com/uuidforge/uuidforge/otelforge"
@@ -122,12 +123,20 @@ func newService(s *shop, brokers []string, stderr io.Writer) (sv *service, err e
 		return nil, err
 	}
 
+	// A consumer's claim on a message lasts for the lease: the message of
+	// a consumer that died waits that long before another one takes it. A
+	// handler call gets half of it.
+	lease := s.cfg.Lease
+	if lease <= 0 {
+		lease = dedupe.DefaultLease
+	}
 	// Billing deduplicates with the PostgreSQL inbox: its handler runs in
 	// the transaction that records the message as done, and what it
 	// publishes through the outbox publisher is stored in that transaction.
 	if sv.billing, err = rabbitsub.New(s.cfg.AMQPURL, s.cfg.Queue, consumer.HandlerFunc(sv.bill),
 		consumer.WithDedupe(s.inbox, "billing"),
-		consumer.WithTimeout(10*time.Second),
+		consumer.WithLease(lease),
+		consumer.WithTimeout(lease/2),
 		consumer.WithBackoff(20*time.Millisecond, time.Second),
 		consumer.WithObserver(billingObs),
 		consumer.WithLogger(sv.log),
@@ -142,7 +151,8 @@ func newService(s *shop, brokers []string, stderr io.Writer) (sv *service, err e
 	}
 	if sv.receipts, err = kafkasub.New(brokers, s.cfg.Topic, "receipts", consumer.HandlerFunc(sv.writeReceipt),
 		consumer.WithDedupe(receiptStore, "receipts"),
-		consumer.WithTimeout(10*time.Second),
+		consumer.WithLease(lease),
+		consumer.WithTimeout(lease/2),
 		consumer.WithObserver(receiptsObs),
 		consumer.WithLogger(sv.log),
 		kafkasub.WithPartitionParallelism(3)); err != nil {
