@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -182,9 +181,18 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "stores and brokers: %s\n", describe(cfg, brokers, inProcess))
+	// The demo stops waiting if the service fails.
+	ctx, failed := context.WithCancelCause(ctx)
+	defer failed(nil)
 	svcCtx, stopService := context.WithCancel(ctx)
 	svcErr := make(chan error, 1)
-	go func() { svcErr <- sv.Run(svcCtx, ln) }()
+	go func() {
+		err := sv.Run(svcCtx, ln)
+		if err != nil {
+			failed(fmt.Errorf("service: %w", err))
+		}
+		svcErr <- err
+	}()
 	defer func() {
 		stopService()
 		<-svcErr
@@ -305,7 +313,7 @@ func (s *shop) waitSettled(ctx context.Context, orders []placedOrder) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+			return fmt.Errorf("waiting for %s: %w", what, context.Cause(ctx))
 		case <-t.C:
 		}
 	}
@@ -476,7 +484,7 @@ func waitMetric(ctx context.Context, client *http.Client, base string, ok func(m
 		}
 		select {
 		case <-ctx.Done():
-			return nil, errors.New("waiting for the metrics: " + ctx.Err().Error())
+			return nil, fmt.Errorf("waiting for the metrics: %w", context.Cause(ctx))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

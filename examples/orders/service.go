@@ -290,11 +290,13 @@ func (sv *service) placeOrder(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "orders: the order was not stored; try again", http.StatusServiceUnavailable)
 		return
 	}
-	if created && sv.cfg.KillAfterCommit > 0 && sv.commits.Add(1) == int64(sv.cfg.KillAfterCommit) {
-		// The order and its event are committed; nothing is answered and
-		// the relay may not have published the event yet.
-		fmt.Printf("orders: order %s of %s committed, process killed before answering\n", d.Number, d.Customer)
-		kill()
+	if created {
+		if n := sv.commits.Add(1); sv.cfg.KillAfterCommit > 0 && n == int64(sv.cfg.KillAfterCommit) {
+			// The order and its event are committed; nothing is answered
+			// and the relay may not have published the event yet.
+			fmt.Printf("orders: order %s of %s committed, process killed before answering\n", d.Number, d.Customer)
+			kill()
+		}
 	}
 	res, code := placeResponse{OrderID: d.ID, UserID: d.UserID, TotalCents: d.TotalCents, Status: "placed"}, http.StatusCreated
 	if !created {
