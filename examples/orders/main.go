@@ -1,60 +1,62 @@
 package main
 
 import (
-	"cmp"
+	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"slices"
+	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
+	"syscall"
 	"time"
-
-	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-	amqp "github.com/rabbitmq/amqp091-go"
-	"github.com/redis/go-redis/v9"
-
-	"github.com/uuidforge/uuidforge/consumer"
-	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
-	"github.com/uuidforge/uuidforge/dedupe"
-	"github.com/uuidforge/uuidforge/dedupe/pgstore"
-	"github.com/uuidforge/uuidforge/forge"
-	"github.com/uuidforge/uuidforge/internal/testenv"
-	"github.com/uuidforge/uuidforge/publisher"
-	"github.com/uuidforge/uuidforge/publisher/rabbitpub"
 )
 
 // config is what one run uses.
 type config struct {
 	AMQPURL, RedisURL, PostgresURL string
 	Namespace                      string        // the shop's namespace; entity namespaces derive from it
-	Schema                         string        // PostgreSQL schema the run recreates and owns
-	Queue                          string        // RabbitMQ queue the orders travel through
-	Dir                            string        // root of the file store; "" means a new temporary directory
+	Schema                         string        // PostgreSQL schema of the orders, the inbox and the outbox
+	RedisPrefix                    string        // prefix of every Redis key the shop writes
+	Queue                          string        // RabbitMQ queue of order.placed (billing)
+	Topic                          string        // Kafka topic of payment.captured (receipts)
+	Dir                            string        // root of the file store
 	CacheTTL                       time.Duration // lifetime of the Redis entries
-	Timeout                        time.Duration
+	Lease                          time.Duration // the consumers' dedupe lease; 0 means the stores' default
+	Addr                           string        // serve: the HTTP listen address
+	KillAfterCommit                int           // serve: SIGKILL the process right after the n-th order commits (0: never)
+	Timeout                        time.Duration // demo: bound on the whole run
+	Stderr                         io.Writer     // warnings of the service's components; nil means os.Stderr
+}
+
+// flags declares the flags of both modes on fs.
+func flags(fs *flag.FlagSet, cfg *config) {
+	fs.StringVar(&cfg.AMQPURL, "amqp", env(envAMQP, defaultAMQP), "RabbitMQ URL (default: $AMQP_URL or a local server)")
+	fs.StringVar(&cfg.RedisURL, "redis", env(envRedis, defaultRedis), "Redis URL (default: $REDIS_URL or a local server)")
+	fs.StringVar(&cfg.PostgresURL, "postgres", env(envPostgres, defaultPostgres), "PostgreSQL URL (default: $POSTGRES_URL or a local server)")
+	fs.StringVar(&cfg.Namespace, "namespace", "shop.example.com", "namespace of the shop's IDs")
+	fs.StringVar(&cfg.Schema, "schema", "uuidforge_orders_example", "PostgreSQL schema of the shop's tables")
+	fs.StringVar(&cfg.RedisPrefix, "redis-prefix", "uuidforge:orders-example:", "prefix of the shop's Redis keys")
+	fs.StringVar(&cfg.Queue, "queue", "uuidforge.orders.example.billing", "RabbitMQ queue of order.placed")
+	fs.StringVar(&cfg.Topic, "topic", "uuidforge-orders-example-payments", "Kafka topic of payment.captured")
+	fs.StringVar(&cfg.Dir, "dir", "", "root directory of the receipt files (default: a new temporary directory for the demo, the user's cache directory for serve)")
+	fs.DurationVar(&cfg.CacheTTL, "cache-ttl", time.Hour, "lifetime of the Redis receipts")
+	fs.DurationVar(&cfg.Lease, "lease", 30*time.Second, "how long a consumer's claim on a message lasts: a killed consumer's messages wait this long (a handler call gets half of it)")
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		os.Exit(serveMain(os.Args[2:]))
+	}
 	cfg := config{}
-	flag.StringVar(&cfg.AMQPURL, "amqp", env(testenv.EnvAMQP, testenv.DefaultAMQPURL), "RabbitMQ URL")
-	flag.StringVar(&cfg.RedisURL, "redis", env(testenv.EnvRedis, testenv.DefaultRedisURL), "Redis URL")
-	flag.StringVar(&cfg.PostgresURL, "postgres", env(testenv.EnvPostgres, testenv.DefaultPostgresURL), "PostgreSQL URL")
-	flag.StringVar(&cfg.Namespace, "namespace", "shop.example.com", "namespace of the shop's IDs")
-	flag.StringVar(&cfg.Schema, "schema", "uuidforge_orders_example", "PostgreSQL schema to (re)create for this run")
-	flag.StringVar(&cfg.Queue, "queue", "uuidforge.orders.example", "RabbitMQ queue")
-	flag.StringVar(&cfg.Dir, "dir", "", "root directory of the file store (default: a new temporary directory)")
-	flag.DurationVar(&cfg.CacheTTL, "cache-ttl", time.Hour, "lifetime of the Redis cache entries")
+	flags(flag.CommandLine, &cfg)
 	flag.DurationVar(&cfg.Timeout, "timeout", time.Minute, "give up after this long")
 	flag.Parse()
 
@@ -66,244 +68,88 @@ func main() {
 	}
 }
 
-func env(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
+// serveMain is "orders serve": the service alone, until SIGINT or SIGTERM.
+// It returns the process's exit code.
+func serveMain(args []string) int {
+	cfg := config{}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	flags(fs, &cfg)
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "HTTP listen address")
+	fs.IntVar(&cfg.KillAfterCommit, "kill-after-commit", 0, "kill the process with SIGKILL right after the n-th order is committed, before answering (a crash to recover from)")
+	if err := fs.Parse(args); err != nil {
+		return 2
 	}
-	return def
-}
-
-// placedOrder is the business data of an order as the shop front sends it.
-type placedOrder struct {
-	Customer string `json:"customer"` // the customer's email
-	Number   string `json:"number"`   // the order number, unique per customer
-	Items    []item `json:"items"`
-}
-
-type item struct {
-	SKU      string `json:"sku"`
-	Quantity int    `json:"quantity"`
-	Cents    int    `json:"cents"` // unit price
-}
-
-// sampleOrders are the orders the example places. Two customers use the same
-// order number (their orders still get different IDs), and one product appears
-// in two orders (it gets the same ID in both).
-func sampleOrders() []placedOrder {
-	return []placedOrder{
-		{Customer: "ada@example.com", Number: "SO-1001", Items: []item{{"KB-104", 1, 8900}, {"USB-C-2M", 2, 1200}}},
-		{Customer: "grace@example.com", Number: "SO-1001", Items: []item{{"MON-27", 1, 24900}}},
-		{Customer: "Ada@Example.com ", Number: "SO-1002", Items: []item{{"USB-C-2M", 1, 1200}}},
-	}
-}
-
-// ids are the generators of the shop's entities. Safe for concurrent use.
-type ids struct {
-	users, products, orders, messages *forge.Generator
-}
-
-func newIDs(namespace string) (ids, error) {
-	var g ids
-	for _, x := range []struct {
-		gen  **forge.Generator
-		kind string
-	}{{&g.users, "users"}, {&g.products, "products"}, {&g.orders, "orders"}, {&g.messages, "messages"}} {
-		gen, err := forge.New(x.kind + "." + namespace)
+	if cfg.Dir == "" {
+		// The same directory on every start, so that a restarted service
+		// finds the receipts it wrote.
+		base, err := os.UserCacheDir()
 		if err != nil {
-			return ids{}, err
+			base = os.TempDir()
 		}
-		*x.gen = gen
+		cfg.Dir = filepath.Join(base, "uuidforge-orders-example", "receipts")
 	}
-	return g, nil
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "orders:", err)
+		return 1
+	}
+	return 0
 }
 
-// email normalises an address, so that "Ada@Example.com " and
-// "ada@example.com" are the same customer with the same user ID.
-func email(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
-
-// orderDoc is an order with all its IDs, as the cache and the file store hold
-// it.
-type orderDoc struct {
-	ID         uuid.UUID `json:"id"`
-	UserID     uuid.UUID `json:"user_id"`
-	Customer   string    `json:"customer"`
-	Number     string    `json:"number"`
-	TotalCents int       `json:"total_cents"`
-	Items      []itemDoc `json:"items"`
-}
-
-type itemDoc struct {
-	ProductID uuid.UUID `json:"product_id"`
-	SKU       string    `json:"sku"`
-	Quantity  int       `json:"quantity"`
-	Cents     int       `json:"cents"`
-}
-
-// doc computes every ID of o from its business data alone. The consumer and
-// the consistency check both call it; nothing is looked up.
-func (g ids) doc(o placedOrder) (orderDoc, error) {
-	customer := email(o.Customer)
-	if customer == "" || o.Number == "" || len(o.Items) == 0 {
-		return orderDoc{}, fmt.Errorf("order %q of %q: customer, number and items are required", o.Number, o.Customer)
+// serve runs the service on its stores as they are (creating what is
+// missing) until ctx ends.
+func serve(ctx context.Context, cfg config, out io.Writer) error {
+	if cfg.Stderr == nil {
+		cfg.Stderr = os.Stderr
 	}
-	d := orderDoc{Customer: customer, Number: o.Number}
-	var err error
-	if d.UserID, err = g.users.ID(customer); err != nil {
-		return orderDoc{}, err
-	}
-	if d.ID, err = g.orders.ID(customer, o.Number); err != nil {
-		return orderDoc{}, err
-	}
-	for _, it := range o.Items {
-		pid, err := g.products.ID(it.SKU)
-		if err != nil {
-			return orderDoc{}, err
-		}
-		d.Items = append(d.Items, itemDoc{ProductID: pid, SKU: it.SKU, Quantity: it.Quantity, Cents: it.Cents})
-		d.TotalCents += it.Quantity * it.Cents
-	}
-	slices.SortFunc(d.Items, func(a, b itemDoc) int { return cmp.Compare(a.SKU, b.SKU) })
-	return d, nil
-}
-
-// message is the order.placed event for o. Its message ID comes from the same
-// business key as the order ID, so a producer retry carries the same ID.
-func (o placedOrder) message() (publisher.Message, error) {
-	body, err := json.Marshal(o)
-	if err != nil {
-		return publisher.Message{}, err
-	}
-	return publisher.Message{Type: "order.placed", Key: []any{email(o.Customer), o.Number}, Body: body}, nil
-}
-
-// shop holds the three stores. Safe for concurrent use.
-type shop struct {
-	ids    ids
-	pool   *pgxpool.Pool
-	rdb    *redis.Client
-	dir    string
-	schema string
-	ttl    time.Duration
-}
-
-var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-
-func openShop(ctx context.Context, cfg config) (*shop, error) {
-	if !identifier.MatchString(cfg.Schema) {
-		return nil, fmt.Errorf("schema %q: want lower-case letters, digits and underscores", cfg.Schema)
-	}
-	g, err := newIDs(cfg.Namespace)
-	if err != nil {
-		return nil, err
-	}
-	pool, err := pgxpool.New(ctx, cfg.PostgresURL)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
-	}
-	opt, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("redis: %w", err)
-	}
-	return &shop{ids: g, pool: pool, rdb: redis.NewClient(opt), dir: cfg.Dir, schema: cfg.Schema, ttl: cfg.CacheTTL}, nil
-}
-
-func (s *shop) Close() {
-	s.pool.Close()
-	_ = s.rdb.Close()
-}
-
-func (s *shop) table(name string) string { return pgx.Identifier{s.schema, name}.Sanitize() }
-
-// reset recreates the example's schema with its tables.
-func (s *shop) reset(ctx context.Context) error {
-	schema := pgx.Identifier{s.schema}.Sanitize()
-	ddl := fmt.Sprintf(`
-DROP SCHEMA IF EXISTS %[1]s CASCADE;
-CREATE SCHEMA %[1]s;
-CREATE TABLE %[2]s (
-	id          uuid PRIMARY KEY,
-	user_id     uuid NOT NULL,
-	customer    text NOT NULL,
-	number      text NOT NULL,
-	total_cents bigint NOT NULL,
-	status      text NOT NULL
-);
-CREATE TABLE %[3]s (
-	order_id   uuid NOT NULL REFERENCES %[2]s (id),
-	product_id uuid NOT NULL,
-	sku        text NOT NULL,
-	quantity   int NOT NULL,
-	cents      bigint NOT NULL,
-	PRIMARY KEY (order_id, product_id)
-);`, schema, s.table("orders"), s.table("order_items"))
-	if _, err := s.pool.Exec(ctx, ddl); err != nil {
-		return fmt.Errorf("postgres: create schema %s: %w", s.schema, err)
-	}
-	return nil
-}
-
-func cacheKey(id uuid.UUID) string { return "order:" + id.String() }
-
-// filePath spreads files over directories named after the ID's first bytes,
-// so no directory grows too large: <dir>/ab/cd/abcd….json.
-func (s *shop) filePath(id uuid.UUID) string {
-	h := id.String()
-	return filepath.Join(s.dir, h[0:2], h[2:4], h+".json")
-}
-
-// store writes d to all three stores. tx is the inbox's transaction: the
-// PostgreSQL rows commit together with the message's dedupe record.
-func (s *shop) store(ctx context.Context, tx pgx.Tx, d orderDoc) error {
-	if _, err := tx.Exec(ctx, "INSERT INTO "+s.table("orders")+" (id, user_id, customer, number, total_cents, status) VALUES ($1, $2, $3, $4, $5, 'placed')",
-		d.ID, d.UserID, d.Customer, d.Number, d.TotalCents); err != nil {
-		return fmt.Errorf("postgres: insert order %s: %w", d.ID, err)
-	}
-	for _, it := range d.Items {
-		if _, err := tx.Exec(ctx, "INSERT INTO "+s.table("order_items")+" (order_id, product_id, sku, quantity, cents) VALUES ($1, $2, $3, $4, $5)",
-			d.ID, it.ProductID, it.SKU, it.Quantity, it.Cents); err != nil {
-			return fmt.Errorf("postgres: insert item %s of order %s: %w", it.SKU, d.ID, err)
-		}
-	}
-	doc, err := json.Marshal(d)
+	s, err := openShop(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	if err := s.rdb.Set(ctx, cacheKey(d.ID), doc, s.ttl).Err(); err != nil {
-		return fmt.Errorf("redis: set %s: %w", cacheKey(d.ID), err)
+	defer s.Close()
+	if err := s.migrate(ctx); err != nil {
+		return err
 	}
-	return writeFile(s.filePath(d.ID), doc)
-}
-
-// writeFile writes data to path through a temporary file and a rename, so a
-// crash never leaves half a file under the final name.
-func writeFile(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("file: %w", err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	brokers, inProcess, stopKafka, err := startKafka()
 	if err != nil {
-		return fmt.Errorf("file: %w", err)
+		return err
 	}
-	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("file: write %s: %w", path, err)
+	defer stopKafka()
+	sv, err := newService(s, brokers, cfg.Stderr)
+	if err != nil {
+		return err
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("file: write %s: %w", path, err)
+	defer sv.Close()
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("file: %w", err)
-	}
-	return nil
+	fmt.Fprintf(out, "orders: serving http://%s (POST /orders, GET /orders/{id}, GET /metrics); %s\n", ln.Addr(), describe(cfg, brokers, inProcess))
+	return sv.Run(ctx, ln)
 }
 
+func describe(cfg config, brokers []string, inProcess bool) string {
+	kafka := "Kafka"
+	if inProcess {
+		kafka = "in-process Kafka"
+	}
+	return fmt.Sprintf("PostgreSQL schema %s, Redis %s (keys %s*), files under %s, RabbitMQ %s (queue %s), %s %s (topic %s)",
+		cfg.Schema, redact(cfg.RedisURL), cfg.RedisPrefix, cfg.Dir, redact(cfg.AMQPURL), cfg.Queue, kafka, strings.Join(brokers, ","), cfg.Topic)
+}
+
+// run is the demo: it empties the shop's stores, starts the service, places
+// the sample orders over HTTP (the first one twice), waits until every
+// order is paid and has its receipt, delivers one order.placed again, then
+// checks every store and the metrics.
 func run(ctx context.Context, cfg config, out io.Writer) error {
 	if cfg.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = os.Stderr
 	}
 	if cfg.Dir == "" {
 		dir, err := os.MkdirTemp("", "uuidforge-orders-")
@@ -320,289 +166,326 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err := s.reset(ctx); err != nil {
 		return err
 	}
-	inbox, err := pgstore.New(s.pool, pgstore.WithTable(cfg.Schema+".dedupe"))
+	brokers, inProcess, stopKafka, err := startKafka()
 	if err != nil {
 		return err
 	}
-	defer inbox.Close()
-	if err := inbox.Migrate(ctx); err != nil {
+	defer stopKafka()
+	sv, err := newService(s, brokers, cfg.Stderr)
+	if err != nil {
 		return err
 	}
-	if err := declareQueue(ctx, cfg.AMQPURL, cfg.Queue); err != nil {
+	defer sv.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "stores: PostgreSQL schema %s, Redis %s, files under %s\n", cfg.Schema, redact(cfg.RedisURL), cfg.Dir)
+	fmt.Fprintf(out, "stores and brokers: %s\n", describe(cfg, brokers, inProcess))
+	// The demo stops waiting if the service fails.
+	ctx, failed := context.WithCancelCause(ctx)
+	defer failed(nil)
+	svcCtx, stopService := context.WithCancel(ctx)
+	svcErr := make(chan error, 1)
+	go func() {
+		err := sv.Run(svcCtx, ln)
+		if err != nil {
+			failed(fmt.Errorf("service: %w", err))
+		}
+		svcErr <- err
+	}()
+	defer func() {
+		stopService()
+		<-svcErr
+	}()
+	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(out, "service: %s\n", base)
+	client := &http.Client{Timeout: 10 * time.Second}
 
-	// Place the orders; the first one twice, as a producer retry would.
+	// Place the orders, then the first one again, as a client whose first
+	// request timed out would.
 	orders := sampleOrders()
-	pub, err := rabbitpub.New(cfg.AMQPURL, s.ids.messages,
-		rabbitpub.WithRoutingKey(func(*publisher.Message) string { return cfg.Queue }),
-		rabbitpub.WithContentType("application/json"))
-	if err != nil {
-		return err
-	}
-	defer pub.Close()
-	published := 0
-	for _, o := range append(orders, orders[0]) {
-		m, err := o.message()
+	requests := append(orders[:len(orders):len(orders)], orders[0])
+	for i, o := range requests {
+		res, code, err := postOrder(ctx, client, base, o)
 		if err != nil {
 			return err
 		}
-		if err := pub.Publish(ctx, m); err != nil {
-			return fmt.Errorf("place order %s of %s: %w", o.Number, o.Customer, err)
+		again := ""
+		if i >= len(orders) {
+			again = " again (a retried request)"
 		}
-		published++
+		fmt.Fprintf(out, "POST /orders %s of %s%s: %d %s, order %s %s\n", o.Number, email(o.Customer), again, code, http.StatusText(code), res.OrderID, res.Status)
 	}
-	fmt.Fprintf(out, "placed %d orders through RabbitMQ queue %s (%d messages: order %s of %s sent twice)\n",
-		len(orders), cfg.Queue, published, orders[0].Number, email(orders[0].Customer))
 
-	stored, delivered, err := s.consume(ctx, cfg, inbox, published, out)
+	if err := s.waitSettled(ctx, orders); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "every order paid, its payment.captured relayed to Kafka and its receipt written")
+
+	// A duplicate delivery: the first order's order.placed published again
+	// with its stored IDs, as a relay that died after the broker confirmed
+	// it and before marking it dispatched would. Billing skips it.
+	first, err := s.expected(ctx, orders[0])
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "consumer: %d deliveries, %d orders stored, duplicates skipped: %d\n", delivered, stored, delivered-stored)
+	rec, err := s.outbox.Lookup(ctx, destOrders, first.OrderMessageID)
+	if err != nil {
+		return err
+	}
+	if err := sv.rabbit.Publish(ctx, rec.Message()); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "order.placed of %s of %s published again with its stored ID %s, as a relay that died before marking it dispatched would\n",
+		first.Number, first.Customer, first.OrderMessageID)
+	m, err := waitMetric(ctx, client, base, func(m metrics) bool { return m.sum(metricDuplicates, "messaging_consumer_group_name", "billing") >= 1 })
+	if err != nil {
+		return err
+	}
 
 	rep, err := s.check(ctx, orders, out)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "consistency: orders=%d consistent=%d mismatches=%d\n", rep.orders, rep.consistent, len(rep.mismatches))
+	fmt.Fprintf(out, "metrics (GET /metrics): sent rabbitmq=%v kafka=%v outbox=%v; consumed billing=%v receipts=%v; duplicates skipped billing=%v receipts=%v; outbox backlog=%v\n",
+		m.sum(metricSent, "messaging_system", "rabbitmq"), m.sum(metricSent, "messaging_system", "kafka"), m.sum(metricSent, "messaging_system", "outbox"),
+		m.sum(metricConsumed, "messaging_consumer_group_name", "billing"), m.sum(metricConsumed, "messaging_consumer_group_name", "receipts"),
+		m.sum(metricDuplicates, "messaging_consumer_group_name", "billing"), m.sum(metricDuplicates, "messaging_consumer_group_name", "receipts"),
+		m.sum(metricBacklog))
+
+	c, err := s.counts(ctx, orders)
+	if err != nil {
+		return err
+	}
+	duplicates := m.sum(metricDuplicates)
+	fmt.Fprintf(out, "orders: requests=%d orders=%d order_events=%d payments=%d payment_events=%d receipts=%d duplicates_skipped=%v consistent=%d mismatches=%d\n",
+		len(requests), c.orders, c.orderEvents, c.payments, c.paymentEvents, c.receipts, duplicates, rep.consistent, len(rep.mismatches))
 	if len(rep.mismatches) > 0 {
 		return fmt.Errorf("%d mismatches between the stores", len(rep.mismatches))
+	}
+	if n := len(orders); c.orders != n || c.orderEvents != n || c.payments != n || c.paymentEvents != n || c.receipts != n {
+		return fmt.Errorf("not once per order: %d orders stored, %d order.placed, %d payments, %d payment.captured, %d receipts for %d orders",
+			c.orders, c.orderEvents, c.payments, c.paymentEvents, c.receipts, n)
 	}
 	return nil
 }
 
-// redact drops a URL's password for printing.
-func redact(raw string) string {
-	if i, j := strings.Index(raw, "://"), strings.LastIndex(raw, "@"); i >= 0 && j > i {
-		return raw[:i+3] + "…" + raw[j:]
+// postOrder sends o to POST /orders.
+func postOrder(ctx context.Context, client *http.Client, base string, o placedOrder) (placeResponse, int, error) {
+	body, err := json.Marshal(o)
+	if err != nil {
+		return placeResponse{}, 0, err
 	}
-	return raw
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/orders", bytes.NewReader(body))
+	if err != nil {
+		return placeResponse{}, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return placeResponse{}, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return placeResponse{}, resp.StatusCode, err
+	}
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		return placeResponse{}, resp.StatusCode, fmt.Errorf("POST /orders %s of %s: %s: %s", o.Number, o.Customer, resp.Status, strings.TrimSpace(string(b)))
+	}
+	var res placeResponse
+	if err := json.Unmarshal(b, &res); err != nil {
+		return placeResponse{}, resp.StatusCode, fmt.Errorf("POST /orders: %w", err)
+	}
+	return res, resp.StatusCode, nil
 }
 
-// declareQueue makes sure the queue exists and is empty, so the run sees only
-// its own orders.
-func declareQueue(ctx context.Context, url, queue string) error {
-	conn, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
-	if err != nil {
-		return fmt.Errorf("rabbitmq: %w", err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return fmt.Errorf("rabbitmq: %w", err)
-	}
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("rabbitmq: declare %s: %w", queue, err)
-	}
-	if _, err := ch.QueuePurge(queue, false); err != nil {
-		return fmt.Errorf("rabbitmq: purge %s: %w", queue, err)
-	}
-	return ctx.Err()
-}
-
-// consume runs the consumer until it has acknowledged want deliveries and
-// returns how many orders PostgreSQL holds and how many deliveries were
-// acknowledged.
-func (s *shop) consume(ctx context.Context, cfg config, inbox *pgstore.Store, want int, out io.Writer) (stored, delivered int, err error) {
-	var nDelivered atomic.Int64
-	var mu sync.Mutex
-	done := make(chan struct{})
-	var once sync.Once
-
-	handle := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
-		var o placedOrder
-		if err := json.Unmarshal(m.Body, &o); err != nil {
-			return consumer.Permanent(fmt.Errorf("decode order: %w", err))
+// waitSettled waits until every order is paid, its receipt is in Redis
+// and in the file store, and the outbox holds nothing pending.
+func (s *shop) waitSettled(ctx context.Context, orders []placedOrder) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		done, what, err := s.settled(ctx, orders)
+		if err != nil || done {
+			return err
 		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, context.Cause(ctx))
+		case <-t.C:
+		}
+	}
+}
+
+func (s *shop) settled(ctx context.Context, orders []placedOrder) (done bool, waitingFor string, err error) {
+	for _, o := range orders {
 		d, err := s.ids.doc(o)
 		if err != nil {
-			return consumer.Permanent(err)
+			return false, "", err
 		}
-		tx, ok := pgstore.TxFromContext(ctx)
-		if !ok {
-			return errors.New("no inbox transaction in the context")
+		pg, err := s.fromPostgres(ctx, d.ID)
+		if err != nil {
+			return false, "", err
 		}
-		if err := s.store(ctx, tx, d); err != nil {
-			return err
+		if pg == nil || pg.status != "paid" {
+			return false, fmt.Sprintf("the payment of %s of %s", d.Number, d.Customer), nil
 		}
-		mu.Lock()
-		fmt.Fprintf(out, "  order %s of %s: order ID %s, user ID %s, items: %d\n", d.Number, d.Customer, d.ID, d.UserID, len(d.Items))
-		mu.Unlock()
-		return nil
-	})
-	countDeliveries := func(next consumer.Handler) consumer.Handler {
-		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
-			err := next.Handle(ctx, m)
-			if err == nil && nDelivered.Add(1) >= int64(want) {
-				once.Do(func() { close(done) })
-			}
-			return err
-		})
+		if n, err := s.rdb.Exists(ctx, s.cacheKey(d.ID)).Result(); err != nil || n == 0 {
+			return false, fmt.Sprintf("the receipt of %s of %s in Redis", d.Number, d.Customer), err
+		}
+		if _, err := os.Stat(s.filePath(d.ID)); err != nil {
+			return false, fmt.Sprintf("the receipt file of %s of %s", d.Number, d.Customer), nil
+		}
 	}
-	dd := consumer.Dedupe(inbox, "orders-example", consumer.WithRetention(dedupe.Forever))
-	h := consumer.Chain(countDeliveries, consumer.Lineage(), dd, consumer.Timeout(10*time.Second), consumer.Recover())(handle)
-	c, err := rabbitsub.New(cfg.AMQPURL, cfg.Queue, h,
-		consumer.WithBackoff(20*time.Millisecond, time.Second))
+	backlog, err := s.outbox.Backlog(ctx)
 	if err != nil {
-		return 0, 0, err
+		return false, "", err
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	runErr := make(chan error, 1)
-	go func() { runErr <- c.Run(runCtx) }()
-	select {
-	case <-done:
-		stop()
-		if err := <-runErr; err != nil {
-			return 0, 0, fmt.Errorf("consumer: %w", err)
+	for _, b := range backlog {
+		if b.Pending > 0 {
+			return false, fmt.Sprintf("%d outbox records of %s", b.Pending, b.Destination), nil
 		}
-	case err := <-runErr:
-		if err == nil {
-			err = ctx.Err()
-		}
-		return 0, 0, fmt.Errorf("consumer stopped after %d of %d deliveries: %w", nDelivered.Load(), want, err)
 	}
-	// Count what committed, not what the handler attempted.
-	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM "+s.table("orders")).Scan(&stored); err != nil {
-		return 0, 0, fmt.Errorf("postgres: count orders: %w", err)
+	return true, "", nil
+}
+
+type counts struct{ orders, orderEvents, payments, paymentEvents, receipts int }
+
+// counts counts what the stores hold: orders, payments and the outbox's
+// records of each destination in PostgreSQL, and the receipts of orders
+// found both in Redis and in the file store.
+func (s *shop) counts(ctx context.Context, orders []placedOrder) (counts, error) {
+	var c counts
+	err := s.pool.QueryRow(ctx, fmt.Sprintf(`SELECT
+	(SELECT count(*) FROM %s),
+	(SELECT count(*) FROM %s WHERE destination = $1),
+	(SELECT count(*) FROM %s),
+	(SELECT count(*) FROM %s WHERE destination = $2)`, s.table("orders"), s.outbox.Table(), s.table("payments"), s.outbox.Table()),
+		destOrders, destPayments).Scan(&c.orders, &c.orderEvents, &c.payments, &c.paymentEvents)
+	if err != nil {
+		return counts{}, fmt.Errorf("postgres: count: %w", err)
 	}
-	return stored, int(nDelivered.Load()), nil
-}
-
-// mismatch is one store that does not hold what the business data says it
-// should.
-type mismatch struct {
-	System, Entity, Expected, Actual string
-}
-
-type report struct {
-	orders, consistent int
-	mismatches         []mismatch
-}
-
-// check is the consistency validator: for each order it regenerates the IDs
-// from the business data alone and looks the order up in PostgreSQL, Redis
-// and the file store, printing one line per order and one per mismatch.
-func (s *shop) check(ctx context.Context, orders []placedOrder, out io.Writer) (report, error) {
-	var rep report
 	for _, o := range orders {
-		want, err := s.ids.doc(o)
+		d, err := s.ids.doc(o)
 		if err != nil {
-			return rep, err
+			return counts{}, err
 		}
-		rep.orders++
-		var found []mismatch
-		diff := func(system, entity string, expected, actual any) {
-			if fmt.Sprint(expected) != fmt.Sprint(actual) {
-				found = append(found, mismatch{system, entity, fmt.Sprint(expected), fmt.Sprint(actual)})
+		cached, err := s.fromRedis(ctx, d.ID)
+		if err != nil {
+			return counts{}, err
+		}
+		file, err := s.fromFile(d.ID)
+		if err != nil {
+			return counts{}, err
+		}
+		if cached != nil && file != nil {
+			c.receipts++
+		}
+	}
+	return c, nil
+}
+
+// The Prometheus names of the metrics the demo reads (see package
+// otelforge for all of them).
+const (
+	metricSent       = "messaging_client_sent_messages_total"
+	metricConsumed   = "messaging_client_consumed_messages_total"
+	metricDuplicates = "uuidforge_consumer_duplicates_total"
+	metricBacklog    = "uuidforge_outbox_backlog"
+)
+
+// metrics is a scrape of GET /metrics: the samples of the Prometheus text
+// format, by metric name.
+type metrics map[string][]sample
+
+type sample struct {
+	labels map[string]string
+	value  float64
+}
+
+var (
+	sampleLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$`)
+	labelPair  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
+)
+
+func parseMetrics(text string) metrics {
+	m := metrics{}
+	for _, line := range strings.Split(text, "\n") {
+		p := sampleLine.FindStringSubmatch(line)
+		if p == nil {
+			continue
+		}
+		v, err := strconv.ParseFloat(p[3], 64)
+		if err != nil {
+			continue
+		}
+		s := sample{labels: map[string]string{}, value: v}
+		for _, l := range labelPair.FindAllStringSubmatch(p[2], -1) {
+			// Label values escape '\\', '"' and newlines as Go strings do.
+			if v, err := strconv.Unquote(`"` + l[2] + `"`); err == nil {
+				s.labels[l[1]] = v
+			} else {
+				s.labels[l[1]] = l[2]
 			}
 		}
+		m[p[1]] = append(m[p[1]], s)
+	}
+	return m
+}
 
-		pg, err := s.fromPostgres(ctx, want.ID)
+// sum adds up the samples of name whose labels have the given values
+// (label, value, label, value, ...).
+func (m metrics) sum(name string, labels ...string) float64 {
+	var total float64
+next:
+	for _, s := range m[name] {
+		for i := 0; i+1 < len(labels); i += 2 {
+			if s.labels[labels[i]] != labels[i+1] {
+				continue next
+			}
+		}
+		total += s.value
+	}
+	return total
+}
+
+// scrape reads GET /metrics.
+func scrape(ctx context.Context, client *http.Client, base string) (metrics, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	return parseMetrics(string(b)), nil
+}
+
+// waitMetric scrapes GET /metrics until ok holds.
+func waitMetric(ctx context.Context, client *http.Client, base string, ok func(metrics) bool) (metrics, error) {
+	for {
+		m, err := scrape(ctx, client, base)
 		if err != nil {
-			return rep, err
+			return nil, err
 		}
-		compare(diff, "postgres", want, pg)
-		cached, err := s.fromRedis(ctx, want.ID)
-		if err != nil {
-			return rep, err
+		if ok(m) {
+			return m, nil
 		}
-		compare(diff, "redis "+cacheKey(want.ID), want, cached)
-		file, err := s.fromFile(want.ID)
-		if err != nil {
-			return rep, err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the metrics: %w", context.Cause(ctx))
+		case <-time.After(50 * time.Millisecond):
 		}
-		compare(diff, "file "+s.filePath(want.ID), want, file)
-
-		status := "found in postgres, redis and file"
-		if len(found) == 0 {
-			rep.consistent++
-		} else {
-			status = fmt.Sprintf("%d mismatches", len(found))
-		}
-		fmt.Fprintf(out, "check order %s of %s: expected %s, %s\n", want.Number, want.Customer, want.ID, status)
-		for _, m := range found {
-			fmt.Fprintf(out, "  MISMATCH %s %s: expected %s, actual %s\n", m.System, m.Entity, m.Expected, m.Actual)
-		}
-		rep.mismatches = append(rep.mismatches, found...)
 	}
-	return rep, nil
-}
-
-// compare reports every field of got that differs from want; a nil got means
-// the store does not have the order at all.
-func compare(diff func(system, entity string, expected, actual any), system string, want orderDoc, got *orderDoc) {
-	if got == nil {
-		diff(system, "order", want.ID, "missing")
-		return
-	}
-	diff(system, "order id", want.ID, got.ID)
-	diff(system, "user_id", want.UserID, got.UserID)
-	diff(system, "total_cents", want.TotalCents, got.TotalCents)
-	products := func(items []itemDoc) string {
-		var p []string
-		for _, it := range items {
-			p = append(p, fmt.Sprintf("%s=%s×%d", it.SKU, it.ProductID, it.Quantity))
-		}
-		return "[" + strings.Join(p, " ") + "]"
-	}
-	diff(system, "items", products(want.Items), products(got.Items))
-}
-
-func (s *shop) fromPostgres(ctx context.Context, id uuid.UUID) (*orderDoc, error) {
-	var d orderDoc
-	err := s.pool.QueryRow(ctx, "SELECT id, user_id, customer, number, total_cents FROM "+s.table("orders")+" WHERE id = $1", id).
-		Scan(&d.ID, &d.UserID, &d.Customer, &d.Number, &d.TotalCents)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("postgres: read order %s: %w", id, err)
-	}
-	rows, err := s.pool.Query(ctx, "SELECT product_id, sku, quantity, cents FROM "+s.table("order_items")+" WHERE order_id = $1 ORDER BY sku", id)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: read items of %s: %w", id, err)
-	}
-	d.Items, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (itemDoc, error) {
-		var it itemDoc
-		return it, r.Scan(&it.ProductID, &it.SKU, &it.Quantity, &it.Cents)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("postgres: read items of %s: %w", id, err)
-	}
-	return &d, nil
-}
-
-func (s *shop) fromRedis(ctx context.Context, id uuid.UUID) (*orderDoc, error) {
-	b, err := s.rdb.Get(ctx, cacheKey(id)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("redis: get %s: %w", cacheKey(id), err)
-	}
-	return decodeDoc(b, "redis "+cacheKey(id))
-}
-
-func (s *shop) fromFile(id uuid.UUID) (*orderDoc, error) {
-	b, err := os.ReadFile(s.filePath(id))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("file: %w", err)
-	}
-	return decodeDoc(b, "file "+s.filePath(id))
-}
-
-// decodeDoc decodes a stored order; an undecodable one is reported as an
-// order with no fields, i.e. as a mismatch, not as an error.
-func decodeDoc(b []byte, where string) (*orderDoc, error) {
-	var d orderDoc
-	if err := json.Unmarshal(b, &d); err != nil {
-		return &orderDoc{Customer: "undecodable " + where}, nil
-	}
-	return &d, nil
 }

@@ -28,7 +28,7 @@ import (
 	"github.com/uuidforge/uuidforge/consumer/kafkasub"
 	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/forge"
-	"github.com/uuidforge/uuidforge/internal/testenv"
+	"github.com/uuidforge/uuidforge/kafkatest"
 	"github.com/uuidforge/uuidforge/lineage"
 	"github.com/uuidforge/uuidforge/publisher"
 	"github.com/uuidforge/uuidforge/publisher/rabbitpub"
@@ -52,6 +52,7 @@ type config struct {
 	Lease             time.Duration // dedupe lease: how long a dead worker's claim blocks its order
 	Executable        string        // the program to start as worker; "" means this one
 	Timeout           time.Duration
+	Stderr            io.Writer // where the workers' errors and warnings go; nil means os.Stderr
 }
 
 func main() {
@@ -59,8 +60,8 @@ func main() {
 		os.Exit(workerMain(os.Args[2:]))
 	}
 	cfg := config{}
-	flag.StringVar(&cfg.AMQPURL, "amqp", env(testenv.EnvAMQP, testenv.DefaultAMQPURL), "RabbitMQ URL")
-	flag.StringVar(&cfg.RedisURL, "redis", env(testenv.EnvRedis, testenv.DefaultRedisURL), "Redis URL (the worker's dedupe store)")
+	flag.StringVar(&cfg.AMQPURL, "amqp", env(envAMQP, defaultAMQP), "RabbitMQ URL (default: $AMQP_URL or a local server)")
+	flag.StringVar(&cfg.RedisURL, "redis", env(envRedis, defaultRedis), "Redis URL, the worker's dedupe store (default: $REDIS_URL or a local server)")
 	flag.IntVar(&cfg.Orders, "orders", 12, "orders to place")
 	flag.IntVar(&cfg.CrashEvery, "crash-every", 4, "kill the worker after publishing every n-th invoice (0: never)")
 	flag.DurationVar(&cfg.Lease, "lease", time.Second, "dedupe lease of the worker")
@@ -73,13 +74,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pipeline:", err)
 		os.Exit(1)
 	}
-}
-
-func env(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }
 
 // order is the input event; Seq only serves to pick which orders crash the
@@ -110,10 +104,19 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if cfg.Orders < 1 || cfg.CrashEvery < 0 || cfg.Lease <= 0 {
 		return fmt.Errorf("want orders >= 1, crash-every >= 0 and a positive lease, got %d, %d, %v", cfg.Orders, cfg.CrashEvery, cfg.Lease)
 	}
+	if err := checkURL("RabbitMQ", cfg.AMQPURL); err != nil {
+		return err
+	}
+	if err := checkURL("Redis", cfg.RedisURL); err != nil {
+		return err
+	}
 	if cfg.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = os.Stderr
 	}
 	if cfg.Executable == "" {
 		exe, err := os.Executable()
@@ -133,19 +136,19 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	redisPrefix := "uuidforge:pipeline:" + runID + ":"
 	defer cleanRedis(cfg.RedisURL, redisPrefix)
 
-	broker, err := testenv.StartKafka()
+	brokers, stopKafka, err := startKafka()
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
-	if err := createTopic(ctx, broker.Brokers(), topic); err != nil {
+	defer stopKafka()
+	if err := createTopic(ctx, brokers, topic); err != nil {
 		return err
 	}
 	if err := declareQueue(cfg.AMQPURL, queue); err != nil {
 		return err
 	}
 	defer deleteQueue(cfg.AMQPURL, queue)
-	fmt.Fprintf(out, "orders in RabbitMQ queue %s; invoices out to Kafka topic %s at %s\n", queue, topic, strings.Join(broker.Brokers(), ","))
+	fmt.Fprintf(out, "orders in RabbitMQ queue %s; invoices out to Kafka topic %s at %s\n", queue, topic, strings.Join(brokers, ","))
 
 	// Place the orders and work out, from business data alone, the ID every
 	// invoice must get.
@@ -189,10 +192,10 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	downCtx, stopDown := context.WithCancel(ctx)
 	defer stopDown()
 	downErr := make(chan error, 1)
-	go func() { downErr <- down.run(downCtx, broker.Brokers(), topic) }()
+	go func() { downErr <- down.run(downCtx, brokers, topic, cfg.Stderr) }()
 
 	crashes, err := superviseWorkers(ctx, cfg, out, queue, []string{
-		"-redis-prefix", redisPrefix, "-queue", queue, "-brokers", strings.Join(broker.Brokers(), ","), "-topic", topic,
+		"-redis-prefix", redisPrefix, "-queue", queue, "-brokers", strings.Join(brokers, ","), "-topic", topic,
 		"-crash-every", strconv.Itoa(cfg.CrashEvery), "-lease", cfg.Lease.String(),
 	})
 	if err != nil {
@@ -200,7 +203,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 
 	// Wait until downstream has been handed every record on the topic.
-	records, err := testenv.TopicSize(ctx, broker.Brokers(), topic)
+	records, err := kafkatest.TopicSize(ctx, brokers, topic)
 	if err != nil {
 		return err
 	}
@@ -223,10 +226,10 @@ func superviseWorkers(ctx context.Context, cfg config, out io.Writer, queue stri
 			return crashes, fmt.Errorf("worker started %d times without finishing", start-1)
 		}
 		cmd := exec.CommandContext(ctx, cfg.Executable, append([]string{"worker"}, args...)...)
-		cmd.Stdout, cmd.Stderr = out, os.Stderr
+		cmd.Stdout, cmd.Stderr = out, cfg.Stderr
 		// URLs may carry passwords: they go in the environment, not on a
 		// command line every user of the machine can read.
-		cmd.Env = append(os.Environ(), testenv.EnvAMQP+"="+cfg.AMQPURL, testenv.EnvRedis+"="+cfg.RedisURL)
+		cmd.Env = append(os.Environ(), envAMQP+"="+cfg.AMQPURL, envRedis+"="+cfg.RedisURL)
 		err := cmd.Run()
 		var exit *exec.ExitError
 		switch {
@@ -265,38 +268,46 @@ func newDownstream() *downstream {
 	return &downstream{raw: make(map[string][]consumer.Message), processed: make(map[uuid.UUID]int)}
 }
 
-func (d *downstream) run(ctx context.Context, brokers []string, topic string) error {
+func (d *downstream) run(ctx context.Context, brokers []string, topic string, stderr io.Writer) error {
 	store, err := dedupe.NewMemory()
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	dd := consumer.Dedupe(store, "accounting")
-	record := func(next consumer.Handler) consumer.Handler {
-		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
-			err := next.Handle(ctx, m)
-			if err == nil {
-				d.mu.Lock()
-				d.raw[string(m.Key)] = append(d.raw[string(m.Key)], consumer.Message{ID: m.ID, CausationID: m.CausationID, Partition: m.Partition, Offset: m.Offset})
-				d.mu.Unlock()
-				d.delivered.Add(1)
-			}
-			return err
-		})
-	}
 	handle := consumer.HandlerFunc(func(_ context.Context, m *consumer.Message) error {
 		d.mu.Lock()
 		d.processed[m.ID]++
 		d.mu.Unlock()
 		return nil
 	})
-	c, err := kafkasub.New(brokers, topic, "accounting", consumer.Chain(record, dd, consumer.Recover())(handle),
+	c, err := kafkasub.New(brokers, topic, "accounting", handle,
+		consumer.WithDedupe(store, "accounting"),
+		consumer.WithObserver(d), // records every record handed to the consumer
 		kafkasub.WithPartitionParallelism(3),
-		consumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+		consumer.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
 		return err
 	}
 	return c.Run(ctx)
+}
+
+// DeliveryStart, AttemptDone and DeliveryDone make downstream a
+// consumer.Observer: it records each record processed or skipped as a
+// duplicate.
+func (d *downstream) DeliveryStart(ctx context.Context, _ *consumer.Message) context.Context {
+	return ctx
+}
+
+func (d *downstream) AttemptDone(context.Context, *consumer.Message, consumer.Attempt) {}
+
+func (d *downstream) DeliveryDone(_ context.Context, m *consumer.Message, r consumer.Delivery) {
+	if r.Result != consumer.Processed && r.Result != consumer.Duplicate {
+		return
+	}
+	d.mu.Lock()
+	d.raw[string(m.Key)] = append(d.raw[string(m.Key)], consumer.Message{ID: m.ID, CausationID: m.CausationID, Partition: m.Partition, Offset: m.Offset})
+	d.mu.Unlock()
+	d.delivered.Add(1)
 }
 
 func (d *downstream) waitFor(ctx context.Context, records int, runErr <-chan error) error {
@@ -409,6 +420,8 @@ func queueDepth(url, queue string) (n int, err error) {
 	return n, err
 }
 
+// withChannel runs f on a channel of a new connection. url has passed
+// checkURL: amqp091-go's parse errors quote the URL.
 func withChannel(url string, f func(*amqp.Channel) error) error {
 	conn, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
 	if err != nil {
@@ -425,7 +438,8 @@ func withChannel(url string, f func(*amqp.Channel) error) error {
 	return nil
 }
 
-// cleanRedis deletes the run's dedupe records.
+// cleanRedis deletes the run's dedupe records. url has passed checkURL:
+// go-redis's parse errors quote the URL.
 func cleanRedis(url, prefix string) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {

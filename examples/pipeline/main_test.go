@@ -88,3 +88,31 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestRunHidesPasswords gives the program RabbitMQ and Redis URLs whose
+// password a parser would quote or misread, and checks that neither the
+// error nor the output (the workers' included) shows any part of the
+// password.
+func TestRunHidesPasswords(t *testing.T) {
+	const secret = "secret99"
+	amqpURL, redisURL := testenv.AMQPURL(t), testenv.RedisURL(t)
+	for _, tc := range []struct{ amqp, redis string }{
+		{"amqp://guest:pw/" + secret + "@127.0.0.1:5672/", redisURL}, // '/' in the password: the parser stops the host there
+		{"amqp://guest:2024/" + secret + "@127.0.0.1:5672/", redisURL},
+		{"amqp://guest:pw%zz" + secret + "@127.0.0.1:5672/", redisURL}, // a bad escape
+		{amqpURL, "redis://:pw/" + secret + "@127.0.0.1:6379/0"},
+		{amqpURL, "redis://:2024/" + secret + "@127.0.0.1:6379/0"},
+		{amqpURL, "redis://:" + secret + "@127.0.0.1:6379/x"}, // a bad database number
+	} {
+		var out bytes.Buffer
+		cfg := config{AMQPURL: tc.amqp, RedisURL: tc.redis, Orders: 1, Lease: time.Second, Timeout: 20 * time.Second, Stderr: &out}
+		err := run(t.Context(), cfg, &out)
+		if err == nil {
+			t.Errorf("run with %s and %s: no error", redact(tc.amqp), redact(tc.redis))
+			continue
+		}
+		if strings.Contains(err.Error()+out.String(), secret) {
+			t.Errorf("the password shows:\nerror: %v\noutput: %s", err, out.String())
+		}
+	}
+}

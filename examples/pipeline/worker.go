@@ -20,7 +20,6 @@ import (
 	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
 	"github.com/uuidforge/uuidforge/dedupe/redisstore"
 	"github.com/uuidforge/uuidforge/forge"
-	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/lineage"
 	"github.com/uuidforge/uuidforge/publisher/kafkapub"
 )
@@ -30,8 +29,8 @@ import (
 // a while. It returns the process's exit code.
 func workerMain(args []string) int {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	amqpURL := fs.String("amqp", env(testenv.EnvAMQP, testenv.DefaultAMQPURL), "RabbitMQ URL")
-	redisURL := fs.String("redis", env(testenv.EnvRedis, testenv.DefaultRedisURL), "Redis URL")
+	amqpURL := fs.String("amqp", env(envAMQP, defaultAMQP), "RabbitMQ URL (default: $AMQP_URL or a local server)")
+	redisURL := fs.String("redis", env(envRedis, defaultRedis), "Redis URL (default: $REDIS_URL or a local server)")
 	prefix := fs.String("redis-prefix", redisstore.DefaultPrefix, "prefix of the dedupe keys")
 	queue := fs.String("queue", "", "queue of orders")
 	brokers := fs.String("brokers", "", "Kafka bootstrap addresses, comma-separated")
@@ -52,6 +51,9 @@ func workerMain(args []string) int {
 }
 
 func work(ctx context.Context, amqpURL, redisURL, prefix, queue string, brokers []string, topic string, crashEvery int, lease, idle time.Duration) error {
+	if err := checkURL("Redis", redisURL); err != nil {
+		return err
+	}
 	gen, err := forge.New(namespace)
 	if err != nil {
 		return err
@@ -75,7 +77,6 @@ func work(ctx context.Context, amqpURL, redisURL, prefix, queue string, brokers 
 	if err != nil {
 		return err
 	}
-	dd := consumer.Dedupe(store, "invoicing", consumer.WithLease(lease))
 
 	pid := os.Getpid()
 	var handled atomic.Int64
@@ -102,31 +103,17 @@ func work(ctx context.Context, amqpURL, redisURL, prefix, queue string, brokers 
 		return nil
 	})
 
-	// Count deliveries in progress, so the worker can stop once idle.
-	var (
-		mu       sync.Mutex
-		inFlight int
-		last     = time.Now()
-		acked    int
-	)
-	activity := func(next consumer.Handler) consumer.Handler {
-		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
-			mu.Lock()
-			inFlight++
-			mu.Unlock()
-			err := next.Handle(ctx, m)
-			mu.Lock()
-			inFlight--
-			last = time.Now()
-			if err == nil {
-				acked++
-			}
-			mu.Unlock()
-			return err
-		})
-	}
-	h := consumer.Chain(activity, consumer.Lineage(), dd, consumer.Timeout(lease*9/10), consumer.Recover())(handle)
-	c, err := rabbitsub.New(amqpURL, queue, h,
+	// The consumer builds the standard chain from its options: Lineage (so
+	// the handler's publishes derive their IDs from the order), then a
+	// claim of the order's ID in Redis under the scope "invoicing", held
+	// for the lease; a killed worker's claim blocks the redelivered order
+	// until the lease runs out.
+	act := &activity{last: time.Now()}
+	c, err := rabbitsub.New(amqpURL, queue, handle,
+		consumer.WithDedupe(store, "invoicing"),
+		consumer.WithLease(lease),
+		consumer.WithTimeout(lease*9/10),
+		consumer.WithObserver(act),
 		rabbitsub.WithPrefetch(1), rabbitsub.WithWorkers(1),
 		consumer.WithBackoff(20*time.Millisecond, lease),
 		consumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))))
@@ -146,10 +133,7 @@ func work(ctx context.Context, amqpURL, redisURL, prefix, queue string, brokers 
 				return
 			case <-t.C:
 			}
-			mu.Lock()
-			quiet := inFlight == 0 && time.Since(last) > idle
-			mu.Unlock()
-			if quiet {
+			if act.idle(idle) {
 				stopRun()
 				return
 			}
@@ -158,10 +142,44 @@ func work(ctx context.Context, amqpURL, redisURL, prefix, queue string, brokers 
 	if err := c.Run(runCtx); err != nil {
 		return err
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	fmt.Printf("worker %d: queue idle, stopping (acked %d orders, published %d invoices)\n", pid, acked, handled.Load())
+	fmt.Printf("worker %d: queue idle, stopping (acked %d orders, published %d invoices)\n", pid, act.acked.Load(), handled.Load())
 	return ctx.Err()
+}
+
+// activity is a consumer.Observer that tracks the deliveries in progress,
+// so that the worker can stop once its queue is idle. A delivery waiting
+// for a dead worker's lease is in progress. Safe for concurrent use.
+type activity struct {
+	mu       sync.Mutex
+	inFlight int
+	last     time.Time // when the last delivery ended
+	acked    atomic.Int64
+}
+
+func (a *activity) DeliveryStart(ctx context.Context, _ *consumer.Message) context.Context {
+	a.mu.Lock()
+	a.inFlight++
+	a.mu.Unlock()
+	return ctx
+}
+
+func (a *activity) AttemptDone(context.Context, *consumer.Message, consumer.Attempt) {}
+
+func (a *activity) DeliveryDone(_ context.Context, _ *consumer.Message, d consumer.Delivery) {
+	a.mu.Lock()
+	a.inFlight--
+	a.last = time.Now()
+	a.mu.Unlock()
+	if d.Result == consumer.Processed || d.Result == consumer.Duplicate {
+		a.acked.Add(1)
+	}
+}
+
+// idle reports whether no delivery is in progress and none ended for d.
+func (a *activity) idle(d time.Duration) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.inFlight == 0 && time.Since(a.last) > d
 }
 
 // kill ends the process the hard way, as a crash or kill -9 would: no deferred

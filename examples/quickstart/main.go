@@ -20,7 +20,7 @@ import (
 	"github.com/uuidforge/uuidforge/consumer/kafkasub"
 	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/forge"
-	"github.com/uuidforge/uuidforge/internal/testenv"
+	"github.com/uuidforge/uuidforge/kafkatest"
 	"github.com/uuidforge/uuidforge/publisher"
 	"github.com/uuidforge/uuidforge/publisher/kafkapub"
 )
@@ -73,19 +73,15 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		defer cancel()
 	}
 
-	broker, err := testenv.StartKafka()
+	brokers, where, stopKafka, err := startKafka()
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
+	defer stopKafka()
 	// A fresh topic per run, so a real cluster (KAFKA_BROKERS) replays only
 	// this run's records.
 	topic := fmt.Sprintf("quickstart-orders-%d", time.Now().UnixNano())
-	where := "in-process Kafka"
-	if !broker.InProcess() {
-		where = "Kafka"
-	}
-	fmt.Fprintf(out, "%s at %s, topic %s\n", where, strings.Join(broker.Brokers(), ","), topic)
+	fmt.Fprintf(out, "%s at %s, topic %s\n", where, strings.Join(brokers, ","), topic)
 
 	// The generator every service of the shop shares: same namespace, same
 	// order number, same ID, in any process and any language.
@@ -115,7 +111,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		ids[i] = l.MessageID
 	}
 
-	pub, err := kafkapub.New(broker.Brokers(), topic, gen, kafkapub.WithAutoTopicCreation())
+	pub, err := kafkapub.New(brokers, topic, gen, kafkapub.WithAutoTopicCreation())
 	if err != nil {
 		return err
 	}
@@ -147,7 +143,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 
 	// Count what the topic really holds: a publish retried inside the
 	// client after a lost acknowledgement would have written a copy too.
-	records, err := testenv.TopicSize(ctx, broker.Brokers(), topic)
+	records, err := kafkatest.TopicSize(ctx, brokers, topic)
 	if err != nil {
 		return err
 	}
@@ -164,21 +160,21 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	defer store.Close()
 	b := &billing{charged: make(map[uuid.UUID]int), seen: make(map[uuid.UUID]bool)}
 
-	live, err := b.consume(ctx, broker.Brokers(), topic, "billing", store, published)
+	live, err := b.consume(ctx, brokers, topic, "billing", store, published)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "consumer (group billing): %d deliveries, charged %d orders, skipped %d duplicates\n",
-		live.delivered, live.charged, live.delivered-live.charged)
+		live.delivered, live.delivered-live.duplicates, live.duplicates)
 
 	// Replay: a new group starts at offset 0 and reads everything again. The
 	// dedupe scope is the same "billing", so nothing is charged twice.
-	replay, err := b.consume(ctx, broker.Brokers(), topic, "billing-replay", store, published)
+	replay, err := b.consume(ctx, brokers, topic, "billing-replay", store, published)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "replay from offset 0 (group billing-replay, same store): %d deliveries, charged %d orders, skipped %d duplicates\n",
-		replay.delivered, replay.charged, replay.delivered-replay.charged)
+		replay.delivered, replay.delivered-replay.duplicates, replay.duplicates)
 
 	s := b.summary(ids, published, live, replay)
 	fmt.Fprintf(out, "summary: published=%d unique=%d processed=%d duplicates_skipped=%d lost=%d\n",
@@ -199,12 +195,12 @@ type billing struct {
 
 // pass counts one consumer group's run over the topic.
 type pass struct {
-	delivered int // deliveries acknowledged (charged or skipped)
-	charged   int // handler calls
+	delivered  int // deliveries settled (charged or skipped)
+	duplicates int // deliveries the dedupe layer acknowledged without calling the handler
 }
 
 // charge is the business handler: in a real shop it would call the payment
-// provider. The dedupe middleware in front of it makes sure it runs once per
+// provider. The dedupe layer in front of it makes sure it runs once per
 // order.
 func (b *billing) charge(_ context.Context, m *consumer.Message) error {
 	var o order
@@ -217,38 +213,47 @@ func (b *billing) charge(_ context.Context, m *consumer.Message) error {
 	return nil
 }
 
-// consume runs a consumer group over the topic until it has acknowledged want
-// deliveries.
+// counter is a consumer.Observer that counts how deliveries end and closes
+// done once want of them are settled. Safe for concurrent use.
+type counter struct {
+	b                     *billing
+	want                  int64
+	delivered, duplicates atomic.Int64
+	done                  chan struct{}
+	once                  sync.Once
+}
+
+func (c *counter) DeliveryStart(ctx context.Context, _ *consumer.Message) context.Context {
+	return ctx
+}
+
+func (c *counter) AttemptDone(context.Context, *consumer.Message, consumer.Attempt) {}
+
+func (c *counter) DeliveryDone(_ context.Context, m *consumer.Message, d consumer.Delivery) {
+	switch d.Result {
+	case consumer.Duplicate:
+		c.duplicates.Add(1)
+	case consumer.Processed:
+	default:
+		return // dead-lettered or handed back: not settled as charged or skipped
+	}
+	c.b.mu.Lock()
+	c.b.seen[m.ID] = true
+	c.b.mu.Unlock()
+	if c.delivered.Add(1) >= c.want {
+		c.once.Do(func() { close(c.done) })
+	}
+}
+
+// consume runs a consumer group over the topic until want deliveries are
+// settled. The consumer builds the standard chain from its options:
+// WithDedupe claims each message ID in store under the scope "billing"
+// before the handler runs, and acknowledges a duplicate without running it.
 func (b *billing) consume(ctx context.Context, brokers []string, topic, group string, store dedupe.Store, want int) (pass, error) {
-	var delivered, charged atomic.Int64
-	done := make(chan struct{})
-	var once sync.Once
-
-	dd := consumer.Dedupe(store, "billing")
-	countCharges := func(next consumer.Handler) consumer.Handler {
-		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
-			err := next.Handle(ctx, m)
-			if err == nil {
-				charged.Add(1)
-			}
-			return err
-		})
-	}
-	countDeliveries := func(next consumer.Handler) consumer.Handler {
-		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
-			b.mu.Lock()
-			b.seen[m.ID] = true
-			b.mu.Unlock()
-			err := next.Handle(ctx, m)
-			if err == nil && delivered.Add(1) >= int64(want) {
-				once.Do(func() { close(done) })
-			}
-			return err
-		})
-	}
-	h := consumer.Chain(countDeliveries, consumer.Lineage(), dd, consumer.Recover(), countCharges)(consumer.HandlerFunc(b.charge))
-
-	c, err := kafkasub.New(brokers, topic, group, h,
+	count := &counter{b: b, want: int64(want), done: make(chan struct{})}
+	c, err := kafkasub.New(brokers, topic, group, consumer.HandlerFunc(b.charge),
+		consumer.WithDedupe(store, "billing"),
+		consumer.WithObserver(count),
 		kafkasub.WithPartitionParallelism(3),
 		consumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
@@ -260,7 +265,7 @@ func (b *billing) consume(ctx context.Context, brokers []string, topic, group st
 	go func() { runErr <- c.Run(runCtx) }()
 
 	select {
-	case <-done:
+	case <-count.done:
 		stop()
 		if err := <-runErr; err != nil {
 			return pass{}, fmt.Errorf("consumer group %s: %w", group, err)
@@ -269,9 +274,9 @@ func (b *billing) consume(ctx context.Context, brokers []string, topic, group st
 		if err == nil {
 			err = ctx.Err()
 		}
-		return pass{}, fmt.Errorf("consumer group %s stopped after %d of %d deliveries: %w", group, delivered.Load(), want, err)
+		return pass{}, fmt.Errorf("consumer group %s stopped after %d of %d deliveries: %w", group, count.delivered.Load(), want, err)
 	}
-	return pass{delivered: int(delivered.Load()), charged: int(charged.Load())}, nil
+	return pass{delivered: int(count.delivered.Load()), duplicates: int(count.duplicates.Load())}, nil
 }
 
 type summary struct {
@@ -290,7 +295,7 @@ func (b *billing) summary(want []uuid.UUID, published int, passes ...pass) summa
 		}
 	}
 	for _, p := range passes {
-		s.duplicates += p.delivered - p.charged
+		s.duplicates += p.duplicates
 	}
 	for _, id := range want {
 		if b.charged[id] == 0 {
@@ -298,4 +303,19 @@ func (b *billing) summary(want []uuid.UUID, published int, passes ...pass) summa
 		}
 	}
 	return s
+}
+
+// startKafka returns the Kafka cluster named by KAFKA_BROKERS
+// (comma-separated host:port), or starts an in-process broker when it is
+// unset, so that the demo needs no installation. stop shuts the in-process
+// broker down.
+func startKafka() (brokers []string, where string, stop func(), err error) {
+	if env := os.Getenv("KAFKA_BROKERS"); env != "" {
+		return strings.Split(env, ","), "Kafka", func() {}, nil
+	}
+	b, err := kafkatest.New()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return b.Brokers(), "in-process Kafka", b.Close, nil
 }

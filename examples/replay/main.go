@@ -26,7 +26,7 @@ import (
 	"github.com/uuidforge/uuidforge/dedupe/boltstore"
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 	"github.com/uuidforge/uuidforge/forge"
-	"github.com/uuidforge/uuidforge/internal/testenv"
+	"github.com/uuidforge/uuidforge/kafkatest"
 	"github.com/uuidforge/uuidforge/publisher"
 	"github.com/uuidforge/uuidforge/publisher/kafkapub"
 )
@@ -45,11 +45,7 @@ func main() {
 	cfg := config{}
 	flag.StringVar(&cfg.Store, "store", "bolt", `durable dedupe store: "bolt" or "postgres"`)
 	flag.StringVar(&cfg.BoltPath, "bolt", "", "bbolt file (default: a new file in a temporary directory)")
-	pg := os.Getenv(testenv.EnvPostgres)
-	if pg == "" {
-		pg = testenv.DefaultPostgresURL
-	}
-	flag.StringVar(&cfg.PostgresURL, "postgres", pg, "PostgreSQL URL")
+	flag.StringVar(&cfg.PostgresURL, "postgres", env(envPostgres, defaultPostgres), "PostgreSQL URL (default: $POSTGRES_URL or a local server)")
 	flag.StringVar(&cfg.Table, "table", "uuidforge_replay_example", "PostgreSQL dedupe table (dropped and recreated)")
 	flag.IntVar(&cfg.First, "first", 8, "payments published before run 1")
 	flag.IntVar(&cfg.Then, "then", 4, "payments published between run 1 and run 2")
@@ -90,6 +86,11 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	case cfg.First < 1 || cfg.Then < 0:
 		return fmt.Errorf("want first >= 1 and then >= 0, got %d and %d", cfg.First, cfg.Then)
 	}
+	if cfg.Store == "postgres" {
+		if err := checkURL("PostgreSQL", cfg.PostgresURL); err != nil {
+			return err
+		}
+	}
 	if cfg.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
@@ -101,19 +102,19 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 	defer cleanup()
 
-	broker, err := testenv.StartKafka()
+	brokers, stopKafka, err := startKafka()
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
+	defer stopKafka()
 	topic := fmt.Sprintf("replay-payments-%d", time.Now().UnixNano())
-	fmt.Fprintf(out, "Kafka at %s, topic %s\n", strings.Join(broker.Brokers(), ","), topic)
+	fmt.Fprintf(out, "Kafka at %s, topic %s\n", strings.Join(brokers, ","), topic)
 
 	gen, err := forge.New("payments.example.com")
 	if err != nil {
 		return err
 	}
-	pub, err := kafkapub.New(broker.Brokers(), topic, gen, kafkapub.WithAutoTopicCreation())
+	pub, err := kafkapub.New(brokers, topic, gen, kafkapub.WithAutoTopicCreation())
 	if err != nil {
 		return err
 	}
@@ -144,11 +145,11 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "published %d payments\n", cfg.First)
-	records, err := testenv.TopicSize(ctx, broker.Brokers(), topic)
+	records, err := kafkatest.TopicSize(ctx, brokers, topic)
 	if err != nil {
 		return err
 	}
-	run1, err := l.replay(ctx, cfg, broker.Brokers(), topic, "ledger-run-1", records)
+	run1, err := l.replay(ctx, cfg, brokers, topic, "ledger-run-1", records)
 	if err != nil {
 		return fmt.Errorf("run 1: %w", err)
 	}
@@ -157,11 +158,11 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err := publish(cfg.First, cfg.Then); err != nil {
 		return err
 	}
-	if records, err = testenv.TopicSize(ctx, broker.Brokers(), topic); err != nil {
+	if records, err = kafkatest.TopicSize(ctx, brokers, topic); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "published %d more payments (topic now holds %d records)\n", cfg.Then, records)
-	run2, err := l.replay(ctx, cfg, broker.Brokers(), topic, "ledger-run-2", records)
+	run2, err := l.replay(ctx, cfg, brokers, topic, "ledger-run-2", records)
 	if err != nil {
 		return fmt.Errorf("run 2: %w", err)
 	}
@@ -205,7 +206,7 @@ func prepareStore(ctx context.Context, cfg *config, out io.Writer) (cleanup func
 		fmt.Fprintf(out, "store: bbolt file %s\n", cfg.BoltPath)
 		return cleanup, nil
 	}
-	pool, err := pgxpool.New(ctx, cfg.PostgresURL)
+	pool, err := pgxpool.New(ctx, cfg.PostgresURL) // its errors show the URL redacted
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
@@ -278,30 +279,14 @@ func (l *ledger) replay(ctx context.Context, cfg config, brokers []string, topic
 	}
 	defer closeStore()
 
-	var read, processed atomic.Int64
-	done := make(chan struct{})
-	var once sync.Once
-	dd := consumer.Dedupe(store, "ledger", consumer.WithRetention(dedupe.Forever))
-	countProcessed := func(next consumer.Handler) consumer.Handler {
-		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
-			err := next.Handle(ctx, m)
-			if err == nil {
-				processed.Add(1)
-			}
-			return err
-		})
-	}
-	countRead := func(next consumer.Handler) consumer.Handler {
-		return consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
-			err := next.Handle(ctx, m)
-			if err == nil && read.Add(1) >= int64(want) {
-				once.Do(func() { close(done) })
-			}
-			return err
-		})
-	}
-	h := consumer.Chain(countRead, consumer.Lineage(), dd, consumer.Recover(), countProcessed)(consumer.HandlerFunc(l.book))
-	c, err := kafkasub.New(brokers, topic, group, h,
+	count := &counter{want: int64(want), done: make(chan struct{})}
+	// The consumer builds the standard chain from its options: each message
+	// ID is claimed in the store under the scope "ledger" and, once booked,
+	// kept forever, so that any later replay skips it.
+	c, err := kafkasub.New(brokers, topic, group, consumer.HandlerFunc(l.book),
+		consumer.WithDedupe(store, "ledger"),
+		consumer.WithRetention(dedupe.Forever),
+		consumer.WithObserver(count),
 		kafkasub.WithPartitionParallelism(3),
 		consumer.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	if err != nil {
@@ -312,7 +297,7 @@ func (l *ledger) replay(ctx context.Context, cfg config, brokers []string, topic
 	runErr := make(chan error, 1)
 	go func() { runErr <- c.Run(runCtx) }()
 	select {
-	case <-done:
+	case <-count.done:
 		stop()
 		if err := <-runErr; err != nil {
 			return counts{}, err
@@ -321,7 +306,36 @@ func (l *ledger) replay(ctx context.Context, cfg config, brokers []string, topic
 		if err == nil {
 			err = ctx.Err()
 		}
-		return counts{}, fmt.Errorf("consumer stopped after %d of %d records: %w", read.Load(), want, err)
+		return counts{}, fmt.Errorf("consumer stopped after %d of %d records: %w", count.read.Load(), want, err)
 	}
-	return counts{read: int(read.Load()), processed: int(processed.Load())}, nil
+	return counts{read: int(count.read.Load()), processed: int(count.processed.Load())}, nil
+}
+
+// counter is a consumer.Observer that counts the records read and those
+// processed (not skipped as seen before), and closes done once want records
+// are settled. Safe for concurrent use.
+type counter struct {
+	want            int64
+	read, processed atomic.Int64
+	done            chan struct{}
+	once            sync.Once
+}
+
+func (c *counter) DeliveryStart(ctx context.Context, _ *consumer.Message) context.Context {
+	return ctx
+}
+
+func (c *counter) AttemptDone(context.Context, *consumer.Message, consumer.Attempt) {}
+
+func (c *counter) DeliveryDone(_ context.Context, _ *consumer.Message, d consumer.Delivery) {
+	switch d.Result {
+	case consumer.Processed:
+		c.processed.Add(1)
+	case consumer.Duplicate:
+	default:
+		return // dead-lettered or handed back
+	}
+	if c.read.Add(1) >= c.want {
+		c.once.Do(func() { close(c.done) })
+	}
 }

@@ -98,3 +98,28 @@ func dropTable(url, table string) {
 		pool.Close()
 	}
 }
+
+// TestRunHidesPasswords gives the program PostgreSQL URLs whose password a
+// parser would quote or misread, and checks that neither the error nor the
+// output shows any part of the password.
+func TestRunHidesPasswords(t *testing.T) {
+	const secret = "secret99"
+	for _, url := range []string{
+		"postgres://app:pw/" + secret + "@127.0.0.1:5432/test",   // '/' in the password: the parser stops the host there
+		"postgres://app:2024/" + secret + "@127.0.0.1:5432/test", // ... and takes "2024" for a port and the rest for the path
+		"postgres://app:pw%zz" + secret + "@127.0.0.1:5432/test", // a bad escape
+		"postgres://app:" + secret + "@127.0.0.1:5432/test?sslmode=bogus",
+		"postgres://app@127.0.0.1:5432/test?password=" + secret + "&sslmode=bogus",
+	} {
+		cfg := config{Store: "postgres", PostgresURL: url, Table: "uuidforge_replay_never_created", First: 1, Timeout: 10 * time.Second}
+		var out bytes.Buffer
+		err := run(t.Context(), cfg, &out)
+		if err == nil {
+			t.Errorf("run with %s: no error", redact(url))
+			continue
+		}
+		if strings.Contains(err.Error()+out.String(), secret) {
+			t.Errorf("the password shows:\nerror: %v\noutput: %s", err, out.String())
+		}
+	}
+}
