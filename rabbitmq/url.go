@@ -14,27 +14,57 @@ const Redacted = "xxxxx"
 
 // Redact returns raw with its password replaced by [Redacted], for logs and
 // errors. It never returns the password, even for a string that does not
-// parse as a URL (an unescaped '%', '#' or '/' in the password): then
-// everything between "://" and the last '@' is replaced.
+// parse as a URL the way its author meant (an unescaped '%', '#', '/' or '?'
+// in the password): whenever an '@' follows "://" but the parser found no
+// user information before the host, everything between "://" and the last
+// '@' is treated as the user information. Query parameters whose name
+// contains "pass" or "secret" are redacted too, and a fragment is dropped.
 func Redact(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
+	scheme, rest, hasScheme := strings.Cut(raw, "://")
+	if !hasScheme {
+		rest = raw
+	}
+	if u, err := url.Parse(raw); err == nil && (u.User != nil || !strings.Contains(rest, "@")) {
+		u.Fragment, u.RawFragment = "", ""
+		if u.RawQuery != "" {
+			q, err := url.ParseQuery(u.RawQuery)
+			if err != nil {
+				u.RawQuery = Redacted
+			} else {
+				for k := range q {
+					lk := strings.ToLower(k)
+					if strings.Contains(lk, "pass") || strings.Contains(lk, "secret") {
+						q[k] = []string{Redacted}
+					}
+				}
+				u.RawQuery = q.Encode()
+			}
+		}
 		return u.Redacted()
 	}
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		if strings.Contains(raw, "@") {
-			return Redacted + "@" + raw[strings.LastIndex(raw, "@")+1:]
+	if !hasScheme {
+		if i := strings.LastIndex(raw, "@"); i >= 0 {
+			return Redacted + "@" + stripQuery(raw[i+1:])
 		}
-		return raw
+		return stripQuery(raw)
 	}
 	if i := strings.LastIndex(rest, "@"); i >= 0 {
 		user, _, _ := strings.Cut(rest[:i], ":")
 		if strings.ContainsAny(user, "/?#") {
 			user = Redacted
 		}
-		return scheme + "://" + user + ":" + Redacted + "@" + rest[i+1:]
+		return scheme + "://" + user + ":" + Redacted + "@" + stripQuery(rest[i+1:])
 	}
-	return raw
+	return scheme + "://" + stripQuery(rest)
+}
+
+// stripQuery drops what follows a '?' or '#': in a string that does not
+// parse, it may hold anything.
+func stripQuery(s string) string {
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 // ParseURL checks that raw is an AMQP URL amqp091-go can dial. Its error
@@ -43,6 +73,13 @@ func Redact(raw string) string {
 // the redacted URL, since a parser's message may quote part of the
 // password.
 func ParseURL(raw string) error {
+	if _, rest, ok := strings.Cut(raw, "://"); ok && strings.Contains(rest, "@") {
+		if u, err := url.Parse(raw); err == nil && u.User == nil {
+			// "amqp://user:pa/ss@host/": the parser takes "user:pa" for the
+			// host and port, and the password ends up in the path.
+			return fmt.Errorf("rabbitmq: URL %s does not parse as meant (an '@' after the host: percent-encode '/', '?', '#' and '@' in the user name and password): %w", Redact(raw), ErrRefused)
+		}
+	}
 	if _, err := amqp.ParseURI(raw); err != nil {
 		if strings.Contains(raw, "@") {
 			return fmt.Errorf("rabbitmq: URL %s does not parse (percent-encode '%%', '#', '/', '@' and ':' in the user name and password): %w", Redact(raw), ErrRefused)
