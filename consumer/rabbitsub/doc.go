@@ -72,7 +72,10 @@
 // benchmarks of this package (BenchmarkBatchSize: rate against the time a
 // delivery takes from the start of its processing to its ack, for Redis and
 // the PostgreSQL inbox; make bench prints the comparison with the raw
-// client).
+// client). Larger batches amortise more round trips but hold each
+// delivery's ack until the whole batch is done: with the PostgreSQL inbox,
+// WithPrefetch(512) and WithBatchSize(64) process more messages per second
+// than the defaults, at about twice the time to ack.
 //
 // IDs: the message ID is the MessageId property, the correlation ID the
 // CorrelationId property, the causation ID the "causation-id" header, the
