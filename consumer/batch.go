@@ -283,3 +283,219 @@ func (o overlay) Value(key any) any {
 	}
 	return o.values.Value(key)
 }
+
+// OutcomeRetry is what [Processor.TryBatch] answers for a message that
+// failed (or waits for another consumer's lease or for the store) and is
+// not settled: process it again later with [Processor.Process], which
+// goes on counting its attempts.
+const OutcomeRetry Outcome = OutcomeAbandon + 1
+
+// TryBatch runs ms once each, in no particular order, with the dedupe
+// store's batch operations where the chain's [Dedupe] layer allows them —
+// for deliveries that need no order among themselves (a RabbitMQ prefetch
+// window; see [Processor.ProcessBatch] for ordered ones). ctxs[i] is the
+// context ms[i]'s handler runs with (from [Processor.Begin]). For each
+// message it returns [OutcomeAck] (processed or a duplicate: its completion
+// is stored), [OutcomeDeadLetter] (a permanent error, or the last allowed
+// attempt failed), [OutcomeRetry] (it failed or waits: call Process for it
+// later, after a backoff; errs[i] says why) or [OutcomeAbandon] (stop was
+// done before it started: hand it back). A message's failure affects no
+// other message. Acknowledge only after TryBatch returned.
+func (p *Processor) TryBatch(stop, work context.Context, ctxs []context.Context, ms []*Message) ([]Outcome, []error) {
+	outs := make([]Outcome, len(ms))
+	errs := make([]error, len(ms))
+	if len(ms) > 1 {
+		switch d := p.dedupeLayer().(type) {
+		case *dedupeHandler:
+			if bs, ok := d.store.(dedupe.BatchStore); ok {
+				p.storeTry(stop, work, ctxs, ms, d, bs, outs, errs)
+			}
+		case *inboxHandler:
+			if bi, ok := d.inbox.(dedupe.BatchInbox); ok {
+				p.inboxTry(stop, work, ctxs, ms, d, bi, outs, errs)
+			}
+		}
+	}
+	for i := range ms {
+		if outs[i] != 0 {
+			continue
+		}
+		if i > 0 && stop.Err() != nil {
+			outs[i], errs[i] = OutcomeAbandon, fmt.Errorf("consumer: %w", context.Canceled)
+			continue
+		}
+		ms[i].state.attempt = attemptState{}
+		ms[i].Attempt = ms[i].state.runs + 1
+		start := time.Now()
+		err := p.handle(ctxs[i], ms[i])
+		if !ms[i].state.attempt.skipped {
+			ms[i].state.runs++
+		}
+		outs[i], errs[i] = p.classify(ctxs[i], ms[i], err, start)
+	}
+	return outs, errs
+}
+
+// classify turns one attempt's result into TryBatch's outcome, counting a
+// failure and telling the observer, as Process would before waiting.
+func (p *Processor) classify(ctx context.Context, m *Message, err error, start time.Time) (Outcome, error) {
+	m.Attempt = max(m.state.runs, 1)
+	if err == nil {
+		m.state.duplicate = m.state.attempt.duplicate
+		return OutcomeAck, nil
+	}
+	if ctx.Err() != nil {
+		return OutcomeAbandon, err
+	}
+	a := Attempt{Next: NextRetry, Err: err, Duration: time.Since(start), LeaseLost: m.state.attempt.leaseLost}
+	switch {
+	case errors.Is(err, ErrInFlight):
+		a.Next = NextWaitLease
+	case Waiting(err):
+		a.Next = NextWaitStore
+	default:
+		maxAttempts := p.MaxAttempts
+		if maxAttempts <= 0 {
+			maxAttempts = DefaultMaxAttempts
+		}
+		m.state.failures++
+		if ShouldDeadLetter(err, m.state.failures, maxAttempts) {
+			return OutcomeDeadLetter, err
+		}
+	}
+	if p.Observer != nil {
+		a.Wait = orDefault(p.MinBackoff, DefaultMinBackoff)
+		p.Observer.AttemptDone(ctx, m, a)
+	}
+	return OutcomeRetry, err
+}
+
+// storeTry is TryBatch's BatchStore path: claims in one round trip, every
+// member run once, completions in one round trip. It fills outs and errs
+// for the members it settled or tried; a failed ClaimBatch leaves them all
+// to be tried one by one.
+func (p *Processor) storeTry(stop, work context.Context, ctxs []context.Context, ms []*Message, d *dedupeHandler, bs dedupe.BatchStore, outs []Outcome, errs []error) {
+	keys := make([]dedupe.Key, len(ms))
+	for i, m := range ms {
+		keys[i] = dedupe.Key{Scope: d.scope, ID: m.ID}
+	}
+	claims, err := bs.ClaimBatch(work, keys, d.lease)
+	if err != nil || len(claims) != len(ms) {
+		return
+	}
+	var unused, pending []dedupe.Claim
+	var owners []int
+	for i, m := range ms {
+		if i > 0 && stop.Err() != nil {
+			if claims[i].Acquired() {
+				unused = append(unused, claims[i])
+			}
+			outs[i], errs[i] = OutcomeAbandon, fmt.Errorf("consumer: %w", context.Canceled)
+			continue
+		}
+		m.state.attempt = attemptState{}
+		m.Attempt = m.state.runs + 1
+		start := time.Now()
+		if claims[i].Status == dedupe.InFlight {
+			m.state.attempt.skipped = true
+			outs[i], errs[i] = p.classify(ctxs[i], m, &InFlightError{ID: m.ID, Until: claims[i].Until}, start)
+			continue
+		}
+		m.state.batch = &batchSlot{claim: claims[i], claimed: true}
+		err := p.handle(ctxs[i], m)
+		if !m.state.attempt.skipped {
+			m.state.runs++
+		}
+		slot := m.state.batch
+		m.state.batch = nil
+		switch {
+		case err != nil:
+			outs[i], errs[i] = p.classify(ctxs[i], m, err, start) // the layer released the claim
+		case claims[i].Acquired() && !slot.pending:
+			// The chain answered without reaching the dedupe layer.
+			unused = append(unused, claims[i])
+			outs[i], errs[i] = p.classify(ctxs[i], m, nil, start)
+		case claims[i].Acquired():
+			pending = append(pending, claims[i])
+			owners = append(owners, i)
+		default: // a duplicate
+			outs[i], errs[i] = p.classify(ctxs[i], m, nil, start)
+		}
+	}
+	if len(unused) > 0 {
+		_, _ = bs.ReleaseBatch(context.WithoutCancel(work), unused) // else the leases run out
+	}
+	if len(pending) == 0 {
+		return
+	}
+	cerrs, err := bs.CompleteBatch(context.WithoutCancel(work), pending, d.retention)
+	for k, i := range owners {
+		cerr := err
+		if err == nil && len(cerrs) == len(pending) {
+			cerr = cerrs[k]
+		} else if err == nil {
+			cerr = errors.New("consumer: CompleteBatch answered for the wrong number of claims")
+		}
+		if cerr != nil && !errors.Is(cerr, dedupe.ErrLeaseLost) {
+			cerr = d.complete(ctxs[i], claims[i])
+		}
+		if cerr != nil {
+			ms[i].state.attempt.leaseLost = errors.Is(cerr, dedupe.ErrLeaseLost)
+			outs[i], errs[i] = p.classify(ctxs[i], ms[i], &storeError{fmt.Errorf("complete %s: %w", ms[i].ID, cerr)}, time.Now())
+			continue
+		}
+		outs[i], errs[i] = p.classify(ctxs[i], ms[i], nil, time.Now())
+	}
+}
+
+// inboxTry is TryBatch's BatchInbox path: one transaction, a savepoint per
+// member, every acquired member run once. A group that does not commit
+// leaves every member to be tried one by one.
+func (p *Processor) inboxTry(stop, work context.Context, ctxs []context.Context, ms []*Message, d *inboxHandler, bi dedupe.BatchInbox, outs []Outcome, errs []error) {
+	keys := make([]dedupe.Key, len(ms))
+	for i, m := range ms {
+		keys[i] = dedupe.Key{Scope: d.scope, ID: m.ID}
+	}
+	starts := make([]time.Time, len(ms))
+	results, err := bi.ProcessBatch(work, keys, d.lease, d.retention, func(txCtx context.Context, i int) error {
+		if i > 0 && stop.Err() != nil {
+			return errBatchStopped
+		}
+		m := ms[i]
+		m.state.attempt = attemptState{}
+		m.state.batch = &batchSlot{inTx: true}
+		m.Attempt = m.state.runs + 1
+		starts[i] = time.Now()
+		herr := p.handle(overlay{Context: txCtx, values: ctxs[i]}, m)
+		m.state.runs++
+		m.state.batch = nil
+		return herr
+	})
+	if err != nil || len(results) != len(ms) {
+		// The group did not commit: each member is tried alone, where its
+		// own failure shows; its run in the group does not count.
+		for i := range ms {
+			if !starts[i].IsZero() {
+				ms[i].state.runs--
+			}
+		}
+		return
+	}
+	for i, r := range results {
+		m := ms[i]
+		switch {
+		case r.Claim.Status == dedupe.Duplicate:
+			m.state.attempt = attemptState{skipped: true, duplicate: true}
+			outs[i], errs[i] = p.classify(ctxs[i], m, nil, time.Now())
+		case r.Claim.Status == dedupe.InFlight:
+			m.state.attempt = attemptState{skipped: true}
+			outs[i], errs[i] = p.classify(ctxs[i], m, &InFlightError{ID: m.ID, Until: r.Claim.Until}, time.Now())
+		case errors.Is(r.Err, errBatchStopped) && starts[i].IsZero():
+			outs[i], errs[i] = OutcomeAbandon, fmt.Errorf("consumer: %w", context.Canceled)
+		case r.Err != nil:
+			outs[i], errs[i] = p.classify(ctxs[i], m, r.Err, starts[i])
+		default:
+			outs[i], errs[i] = p.classify(ctxs[i], m, nil, starts[i])
+		}
+	}
+}

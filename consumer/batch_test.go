@@ -448,3 +448,125 @@ func TestProcessBatchInboxInFlight(t *testing.T) {
 		t.Fatalf("effects %v, want [0 1 2 3 4]", e.order)
 	}
 }
+
+// tryBatch runs ms through p.TryBatch as the RabbitMQ loop does.
+func tryBatch(p *consumer.Processor, stop context.Context, ms []*consumer.Message) ([]consumer.Outcome, []error) {
+	work := context.Background()
+	ctxs := make([]context.Context, len(ms))
+	for i, m := range ms {
+		ctxs[i] = p.Begin(work, m)
+	}
+	return p.TryBatch(stop, work, ctxs, ms)
+}
+
+// TryBatch tries every member once: a failing one is handed back for a
+// retry without holding up the others, a permanent one asks for the dead
+// letter, and the claims and completions take one round trip each.
+func TestTryBatch(t *testing.T) {
+	store := &countingStore{BatchStore: newMemory(t)}
+	e := &effects{fail: map[string]int{"2": 1, "5": -1}}
+	h, err := consumer.NewHandler(e.handler(), consumer.WithDedupe(store, "billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &consumer.Processor{Handler: h, MaxAttempts: 3, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
+	ms := batchOf(8)
+	outs, errs := tryBatch(p, context.Background(), ms)
+	for i, o := range outs {
+		want := consumer.OutcomeAck
+		switch i {
+		case 2:
+			want = consumer.OutcomeRetry
+		case 5:
+			want = consumer.OutcomeDeadLetter
+		}
+		if o != want || (want != consumer.OutcomeAck) != (errs[i] != nil) {
+			t.Fatalf("message %d: %v, %v; want %v", i, o, errs[i], want)
+		}
+	}
+	if fmt.Sprint(e.order) != "[0 1 3 4 6 7]" {
+		t.Fatalf("effects %v: the others must not wait for the failing one", e.order)
+	}
+	if store.claimBatches.Load() != 1 || store.completeBatches.Load() != 1 || store.claims.Load() != 0 || store.completes.Load() != 0 {
+		t.Fatalf("round trips: %d claim batches, %d complete batches, %d claims, %d completes", store.claimBatches.Load(), store.completeBatches.Load(), store.claims.Load(), store.completes.Load())
+	}
+	// The retried one goes on counting from its first attempt.
+	if out, err := p.Process(context.Background(), context.Background(), ms[2]); out != consumer.OutcomeAck || err != nil || ms[2].Attempt != 2 {
+		t.Fatalf("retry: %v, %v after %d attempts; want ack after 2", out, err, ms[2].Attempt)
+	}
+	// Delivered again: all duplicates.
+	again := make([]*consumer.Message, len(ms))
+	for i, m := range ms {
+		c := *m
+		again[i] = &c
+	}
+	outs, _ = tryBatch(p, context.Background(), again)
+	for i, o := range outs {
+		if i != 5 && o != consumer.OutcomeAck {
+			t.Fatalf("redelivery %d: %v", i, o)
+		}
+	}
+	if len(e.order) != 7 {
+		t.Fatalf("redelivery took effect: %v", e.order)
+	}
+}
+
+// Once stop is done no member starts, and its claim is given back.
+func TestTryBatchStop(t *testing.T) {
+	mem := newMemory(t)
+	e := &effects{}
+	h, err := consumer.NewHandler(e.handler(), consumer.WithDedupe(mem, "billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, cancel := context.WithCancel(context.Background())
+	cancel()
+	p := &consumer.Processor{Handler: h}
+	ms := batchOf(4)
+	outs, _ := tryBatch(p, stop, ms)
+	if outs[0] != consumer.OutcomeAck || outs[1] != consumer.OutcomeAbandon || outs[3] != consumer.OutcomeAbandon {
+		t.Fatalf("outcomes %v: the first (in progress) finishes, no other starts", outs)
+	}
+	if c, err := mem.Claim(context.Background(), dedupe.Key{Scope: "billing", ID: ms[1].ID}, time.Minute); err != nil || !c.Acquired() {
+		t.Fatalf("the abandoned member's claim was kept: %v, %v", c.Status, err)
+	}
+}
+
+// With the PostgreSQL inbox, a failing member rolls back only its own
+// writes and the others commit in the same transaction.
+func TestTryBatchInbox(t *testing.T) {
+	pool := testsink.Pool(t)
+	store := newInbox(t, pool)
+	table := testenv.Name(t, "effects")
+	ctx := testenv.Context(t, time.Minute)
+	if _, err := pool.Exec(ctx, "CREATE TABLE "+pgx.Identifier{table}.Sanitize()+" (id text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dropTables(t, table) })
+	h, err := consumer.NewHandler(consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		tx, _ := pgstore.TxFromContext(ctx)
+		if _, err := tx.Exec(ctx, "INSERT INTO "+pgx.Identifier{table}.Sanitize()+" VALUES ($1)", string(m.Body)); err != nil {
+			return err
+		}
+		if string(m.Body) == "1" && m.Attempt == 1 {
+			return errors.New("fails after writing")
+		}
+		return nil
+	}), consumer.WithDedupe(store, "billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &consumer.Processor{Handler: h, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
+	ms := batchOf(4)
+	outs, _ := tryBatch(p, context.Background(), ms)
+	if fmt.Sprint(outs) != fmt.Sprint([]consumer.Outcome{consumer.OutcomeAck, consumer.OutcomeRetry, consumer.OutcomeAck, consumer.OutcomeAck}) {
+		t.Fatalf("outcomes %v", outs)
+	}
+	if out, err := p.Process(context.Background(), context.Background(), ms[1]); out != consumer.OutcomeAck {
+		t.Fatalf("retry: %v, %v", out, err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{table}.Sanitize()).Scan(&n); err != nil || n != 4 {
+		t.Fatalf("%d rows (%v), want 4: the failed attempt's row rolled back, the retry's kept", n, err)
+	}
+}

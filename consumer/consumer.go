@@ -33,6 +33,9 @@ type Message struct {
 	// RoutingKey is the RabbitMQ routing key the message was published
 	// with; empty on Kafka.
 	RoutingKey string
+	// Exchange is the RabbitMQ exchange the message was published to
+	// (empty for the default exchange); empty on Kafka.
+	Exchange string
 	// Body is the payload.
 	Body []byte
 	// Headers holds the remaining headers as strings.

@@ -27,9 +27,11 @@ const (
 	OutcomeAbandon
 )
 
-// String returns "ack", "dead letter" or "abandon".
+// String returns "ack", "dead letter", "abandon" or "retry".
 func (o Outcome) String() string {
 	switch o {
+	case OutcomeRetry:
+		return "retry"
 	case OutcomeAck:
 		return "ack"
 	case OutcomeDeadLetter:

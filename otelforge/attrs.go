@@ -83,19 +83,25 @@ func sendDestination(system, exchange, routingKey string) string {
 // processDestination is messaging.destination.name of a delivery: the topic
 // on Kafka; on RabbitMQ "{exchange}:{routing key}:{queue}" with the empty
 // parts left out and a routing key equal to the queue name given once, as
-// semantic conventions v1.43.0 say for the consumer side. A consumer.Message
-// does not carry the exchange, so it is always left out.
-func processDestination(system, source, routingKey string) string {
+// semantic conventions v1.43.0 say for the consumer side.
+func processDestination(system, exchange, source, routingKey string) string {
 	if system != systemRabbitMQ {
 		return source
 	}
-	switch {
-	case routingKey == "" || routingKey == source:
-		return source
-	case source == "":
-		return routingKey
+	if routingKey == source {
+		routingKey = ""
 	}
-	return routingKey + ":" + source
+	dest := exchange
+	for _, part := range []string{routingKey, source} {
+		switch {
+		case part == "":
+		case dest == "":
+			dest = part
+		default:
+			dest += ":" + part
+		}
+	}
+	return dest
 }
 
 // spanName is "{operation} {destination}", or the operation alone when the

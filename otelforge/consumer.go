@@ -59,8 +59,8 @@ type ConsumerObserver struct {
 }
 
 type conRouteKey struct {
-	system, source, routingKey string
-	partition                  int
+	system, exchange, source, routingKey string
+	partition                            int
 }
 
 // conRoute is what does not change between deliveries from one source,
@@ -123,8 +123,8 @@ func NewConsumerObserver(group string, opts ...Option) (*ConsumerObserver, error
 }
 
 func (o *ConsumerObserver) route(m *consumer.Message) *conRoute {
-	return o.routes.get(conRouteKey{m.System, m.Source, m.RoutingKey, m.Partition}, func(k conRouteKey) *conRoute {
-		dest := processDestination(k.system, k.source, k.routingKey)
+	return o.routes.get(conRouteKey{m.System, m.Exchange, m.Source, m.RoutingKey, m.Partition}, func(k conRouteKey) *conRoute {
+		dest := processDestination(k.system, k.exchange, k.source, k.routingKey)
 		r := &conRoute{dest: dest, spanName: spanName(OperationProcess, dest)}
 		sys := semconv.MessagingSystemKey.String(k.system)
 		r.opAttrs = []attribute.KeyValue{
@@ -189,7 +189,8 @@ func (o *ConsumerObserver) DeliveryStart(ctx context.Context, m *consumer.Messag
 	}
 	ctx, span := o.tracer.Start(parent, r.spanName, r.start...)
 	if span.IsRecording() {
-		kvs := make([]attribute.KeyValue, 0, 4)
+		kvs := make([]attribute.KeyValue, 0, 8)
+		kvs = appendLineage(kvs, m.ID, m.CorrelationID, m.CausationID, m.Type) // when the transport has read them
 		kvs = append(kvs, semconv.MessagingMessageBodySize(len(m.Body)))
 		if r.partition != "" {
 			kvs = append(kvs, semconv.MessagingKafkaOffset(int(m.Offset)))
@@ -234,8 +235,8 @@ func (o *ConsumerObserver) AttemptDone(ctx context.Context, m *consumer.Message,
 	}
 }
 
-// DeliveryDone sets the message's IDs (known only once the transport has
-// read them) and the outcome on the delivery's span, ends it, and records
+// DeliveryDone sets the message's IDs (again: a transport may read them
+// only after DeliveryStart) and the outcome on the delivery's span, ends it, and records
 // the processing duration and the outcome's counter. A dead-lettered or
 // abandoned delivery gets error.type and an error status.
 func (o *ConsumerObserver) DeliveryDone(ctx context.Context, m *consumer.Message, d consumer.Delivery) {

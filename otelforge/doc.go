@@ -33,10 +33,13 @@
 // messaging.destination.name is the Kafka topic. On RabbitMQ, as v1.43.0
 // says: when publishing, "{exchange}:{routing key}", or the one of the two
 // that is not empty, or "amq.default" (the default exchange without a
-// routing key); when consuming, "{routing key}:{queue}", or the queue alone
-// when the routing key is empty or equal to it (the default exchange) — the
-// conventions put the exchange first, but a consumer.Message does not carry
-// it, so it is left out.
+// routing key); when consuming, "{exchange}:{routing key}:{queue}"
+// (consumer.Message.Exchange, RoutingKey and Source), with the empty parts
+// left out and a routing key equal to the queue name given once: "billing"
+// for a message published to the default exchange with routing key
+// "billing", "orders:order.placed:billing" for one published to exchange
+// "orders" with routing key "order.placed" and consumed from queue
+// "billing".
 //
 // # Spans
 //
@@ -94,7 +97,8 @@
 //	uuidforge.redelivered                      true when RabbitMQ redelivered the message
 //	messaging.message.body.size                the body's size in bytes
 //	messaging.message.id, messaging.message.conversation_id, uuidforge.causation_id,
-//	uuidforge.message.type                     set when the delivery ends (the transport reads the IDs after Begin)
+//	uuidforge.message.type                     set when the delivery starts if the transport has read the IDs
+//	                                           before Begin (rabbitsub does), and when it ends
 //	uuidforge.content_id                       true when the ID was computed from the content
 //	uuidforge.outcome                          "processed", "duplicate", "dead-lettered" or "abandoned"
 //	uuidforge.attempts                         handler runs

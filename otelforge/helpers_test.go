@@ -238,7 +238,7 @@ func (b *broker) PublishBatch(ctx context.Context, msgs ...publisher.Message) er
 			Type: l.Type, Key: key, Body: msg.Body, Headers: headers, System: b.system, Source: b.queue}
 		b.mu.Lock()
 		if b.system == "rabbitmq" {
-			m.RoutingKey = msg.Type
+			m.Exchange, m.RoutingKey = b.exchange, msg.Type
 		} else {
 			m.Source, m.Partition, m.Offset = b.exchange, 2, b.offset
 			b.offset++

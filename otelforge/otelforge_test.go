@@ -83,7 +83,7 @@ func TestChainIsOneTrace(t *testing.T) {
 				if op == "send" {
 					return op + " " + exchange + ":" + rk
 				}
-				return op + " " + rk + ":" + queue
+				return op + " " + exchange + ":" + rk + ":" + queue
 			}
 			sendA := tel.one(t, dest("send", "orders", "order.placed", ""))
 			procA := tel.one(t, dest("process", "orders", "order.placed", "billing"))
@@ -190,6 +190,37 @@ func TestPublishSpan(t *testing.T) {
 			}
 			if n, _ := count(t, ms[otelforge.MetricPublishRetries], sys, dest); n != 1 {
 				t.Errorf("publish retries %d, want 1", n)
+			}
+		})
+	}
+}
+
+// A delivery's destination is "{exchange}:{routing key}:{queue}" on
+// RabbitMQ, without the empty parts and with a routing key equal to the
+// queue given once; the topic on Kafka.
+func TestProcessDestination(t *testing.T) {
+	for _, tc := range []struct {
+		name, system, exchange, routingKey, source string
+		want                                       string
+	}{
+		{"rabbitmq exchange, key and queue", "rabbitmq", "orders", "order.placed", "billing", "orders:order.placed:billing"},
+		{"rabbitmq default exchange", "rabbitmq", "", "billing", "billing", "billing"},
+		{"rabbitmq default exchange, other key", "rabbitmq", "", "order.placed", "billing", "order.placed:billing"},
+		{"rabbitmq exchange, key equal to queue", "rabbitmq", "orders", "billing", "billing", "orders:billing"},
+		{"rabbitmq fanout without key", "rabbitmq", "fanout", "", "billing", "fanout:billing"},
+		{"kafka", "kafka", "", "", "orders", "orders"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tel := newTelemetry(t)
+			p := processor(t, func(context.Context, *consumer.Message) error { return nil }, tel.consumerObserver(t, "billing"), nil, "billing")
+			m := &consumer.Message{ID: uuid.New(), System: tc.system, Exchange: tc.exchange, RoutingKey: tc.routingKey, Source: tc.source}
+			if out, err := deliver(context.Background(), p, m); out != consumer.OutcomeAck {
+				t.Fatal(out, err)
+			}
+			s := tel.one(t, "process "+tc.want)
+			wantAttrs(t, s, semconv.MessagingDestinationName(tc.want))
+			if n, _ := count(t, tel.metrics(t)["messaging.client.consumed.messages"], semconv.MessagingDestinationName(tc.want)); n != 1 {
+				t.Errorf("consumed messages with destination %q: %d, want 1", tc.want, n)
 			}
 		})
 	}

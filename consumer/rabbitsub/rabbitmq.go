@@ -25,10 +25,15 @@ const (
 	// publication it belongs to.
 	HeaderDeadLetterID = "x-dead-letter-id"
 
-	// DefaultPrefetch is the channel's prefetch count.
-	DefaultPrefetch = 16
+	// DefaultPrefetch is the channel's prefetch count: room for every
+	// worker's batch in progress and as many waiting, so that a worker
+	// that finishes one finds the next (make bench measures it).
+	DefaultPrefetch = 256
 	// DefaultWorkers is how many deliveries are handled at once.
 	DefaultWorkers = 4
+	// DefaultBatchSize is the most deliveries a worker processes as one
+	// batch.
+	DefaultBatchSize = 32
 )
 
 type dialFunc = func(url string, cfg amqp.Config) (*amqp.Connection, error)
@@ -37,6 +42,7 @@ type dialFunc = func(url string, cfg amqp.Config) (*amqp.Connection, error)
 // consumer.Settings.
 type config struct {
 	prefetch, workers int
+	batch             int
 	dlExchange, dlKey string
 	dlQueue           bool // dlKey names a queue reached through the default exchange
 	dlDeclare         bool // declare that queue (the default dead-letter queue)
@@ -49,8 +55,11 @@ type config struct {
 	unguarded         bool
 }
 
-// WithPrefetch sets the channel's prefetch count. Default: [DefaultPrefetch];
-// it must be at least the number of workers.
+// WithPrefetch sets the channel's prefetch count: how many unacked
+// deliveries the broker sends ahead, which bounds the batches the workers
+// find waiting ([WithBatchSize]). Default: [DefaultPrefetch]; it must be at
+// least the number of workers. The consumer holds up to that many message
+// bodies in memory: lower it for large messages.
 func WithPrefetch(n int) consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithPrefetch", func(c *config) error {
 		if n < 1 {
@@ -69,6 +78,24 @@ func WithWorkers(n int) consumer.Option {
 			return fmt.Errorf("%d < 1", n)
 		}
 		c.workers = n
+		return nil
+	})
+}
+
+// WithBatchSize sets the most deliveries a worker processes as one batch
+// (see "Batches" in the package documentation): their claims in one round
+// trip to the dedupe store, their completions in another (or, with a
+// dedupe.BatchInbox such as the PostgreSQL store, one transaction), and
+// their acks after that. A worker never waits to fill a batch: it takes
+// what the prefetch window already holds, up to n. 1 processes each
+// delivery on its own. Default: [DefaultBatchSize]. With the PostgreSQL
+// inbox, keep n at most 64 (see pgstore's ProcessBatch).
+func WithBatchSize(n int) consumer.Option {
+	return consumer.TransportOption("rabbitsub.WithBatchSize", func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("%d < 1", n)
+		}
+		c.batch = n
 		return nil
 	})
 }
@@ -201,7 +228,7 @@ func New(url, queue string, h consumer.Handler, opts ...consumer.Option) (*Consu
 	if err := checkURL(url); err != nil {
 		return nil, fmt.Errorf("rabbitsub: %w", err)
 	}
-	cfg := config{prefetch: DefaultPrefetch, workers: DefaultWorkers,
+	cfg := config{prefetch: DefaultPrefetch, workers: DefaultWorkers, batch: DefaultBatchSize,
 		dlKey: queue + consumer.DeadLetterSuffix, dlQueue: true, dlDeclare: true,
 		amqpConfig: amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US"}}
 	set, err := consumer.Apply("rabbitsub", &cfg, opts)
@@ -341,8 +368,10 @@ func (c *Consumer) checkQueue(conn *amqp.Connection) error {
 
 // Run consumes until ctx is done, then shuts down gracefully: it stops
 // taking deliveries (prefetched ones that were not started are returned to
-// the queue), lets the handlers in progress finish and ack (for at most the
-// shutdown timeout), closes its connection and returns nil. A lost
+// the queue), lets the handlers in progress finish and ack — with the rest
+// of their batch, whose members were claimed together (see "Batches" in the
+// package documentation) — for at most the shutdown timeout, closes its
+// connection and returns nil. A lost
 // connection or channel is re-established with backoff, which starts again
 // from the minimum only after a delivery was acked or dead-lettered; the
 // broker redelivers unacked messages and dedupe recognises those already
@@ -431,6 +460,7 @@ type session struct {
 	settled   atomic.Int64
 	restartAt int64         // settled deliveries after which the session ends (one at a time); 0: never
 	restart   chan struct{} // closed then
+	acks      *acker
 }
 
 // progressed notes that a delivery was acked or dead-lettered.
@@ -477,6 +507,7 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection, cautious 
 		return sessionResult{err: fmt.Errorf("rabbitsub: consume %q: %w", c.queue, rabbitmq.Classify(err)), setup: !conn.IsClosed()}
 	}
 	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	s.acks = newAcker(ch)
 
 	// stop ends taking and waiting (on shutdown, or when the channel is
 	// gone); work outlives ctx by the shutdown timeout, so in-flight
@@ -485,25 +516,23 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection, cautious 
 	defer release()
 	stop, cancelStop := context.WithCancel(shutdown)
 	defer cancelStop()
+	// The pump moves deliveries into a buffer as they arrive, so that a
+	// worker can take what is already there without waiting (the client's
+	// own channel is unbuffered).
+	buf := make(chan amqp.Delivery, prefetch)
+	go func() {
+		defer close(buf)
+		for d := range deliveries {
+			select {
+			case buf <- d: // never waits: the broker sends at most prefetch unacked deliveries
+			case <-stop.Done():
+				return // d goes back to the queue when the channel closes
+			}
+		}
+	}()
 	var wg sync.WaitGroup
 	for range c.cfg.workers {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop.Done():
-					return
-				case d, ok := <-deliveries:
-					if !ok {
-						return
-					}
-					if stop.Err() != nil { // stop taking: give it back untouched
-						_ = d.Nack(false, true)
-						return
-					}
-					c.handle(stop, work, s, d)
-				}
-			}
-		})
+		wg.Go(func() { c.work(stop, work, s, ch, buf) })
 	}
 	workersDone := make(chan struct{})
 	go func() { wg.Wait(); close(workersDone) }()
@@ -542,59 +571,6 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection, cautious 
 	return res
 }
 
-// handle processes one delivery and acks, nacks or dead-letters it.
-func (c *Consumer) handle(stop, work context.Context, s *session, d amqp.Delivery) {
-	m := c.message(&d)
-	ctx := c.proc.Begin(work, m)
-	err := consumer.Identify(m, consumer.Identity{
-		MessageID:     d.MessageId,
-		CorrelationID: d.CorrelationId,
-		CausationID:   headerString(d.Headers, lineage.HeaderCausationID),
-	}, c.set.Generator, c.set.MissingID)
-	outcome := consumer.OutcomeDeadLetter
-	var raw []byte
-	if u, ok := s.guard.take(&d); ok {
-		err = fmt.Errorf("rabbitsub: headers unreadable by the AMQP client: %s", u.reason)
-		raw = u.raw
-		delete(m.Headers, headerUnreadable)
-	} else if err == nil {
-		outcome, err = c.proc.Process(stop, ctx, m)
-	}
-	log := c.set.Logger.With("queue", c.queue, consumer.LogKeyMessageID, m.ID.String(), "delivery_tag", d.DeliveryTag)
-	switch outcome {
-	case consumer.OutcomeAck:
-		if aerr := d.Ack(false); aerr != nil {
-			// The broker redelivers it; dedupe answers duplicate then.
-			log.WarnContext(work, "rabbitsub: ack failed", "error", aerr)
-		} else {
-			s.progressed()
-		}
-	case consumer.OutcomeAbandon:
-		_ = d.Nack(false, true)
-	case consumer.OutcomeDeadLetter:
-		if s.dl == nil {
-			if rerr := d.Reject(false); rerr != nil {
-				log.WarnContext(work, "rabbitsub: reject failed", "error", rerr)
-			} else {
-				s.progressed()
-			}
-			break
-		}
-		if perr := c.publishDeadLetter(stop, work, s.dl, &d, raw, consumer.Reason(err), m.Attempt, log); perr != nil {
-			log.ErrorContext(work, "rabbitsub: dead letter not stored, returning the message", "error", perr)
-			_ = d.Nack(false, true)
-			outcome, err = consumer.OutcomeAbandon, perr
-			break
-		}
-		if aerr := d.Ack(false); aerr != nil {
-			log.WarnContext(work, "rabbitsub: ack after dead letter failed", "error", aerr)
-		} else {
-			s.progressed()
-		}
-	}
-	c.proc.End(ctx, m, outcome, err)
-}
-
 // publishDeadLetter stores d in the dead letter and waits for the broker's
 // confirm. A failure (the broker refused or returned the dead letter, or
 // closed the channel) is retried in place with backoff, on a new channel
@@ -631,6 +607,7 @@ func (c *Consumer) message(d *amqp.Delivery) *consumer.Message {
 	m := &consumer.Message{
 		Type:        d.Type,
 		RoutingKey:  d.RoutingKey,
+		Exchange:    d.Exchange,
 		Body:        d.Body,
 		Redelivered: d.Redelivered,
 		System:      "rabbitmq",

@@ -493,9 +493,10 @@ func TestInbox(t *testing.T) {
 
 // TestGracefulShutdown: Run returns only after the handler in progress
 // finished and its message was acked; prefetched messages not started go
-// back to the queue untouched. A handler still running when the shutdown
-// timeout expires is cancelled and its message goes back too: nothing is
-// acked that was not processed.
+// back to the queue untouched. A batch in progress is finished with it,
+// and the deliveries not in it go back. A handler still running when the
+// shutdown timeout expires is cancelled and its message goes back too:
+// nothing is acked that was not processed.
 func TestGracefulShutdown(t *testing.T) {
 	t.Run("handler finishes", func(t *testing.T) {
 		b := newBroker(t)
@@ -512,8 +513,10 @@ func TestGracefulShutdown(t *testing.T) {
 			<-release
 			return sink.Handle(ctx, m)
 		})
+		// One delivery at a time: which deliveries share a batch depends on
+		// when they arrive ("batch in progress finishes" below).
 		c, err := rabbitsub.New(b.url, q, chain(t, testsink.Memory(t), q, h),
-			append(fast(), rabbitsub.WithWorkers(1), rabbitsub.WithPrefetch(n))...)
+			append(fast(), rabbitsub.WithWorkers(1), rabbitsub.WithPrefetch(n), rabbitsub.WithBatchSize(1))...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -545,6 +548,57 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		if got := b.depth(t, q); got != n-1 {
 			t.Fatalf("%d messages back in the queue, want %d (the finished one acked, the rest returned)", got, n-1)
+		}
+	})
+	t.Run("batch in progress finishes", func(t *testing.T) {
+		b := newBroker(t)
+		q := b.queue(t, "q")
+		const n, batch = 8, 3
+		for range n {
+			b.publish(t, q, amqp.Publishing{MessageId: uuid.NewString(), Body: []byte("x")})
+		}
+		sink := testsink.New(t, testsink.Pool(t))
+		started, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+			once.Do(func() { close(started) })
+			<-release
+			return sink.Handle(ctx, m)
+		})
+		c, err := rabbitsub.New(b.url, q, chain(t, testsink.Memory(t), q, h),
+			append(fast(), rabbitsub.WithWorkers(1), rabbitsub.WithPrefetch(n), rabbitsub.WithBatchSize(batch))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		<-started
+		cancel()
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned (%v) while a handler was running", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		close(release)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("Run did not return")
+		}
+		rows := sink.Count(t)
+		if rows < 1 || rows > batch || int64(rows) != sink.Calls() {
+			t.Fatalf("%d rows after %d handler calls, want the batch in progress (1 to %d messages), each finished", rows, sink.Calls(), batch)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for b.depth(t, q) != n-rows && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := b.depth(t, q); got != n-rows {
+			t.Fatalf("%d messages back in the queue, want %d (the batch acked, the rest returned)", got, n-rows)
 		}
 	})
 	t.Run("shutdown timeout expires", func(t *testing.T) {

@@ -17,6 +17,9 @@ BenchmarkKafka/single/ours-2       	   20000	     52000 ns/op	     40000 msgs/s
 BenchmarkKafkaInterleaved/single-2 	   20000	     52000 ns/op	  10000 ours-msgs/s	  12500 raw-msgs/s	 0.8 ours/raw
 pkg: github.com/uuidforge/uuidforge/consumer/rabbitsub
 BenchmarkConsumeSideBySide-2       	       3	  52000 ns/op	  9000 dedupe-msgs/s	  10000 plain-msgs/s	 10 slowdown-%
+BenchmarkConsumeSideBySide/dedupe-redis-2   	       5	  52000 ns/op	  20000 ours-msgs/s	 0.8000 ratio	  25000 raw-msgs/s
+BenchmarkConsumeSideBySide/inbox-postgres-2 	       5	  52000 ns/op	  12000 ours-msgs/s	 0.5000 ratio	  24000 raw-msgs/s
+BenchmarkConsumeSideBySide/inbox-postgres-2 	       5	  52000 ns/op	  14000 ours-msgs/s	 0.5000 ratio	  26000 raw-msgs/s
 pkg: github.com/uuidforge/uuidforge/dedupe/redisstore
 BenchmarkClaimComplete-2           	   20000	     52000 ns/op	  15000 pairs/s	 1.000 rt/claim	 1.000 rt/complete
 pkg: github.com/uuidforge/uuidforge/bench
@@ -48,9 +51,14 @@ func TestRows(t *testing.T) {
 	check("publisher.BenchmarkKafkaInterleaved/single (interleaved)", 10000, 12500)
 	check("bench.BenchmarkDedupe/unique/uuidforge", 1e6, 5e5)
 	check("consumer/rabbitsub.BenchmarkConsumeSideBySide (interleaved)", 9000, 10000)
+	check("consumer/rabbitsub.BenchmarkConsumeSideBySide/dedupe-redis (interleaved)", 20000, 25000)
+	check("consumer/rabbitsub.BenchmarkConsumeSideBySide/inbox-postgres (interleaved)", 13000, 25000) // medians of two runs
 	check("dedupe/redisstore.BenchmarkClaimComplete (round trips: 1.00/claim, 1.00/complete)", 15000, 0)
-	if len(got) != 6 {
-		t.Errorf("got %d rows, want 6: %v", len(got), got)
+	if len(got) != 8 {
+		t.Errorf("got %d rows, want 8: %v", len(got), got)
+	}
+	if r := got["consumer/rabbitsub.BenchmarkConsumeSideBySide/dedupe-redis (interleaved)"]; r.baseName != "raw" {
+		t.Errorf("the RabbitMQ consumer's baseline is %q, want raw", r.baseName)
 	}
 }
 
