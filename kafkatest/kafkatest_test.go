@@ -54,7 +54,7 @@ func TestCreateTopicAndSize(t *testing.T) {
 	if err != nil || n != 20 {
 		t.Fatalf("TopicSize = %d, %v; want 20", n, err)
 	}
-	meta, err := (&kafkago.Client{Addr: kafkago.TCP(k.Brokers()...)}).Metadata(ctx(t), &kafkago.MetadataRequest{Topics: []string{"orders"}})
+	meta, err := (&kafkago.Client{Addr: kafkago.TCP(k.Brokers()...), Transport: &kafkago.Transport{}}).Metadata(ctx(t), &kafkago.MetadataRequest{Topics: []string{"orders"}})
 	if err != nil || len(meta.Topics) != 1 || len(meta.Topics[0].Partitions) != 5 {
 		t.Fatalf("metadata: %+v, %v; want 5 partitions", meta, err)
 	}
@@ -67,7 +67,7 @@ func TestAutoCreatedTopicHasDefaultPartitions(t *testing.T) {
 	}{{nil, kafkatest.DefaultPartitions}, {[]kafkatest.Option{kafkatest.WithPartitions(7)}, 7}} {
 		k := kafkatest.Start(t, tc.opts...)
 		write(t, k.Brokers(), "auto", 1)
-		meta, err := (&kafkago.Client{Addr: kafkago.TCP(k.Brokers()...)}).Metadata(ctx(t), &kafkago.MetadataRequest{Topics: []string{"auto"}})
+		meta, err := (&kafkago.Client{Addr: kafkago.TCP(k.Brokers()...), Transport: &kafkago.Transport{}}).Metadata(ctx(t), &kafkago.MetadataRequest{Topics: []string{"auto"}})
 		if err != nil || len(meta.Topics[0].Partitions) != tc.want {
 			t.Fatalf("metadata: %+v, %v; want %d partitions", meta, err, tc.want)
 		}
@@ -80,7 +80,7 @@ func TestRestartKeepsData(t *testing.T) {
 	k := kafkatest.Start(t, kafkatest.WithDataDir(t.TempDir()))
 	addr := k.Brokers()
 	write(t, addr, "kept", 4)
-	client := &kafkago.Client{Addr: kafkago.TCP(addr...)}
+	client := &kafkago.Client{Addr: kafkago.TCP(addr...), Transport: &kafkago.Transport{}}
 	if _, err := client.OffsetCommit(ctx(t), &kafkago.OffsetCommitRequest{GroupID: "g", GenerationID: -1,
 		Topics: map[string][]kafkago.OffsetCommit{"kept": {{Partition: 0, Offset: 1}}}}); err != nil {
 		t.Fatal(err)
@@ -153,7 +153,7 @@ func TestMoveLeader(t *testing.T) {
 	}
 	defer conn.Close()
 	// A produce to the old leader is refused.
-	_, err = (&kafkago.Client{Addr: kafkago.TCP(k.Brokers()[before])}).Produce(ctx(t), &kafkago.ProduceRequest{
+	_, err = (&kafkago.Client{Addr: kafkago.TCP(k.Brokers()[before]), Transport: &kafkago.Transport{}}).Produce(ctx(t), &kafkago.ProduceRequest{
 		Addr: kafkago.TCP(k.Brokers()[before]), Topic: "moving", Partition: 0, RequiredAcks: kafkago.RequireAll,
 		Records: kafkago.NewRecordReader(kafkago.Record{Value: kafkago.NewBytes([]byte("x"))})})
 	if err == nil {

@@ -83,7 +83,7 @@ func (l *ledger) completed(id uuid.UUID) {
 // committedNow asks the broker for the group's committed offset of
 // partition (-1: none).
 func (l *ledger) committedNow(ctx context.Context, partition int) (int64, error) {
-	client := &kafkago.Client{Addr: kafkago.TCP(l.brokers...)}
+	client := &kafkago.Client{Addr: kafkago.TCP(l.brokers...), Transport: &kafkago.Transport{}}
 	resp, err := client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{
 		Addr: kafkago.TCP(l.brokers[0]), GroupID: l.group, Topics: map[string][]int{l.topic: {partition}}})
 	if err != nil {

@@ -295,7 +295,7 @@ func TestRebalanceNeverMovesOffsetBack(t *testing.T) {
 	stopWatch := make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
+		client := &kafkago.Client{Addr: kafkago.TCP(brokers...), Transport: &kafkago.Transport{}}
 		for {
 			select {
 			case <-stopWatch:

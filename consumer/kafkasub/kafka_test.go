@@ -134,7 +134,7 @@ func (c *counter) wrap(next consumer.Handler) consumer.Handler {
 func resetOffsets(t *testing.T, brokers []string, topic, group string, partitions int) {
 	t.Helper()
 	ctx := testenv.Context(t, 20*time.Second)
-	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...), Transport: &kafkago.Transport{}}
 	var commits []kafkago.OffsetCommit
 	for p := range partitions {
 		commits = append(commits, kafkago.OffsetCommit{Partition: p, Offset: 0})
@@ -451,7 +451,7 @@ func TestNewValidates(t *testing.T) {
 // committed returns the group's committed offset per partition (-1: none).
 func committed(t *testing.T, brokers []string, topic, group string, partitions int) map[int]int64 {
 	t.Helper()
-	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...), Transport: &kafkago.Transport{}}
 	var parts []int
 	for p := range partitions {
 		parts = append(parts, p)

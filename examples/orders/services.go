@@ -51,7 +51,7 @@ func startKafka() (brokers []string, inProcess bool, stop func(), err error) {
 // createTopic creates topic with 3 partitions unless it exists, so that a
 // consumer started before the first record finds its partitions.
 func createTopic(ctx context.Context, brokers []string, topic string) error {
-	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...), Transport: &kafkago.Transport{}}
 	resp, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{
 		Topics: []kafkago.TopicConfig{{Topic: topic, NumPartitions: 3, ReplicationFactor: 1}},
 	})

@@ -380,7 +380,7 @@ func (d *downstream) report(out io.Writer, orders []order, orderIDs, wantInvoice
 }
 
 func createTopic(ctx context.Context, brokers []string, topic string) error {
-	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...), Transport: &kafkago.Transport{}}
 	resp, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{
 		Topics: []kafkago.TopicConfig{{Topic: topic, NumPartitions: 3, ReplicationFactor: 1}},
 	})

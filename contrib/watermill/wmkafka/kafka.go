@@ -210,7 +210,12 @@ func (s *Subscriber) Scope(topic string) string { return s.group + "/" + topic }
 func (s *Subscriber) SubscribeInitialize(topic string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	client := &kafkago.Client{Addr: kafkago.TCP(s.brokers...), Timeout: 10 * time.Second}
+	// A transport of its own: kafka-go's default one keeps connections to
+	// addresses that may belong to a broker gone since (and then answers
+	// with an unexpected EOF).
+	transport := &kafkago.Transport{}
+	defer transport.CloseIdleConnections()
+	client := &kafkago.Client{Addr: kafkago.TCP(s.brokers...), Timeout: 10 * time.Second, Transport: transport}
 	resp, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{
 		{Topic: topic, NumPartitions: s.cfg.partitions, ReplicationFactor: 1},
 	}})
