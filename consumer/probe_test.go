@@ -1,0 +1,144 @@
+package consumer_test
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/uuidforge/uuidforge/consumer"
+	"github.com/uuidforge/uuidforge/consumer/internal/testsink"
+	"github.com/uuidforge/uuidforge/dedupe/pgstore"
+	"github.com/uuidforge/uuidforge/internal/testenv"
+)
+
+// The Redis connection is cut after the claim and before the completion
+// (the handler takes Redis down and brings it back a little later): the
+// message is not lost, and its handler runs once — the completion is
+// retried with the same claim once Redis answers again.
+func TestRedisCutBetweenClaimAndComplete(t *testing.T) {
+	store, proxy := testsink.RedisBehindProxy(t)
+	var effects atomic.Int32
+	h, err := consumer.NewHandler(consumer.HandlerFunc(func(context.Context, *consumer.Message) error {
+		if effects.Add(1) == 1 {
+			proxy.SetDown(true)
+			time.AfterFunc(2*time.Second, func() { proxy.SetDown(false) }) // longer than go-redis retries by itself
+		}
+		return nil
+	}), consumer.WithDedupe(store, testenv.Name(t, "scope")), consumer.WithLease(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &consumer.Processor{Handler: h, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	m := msg()
+	ctx := testenv.Context(t, 30*time.Second)
+	out, err := p.Process(ctx, ctx, m)
+	if out != consumer.OutcomeAck || effects.Load() != 1 {
+		t.Fatalf("outcome %v (%v) after %d effects; want ack after exactly one", out, err, effects.Load())
+	}
+	if proxy.Refused() == 0 {
+		t.Fatal("the store never met the cut: the test proves nothing")
+	}
+	again := *m
+	if out, err := p.Process(ctx, ctx, &again); out != consumer.OutcomeAck || effects.Load() != 1 {
+		t.Fatalf("redelivery: %v (%v), %d effects; want a duplicate", out, err, effects.Load())
+	}
+}
+
+// Every PostgreSQL session of the inbox is terminated while messages are
+// processed (what a server restart does to its clients: SQLSTATE 57P01):
+// no message is lost and none takes effect twice.
+func TestPostgresSessionsKilledDuringInbox(t *testing.T) {
+	// The inbox's own pool, named, so that only its sessions are killed
+	// (other tests use the same database at the same time).
+	appName := testenv.Name(t, "inbox")
+	cfg, err := pgxpool.ParseConfig(testenv.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = appName
+	ctx := testenv.Context(t, 2*time.Minute)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	store := newInbox(t, testsink.Pool(t))
+	store, err = pgstore.New(pool, pgstore.WithTable(store.Table()[1:len(store.Table())-1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := testenv.Name(t, "effects")
+	if _, err := testsink.Pool(t).Exec(ctx, "CREATE TABLE "+pgx.Identifier{table}.Sanitize()+" (id text)"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dropTables(t, table) })
+	h, err := consumer.NewHandler(consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
+		tx, _ := pgstore.TxFromContext(ctx)
+		_, err := tx.Exec(ctx, "INSERT INTO "+pgx.Identifier{table}.Sanitize()+" (id) VALUES ($1)", string(m.Body))
+		return err
+	}), consumer.WithDedupe(store, "billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &consumer.Processor{Handler: h, MaxAttempts: 1000, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+
+	// A killer terminates every session of the inbox's pool, again and
+	// again, while the messages are processed.
+	killer, err := pgx.Connect(ctx, testenv.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer killer.Close(context.Background())
+	stopKilling := make(chan struct{})
+	killed := make(chan int64, 1)
+	go func() {
+		var total int64
+		defer func() { killed <- total }()
+		for {
+			select {
+			case <-stopKilling:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			var n int64
+			_ = killer.QueryRow(context.Background(), `SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+				WHERE application_name = $1) t`, appName).Scan(&n)
+			total += n
+		}
+	}()
+	const n = 200
+	ms := make([]*consumer.Message, n)
+	for i := range ms {
+		ms[i] = msg()
+		ms[i].Body = []byte(strconv.Itoa(i))
+		if out, err := p.Process(ctx, ctx, ms[i]); out != consumer.OutcomeAck {
+			close(stopKilling)
+			t.Fatalf("message %d: %v, %v", i, out, err)
+		}
+		if i%4 == 0 { // and a redelivery now and then
+			again := *ms[i]
+			if out, err := p.Process(ctx, ctx, &again); out != consumer.OutcomeAck {
+				close(stopKilling)
+				t.Fatalf("redelivery of %d: %v, %v", i, out, err)
+			}
+		}
+	}
+	close(stopKilling)
+	total := <-killed
+	if total == 0 {
+		t.Fatal("no session was terminated: the test proves nothing")
+	}
+	var rows, distinct int
+	if err := testsink.Pool(t).QueryRow(ctx, "SELECT count(*), count(DISTINCT id) FROM "+pgx.Identifier{table}.Sanitize()).Scan(&rows, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if rows != n || distinct != n {
+		t.Fatalf("%d effect rows for %d distinct messages, want %d and %d (%d sessions terminated)", rows, distinct, n, n, total)
+	}
+	t.Logf("%d sessions terminated during %d messages", total, n)
+}
