@@ -18,9 +18,11 @@ import (
 var ErrRefused = errors.New("rabbitmq: refused")
 
 // Endpoints dials one of several broker URLs — the nodes of one cluster —
-// in turn: each Dial starts with the URL after the one that last worked, so
-// a client whose node went away reconnects to another one. It is safe for
-// concurrent use.
+// in turn: each Dial starts with the URL that last worked and, when that
+// fails, tries the others in order, and after a Dial that reached none it
+// starts one further on, so a client whose node went away reconnects to
+// another one. Its fmt and %#v forms show only redacted URLs. It is safe
+// for concurrent use.
 type Endpoints struct {
 	urls []string
 	cfg  amqp.Config
@@ -67,6 +69,18 @@ func (e *Endpoints) URLs() []string {
 
 // String lists the redacted URLs; the password never appears.
 func (e *Endpoints) String() string { return strings.Join(e.URLs(), ",") }
+
+// GoString is used by %#v: the redacted URLs, never the password.
+func (e *Endpoints) GoString() string { return "rabbitmq.Endpoints(" + e.String() + ")" }
+
+// Format makes every fmt verb print [Endpoints.String].
+func (e *Endpoints) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		fmt.Fprint(f, e.GoString())
+		return
+	}
+	fmt.Fprint(f, e.String())
+}
 
 // Dial connects to the first URL that accepts, trying each once, and
 // returns the connection and the (redacted) URL it reached. A refusal
@@ -163,4 +177,22 @@ type refusedError struct{ err error }
 func (e *refusedError) Error() string { return e.err.Error() + " (refused: not retried)" }
 func (e *refusedError) Unwrap() []error {
 	return []error{e.err, ErrRefused}
+}
+
+// ClassifyDeclaration marks err with [ErrRefused] when it is the broker's
+// verdict on a declaration, one that declaring again cannot change: 406
+// PRECONDITION_FAILED (the entity exists with other arguments), 404
+// NOT_FOUND (a binding to a missing exchange), 403 ACCESS_REFUSED, 530
+// NOT_ALLOWED. A lost connection or an internal error stays retryable.
+// [Topology.Declare] uses it.
+func ClassifyDeclaration(err error) error {
+	var ae *amqp.Error
+	if err == nil || errors.Is(err, ErrRefused) || !errors.As(err, &ae) || !ae.Server {
+		return err
+	}
+	switch ae.Code {
+	case amqp.PreconditionFailed, amqp.NotFound, amqp.AccessRefused, amqp.NotAllowed:
+		return &refusedError{err}
+	}
+	return err
 }

@@ -2,6 +2,7 @@ package rabbitmq_test
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"strings"
 	"testing"
@@ -154,8 +155,14 @@ func TestDialFailsOver(t *testing.T) {
 	if reached != rabbitmq.Redact(good) {
 		t.Fatalf("reached %q, want %q", reached, rabbitmq.Redact(good))
 	}
-	if strings.Contains(e.String(), "guest:guest") {
-		t.Fatalf("String shows a password: %s", e)
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
+		if got := fmt.Sprintf(verb, e); strings.Contains(got, "guest:guest") || strings.Contains(got, "6775657374") {
+			t.Fatalf("%s of Endpoints shows a password: %s", verb, got)
+		}
+	}
+	holder := struct{ e *rabbitmq.Endpoints }{e}
+	if got := fmt.Sprintf("%+v %#v", holder, holder); strings.Contains(got, "guest:guest") {
+		t.Fatalf("Endpoints nested in a struct shows a password: %s", got)
 	}
 	// All down: the error names each URL, redacted, and is not a refusal.
 	e2, _ := rabbitmq.NewEndpoints([]string{dead, "amqp://guest:secret@127.0.0.1:2/"}, amqp.Config{})

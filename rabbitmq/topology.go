@@ -182,18 +182,18 @@ func (t Topology) Declare(ch *amqp.Channel) error {
 			kind = amqp.ExchangeDirect
 		}
 		if err := ch.ExchangeDeclare(e.Name, kind, !e.Transient, e.AutoDelete, false, false, e.Args); err != nil {
-			return fmt.Errorf("rabbitmq: declare exchange %q: %w", e.Name, Classify(err))
+			return fmt.Errorf("rabbitmq: declare exchange %q: %w", e.Name, ClassifyDeclaration(err))
 		}
 	}
 	for _, q := range t.Queues {
 		durable := !q.Transient || q.Type == Quorum
 		if _, err := ch.QueueDeclare(q.Name, durable, q.AutoDelete, q.Exclusive, false, q.args()); err != nil {
-			return fmt.Errorf("rabbitmq: declare queue %q: %w", q.Name, Classify(err))
+			return fmt.Errorf("rabbitmq: declare queue %q: %w", q.Name, ClassifyDeclaration(err))
 		}
 	}
 	for _, b := range t.Bindings {
 		if err := ch.QueueBind(b.Queue, b.Key, b.Exchange, false, b.Args); err != nil {
-			return fmt.Errorf("rabbitmq: bind queue %q to exchange %q with key %q: %w", b.Queue, b.Exchange, b.Key, Classify(err))
+			return fmt.Errorf("rabbitmq: bind queue %q to exchange %q with key %q: %w", b.Queue, b.Exchange, b.Key, ClassifyDeclaration(err))
 		}
 	}
 	return nil

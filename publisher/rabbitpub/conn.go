@@ -161,34 +161,10 @@ func (p *Publisher) declare(ac *amqp.Connection) error {
 		return fmt.Errorf("topology: open channel: %w", err)
 	}
 	if err := p.cfg.topology.Declare(ch); err != nil {
-		return refusedDeclaration(err)
+		return rabbitmq.ClassifyDeclaration(err)
 	}
 	return ch.Close()
 }
-
-// refusedDeclaration marks err with rabbitmq.ErrRefused when it is the
-// broker's verdict on a declaration, one that declaring again cannot change
-// (406 PRECONDITION_FAILED for an entity that exists with other arguments,
-// 404 NOT_FOUND for a binding to a missing exchange, 403 ACCESS_REFUSED,
-// 530 NOT_ALLOWED); a lost connection or an internal error stays
-// retryable.
-func refusedDeclaration(err error) error {
-	var ae *amqp.Error
-	if errors.Is(err, rabbitmq.ErrRefused) || !errors.As(err, &ae) || !ae.Server {
-		return err
-	}
-	switch ae.Code {
-	case amqp.PreconditionFailed, amqp.NotFound, amqp.AccessRefused, amqp.NotAllowed:
-		return &refusedError{err}
-	}
-	return err
-}
-
-// refusedError marks a permanent refusal with rabbitmq.ErrRefused.
-type refusedError struct{ err error }
-
-func (e *refusedError) Error() string   { return e.err.Error() + " (refused: not retried)" }
-func (e *refusedError) Unwrap() []error { return []error{e.err, rabbitmq.ErrRefused} }
 
 // channel is one AMQP channel in confirm mode.
 //
