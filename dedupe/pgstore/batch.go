@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/uuidforge/uuidforge/internal/pgname"
 	"slices"
 	"strings"
 	"time"
@@ -107,7 +108,7 @@ func (s *Store) claimRound(ctx context.Context, keys []dedupe.Key, lease time.Du
 	err := retryDeadlock(ctx, func() error {
 		again = again[:0]
 		round := make([]dedupe.Claim, 0, len(keys))
-		rows, err := s.pool.Query(ctx, s.claimBatchSQL, scopes, ids, micros(lease))
+		rows, err := s.pool.Query(ctx, s.claimBatchSQL, scopes, ids, pgname.Micros(lease))
 		if err != nil {
 			return err
 		}

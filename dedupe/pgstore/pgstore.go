@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/uuidforge/uuidforge/internal/pgname"
 	"hash/fnv"
 	"math"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,28 +50,13 @@ type config struct {
 	janitorErrors func(error)
 }
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
-
-func parseTable(name string) ([]string, error) {
-	parts := strings.Split(name, ".")
-	if len(parts) > 2 {
-		return nil, fmt.Errorf("table %q: want name or schema.name", name)
-	}
-	for _, p := range parts {
-		if !identRE.MatchString(p) {
-			return nil, fmt.Errorf("table %q: %q is not a plain identifier of at most 63 bytes (letters, digits, _)", name, p)
-		}
-	}
-	return parts, nil
-}
-
 // WithTable sets the table, "name" or "schema.name", each part a plain
 // identifier of at most 63 bytes (letters, digits and underscores, not
 // starting with a digit). Default [DefaultTable]. The table's sequence and
 // index are named after it (see [DDL]).
 func WithTable(name string) Option {
 	return func(c *config) error {
-		parts, err := parseTable(name)
+		parts, err := pgname.ParseTable(name)
 		if err != nil {
 			return fmt.Errorf("pgstore: WithTable(%q): %w", name, err)
 		}
@@ -172,20 +157,6 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-// auxName returns the name of the table's sequence or index: name_suffix,
-// shortened with a hash of the full name when that would pass PostgreSQL's
-// 63-byte limit (which would otherwise truncate it silently).
-func auxName(name, suffix string) string {
-	n := name + "_" + suffix
-	if len(n) <= 63 {
-		return n
-	}
-	h := fnv.New32a()
-	h.Write([]byte(name))
-	tail := fmt.Sprintf("_%08x_%s", h.Sum32(), suffix)
-	return name[:63-len(tail)] + tail
-}
-
 type names struct{ table, seq, seqLit, indexBare string }
 
 func tableNames(parts []string) names {
@@ -193,12 +164,12 @@ func tableNames(parts []string) names {
 	qual := func(n string) pgx.Identifier {
 		return append(append(pgx.Identifier{}, parts[:len(parts)-1]...), n)
 	}
-	seq := qual(auxName(name, "token_seq")).Sanitize()
+	seq := qual(pgname.Aux(name, "token_seq")).Sanitize()
 	return names{
 		table:     pgx.Identifier(parts).Sanitize(),
 		seq:       seq,
 		seqLit:    "'" + strings.ReplaceAll(seq, "'", "''") + "'",
-		indexBare: pgx.Identifier{auxName(name, "expires_idx")}.Sanitize(),
+		indexBare: pgx.Identifier{pgname.Aux(name, "expires_idx")}.Sanitize(),
 	}
 }
 
@@ -227,7 +198,7 @@ func DDL(table string) (string, error) {
 	if table == "" {
 		table = DefaultTable
 	}
-	parts, err := parseTable(table)
+	parts, err := pgname.ParseTable(table)
 	if err != nil {
 		return "", fmt.Errorf("pgstore: %w", err)
 	}
@@ -392,14 +363,6 @@ func (s *Store) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func micros(d time.Duration) int64 {
-	us := d / time.Microsecond
-	if d%time.Microsecond != 0 {
-		us++
-	}
-	return int64(us)
-}
-
 // Claim implements [dedupe.Store.Claim] with one statement (one round trip).
 // Only when the key's row was first inserted by a concurrent claim that
 // committed after this statement began (or a claimable row was taken by one)
@@ -422,7 +385,7 @@ func (s *Store) Claim(ctx context.Context, key dedupe.Key, lease time.Duration) 
 			token   int64
 			expires *time.Time
 		)
-		err := s.pool.QueryRow(ctx, s.claimSQL, key.Scope, [16]byte(key.ID), micros(lease)).Scan(&status, &token, &expires)
+		err := s.pool.QueryRow(ctx, s.claimSQL, key.Scope, [16]byte(key.ID), pgname.Micros(lease)).Scan(&status, &token, &expires)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue
 		}
@@ -476,7 +439,7 @@ func retentionMicros(retention, def time.Duration) (int64, error) {
 	if retention == dedupe.Forever {
 		return -1, nil
 	}
-	return micros(retention), nil
+	return pgname.Micros(retention), nil
 }
 
 // Complete implements [dedupe.Store.Complete] with one UPDATE that checks
@@ -576,18 +539,10 @@ func (s *Store) Cleanup(ctx context.Context, limit int) (int64, error) {
 
 func (s *Store) runJanitor(ctx context.Context) {
 	defer s.janitor.Done()
-	t := time.NewTicker(s.cfg.janitorEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := s.Cleanup(ctx, DefaultCleanupBatch); err != nil && ctx.Err() == nil && s.cfg.janitorErrors != nil {
-			s.cfg.janitorErrors(err)
-		}
-	}
+	pgname.Janitor(ctx, s.cfg.janitorEvery, func(ctx context.Context) error {
+		_, err := s.Cleanup(ctx, DefaultCleanupBatch)
+		return err
+	}, s.cfg.janitorErrors)
 }
 
 type txKey struct{}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/uuidforge/uuidforge/internal/pgname"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -108,7 +109,7 @@ func (b *batch) Finish(ctx context.Context, o outbox.Outcome) (err error) {
 	if len(o.Retry) > 0 {
 		seqs, reasons, delays := make([]int64, len(o.Retry)), make([]string, len(o.Retry)), make([]int64, len(o.Retry))
 		for i, f := range o.Retry {
-			seqs[i], reasons[i], delays[i] = f.Seq, reason(f.Reason), micros(max(f.Delay, 0))
+			seqs[i], reasons[i], delays[i] = f.Seq, reason(f.Reason), pgname.Micros(max(f.Delay, 0))
 		}
 		q.Queue(b.sql.retry, seqs, reasons, delays)
 	}

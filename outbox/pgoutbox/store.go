@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/uuidforge/uuidforge/internal/pgname"
 	"hash/fnv"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,28 +55,13 @@ type config struct {
 	janitorErrors func(error)
 }
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
-
-func parseTable(name string) ([]string, error) {
-	parts := strings.Split(name, ".")
-	if len(parts) > 2 {
-		return nil, fmt.Errorf("table %q: want name or schema.name", name)
-	}
-	for _, p := range parts {
-		if !identRE.MatchString(p) {
-			return nil, fmt.Errorf("table %q: %q is not a plain identifier of at most 63 bytes (letters, digits, _)", name, p)
-		}
-	}
-	return parts, nil
-}
-
 // WithTable sets the table, "name" or "schema.name", each part a plain
 // identifier of at most 63 bytes (letters, digits and underscores, not
 // starting with a digit). Default [DefaultTable]. The table's indexes and
 // notification channel are named after it (see [DDL]).
 func WithTable(name string) Option {
 	return func(c *config) error {
-		parts, err := parseTable(name)
+		parts, err := pgname.ParseTable(name)
 		if err != nil {
 			return fmt.Errorf("pgoutbox: WithTable(%q): %w", name, err)
 		}
@@ -184,21 +169,6 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-// auxName returns the name of something named after the table (an index,
-// the channel): name_suffix, shortened with a hash of the full name when
-// that would pass PostgreSQL's 63-byte limit (which would otherwise
-// truncate it silently).
-func auxName(name, suffix string) string {
-	n := name + "_" + suffix
-	if len(n) <= 63 {
-		return n
-	}
-	h := fnv.New32a()
-	h.Write([]byte(name))
-	tail := fmt.Sprintf("_%08x_%s", h.Sum32(), suffix)
-	return name[:63-len(tail)] + tail
-}
-
 type names struct {
 	table                        string // quoted, possibly schema-qualified
 	tableLit                     string // the same as a string literal
@@ -210,8 +180,8 @@ type names struct {
 func tableNames(parts []string) names {
 	name := parts[len(parts)-1]
 	quoted := pgx.Identifier(parts).Sanitize()
-	bare := func(suffix string) string { return pgx.Identifier{auxName(name, suffix)}.Sanitize() }
-	channel := auxName(strings.Join(parts, "_"), "notify")
+	bare := func(suffix string) string { return pgx.Identifier{pgname.Aux(name, suffix)}.Sanitize() }
+	channel := pgname.Aux(strings.Join(parts, "_"), "notify")
 	return names{
 		table:        quoted,
 		tableLit:     "'" + strings.ReplaceAll(quoted, "'", "''") + "'",
@@ -266,7 +236,7 @@ func DDL(table string) (string, error) {
 	if table == "" {
 		table = DefaultTable
 	}
-	parts, err := parseTable(table)
+	parts, err := pgname.ParseTable(table)
 	if err != nil {
 		return "", fmt.Errorf("pgoutbox: %w", err)
 	}
@@ -356,14 +326,6 @@ func (s *Store) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func micros(d time.Duration) int64 {
-	us := d / time.Microsecond
-	if d%time.Microsecond != 0 {
-		us++
-	}
-	return int64(us)
-}
-
 // Cleanup deletes dispatched rows older than the retention ([WithRetention])
 // in statements of at most limit rows (0: [DefaultCleanupBatch]) until fewer
 // than limit are left or ctx is done, and returns how many it deleted. It
@@ -382,7 +344,7 @@ func (s *Store) Cleanup(ctx context.Context, limit int) (int64, error) {
 		if err := s.check(ctx); err != nil {
 			return total, fmt.Errorf("pgoutbox: cleanup: %w", err)
 		}
-		tag, err := s.pool.Exec(ctx, s.sql.cleanup, micros(s.cfg.retention), limit)
+		tag, err := s.pool.Exec(ctx, s.sql.cleanup, pgname.Micros(s.cfg.retention), limit)
 		if err != nil {
 			return total, fmt.Errorf("pgoutbox: cleanup: %w", err)
 		}
@@ -395,16 +357,8 @@ func (s *Store) Cleanup(ctx context.Context, limit int) (int64, error) {
 
 func (s *Store) runJanitor(ctx context.Context) {
 	defer s.janitor.Done()
-	t := time.NewTicker(s.cfg.janitorEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := s.Cleanup(ctx, DefaultCleanupBatch); err != nil && ctx.Err() == nil && s.cfg.janitorErrors != nil {
-			s.cfg.janitorErrors(err)
-		}
-	}
+	pgname.Janitor(ctx, s.cfg.janitorEvery, func(ctx context.Context) error {
+		_, err := s.Cleanup(ctx, DefaultCleanupBatch)
+		return err
+	}, s.cfg.janitorErrors)
 }
