@@ -113,16 +113,8 @@ func (p *Processor) storeBatch(stop, work context.Context, ctxs []context.Contex
 			stoppedAt = i
 			break
 		}
-		m.state.attempt = attemptState{}
-		m.state.batch = &batchSlot{claim: claims[i], claimed: true}
-		m.Attempt = m.state.runs + 1
-		start := time.Now()
-		err := p.handle(ctxs[i], m)
-		if !m.state.attempt.skipped {
-			m.state.runs++
-		}
-		slot := m.state.batch
-		m.state.batch = nil
+		slot := &batchSlot{claim: claims[i], claimed: true}
+		start, err := p.attempt(ctxs[i], m, slot)
 		if err != nil || (claims[i].Status == dedupe.Acquired && !slot.pending) {
 			stoppedAt, failed = i, &ran{err: err, start: start}
 			if err == nil { // a chain that answered without reaching the dedupe layer
@@ -157,18 +149,9 @@ func (p *Processor) storeBatch(stop, work context.Context, ctxs []context.Contex
 	}
 	settled := stoppedAt
 	if len(pending) > 0 {
-		cerrs, err := bs.CompleteBatch(context.WithoutCancel(work), pending, d.retention)
+		cerrs := d.completeAll(work, ctxs, bs, pending, owners)
 		for k, i := range owners {
-			cerr := err
-			if err == nil && len(cerrs) == len(pending) {
-				cerr = cerrs[k]
-			} else if err == nil {
-				cerr = errors.New("consumer: CompleteBatch answered for the wrong number of claims")
-			}
-			if cerr != nil && !errors.Is(cerr, dedupe.ErrLeaseLost) {
-				cerr = d.complete(ctxs[i], claims[i])
-			}
-			if cerr != nil && i < settled {
+			if cerr := cerrs[k]; cerr != nil && i < settled {
 				// The work of ms[i] is done but not recorded: it waits as
 				// the dedupe layer's own completion failure would, and every
 				// later message is settled one by one after it (those whose
@@ -205,14 +188,8 @@ func (p *Processor) inboxBatch(stop, work context.Context, ctxs []context.Contex
 			return errBatchStopped
 		}
 		next = i + 1
-		m := ms[i]
-		m.state.attempt = attemptState{}
-		m.state.batch = &batchSlot{inTx: true}
-		m.Attempt = m.state.runs + 1
-		starts[i] = time.Now()
-		herr := p.handle(overlay{Context: txCtx, values: ctxs[i]}, m)
-		m.state.runs++
-		m.state.batch = nil
+		var herr error
+		starts[i], herr = p.attemptInTx(txCtx, ctxs[i], ms[i])
 		if herr != nil {
 			stopped, failed = i, &ran{err: herr, start: starts[i]}
 		}
@@ -249,6 +226,43 @@ func (p *Processor) inboxBatch(stop, work context.Context, ctxs []context.Contex
 		}
 	}
 	return len(ms), nil
+}
+
+// completeAll completes the claims of a batch in one round trip;
+// owners[k] is the index in the batch (and in ctxs) of claims[k]. A
+// completion that fails is retried alone with its claim, as the dedupe
+// layer does, so a passing store error does not run a handler again. It
+// returns each claim's final error.
+func (d *dedupeHandler) completeAll(work context.Context, ctxs []context.Context, bs dedupe.BatchStore, claims []dedupe.Claim, owners []int) []error {
+	cerrs, err := bs.CompleteBatch(context.WithoutCancel(work), claims, d.retention)
+	out := make([]error, len(claims))
+	for k, i := range owners {
+		cerr := err
+		if err == nil && len(cerrs) == len(claims) {
+			cerr = cerrs[k]
+		} else if err == nil {
+			cerr = errors.New("consumer: CompleteBatch answered for the wrong number of claims")
+		}
+		if cerr != nil && !errors.Is(cerr, dedupe.ErrLeaseLost) {
+			cerr = d.complete(ctxs[i], claims[k])
+		}
+		out[k] = cerr
+	}
+	return out
+}
+
+// attemptInTx runs the chain for m once inside a BatchInbox group: with
+// txCtx's transaction and cancellation and the values of m's own context.
+// The run counts whatever the chain answers (the group may take it back).
+func (p *Processor) attemptInTx(txCtx, ctx context.Context, m *Message) (time.Time, error) {
+	m.state.attempt = attemptState{}
+	m.state.batch = &batchSlot{inTx: true}
+	m.Attempt = m.state.runs + 1
+	start := time.Now()
+	err := p.handle(overlay{Context: txCtx, values: ctx}, m)
+	m.state.runs++
+	m.state.batch = nil
+	return start, err
 }
 
 // dedupeLayer returns the chain's dedupe layer when the layers above it are
@@ -324,50 +338,24 @@ func (p *Processor) TryBatch(stop, work context.Context, ctxs []context.Context,
 			outs[i], errs[i] = OutcomeAbandon, fmt.Errorf("consumer: %w", context.Canceled)
 			continue
 		}
-		ms[i].state.attempt = attemptState{}
-		ms[i].Attempt = ms[i].state.runs + 1
-		start := time.Now()
-		err := p.handle(ctxs[i], ms[i])
-		if !ms[i].state.attempt.skipped {
-			ms[i].state.runs++
-		}
+		start, err := p.attempt(ctxs[i], ms[i], nil)
 		outs[i], errs[i] = p.classify(ctxs[i], ms[i], err, start)
 	}
 	return outs, errs
 }
 
-// classify turns one attempt's result into TryBatch's outcome, counting a
-// failure and telling the observer, as Process would before waiting.
+// classify is judge for TryBatch: a message to retry is reported to the
+// observer with the first backoff as its wait, and handed back.
 func (p *Processor) classify(ctx context.Context, m *Message, err error, start time.Time) (Outcome, error) {
-	m.Attempt = max(m.state.runs, 1)
-	if err == nil {
-		m.state.duplicate = m.state.attempt.duplicate
-		return OutcomeAck, nil
-	}
-	if ctx.Err() != nil {
-		return OutcomeAbandon, err
-	}
-	a := Attempt{Next: NextRetry, Err: err, Duration: time.Since(start), LeaseLost: m.state.attempt.leaseLost}
-	switch {
-	case errors.Is(err, ErrInFlight):
-		a.Next = NextWaitLease
-	case Waiting(err):
-		a.Next = NextWaitStore
-	default:
-		maxAttempts := p.MaxAttempts
-		if maxAttempts <= 0 {
-			maxAttempts = DefaultMaxAttempts
-		}
-		m.state.failures++
-		if ShouldDeadLetter(err, m.state.failures, maxAttempts) {
-			return OutcomeDeadLetter, err
-		}
-	}
-	if p.Observer != nil {
+	out, a := p.judge(ctx, m, err, start)
+	if out == OutcomeRetry && p.Observer != nil {
 		a.Wait = orDefault(p.MinBackoff, DefaultMinBackoff)
 		p.Observer.AttemptDone(ctx, m, a)
 	}
-	return OutcomeRetry, err
+	if out == OutcomeAck {
+		return out, nil
+	}
+	return out, err
 }
 
 // storeTry is TryBatch's BatchStore path: claims in one round trip, every
@@ -393,21 +381,13 @@ func (p *Processor) storeTry(stop, work context.Context, ctxs []context.Context,
 			outs[i], errs[i] = OutcomeAbandon, fmt.Errorf("consumer: %w", context.Canceled)
 			continue
 		}
-		m.state.attempt = attemptState{}
-		m.Attempt = m.state.runs + 1
-		start := time.Now()
 		if claims[i].Status == dedupe.InFlight {
-			m.state.attempt.skipped = true
-			outs[i], errs[i] = p.classify(ctxs[i], m, &InFlightError{ID: m.ID, Until: claims[i].Until}, start)
+			m.state.attempt = attemptState{skipped: true}
+			outs[i], errs[i] = p.classify(ctxs[i], m, &InFlightError{ID: m.ID, Until: claims[i].Until}, time.Now())
 			continue
 		}
-		m.state.batch = &batchSlot{claim: claims[i], claimed: true}
-		err := p.handle(ctxs[i], m)
-		if !m.state.attempt.skipped {
-			m.state.runs++
-		}
-		slot := m.state.batch
-		m.state.batch = nil
+		slot := &batchSlot{claim: claims[i], claimed: true}
+		start, err := p.attempt(ctxs[i], m, slot)
 		switch {
 		case err != nil:
 			outs[i], errs[i] = p.classify(ctxs[i], m, err, start) // the layer released the claim
@@ -428,18 +408,9 @@ func (p *Processor) storeTry(stop, work context.Context, ctxs []context.Context,
 	if len(pending) == 0 {
 		return
 	}
-	cerrs, err := bs.CompleteBatch(context.WithoutCancel(work), pending, d.retention)
+	cerrs := d.completeAll(work, ctxs, bs, pending, owners)
 	for k, i := range owners {
-		cerr := err
-		if err == nil && len(cerrs) == len(pending) {
-			cerr = cerrs[k]
-		} else if err == nil {
-			cerr = errors.New("consumer: CompleteBatch answered for the wrong number of claims")
-		}
-		if cerr != nil && !errors.Is(cerr, dedupe.ErrLeaseLost) {
-			cerr = d.complete(ctxs[i], claims[i])
-		}
-		if cerr != nil {
+		if cerr := cerrs[k]; cerr != nil {
 			ms[i].state.attempt.leaseLost = errors.Is(cerr, dedupe.ErrLeaseLost)
 			outs[i], errs[i] = p.classify(ctxs[i], ms[i], &storeError{fmt.Errorf("complete %s: %w", ms[i].ID, cerr)}, time.Now())
 			continue
@@ -461,14 +432,8 @@ func (p *Processor) inboxTry(stop, work context.Context, ctxs []context.Context,
 		if i > 0 && stop.Err() != nil {
 			return errBatchStopped
 		}
-		m := ms[i]
-		m.state.attempt = attemptState{}
-		m.state.batch = &batchSlot{inTx: true}
-		m.Attempt = m.state.runs + 1
-		starts[i] = time.Now()
-		herr := p.handle(overlay{Context: txCtx, values: ctxs[i]}, m)
-		m.state.runs++
-		m.state.batch = nil
+		var herr error
+		starts[i], herr = p.attemptInTx(txCtx, ctxs[i], ms[i])
 		return herr
 	})
 	if err != nil || len(results) != len(ms) {

@@ -138,10 +138,6 @@ type ran struct {
 // run is Process, starting from the result of an attempt already made
 // when first is not nil.
 func (p *Processor) run(stop, work context.Context, m *Message, first *ran) (Outcome, error) {
-	maxAttempts := p.MaxAttempts
-	if maxAttempts <= 0 {
-		maxAttempts = DefaultMaxAttempts
-	}
 	var b backoff.BackOff // made on the first failure only
 	var timer *time.Timer
 	defer func() {
@@ -156,33 +152,11 @@ func (p *Processor) run(stop, work context.Context, m *Message, first *ran) (Out
 			err, start = first.err, first.start
 			first = nil
 		} else {
-			m.state.attempt = attemptState{}
-			m.Attempt = m.state.runs + 1
-			start = time.Now()
-			err = p.handle(work, m)
-			if !m.state.attempt.skipped {
-				m.state.runs++
-			}
+			start, err = p.attempt(work, m, nil)
 		}
-		m.Attempt = max(m.state.runs, 1)
-		if err == nil {
-			m.state.duplicate = m.state.attempt.duplicate
-			return OutcomeAck, nil
-		}
-		if work.Err() != nil {
-			return OutcomeAbandon, err
-		}
-		a := Attempt{Next: NextRetry, Err: err, Duration: time.Since(start), LeaseLost: m.state.attempt.leaseLost}
-		switch {
-		case errors.Is(err, ErrInFlight):
-			a.Next = NextWaitLease
-		case Waiting(err):
-			a.Next = NextWaitStore
-		default:
-			m.state.failures++
-			if ShouldDeadLetter(err, m.state.failures, maxAttempts) {
-				return OutcomeDeadLetter, err
-			}
+		out, a := p.judge(work, m, err, start)
+		if out != OutcomeRetry {
+			return out, err
 		}
 		if b == nil {
 			b = p.Backoff()
@@ -210,6 +184,53 @@ func (p *Processor) run(stop, work context.Context, m *Message, first *ran) (Out
 		case <-timer.C:
 		}
 	}
+}
+
+// attempt runs the chain for m once, with slot as the batch's part in it
+// (nil outside a batch), and counts the run when the handler was reached.
+func (p *Processor) attempt(ctx context.Context, m *Message, slot *batchSlot) (time.Time, error) {
+	m.state.attempt = attemptState{}
+	m.state.batch = slot
+	m.Attempt = m.state.runs + 1
+	start := time.Now()
+	err := p.handle(ctx, m)
+	if !m.state.attempt.skipped {
+		m.state.runs++
+	}
+	m.state.batch = nil
+	return start, err
+}
+
+// judge says what follows an attempt of m that ended with err: OutcomeAck,
+// OutcomeAbandon (ctx ended), OutcomeDeadLetter (a permanent error, or the
+// last allowed attempt failed; the failure is counted) or OutcomeRetry,
+// with the Attempt to report (its Wait left to the caller).
+func (p *Processor) judge(ctx context.Context, m *Message, err error, start time.Time) (Outcome, Attempt) {
+	m.Attempt = max(m.state.runs, 1)
+	if err == nil {
+		m.state.duplicate = m.state.attempt.duplicate
+		return OutcomeAck, Attempt{}
+	}
+	if ctx.Err() != nil {
+		return OutcomeAbandon, Attempt{}
+	}
+	a := Attempt{Next: NextRetry, Err: err, Duration: time.Since(start), LeaseLost: m.state.attempt.leaseLost}
+	switch {
+	case errors.Is(err, ErrInFlight):
+		a.Next = NextWaitLease
+	case Waiting(err):
+		a.Next = NextWaitStore
+	default:
+		maxAttempts := p.MaxAttempts
+		if maxAttempts <= 0 {
+			maxAttempts = DefaultMaxAttempts
+		}
+		m.state.failures++
+		if ShouldDeadLetter(err, m.state.failures, maxAttempts) {
+			return OutcomeDeadLetter, a
+		}
+	}
+	return OutcomeRetry, a
 }
 
 // handle runs the handler; a panic that escaped the chain (no [Recover])
