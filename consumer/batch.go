@@ -16,6 +16,7 @@ type batchSlot struct {
 	claimed bool         // claim is set
 	inTx    bool         // running inside BatchInbox.ProcessBatch: the inbox layer only calls next
 	pending bool         // the handler succeeded; its completion is left to the batch
+	used    bool         // the dedupe layer took the claim (a layer above it may answer first)
 }
 
 // errBatchStopped is what the members of a BatchInbox group after a failed
@@ -106,6 +107,7 @@ func (p *Processor) storeBatch(stop, work context.Context, ctxs []context.Contex
 		return 0, nil // one by one: each meets the store on its own
 	}
 	stoppedAt, failed := len(ms), (*ran)(nil)
+	var stoppedSlot *batchSlot // the slot of the last member run
 	for i, m := range ms {
 		if claims[i].Status == dedupe.InFlight || (i > 0 && stop.Err() != nil) {
 			// Waits for the holder's lease, outside the batch; or the
@@ -115,6 +117,7 @@ func (p *Processor) storeBatch(stop, work context.Context, ctxs []context.Contex
 		}
 		slot := &batchSlot{claim: claims[i], claimed: true}
 		start, err := p.attempt(ctxs[i], m, slot)
+		stoppedSlot = slot
 		if err != nil || (claims[i].Status == dedupe.Acquired && !slot.pending) {
 			stoppedAt, failed = i, &ran{err: err, start: start}
 			if err == nil { // a chain that answered without reaching the dedupe layer
@@ -131,7 +134,9 @@ func (p *Processor) storeBatch(stop, work context.Context, ctxs []context.Contex
 			unused = append(unused, claims[i])
 		}
 	}
-	if stoppedAt < len(ms) && failed == nil && claims[stoppedAt].Status == dedupe.Acquired {
+	if stoppedAt < len(ms) && claims[stoppedAt].Status == dedupe.Acquired && (failed == nil || !stoppedSlot.used) {
+		// Not run, or refused by a layer above dedupe before the claim was
+		// used (the dedupe layer releases the claims it used).
 		unused = append(unused, claims[stoppedAt])
 	}
 	if len(unused) > 0 {
@@ -390,7 +395,12 @@ func (p *Processor) storeTry(stop, work context.Context, ctxs []context.Context,
 		start, err := p.attempt(ctxs[i], m, slot)
 		switch {
 		case err != nil:
-			outs[i], errs[i] = p.classify(ctxs[i], m, err, start) // the layer released the claim
+			if claims[i].Acquired() && !slot.used {
+				// A layer above dedupe (the ID check) refused the message:
+				// its claim was never used, give it back.
+				unused = append(unused, claims[i])
+			} // otherwise the dedupe layer released it
+			outs[i], errs[i] = p.classify(ctxs[i], m, err, start)
 		case claims[i].Acquired() && !slot.pending:
 			// The chain answered without reaching the dedupe layer.
 			unused = append(unused, claims[i])

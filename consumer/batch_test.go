@@ -16,7 +16,9 @@ import (
 	"github.com/uuidforge/uuidforge/consumer/internal/testsink"
 	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
+	"github.com/uuidforge/uuidforge/forge"
 	"github.com/uuidforge/uuidforge/internal/testenv"
+	"github.com/uuidforge/uuidforge/publisher"
 )
 
 // countingStore counts the round trips a batch makes.
@@ -568,5 +570,55 @@ func TestTryBatchInbox(t *testing.T) {
 	var n int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{table}.Sanitize()).Scan(&n); err != nil || n != 4 {
 		t.Fatalf("%d rows (%v), want 4: the failed attempt's row rolled back, the retry's kept", n, err)
+	}
+}
+
+// A message refused above the dedupe layer (a forged ID) must give back the
+// claim its batch took for it: the real message with the same ID, in the
+// same batch, is then processed instead of waiting for that claim's lease.
+func TestBatchReleasesClaimsRefusedAboveDedupe(t *testing.T) {
+	secret, _ := forge.NewSecret()
+	gen := forge.MustNew("orders.example.com", forge.WithSecret(secret))
+	real := publisher.Message{Type: "order.placed", Key: []any{"SO-9"}, Body: []byte("real")}
+	l, err := publisher.IDs(context.Background(), gen, &real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newPair := func() []*consumer.Message {
+		return []*consumer.Message{
+			{ID: l.MessageID, CorrelationID: l.MessageID, Type: "order.placed", Key: []byte("SO-1"), Body: []byte("squat")},
+			{ID: l.MessageID, CorrelationID: l.MessageID, Type: "order.placed", Key: []byte("SO-9"), Body: []byte("real")},
+		}
+	}
+	for _, ordered := range []bool{false, true} {
+		t.Run(fmt.Sprint("ordered=", ordered), func(t *testing.T) {
+			e := &effects{}
+			h, err := consumer.NewHandler(e.handler(), consumer.WithDedupe(newMemory(t), "billing"),
+				consumer.WithVerifiedIDs(gen), consumer.WithLease(time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := &consumer.Processor{Handler: h, MaxAttempts: 1, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
+			ms := newPair()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // far below the lease
+			defer cancel()
+			var outs []consumer.Outcome
+			if ordered {
+				// ProcessBatch ends at a dead letter; the caller stores it
+				// and passes the rest again, as the Kafka loop does.
+				for len(outs) < len(ms) {
+					o, _ := processBatch(p, ctx, ms[len(outs):])
+					outs = append(outs, o...)
+				}
+			} else {
+				outs, _ = tryBatch(p, ctx, ms)
+				if outs[1] == consumer.OutcomeRetry {
+					outs[1], _ = p.Process(ctx, ctx, ms[1])
+				}
+			}
+			if outs[0] != consumer.OutcomeDeadLetter || outs[1] != consumer.OutcomeAck || fmt.Sprint(e.order) != "[real]" {
+				t.Fatalf("outcomes %v, effects %v; want the squatter dead-lettered and the real one processed", outs, e.order)
+			}
+		})
 	}
 }

@@ -81,6 +81,7 @@ func (d *dedupeHandler) Handle(ctx context.Context, m *Message) error {
 	batch := m.state.batch
 	if batch != nil && batch.claimed {
 		c = batch.claim // claimed with the rest of a batch ([Processor.ProcessBatch])
+		batch.used = true
 	} else {
 		var err error
 		c, err = d.store.Claim(ctx, dedupe.Key{Scope: d.scope, ID: m.ID}, d.lease)

@@ -285,7 +285,7 @@ func TestBatchOneClaimAndOneCommit(t *testing.T) {
 	r := gated(t, writer(t, brokers, topic), c, idMessage("k", gate, "gate"), running, release, msgs...)
 	partition := led.partition(gate)
 	waitCommitted(t, led, partition, n+1)
-	r.stop(t)
+	r.Stop(t)
 
 	if fmt.Sprint(order) != "[0 1 2 3 4 5 6 7 8 9]" {
 		t.Errorf("handled in order %v", order)
@@ -370,7 +370,7 @@ func TestBatchFailureInTheMiddle(t *testing.T) {
 			r := gated(t, writer(t, brokers, topic), c, idMessage("k", gate, "gate"), running, release, msgs...)
 			partition := led.partition(gate)
 			waitCommitted(t, led, partition, n+1)
-			r.stop(t)
+			r.Stop(t)
 
 			want := []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
 			var settled map[int64]bool
@@ -479,7 +479,7 @@ func TestBatchChaos(t *testing.T) {
 			a := start(t, newConsumer(t, readerConfig(brokers, topic, group), h,
 				append(opts, consumer.WithShutdownTimeout(time.Millisecond))...))
 			waitRows(t, sink, per)
-			a.stop(t) // mid-batch: the records in progress are abandoned
+			a.Stop(t) // mid-batch: the records in progress are abandoned
 			for range bursts / 2 {
 				burst()
 			}
@@ -493,7 +493,7 @@ func TestBatchChaos(t *testing.T) {
 				}
 				return total == bursts*per
 			})
-			b.stop(t)
+			b.Stop(t)
 
 			failed, panicked := chaos.Injected()
 			if failed == 0 || panicked == 0 {
@@ -561,7 +561,7 @@ func TestDeliveryStartKnowsTheIDs(t *testing.T) {
 		defer h.mu.Unlock()
 		return len(h.ids) == 2
 	})
-	r.stop(t)
+	r.Stop(t)
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
 	h.mu.Lock()

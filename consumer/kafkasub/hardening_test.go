@@ -154,7 +154,7 @@ func TestDeadLetterOfLargeRecord(t *testing.T) {
 	var logs logBuffer
 	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), h, consumer.WithLogger(logs.logger())))
 	waitFor(t, 30*time.Second, "the record behind the large dead letters was not processed", func() bool { return done.has(good) })
-	r.stop(t)
+	r.Stop(t)
 
 	dls := readAll(t, brokers, topic+consumer.DeadLetterSuffix, 3)
 	byOffset := map[string]kafkago.Message{}
@@ -205,7 +205,7 @@ func TestDeadLetterFailureLoggedAtOnce(t *testing.T) {
 	waitFor(t, 15*time.Second, "no ERROR log line while the dead letter keeps failing", func() bool {
 		return len(logs.lines("ERROR", "dead letter", "offset=0")) > 0
 	})
-	r.stop(t)
+	r.Stop(t)
 	if off := committed(t, brokers, topic, group, 3); off[0] > 0 || off[1] > 0 || off[2] > 0 {
 		t.Fatalf("committed %v without the dead letter", off)
 	}
@@ -228,7 +228,7 @@ func TestAbandonedRetryNotCommitted(t *testing.T) {
 		consumer.WithMaxAttempts(100), consumer.WithBackoff(time.Second, time.Second))
 	r := start(t, c)
 	waitFor(t, 20*time.Second, "the handler never ran", func() bool { return failures.Load() > 0 })
-	r.stop(t) // during the 1 s wait before the second attempt
+	r.Stop(t) // during the 1 s wait before the second attempt
 	if n := failures.Load(); n != 1 {
 		t.Fatalf("%d attempts, want the stop during the first wait", n)
 	}
@@ -241,7 +241,7 @@ func TestAbandonedRetryNotCommitted(t *testing.T) {
 	ok := consumer.HandlerFunc(func(_ context.Context, m *consumer.Message) error { done.add(m.ID); return nil })
 	r2 := start(t, newConsumer(t, readerConfig(brokers, topic, group), ok))
 	waitFor(t, 20*time.Second, "the abandoned record did not come back", func() bool { return done.has(id) })
-	r2.stop(t)
+	r2.Stop(t)
 }
 
 // TestRebalanceNeverMovesOffsetBack: member A holds the first record of
@@ -332,8 +332,8 @@ func TestRebalanceNeverMovesOffsetBack(t *testing.T) {
 	close(release)
 	waitFor(t, 30*time.Second, "member A did not finish its records", func() bool { return aDone.Load() >= 3 })
 	time.Sleep(500 * time.Millisecond) // A commits, or is refused
-	a.stop(t)
-	b.stop(t)
+	a.Stop(t)
+	b.Stop(t)
 	close(stopWatch)
 	<-watchDone
 	final := committed(t, brokers, topic, group, 3)

@@ -64,35 +64,11 @@ func idMessage(key string, id uuid.UUID, body string) kafkago.Message {
 	}}
 }
 
-type running struct {
-	cancel context.CancelFunc
-	done   chan error
-}
+type running = testsink.Running
 
 func start(t *testing.T, c *kafkasub.Consumer) *running {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- c.Run(ctx) }()
-	t.Cleanup(func() { r.stop(t) })
-	return r
-}
-
-func (r *running) stop(t *testing.T) {
-	t.Helper()
-	if r.cancel == nil {
-		return
-	}
-	r.cancel()
-	r.cancel = nil
-	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Error("Run did not return after shutdown")
-	}
+	return testsink.Start(t, c.Run)
 }
 
 func chain(t *testing.T, store dedupe.Store, scope string, inner consumer.Handler, opts ...consumer.Option) consumer.Handler {
@@ -190,14 +166,14 @@ func TestExactlyOnce(t *testing.T) {
 			a := start(t, newConsumer(t, rc, h, opts...))
 			b := start(t, newConsumer(t, rc, h, opts...))
 			waitRows(t, sink, n/3)
-			a.stop(t) // mid-batch; its partitions move to b
+			a.Stop(t) // mid-batch; its partitions move to b
 			waitRows(t, sink, n/2)
 			a = start(t, newConsumer(t, rc, h, opts...))
 			sink.WaitCount(t, n, 60*time.Second)
 			waitSeen(t, seen, 3*n)
 			act.WaitQuiet(t, 500*time.Millisecond, 30*time.Second)
-			a.stop(t)
-			b.stop(t)
+			a.Stop(t)
+			b.Stop(t)
 			if sink.Dups() != 0 {
 				t.Fatalf("%d duplicate effects", sink.Dups())
 			}
@@ -212,7 +188,7 @@ func TestExactlyOnce(t *testing.T) {
 			seen.n.Store(0)
 			r := start(t, newConsumer(t, rc, h, opts...))
 			waitSeen(t, seen, 3*n)
-			r.stop(t)
+			r.Stop(t)
 			if got := sink.Calls(); got != calls {
 				t.Fatalf("replay ran the handler %d times", got-calls)
 			}
@@ -283,7 +259,7 @@ func TestOrderWithinPartition(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	r.stop(t)
+	r.Stop(t)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(order) != n {
@@ -332,8 +308,8 @@ func TestInFlightClaim(t *testing.T) {
 	}
 	close(release)
 	sink.WaitCount(t, 2, 20*time.Second)
-	a.stop(t)
-	b.stop(t)
+	a.Stop(t)
+	b.Stop(t)
 	if sink.Dups() != 0 {
 		t.Fatalf("%d duplicate effects", sink.Dups())
 	}
@@ -363,7 +339,7 @@ func TestDeadLetter(t *testing.T) {
 	})
 	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), chain(t, testsink.Memory(t), group, h), consumer.WithMaxAttempts(3)))
 	sink.WaitCount(t, 1, 30*time.Second)
-	r.stop(t)
+	r.Stop(t)
 	if !sink.Has(t, good) {
 		t.Fatal("the good record was not processed")
 	}
@@ -416,7 +392,7 @@ func TestContentIDsFromKcat(t *testing.T) {
 	r := start(t, newConsumer(t, readerConfig(brokers, topic, group), seen.wrap(chain(t, testsink.Memory(t), group, sink)), kafkasub.WithPartitionParallelism(3)))
 	sink.WaitCount(t, 6, 30*time.Second) // 5 distinct kcat messages + warmup
 	waitSeen(t, seen, 11)
-	r.stop(t)
+	r.Stop(t)
 	if sink.Count(t) != 6 || sink.Dups() != 0 {
 		t.Fatalf("%d rows, %d duplicate effects; want 6 and 0", sink.Count(t), sink.Dups())
 	}
@@ -502,7 +478,7 @@ func TestStoreOutage(t *testing.T) {
 	}
 	proxy.SetDown(false)
 	sink.WaitCount(t, n, 20*time.Second)
-	r.stop(t)
+	r.Stop(t)
 	var total int64
 	for _, off := range committed(t, brokers, topic, group, 3) {
 		total += off
@@ -540,7 +516,7 @@ func TestDeadLetterMustSucceedBeforeCommit(t *testing.T) {
 		t.Fatal("the poison record was never handled")
 	}
 	time.Sleep(500 * time.Millisecond) // several failed dead-letter writes
-	r.stop(t)
+	r.Stop(t)
 	var total int64
 	for _, off := range committed(t, brokers, topic, group, 3) {
 		if off > 0 {
@@ -664,8 +640,8 @@ func TestRebalanceInFlight(t *testing.T) {
 	close(release)
 	sink.WaitCount(t, 3, 20*time.Second)
 	time.Sleep(300 * time.Millisecond) // B turns its waits into duplicates
-	a.stop(t)
-	b.stop(t)
+	a.Stop(t)
+	b.Stop(t)
 	if sink.Dups() != 0 || bCalls.Load() != 0 {
 		t.Fatalf("%d duplicate effects, %d records handled twice by B", sink.Dups(), bCalls.Load())
 	}
@@ -717,7 +693,7 @@ func TestLineageHeaders(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		r.stop(t)
+		r.Stop(t)
 		mu.Lock()
 		if l := seen[id]; l != (lineage.Lineage{MessageID: id, CorrelationID: corr, CausationID: cause, Type: "order.created"}) || headers[id]["tenant"] != "7" {
 			t.Fatalf("%v: lineage %+v, headers %v", policy, l, headers[id])

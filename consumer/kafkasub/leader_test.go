@@ -169,7 +169,7 @@ func TestLeaderMoves(t *testing.T) {
 		return n == int64(size)
 	})
 	for _, r := range members {
-		r.stop(t)
+		r.Stop(t)
 	}
 	twice := 0
 	for _, id := range confirmed {

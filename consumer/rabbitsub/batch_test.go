@@ -199,7 +199,7 @@ func TestBatchClaimsInOneRoundTrip(t *testing.T) {
 	store.gate.openWhenDelivered(t, b, q)
 	waitFor(t, 20*time.Second, "not every message was handled", func() bool { return h.count() == n })
 	waitEmpty(t, b, q)
-	r.stop(t)
+	r.Stop(t)
 	if got, want := store.claims.Load(), int64(2); got > want {
 		t.Errorf("%d claim round trips for %d messages, want at most %d", got, n, want)
 	}
@@ -264,7 +264,7 @@ func TestBatchFailureAffectsOnlyItsMessage(t *testing.T) {
 			r := start(t, c)
 			g.openWhenDelivered(t, b, q)
 			waitFor(t, 20*time.Second, "not every delivery ended", func() bool { return obs.count() == n })
-			r.stop(t)
+			r.Stop(t)
 			if batches() == 0 {
 				t.Fatal("no batch: the test did not exercise one")
 			}
@@ -359,7 +359,7 @@ func TestBatchNotAckedBeforeCompletion(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "not every message was handled", func() bool { return h.count() == n })
 	waitEmpty(t, b, q)
-	r.stop(t)
+	r.Stop(t)
 }
 
 // The observer sees the message's IDs and exchange when the delivery
@@ -397,7 +397,7 @@ func TestIdentityKnownAtStart(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("message not handled")
 	}
-	r.stop(t)
+	r.Stop(t)
 	if m.Exchange != ex || m.RoutingKey != "order.placed" {
 		t.Errorf("handler saw exchange %q, routing key %q; want %q, %q", m.Exchange, m.RoutingKey, ex, "order.placed")
 	}
@@ -474,5 +474,5 @@ func TestAckNeverCoversAHeldDelivery(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "the held message was not handled", func() bool { return h.count() == n })
 	waitEmpty(t, b, q)
-	r.stop(t)
+	r.Stop(t)
 }

@@ -120,7 +120,7 @@ func TestOversizedDeadLetterIsStored(t *testing.T) {
 	if b.count(t, dlq) != 1 || h.count() != 20 {
 		t.Fatalf("after 20s: %d dead letters, %d of 20 messages handled, %d connections", b.count(t, dlq), h.count(), dials.n.Load())
 	}
-	r.stop(t)
+	r.Stop(t)
 	if n := dials.n.Load(); n != 1 {
 		t.Errorf("%d connections, want 1 (no reconnect)", n)
 	}
@@ -165,7 +165,7 @@ func TestHugeReasonIsTruncated(t *testing.T) {
 	r := start(t, c)
 	dlq := q + consumer.DeadLetterSuffix
 	waitFor(t, 20*time.Second, "the dead letter was not stored", func() bool { return b.count(t, dlq) == 1 })
-	r.stop(t)
+	r.Stop(t)
 	if calls.Load() != 1 || dials.n.Load() != 1 {
 		t.Errorf("%d handler calls and %d connections, want 1 and 1", calls.Load(), dials.n.Load())
 	}
@@ -286,7 +286,7 @@ func TestPoisonHeaders(t *testing.T) {
 				for (h.count() < 20 || b.count(t, dlq) < 2) && time.Now().Before(deadline) {
 					time.Sleep(20 * time.Millisecond)
 				}
-				r.stop(t)
+				r.Stop(t)
 				if h.count() != 20 || b.count(t, dlq) != 2 || dials.n.Load() != 1 {
 					t.Fatalf("%d of 20 handled, %d dead letters, %d connections; want 20, 2, 1", h.count(), b.count(t, dlq), dials.n.Load())
 				}
@@ -356,7 +356,7 @@ func TestPoisonWithoutGuard(t *testing.T) {
 					out, err := exec.Command(ctl, "list_consumers", "-q", "--no-table-headers", "queue_name", "prefetch_count").Output()
 					return err == nil && strings.Contains(string(out), q+"\t"+strconv.Itoa(rabbitsub.DefaultPrefetch)+"\n")
 				})
-				r.stop(t)
+				r.Stop(t)
 				if n := b.count(t, dlq); n != 1 {
 					t.Errorf("%d dead letters, want the poison message alone", n)
 				}
@@ -364,7 +364,7 @@ func TestPoisonWithoutGuard(t *testing.T) {
 				return
 			}
 			time.Sleep(5 * time.Second)
-			r.stop(t)
+			r.Stop(t)
 			mu.Lock()
 			defer mu.Unlock()
 			if n := dials.n.Load(); n > 15 {
@@ -410,7 +410,7 @@ func TestRefusedDeadLetterIsRetriedInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "the dead letter was not stored", func() bool { return b.count(t, dlq) == 1 })
-	r.stop(t)
+	r.Stop(t)
 	if n := b.count(t, q); n != 0 || calls.Load() != 1 {
 		t.Fatalf("%d messages left, %d handler calls", n, calls.Load())
 	}
@@ -430,7 +430,7 @@ func TestUserIDDeadLetter(t *testing.T) {
 	r := start(t, c)
 	dlq := q + consumer.DeadLetterSuffix
 	waitFor(t, 20*time.Second, "the dead letter was not stored", func() bool { return b.count(t, dlq) == 1 })
-	r.stop(t)
+	r.Stop(t)
 	dl, err := rabbitsub.ParseDeadLetter(b.drain(t, dlq)[0])
 	if err != nil || !dl.Envelope || dl.Message.UserId != "guest" || string(dl.Message.Body) != "bad" {
 		t.Fatalf("dead letter %+v (%v)", dl, err)
@@ -530,7 +530,7 @@ func TestStopBetweenRetriesHandsBack(t *testing.T) {
 		t.Fatal("handler not called")
 	}
 	time.Sleep(100 * time.Millisecond) // now waiting a minute for the next attempt
-	r.stop(t)
+	r.Stop(t)
 	waitFor(t, 10*time.Second, "the message waiting between retries was not handed back", func() bool { return b.depth(t, q) == 1 })
 	if n := b.count(t, q+consumer.DeadLetterSuffix); n != 0 {
 		t.Fatalf("%d dead letters", n)
@@ -656,7 +656,7 @@ func TestFailoverURLs(t *testing.T) {
 	}
 	r := start(t, c)
 	waitFor(t, 20*time.Second, "messages not handled through the second node", func() bool { return h.count() == 3 })
-	r.stop(t)
+	r.Stop(t)
 	_, err = rabbitsub.New(b.url, q, consumer.HandlerFunc(h.handler), rabbitsub.WithFailoverURLs("amqp://u:s3cret%zz@host/"))
 	if err == nil || !strings.Contains(err.Error(), "WithFailoverURLs") || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("New with a bad failover URL: %v", err)

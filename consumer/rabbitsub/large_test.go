@@ -89,7 +89,7 @@ func TestLargeBody(t *testing.T) {
 			waitFor(t, 60*time.Second, "the large message was not settled", func() bool {
 				return b.count(t, q) == 0 && (got.Load() == largeBody || (tc.deadLetter && b.count(t, dlq) == 1))
 			})
-			r.stop(t)
+			r.Stop(t)
 			high := peak()
 			runtime.ReadMemStats(&after)
 			t.Logf("%s: body %d MB; heap in use before %d MB, peak %d MB (+%.1f × body); allocated %d MB (%.1f × body)",

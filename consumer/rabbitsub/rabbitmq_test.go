@@ -144,35 +144,11 @@ func (d *connDialer) cut() int {
 	return n
 }
 
-type running struct {
-	cancel context.CancelFunc
-	done   chan error
-}
+type running = testsink.Running
 
 func start(t *testing.T, c *rabbitsub.Consumer) *running {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- c.Run(ctx) }()
-	t.Cleanup(func() { r.stop(t) })
-	return r
-}
-
-func (r *running) stop(t *testing.T) {
-	t.Helper()
-	if r.cancel == nil {
-		return
-	}
-	r.cancel()
-	r.cancel = nil
-	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Error("Run did not return after shutdown")
-	}
+	return testsink.Start(t, c.Run)
 }
 
 func chain(t *testing.T, store dedupe.Store, scope string, inner consumer.Handler, mws ...consumer.Middleware) consumer.Handler {
@@ -222,7 +198,7 @@ func TestExactlyOnce(t *testing.T) {
 				t.Fatal("no connection to cut")
 			}
 			waitRows(t, sink, n/2)
-			r.stop(t) // mid-batch
+			r.Stop(t) // mid-batch
 			mid := sink.Count(t)
 			r = start(t, c)
 			sink.WaitCount(t, n, 40*time.Second)
@@ -235,12 +211,12 @@ func TestExactlyOnce(t *testing.T) {
 			case <-time.After(20 * time.Second):
 				t.Fatal("the last message was not delivered")
 			}
-			r.stop(t)
+			r.Stop(t)
 			r = start(t, c)
 			sink.WaitCount(t, n+1, 40*time.Second)
 			waitEmpty(t, b, q)
 			act.WaitQuiet(t, 300*time.Millisecond, 20*time.Second)
-			r.stop(t)
+			r.Stop(t)
 			if got := b.depth(t, q); got != 0 {
 				t.Fatalf("%d messages left in the queue", got)
 			}
@@ -317,7 +293,7 @@ conn.close()
 	r := start(t, c)
 	sink.WaitCount(t, 5, 20*time.Second)
 	waitEmpty(t, b, q)
-	r.stop(t)
+	r.Stop(t)
 	if sink.Count(t) != 5 || sink.Dups() != 0 {
 		t.Fatalf("%d rows, %d duplicate effects; want 5 and 0", sink.Count(t), sink.Dups())
 	}
@@ -368,7 +344,7 @@ func TestDeadLetter(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	waitEmpty(t, b, q)
-	r.stop(t)
+	r.Stop(t)
 	got := map[string]string{}
 	for _, d := range b.drain(t, dlq) {
 		reason, _ := d.Headers[consumer.HeaderDeadLetterReason].(string)
@@ -427,7 +403,7 @@ func TestStoreOutage(t *testing.T) {
 	proxy.SetDown(false)
 	sink.WaitCount(t, n, 20*time.Second)
 	waitEmpty(t, b, q)
-	r.stop(t)
+	r.Stop(t)
 	if b.depth(t, q) != 0 || b.depth(t, dlq) != 0 || sink.Dups() != 0 {
 		t.Fatal("messages left, dead-lettered or duplicated after the outage")
 	}
@@ -482,7 +458,7 @@ func TestInbox(t *testing.T) {
 	for b.depth(t, dlq) < 1 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	r.stop(t)
+	r.Stop(t)
 	if sink.Has(t, poison) || b.depth(t, dlq) != 1 {
 		t.Fatalf("poison row present: %v; dead letters: %d", sink.Has(t, poison), b.depth(t, dlq))
 	}
@@ -625,7 +601,7 @@ func TestGracefulShutdown(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatal("handler not called")
 		}
-		r.stop(t)
+		r.Stop(t)
 		deadline := time.Now().Add(10 * time.Second)
 		for b.depth(t, q) != n && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
@@ -683,7 +659,7 @@ func TestQueueDeadLetterExchange(t *testing.T) {
 	for b.depth(t, dlq) < 1 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	r.stop(t)
+	r.Stop(t)
 	dead := b.drain(t, dlq)
 	if len(dead) != 1 || string(dead[0].Body) != "bad" || dead[0].Headers["x-death"] == nil {
 		t.Fatalf("dead letters %v", dead)
@@ -744,7 +720,7 @@ func TestLineageAndDeadLetterExchange(t *testing.T) {
 	for b.depth(t, dlq) < 1 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	r.stop(t)
+	r.Stop(t)
 	dead := b.drain(t, dlq)
 	if len(dead) != 1 || dead[0].Type != "poison" || !strings.Contains(fmt.Sprint(dead[0].Headers[consumer.HeaderDeadLetterReason]), "rejected by the handler") {
 		t.Fatalf("dead letters %+v", dead)
@@ -774,7 +750,7 @@ func TestUnroutableDeadLetterIsNotAcked(t *testing.T) {
 	r := start(t, c)
 	// Let the consumer try (and fail) to dead-letter a few times.
 	time.Sleep(1500 * time.Millisecond)
-	r.stop(t)
+	r.Stop(t)
 	if n := b.depth(t, q); n != 1 {
 		t.Fatalf("queue depth after unroutable dead letters = %d, want the message back in its queue", n)
 	}
@@ -790,7 +766,7 @@ func TestUnroutableDeadLetterIsNotAcked(t *testing.T) {
 	for b.depth(t, dlq) < 1 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	r.stop(t)
+	r.Stop(t)
 	if dead := b.drain(t, dlq); len(dead) != 1 {
 		t.Fatalf("dead letters after binding = %d, want 1", len(dead))
 	}
@@ -816,7 +792,7 @@ func TestDefaultDeadLetterQueue(t *testing.T) {
 	// is acked only after its dead letter was confirmed.
 	waitEmpty(t, b, q)
 	dlq := q + consumer.DeadLetterSuffix
-	r.stop(t)
+	r.Stop(t)
 	dead := b.drain(t, dlq)
 	if len(dead) != 1 || string(dead[0].Body) != "bad" || !strings.Contains(fmt.Sprint(dead[0].Headers[consumer.HeaderDeadLetterReason]), "not-a-uuid") {
 		t.Fatalf("dead letters in %s: %+v", dlq, dead)

@@ -68,7 +68,7 @@ func TestVerifiedIDsDeadLetterASquatter(t *testing.T) {
 		return len(handled) > 0
 	})
 	waitFor(t, 20*time.Second, "the queue did not empty", func() bool { return b.depth(t, q) == 0 })
-	r.stop(t)
+	r.Stop(t)
 	if len(handled) != 1 || handled[0] != "real" {
 		t.Fatalf("handled %q, want only the real message", handled)
 	}

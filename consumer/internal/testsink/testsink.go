@@ -220,3 +220,40 @@ func (a *Activity) WaitQuiet(t testing.TB, quiet, d time.Duration) {
 		time.Sleep(quiet / 4)
 	}
 }
+
+// Running is a consumer loop started by [Start].
+type Running struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start runs run (a consumer's Run) in a goroutine until [Running.Stop]
+// or the end of the test, which also fails the test if Run returned an
+// error or did not return within 30 s of being stopped.
+func Start(t testing.TB, run func(context.Context) error) *Running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Running{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- run(ctx) }()
+	t.Cleanup(func() { r.Stop(t) })
+	return r
+}
+
+// Stop stops the loop and waits for Run to return; it does nothing the
+// second time.
+func (r *Running) Stop(t testing.TB) {
+	t.Helper()
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("Run did not return after shutdown")
+	}
+}
