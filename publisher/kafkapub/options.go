@@ -230,10 +230,17 @@ func WithTransportConfig(f func(*kafkago.Transport)) publisher.Option {
 	})
 }
 
+// DefaultMetadataTTL is how long the publisher trusts the cluster's
+// metadata (which broker leads which partition) before asking again, where
+// kafka-go's own default is 6 s: after a leader election, a publish that
+// meets the old leader waits at most about this long before it reaches the
+// new one. WithTransportConfig can change it (MetadataTTL).
+const DefaultMetadataTTL = time.Second
+
 // newTransport builds the transport of cfg and validates what the escape
 // hatch left.
 func (c *config) newTransport(topic string) (*kafkago.Transport, error) {
-	t := &kafkago.Transport{TLS: c.tls, SASL: c.sasl, ClientID: c.clientID}
+	t := &kafkago.Transport{TLS: c.tls, SASL: c.sasl, ClientID: c.clientID, MetadataTTL: DefaultMetadataTTL}
 	if c.transport != nil {
 		c.transport(t)
 		switch {
