@@ -72,6 +72,8 @@ type scaleRun struct {
 	forgotten          atomic.Int64 // Redis records deleted by -forget
 
 	faults []*fault
+	bg     context.Context // ends when the workers have drained
+	bgWG   sync.WaitGroup  // what runs in bg
 
 	began                        time.Time
 	elapsed                      time.Duration // publishing to drained
@@ -393,11 +395,11 @@ func (s *scaleRun) scenario(ctx context.Context) error {
 	if err := startAll(base); err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	bg, stopBG := context.WithCancel(ctx)
+	s.bg = bg
+	defer s.bgWG.Wait()
 	defer stopBG()
-	wg.Go(func() { s.watch(bg) })
+	s.bgWG.Go(func() { s.watch(bg) })
 
 	if err := s.publish(ctx, newGate(s.faults, int64(len(s.copies)))); err != nil {
 		return err
@@ -511,15 +513,28 @@ func (s *scaleRun) killPrimary(ctx context.Context) error {
 		return err
 	}
 	s.e.logf("fault: %s is back as a replica; the cluster is healthy after %v", old, time.Since(began).Round(time.Millisecond))
-	// With WithReplicaAcks, the forwarders wait until the replica has
-	// caught up: report when they are forwarding again.
-	from := s.forwarded.Load()
-	for s.forwarded.Load() < from+50 && time.Since(began) < time.Minute {
+	// With WithReplicaAcks, completions on the promoted primary's keys wait
+	// until its new replica has caught up: report when they can succeed
+	// again, and (meanwhile, without holding the publishing) when the
+	// forwarders forward again.
+	for time.Since(began) < time.Minute {
+		if ok, err := s.redis.replicated(ctx, promoted, s.tables.redisPrefix()); ok && err == nil {
+			s.e.logf("fault: writes to %s are replicated again %v after the kill", promoted, time.Since(began).Round(100*time.Millisecond))
+			break
+		}
 		if !sleep(ctx, 50*time.Millisecond) {
 			return nil
 		}
 	}
-	s.e.logf("fault: forwarders forwarding again %v after the kill", time.Since(began).Round(100*time.Millisecond))
+	s.bgWG.Go(func() {
+		from := s.forwarded.Load()
+		for s.forwarded.Load() < from+50 {
+			if !sleep(s.bg, 50*time.Millisecond) {
+				return // nothing left to forward
+			}
+		}
+		s.e.logf("fault: forwarders forwarding again %v after the kill", time.Since(began).Round(100*time.Millisecond))
+	})
 	return nil
 }
 

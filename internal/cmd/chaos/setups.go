@@ -220,6 +220,7 @@ func newRedisCluster() *redisCluster {
 type clusterNode struct {
 	id, addr, master string // master: the primary's ID, for a replica
 	primary, failed  bool
+	slots            [][2]int // a primary's slot ranges
 }
 
 // nodes reads CLUSTER NODES from the first node that answers, skipping
@@ -255,11 +256,23 @@ func (c *redisCluster) nodes(ctx context.Context, skip string) ([]clusterNode, e
 			}
 			addr, _, _ := strings.Cut(f[1], "@")
 			flags := "," + f[2] + ","
-			ns = append(ns, clusterNode{
+			n := clusterNode{
 				id: f[0], addr: addr, master: strings.Trim(f[3], "-"),
 				primary: strings.Contains(flags, ",master,"),
 				failed:  strings.Contains(flags, ",fail,") || strings.Contains(flags, ",fail?,"),
-			})
+			}
+			for _, r := range f[8:] { // "0-5460" or "5461"; "[...]" while a slot migrates
+				lo, hi, isRange := strings.Cut(r, "-")
+				a, errA := strconv.Atoi(lo)
+				b, errB := strconv.Atoi(hi)
+				if !isRange {
+					b, errB = a, errA
+				}
+				if errA == nil && errB == nil {
+					n.slots = append(n.slots, [2]int{a, b})
+				}
+			}
+			ns = append(ns, n)
 		}
 		return ns, nil
 	}
@@ -377,4 +390,50 @@ func infoValue(info, name string) string {
 		}
 	}
 	return ""
+}
+
+// replicated writes a key that primary addr serves and reports whether one
+// replica acknowledged it within 200 ms (WAIT), as the store's completions
+// need with WithReplicaAcks(1, ...). The key is deleted again.
+func (c *redisCluster) replicated(ctx context.Context, addr, prefix string) (bool, error) {
+	ns, err := c.nodes(ctx, "")
+	if err != nil {
+		return false, err
+	}
+	var slots [][2]int
+	for _, n := range ns {
+		if n.addr == addr && n.primary {
+			slots = n.slots
+		}
+	}
+	if len(slots) == 0 {
+		return false, fmt.Errorf("redis cluster: %s serves no slots", addr)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, MaxRetries: -1})
+	defer rdb.Close()
+	for i := range 1000 {
+		key := fmt.Sprintf("%sprobe:%d", prefix, i)
+		slot, err := rdb.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			return false, err
+		}
+		for _, r := range slots {
+			if int(slot) < r[0] || int(slot) > r[1] {
+				continue
+			}
+			var wait *redis.Cmd
+			_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, key, 1, time.Minute)
+				wait = p.Do(ctx, "wait", 1, 200)
+				p.Del(ctx, key)
+				return nil
+			})
+			if err != nil {
+				return false, err
+			}
+			n, err := wait.Int64()
+			return n >= 1, err
+		}
+	}
+	return false, fmt.Errorf("redis cluster: no key found for the slots of %s", addr)
 }
