@@ -118,7 +118,7 @@
 // the forwarder's publish and the applier's write); two forwarders and two
 // appliers killed with SIGKILL and started again (the group rebalances); an
 // extra applier started and, later, stopped (scale out and in); the
-// RabbitMQ node leading the queue stopped for 5 s and started again
+// RabbitMQ node leading the queue stopped and, 5 s later, started again
 // (rabbitmqctl stop_app / start_app) while the publisher and the
 // forwarders use it; a Redis Cluster primary killed with SIGKILL, its
 // replica promoted, and the killed server started again as the new
