@@ -4,7 +4,7 @@ GO ?= go
 PKGS ?= ./...
 FUZZTIME ?= 30s
 
-.PHONY: all test services clusters clusters-stop vet fmt build fuzz chaos chaos-outbox bench demo
+.PHONY: all test services clusters clusters-stop vet fmt build fuzz chaos chaos-outbox chaos-scale bench demo
 
 all: vet test
 
@@ -81,3 +81,19 @@ chaos: services
 # Only the outbox scenario of the fault test.
 chaos-outbox: services
 	$(GO) run ./internal/cmd/chaos -n 0 -orders 5000 -restart-postgres '$(PG_RESTART)'
+
+# The scale-out fault test (internal/cmd/chaos -scale), on the clustered
+# setups: 20 000 messages through a RabbitMQ quorum queue on the 3-node
+# cluster to SCALE_PROCS forwarder processes (Redis Cluster store) that
+# publish to 3 in-process Kafka brokers, read by SCALE_PROCS applier
+# processes in one group (PostgreSQL inbox), while processes are killed and
+# added, the queue's leading node stops, a Redis Cluster primary is killed
+# and partition leaders move. Prints `chaos-scale: processes=3
+# messages=20000 effects=20000 duplicates=0 lost=0 rebalances=R faults=F`.
+# First its tests (a short run, and runs whose checks must fail), which do
+# not fit make test's budget. Both take the Redis Cluster and the RabbitMQ
+# cluster for themselves, after the tests using them.
+SCALE_PROCS ?= 3
+chaos-scale: services
+	FORGE_REQUIRE_SERVICES=1 $(GO) test -race -tags chaosscale -count=1 -timeout 20m -run 'Scale' ./internal/cmd/chaos
+	$(GO) run ./internal/cmd/chaos -n 0 -orders 0 -scale 20000 -procs $(SCALE_PROCS)

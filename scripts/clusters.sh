@@ -114,6 +114,7 @@ pidfile $dir/redis.pid
 logfile $dir/redis.log
 save ""
 appendonly no
+repl-diskless-sync-delay 0
 EOF
   own redis "$dir"
   run_as redis redis-server "$dir/redis.conf" 9>&-

@@ -67,7 +67,7 @@ func RedisClusterAddrs(t testing.TB) []string {
 	if err := dialAll(addrs); err != nil {
 		Unavailable(t, "Redis Cluster ("+EnvRedisCluster+")", fmt.Errorf("%w (scripts/clusters.sh start redis-cluster)", err))
 	}
-	lockSetup(t, "redis-cluster")
+	lockSetup(t, SetupRedisCluster)
 	return addrs
 }
 
@@ -95,7 +95,7 @@ func RedisSentinel(t testing.TB) *Sentinel {
 	if err := dialAll(s.Addrs); err != nil {
 		Unavailable(t, "Redis Sentinel ("+EnvRedisSentinel+")", fmt.Errorf("%w (scripts/clusters.sh start sentinel)", err))
 	}
-	s.lock = lockSetup(t, "sentinel")
+	s.lock = lockSetup(t, SetupSentinel)
 	return s
 }
 
@@ -126,7 +126,7 @@ func (s *Sentinel) KillPrimary(t testing.TB) (oldPrimary, newPrimary string) {
 	if os.Getenv(EnvRedisSentinel) != "" {
 		Unavailable(t, "the local Redis Sentinel setup", fmt.Errorf("%s is set: KillPrimary only disrupts the setup of scripts/clusters.sh", EnvRedisSentinel))
 	}
-	s.lock.exclusive(t, "sentinel")
+	s.lock.exclusive(t, SetupSentinel)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	old, err := s.Primary(ctx)
@@ -231,7 +231,7 @@ func RabbitCluster(t testing.TB) *RabbitNodes {
 		}
 	}
 	c.ctl = Tool(t, "rabbitmqctl")
-	c.lock = lockSetup(t, "rabbitmq-cluster")
+	c.lock = lockSetup(t, SetupRabbitCluster)
 	return c
 }
 
@@ -251,7 +251,7 @@ func (c *RabbitNodes) Ctl(ctx context.Context, i int, args ...string) (string, e
 // when the test ends if it is still stopped.
 func (c *RabbitNodes) StopNode(t testing.TB, i int) {
 	t.Helper()
-	c.lock.exclusive(t, "rabbitmq-cluster")
+	c.lock.exclusive(t, SetupRabbitCluster)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	t.Cleanup(func() { c.StartNode(t, i) })

@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -24,5 +26,45 @@ func TestSetupLockExclusiveWaitsForShared(t *testing.T) {
 	mine.exclusive(t, setup)
 	if !released.Load() {
 		t.Fatal("exclusive use granted while another test held the setup")
+	}
+}
+
+// TestHoldSetup checks that a program's exclusive hold waits for the tests
+// using the setup, and that tests and other holders wait for it.
+func TestHoldSetup(t *testing.T) {
+	if _, err := HoldSetup(context.Background(), "no-such-setup"); err == nil {
+		t.Error("HoldSetup accepted an unknown setup")
+	}
+	setup := Name(t, "hold")
+	t.Cleanup(func() { os.Remove(filepath.Join(os.TempDir(), "uuidforge-"+setup+".lock")) })
+	test := lockSetup(t, setup) // a test using the setup
+	short, cancelShort := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancelShort()
+	if r, err := holdSetup(short, setup); err == nil {
+		r()
+		t.Fatal("exclusive hold granted while a test used the setup")
+	}
+	test.f.Close()
+	release, err := holdSetup(context.Background(), setup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short2, cancelShort2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancelShort2()
+	if r, err := holdSetup(short2, setup); err == nil {
+		r()
+		t.Fatal("a second exclusive hold was granted while the first was held")
+	}
+	f, err := openLock(setup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := flock(f, lockSharedNB); !errors.Is(err, errWouldBlock) {
+		t.Fatalf("a test's shared lock was not refused while the program held the setup: %v", err)
+	}
+	release()
+	if err := flock(f, lockSharedNB); err != nil {
+		t.Fatalf("shared lock after release: %v", err)
 	}
 }

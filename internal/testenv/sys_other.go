@@ -12,6 +12,7 @@ import (
 const (
 	lockShared      = 0
 	lockExclusiveNB = 0
+	lockSharedNB    = 0
 )
 
 var errWouldBlock = errors.New("would block")

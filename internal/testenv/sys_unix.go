@@ -12,6 +12,7 @@ import (
 const (
 	lockShared      = syscall.LOCK_SH
 	lockExclusiveNB = syscall.LOCK_EX | syscall.LOCK_NB
+	lockSharedNB    = syscall.LOCK_SH | syscall.LOCK_NB
 )
 
 var errWouldBlock = syscall.EWOULDBLOCK

@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/internal/testenv"
+	"github.com/uuidforge/uuidforge/kafkatest"
 )
 
 var (
@@ -73,6 +75,15 @@ var (
 	outboxFinalRe  = regexp.MustCompile(`^chaos-outbox: orders=(\d+) events=(\d+) effects=(\d+) duplicates=(\d+) lost=(\d+) faults=(\d+)$`)
 	outboxFaultsRe = regexp.MustCompile(`^outbox-faults: republished=(\d+) handler_failures=(\d+) \(panics (\d+)\) rabbitmq_connection_kills=(\d+) consumer_sigkills=(\d+) relay_sigkills=(\d+) kafka_restarts=(\d+) postgres_restarts=(\d+) dropped=(\d+)$`)
 	outboxChecksRe = regexp.MustCompile(`^outbox-checks: charges=(\d+) charged_orders=(\d+) receipts=(\d+) mismatched=(\d+) unexpected=(\d+) pending=(\d+) dead=(\d+) replay_new_receipts=(\d+) replayed_records=(\d+) left_in_queue=(\d+) write_retries=(\d+)$`)
+	scaleFinalRe   = regexp.MustCompile(`^chaos-scale: processes=(\d+) messages=(\d+) effects=(\d+) duplicates=(\d+) lost=(\d+) rebalances=(\d+) faults=(\d+)$`)
+	scaleFaultsRe  = regexp.MustCompile(`^scale-faults: extra_copies=(\d+) handler_failures=(\d+) \(panics (\d+)\) consumer_sigkills=(\d+) scale_outs=(\d+) scale_ins=(\d+) rabbitmq_node_stops=(\d+) redis_primary_kills=(\d+) kafka_leader_moves=(\d+) dropped=(\d+) forgotten=(\d+)$`)
+	scaleChecksRe  = regexp.MustCompile(`^scale-checks: rows=(\d+) distinct=(\d+) unexpected=(\d+) mismatched=(\d+) forward_processed=(\d+) forward_duplicates=(\d+) forwarded_twice=(\d+) recheck_answered=(\d+) recheck_forwarded=(\d+) replay_new_effects=(\d+) replayed_records=(\d+) left_in_queue=(\d+) dead_letters=(\d+)$`)
+)
+
+var (
+	scaleFinalNames  = []string{"processes", "messages", "effects", "duplicates", "lost", "rebalances", "faults"}
+	scaleFaultsNames = []string{"extra_copies", "handler_failures", "panics", "sigkills", "scale_outs", "scale_ins", "node_stops", "primary_kills", "leader_moves", "dropped", "forgotten"}
+	scaleChecksNames = []string{"rows", "distinct", "unexpected", "mismatched", "forward_processed", "forward_duplicates", "forwarded_twice", "recheck_answered", "recheck_forwarded", "replay_new", "replayed", "left_in_queue", "dead_letters"}
 )
 
 // outcome is one run of the program; the maps are nil for a scenario that
@@ -86,6 +97,9 @@ type outcome struct {
 	outbox         map[string]int64 // orders, events, effects, duplicates, lost, faults
 	outboxFaults   map[string]int64
 	outboxChecks   map[string]int64
+	scale          map[string]int64 // processes, messages, effects, duplicates, lost, rebalances, faults
+	scaleFaults    map[string]int64
+	scaleChecks    map[string]int64
 }
 
 func match(t *testing.T, re *regexp.Regexp, line string, names ...string) map[string]int64 {
@@ -158,6 +172,11 @@ func runProgram(t *testing.T, timeout time.Duration, args ...string) outcome {
 		o.outboxChecks = match(t, outboxChecksRe, l[0], "charges", "charged_orders", "receipts", "mismatched", "unexpected", "pending", "dead", "replay_new", "replayed", "left_in_queue", "write_retries")
 		o.outboxFaults = match(t, outboxFaultsRe, l[1], "republished", "handler_failures", "panics", "connection_kills", "consumer_sigkills", "relay_sigkills", "kafka_restarts", "postgres_restarts", "dropped")
 		o.outbox = match(t, outboxFinalRe, l[2], "orders", "events", "effects", "duplicates", "lost", "faults")
+	}
+	if l := scenarioLines(t, lines, "scale-checks: ", "scale-faults: ", "chaos-scale: "); l != nil {
+		o.scaleChecks = match(t, scaleChecksRe, l[0], scaleChecksNames...)
+		o.scaleFaults = match(t, scaleFaultsRe, l[1], scaleFaultsNames...)
+		o.scale = match(t, scaleFinalRe, l[2], scaleFinalNames...)
 	}
 	if strings.Contains(o.stderr, "DATA RACE") {
 		t.Errorf("the race detector reported a race")
@@ -380,10 +399,19 @@ func TestOptions(t *testing.T) {
 		ok   bool
 	}{
 		{"defaults", nil, true},
+		{"scale only", []string{"-n", "0", "-orders", "0", "-scale", "20000", "-procs", "3"}, true},
+		{"scale measured", []string{"-n", "0", "-orders", "0", "-scale", "5000", "-procs", "1", "-measure"}, true},
+		{"scale forget", []string{"-n", "0", "-orders", "0", "-scale", "1000", "-forget"}, true},
+		{"forget without scale", []string{"-forget"}, false},
+		{"forget measured", []string{"-scale", "1000", "-measure", "-forget"}, false},
+		{"no procs", []string{"-scale", "1000", "-procs", "0"}, false},
+		{"too many procs", []string{"-scale", "1000", "-procs", "7"}, false},
+		{"negative scale", []string{"-scale", "-1"}, false},
 		{"short", []string{"-n", "2000", "-seed", "9", "-transports", "kafka"}, true},
 		{"outbox only", []string{"-n", "0", "-orders", "500", "-relays", "3", "-restart-postgres", "true"}, true},
 		{"drop", []string{"-drop-share", "0.01"}, true},
 		{"nothing to do", []string{"-n", "0", "-orders", "0"}, false},
+		{"nothing to do, scale 0", []string{"-n", "0", "-orders", "0", "-scale", "0"}, false},
 		{"negative", []string{"-n", "-1"}, false},
 		{"no relay", []string{"-relays", "0"}, false},
 		{"bad transport", []string{"-transports", "nats"}, false},
@@ -399,7 +427,7 @@ func TestOptions(t *testing.T) {
 				t.Fatalf("parseOptions(%q) = %v, want ok=%v", tt.args, err, tt.ok)
 			}
 			if tt.name == "defaults" && (o.n != 20000 || o.orders != 5000 || o.relays != 2 || o.failRate != 0.2 || o.dropShare != 0 ||
-				o.restartPostgres != "" || !o.rabbit() || !o.kafka()) {
+				o.restartPostgres != "" || !o.rabbit() || !o.kafka() || o.scale != 0 || o.procs != 3 || o.measure || o.forget) {
 				t.Errorf("defaults %+v", o)
 			}
 		})
@@ -409,13 +437,19 @@ func TestOptions(t *testing.T) {
 // TestWorkerArgs: a worker configuration survives the trip through the
 // command line and the environment.
 func TestWorkerArgs(t *testing.T) {
-	for _, role := range []string{roleMessages, roleBilling, roleReceipts, roleRelay} {
+	for _, role := range []string{roleMessages, roleBilling, roleReceipts, roleRelay, roleForward, roleApply} {
 		t.Run(role, func(t *testing.T) {
 			in := workerConfig{
 				role: role, amqp: "amqp://u:p@h:5672/", postgres: "postgres://h/db", kafka: "127.0.0.1:9092",
 				queue: "q", topic: "t", group: "g", tables: tables{prefix: "chaos_x"}, scope: role,
 				chances: chances{seed: 9, failRate: 0.25, dropShare: 0.125}, lease: 3 * time.Second, timeout: 1500 * time.Millisecond,
 				gen: 4, rabbit: true, kafkaOn: role != roleBilling, noDedupe: true, verbose: true,
+			}
+			if role == roleForward || role == roleApply {
+				in.kafka = "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094"
+				in.failover = "amqp://u:p@h:5682/,amqp://u:p@h:5683/"
+				in.redis = "127.0.0.1:7000,127.0.0.1:7001"
+				in.partitions, in.noDedupe, in.cpuProfile = 6, false, "/tmp/profiles"
 			}
 			for _, kv := range in.env() {
 				k, v, _ := strings.Cut(kv, "=")
@@ -434,5 +468,112 @@ func TestWorkerArgs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestScaleLines: the scale scenario's result lines have the form the
+// tests read, and faults= is the sum of the faults line (without the
+// -forget sabotage, which is not a fault).
+func TestScaleLines(t *testing.T) {
+	res := scaleResult{
+		procs: 3, messages: 20000, effects: 20001, distinct: 19999, duplicates: 2, lost: 1, unexpected: 1, mismatched: 3,
+		fwdProcessed: 20010, fwdDuplicates: 25000, forwardedTwice: 4, recheckNew: 5, recheckProcessed: 6, recheckAnswered: 20000,
+		replayNew: 7, replayed: 25000, leftInQueue: 8, deadLetters: 9, rebalances: 10, extraCopies: 25057,
+		handlerFailures: 10000, panics: 2500, dropped: 11, moves: 72, forgotten: 12,
+		kinds:   map[faultKind]int64{consumerKill: 4, scaleOut: 1, scaleIn: 1, nodeStop: 1, primaryKill: 1, forgetKind: 1},
+		counted: true,
+	}
+	var out bytes.Buffer
+	res.print(&env{out: &out})
+	lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
+	l := scenarioLines(t, lines, "scale-checks: ", "scale-faults: ", "chaos-scale: ")
+	if l == nil {
+		t.Fatalf("no chaos-scale line in %q", out.String())
+	}
+	final := match(t, scaleFinalRe, l[2], scaleFinalNames...)
+	f := match(t, scaleFaultsRe, l[1], scaleFaultsNames...)
+	c := match(t, scaleChecksRe, l[0], scaleChecksNames...)
+	want := map[string]int64{"processes": 3, "messages": 20000, "effects": 20001, "duplicates": 2, "lost": 1, "rebalances": 10,
+		"faults": 25057 + 10000 + 4 + 1 + 1 + 1 + 1 + 72}
+	for k, v := range want {
+		if final[k] != v {
+			t.Errorf("%s = %d, want %d", k, final[k], v)
+		}
+	}
+	if sum := f["extra_copies"] + f["handler_failures"] + f["sigkills"] + f["scale_outs"] + f["scale_ins"] + f["node_stops"] + f["primary_kills"] + f["leader_moves"]; sum != final["faults"] {
+		t.Errorf("faults = %d, but the breakdown sums to %d", final["faults"], sum)
+	}
+	if f["forgotten"] != 12 || f["dropped"] != 11 || c["forwarded_twice"] != 4 || c["recheck_forwarded"] != 5 || c["dead_letters"] != 9 {
+		t.Errorf("faults %v, checks %v", f, c)
+	}
+	// Every count that is off is a problem.
+	if p := res.problems(); len(p) != 10 {
+		t.Errorf("%d problems, want 10: %q", len(p), p)
+	}
+	res = scaleResult{procs: 1, messages: 5, effects: 5, distinct: 5, recheckAnswered: 5, counted: true}
+	if p := res.problems(); len(p) != 0 {
+		t.Errorf("problems of a clean run: %q", p)
+	}
+	res.wantRebalance = true
+	if p := res.problems(); len(p) != 1 || !strings.Contains(p[0], "rebalance") {
+		t.Errorf("problems of a run whose membership changed without a rebalance: %q", p)
+	}
+}
+
+// TestJoinedGeneration: the appliers count rebalances from kafka-go's log
+// line for a join; a consumer group joining the in-process broker must
+// produce it with the generation the group reports.
+func TestJoinedGeneration(t *testing.T) {
+	for _, tt := range []struct {
+		format string
+		args   []any
+		gen    int32
+		ok     bool
+	}{
+		{"Joined group %s as member %s in generation %d", []any{"g", "m", int32(7)}, 7, true},
+		{"joined group %s as member %s in generation %d", []any{"g", "m", int32(7)}, 0, false}, // the join request, not the generation
+		{"Joined group %s as member %s in generation %d", []any{"g", "m", 7}, 0, false},
+		{"Leaving group %s, member %s", []any{"g", "m"}, 0, false},
+	} {
+		gen, ok := joinedGeneration(tt.format, tt.args)
+		if gen != tt.gen || ok != tt.ok {
+			t.Errorf("joinedGeneration(%q, %v) = %d, %v; want %d, %v", tt.format, tt.args, gen, ok, tt.gen, tt.ok)
+		}
+	}
+
+	k, err := kafkatest.New(kafkatest.WithMinSessionTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	ctx := testenv.Context(t, time.Minute)
+	if err := k.CreateTopic(ctx, "joins", 1); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seen []int32
+	cg, err := kafkago.NewConsumerGroup(kafkago.ConsumerGroupConfig{
+		ID: "joins", Brokers: k.Brokers(), Topics: []string{"joins"},
+		HeartbeatInterval: 100 * time.Millisecond, SessionTimeout: time.Second, RebalanceTimeout: time.Second,
+		Logger: kafkago.LoggerFunc(func(format string, args ...any) {
+			if gen, ok := joinedGeneration(format, args); ok {
+				mu.Lock()
+				seen = append(seen, gen)
+				mu.Unlock()
+			}
+		}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	gen, err := cg.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 || seen[0] != gen.ID {
+		t.Errorf("generations seen in the log %v, want [%d]", seen, gen.ID)
 	}
 }

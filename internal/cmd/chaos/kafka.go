@@ -9,17 +9,31 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/uuidforge/uuidforge/consumer"
+	"github.com/uuidforge/uuidforge/kafkatest"
 )
 
-// kafkaLag returns how many records of topic the group has not committed,
-// and how many records the topic has (offsets start at 0: nothing is
-// deleted during a run).
-func (e *env) kafkaLag(ctx context.Context, topic, group string) (lag, total int64, err error) {
-	size, err := e.kafka.TopicSize(ctx, topic)
+// kafkaCluster is an in-process Kafka cluster of the run: the message and
+// outbox scenarios share a one-node broker, the scale scenario has one of
+// three nodes.
+type kafkaCluster struct {
+	broker     *kafkatest.Broker
+	partitions int // of every topic of the cluster
+}
+
+// mainKafka is the message and outbox scenarios' broker.
+func (e *env) mainKafka() kafkaCluster {
+	return kafkaCluster{broker: e.kafka, partitions: partitions}
+}
+
+// lag returns how many records of topic the group has not committed, and
+// how many records the topic has (offsets start at 0: nothing is deleted
+// during a run).
+func (k kafkaCluster) lag(ctx context.Context, topic, group string) (lag, total int64, err error) {
+	size, err := k.broker.TopicSize(ctx, topic)
 	if err != nil {
 		return 0, 0, err
 	}
-	committed, err := e.kafka.Committed(ctx, group, topic)
+	committed, err := k.broker.Committed(ctx, group, topic)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -32,9 +46,9 @@ func (e *env) kafkaLag(ctx context.Context, topic, group string) (lag, total int
 
 // resetOffsets commits offset 0 on every partition for the (now empty)
 // group, so that its next member reads the whole topic again.
-func (e *env) resetOffsets(ctx context.Context, topic, group string) error {
+func (k kafkaCluster) resetOffsets(ctx context.Context, topic, group string) error {
 	var commits []kafkago.OffsetCommit
-	for p := range partitions {
+	for p := range k.partitions {
 		commits = append(commits, kafkago.OffsetCommit{Partition: p, Offset: 0})
 	}
 	var err error
@@ -43,7 +57,7 @@ func (e *env) resetOffsets(ctx context.Context, topic, group string) error {
 		err = func() error {
 			tr := &kafkago.Transport{} // not the default one: it caches connections across broker restarts
 			defer tr.CloseIdleConnections()
-			client := &kafkago.Client{Addr: kafkago.TCP(e.kafkaAddr), Timeout: 3 * time.Second, Transport: tr}
+			client := &kafkago.Client{Addr: kafkago.TCP(k.broker.Brokers()...), Timeout: 3 * time.Second, Transport: tr}
 			resp, err := client.OffsetCommit(ctx, &kafkago.OffsetCommitRequest{
 				GroupID: group, GenerationID: -1, Topics: map[string][]kafkago.OffsetCommit{topic: commits},
 			})
@@ -103,15 +117,15 @@ func (o *seenObserver) count() int64 {
 	return int64(len(o.seen))
 }
 
-// replay resets the group of cfg to the start of its topic and consumes
-// every record again, in this process, with the role's handler and options
-// (the same inbox); it returns the records read and how many rows rows()
-// gained meanwhile.
-func (e *env) replay(ctx context.Context, cfg workerConfig, rows func(context.Context) (int64, error)) (replayed, added int64, err error) {
-	if err := e.resetOffsets(ctx, cfg.topic, cfg.group); err != nil {
+// replay resets the group of cfg to the start of its topic on k and
+// consumes every record again, in this process, with the role's handler and
+// options (the same inbox); it returns the records read and how many rows
+// rows() gained meanwhile.
+func (e *env) replay(ctx context.Context, k kafkaCluster, cfg workerConfig, rows func(context.Context) (int64, error)) (replayed, added int64, err error) {
+	if err := k.resetOffsets(ctx, cfg.topic, cfg.group); err != nil {
 		return 0, 0, err
 	}
-	lag, total, err := e.kafkaLag(ctx, cfg.topic, cfg.group)
+	lag, total, err := k.lag(ctx, cfg.topic, cfg.group)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -121,16 +135,16 @@ func (e *env) replay(ctx context.Context, cfg workerConfig, rows func(context.Co
 	}
 	e.logf("replay: group %s reset to offset 0, %d records of %d to read again", cfg.group, lag, total)
 	logger := newLogger(cfg)
-	h, opts, closeRole, err := newRole(e.pool, cfg, logger)
+	r, err := newRole(e.pool, cfg, logger)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer closeRole()
+	defer r.close()
 	obs := &seenObserver{seen: map[[2]int64]bool{}, total: int(total), done: make(chan struct{})}
 	if total == 0 {
 		close(obs.done)
 	}
-	kc, err := newKafkaConsumer(cfg, h, append(opts, consumer.WithObserver(obs)))
+	kc, err := newKafkaConsumer(cfg, r.h, append(r.opts, consumer.WithObserver(obs)), r.kafkaLog)
 	if err != nil {
 		return 0, 0, err
 	}

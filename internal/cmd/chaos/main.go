@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -28,6 +30,12 @@ func main() {
 type options struct {
 	n               int
 	orders          int
+	scale           int
+	procs           int
+	measure         bool
+	forget          bool
+	clustersScript  string
+	cpuProfile      string
 	relays          int
 	seed            uint64
 	amqp            string
@@ -52,6 +60,19 @@ func (o options) chances() chances {
 	return chances{seed: o.seed, failRate: o.failRate, dropShare: o.dropShare}
 }
 
+// clustersScript is scripts/clusters.sh next to this program's sources,
+// or that path relative to the working directory when they are not there.
+func clustersScript() string {
+	const rel = "scripts/clusters.sh"
+	if _, file, _, ok := runtime.Caller(0); ok {
+		p := filepath.Join(filepath.Dir(file), "..", "..", "..", rel)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return rel
+}
+
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -65,6 +86,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.n, "n", 20000, "distinct messages of the message scenario, over both transports together (0: skip it)")
 	fs.IntVar(&o.orders, "orders", 5000, "orders of the outbox scenario (0: skip it)")
+	fs.IntVar(&o.scale, "scale", 0, "messages of the scale scenario (0: skip it)")
+	fs.IntVar(&o.procs, "procs", 3, "scale scenario: consumer processes per transport (forwarders on the RabbitMQ queue, appliers in the Kafka group)")
+	fs.BoolVar(&o.measure, "measure", false, "scale scenario: no faults; measure each transport's throughput (the forwarders drain the full queue, then the appliers the full topic)")
+	fs.BoolVar(&o.forget, "forget", false, "scale scenario: halfway, delete the run's records in the Redis store, as a failover that lost its completions would (the run must then fail: shows the check works)")
+	fs.StringVar(&o.clustersScript, "clusters", clustersScript(), "scripts/clusters.sh, which the scale scenario runs to check the clustered setups and put them back")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "directory where each worker process writes a CPU profile when it stops (ROLE-N.pprof)")
 	fs.IntVar(&o.relays, "relays", 2, "outbox relay processes")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the copies, their order, the amounts and the handler failures")
 	fs.StringVar(&o.amqp, "amqp", envOr(testenv.EnvAMQP, testenv.DefaultAMQPURL), "RabbitMQ URL of a user that may add users (default $"+testenv.EnvAMQP+")")
@@ -85,8 +112,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case o.n < 0 || o.orders < 0 || o.n+o.orders == 0:
-		return o, fmt.Errorf("-n %d -orders %d: need messages or orders", o.n, o.orders)
+	case o.n < 0 || o.orders < 0 || o.scale < 0 || o.n+o.orders+o.scale == 0:
+		return o, fmt.Errorf("-n %d -orders %d -scale %d: need messages or orders", o.n, o.orders, o.scale)
+	case o.procs < 1 || o.procs > scalePartitions:
+		return o, fmt.Errorf("-procs %d: want 1 to %d", o.procs, scalePartitions)
+	case o.forget && (o.scale == 0 || o.measure):
+		return o, errors.New("-forget needs -scale, without -measure")
 	case o.relays < 1:
 		return o, fmt.Errorf("-relays %d: need at least one", o.relays)
 	case o.transports != "both" && o.transports != "rabbitmq" && o.transports != "kafka":
@@ -117,6 +148,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if opt.cpuProfile != "" {
+		// The coordinator's profile: the in-process Kafka brokers run here.
+		stopProfile, err := startCPUProfile(workerConfig{cpuProfile: opt.cpuProfile, role: "coordinator"})
+		if err != nil {
+			fmt.Fprintln(stderr, "chaos:", err)
+			return 2
+		}
+		defer stopProfile()
+	}
 
 	var id [4]byte
 	if _, err := rand.Read(id[:]); err != nil {
@@ -135,7 +175,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, sc := range []struct {
 		on  bool
 		run func(context.Context, *env) ([]string, error)
-	}{{opt.n > 0, runMessages}, {opt.orders > 0, runOutbox}} {
+	}{{opt.n > 0, runMessages}, {opt.orders > 0, runOutbox}, {opt.scale > 0, runScale}} {
 		if !sc.on || ctx.Err() != nil {
 			continue
 		}

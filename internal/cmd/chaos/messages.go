@@ -273,7 +273,7 @@ func (m *messageRun) scenario(ctx context.Context) error {
 	stopBG()
 	wg.Wait()
 	if m.kafka {
-		m.replayed, m.replayNew, err = m.e.replay(ctx, m.workerConfig(0), m.rows)
+		m.replayed, m.replayNew, err = m.e.replay(ctx, m.e.mainKafka(), m.workerConfig(0), m.rows)
 		return err
 	}
 	return nil
@@ -452,7 +452,7 @@ func (m *messageRun) backlog(ctx context.Context) (backlog, error) {
 		}
 	}
 	if m.kafka {
-		if b.lag, _, err = m.e.kafkaLag(ctx, m.topic, m.group); err != nil {
+		if b.lag, _, err = m.e.mainKafka().lag(ctx, m.topic, m.group); err != nil {
 			return b, err
 		}
 	}

@@ -312,7 +312,7 @@ func (o *outboxRun) scenario(ctx context.Context) error {
 	}
 	stopBG()
 	wg.Wait()
-	o.replayed, o.replayNew, err = o.e.replay(ctx, o.config(roleReceipts)(0), o.receiptRows)
+	o.replayed, o.replayNew, err = o.e.replay(ctx, o.e.mainKafka(), o.config(roleReceipts)(0), o.receiptRows)
 	return err
 }
 
@@ -505,7 +505,7 @@ func (o *outboxRun) backlog(ctx context.Context) (backlog, error) {
 	if b.queue, err = o.e.queueLength(o.queue); err != nil {
 		return b, err
 	}
-	if b.lag, _, err = o.e.kafkaLag(ctx, o.topic, o.group); err != nil {
+	if b.lag, _, err = o.e.mainKafka().lag(ctx, o.topic, o.group); err != nil {
 		return b, err
 	}
 	return b, nil
