@@ -54,7 +54,7 @@ func only(side, name string, f func(*config) error) Option {
 }
 
 // WithPublisherOptions passes opts to the underlying kafkapub publisher of
-// every topic (kafkapub.WithRequiredAcks, kafkapub.WithAutoTopicCreation,
+// every topic (kafkapub.WithAcks, kafkapub.WithAutoTopicCreation,
 // publisher.WithBackoff, ...). Given several times, the options add up.
 // Publisher only.
 func WithPublisherOptions(opts ...publisher.Option) Option {
