@@ -74,7 +74,7 @@ demo:
 # `chaos: messages=N effects=N duplicates=0 lost=0 faults=F` and
 # `chaos-outbox: orders=N events=N effects=N duplicates=0 lost=0 faults=F`.
 # The restart disturbs everything else using the server meanwhile.
-PG_RESTART ?= pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main restart
+PG_RESTART ?= pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | sort -V | tail -1) main restart
 chaos: services
 	$(GO) run ./internal/cmd/chaos -n 20000 -orders 5000 -restart-postgres '$(PG_RESTART)'
 

@@ -67,7 +67,12 @@ parse_url() {
   [[ $url_path =~ $re_path ]] || refuse "$name" "invalid characters in the path"
   [[ $url_query =~ $re_query ]] || refuse "$name" "the query must be key=value pairs of letters, digits and ._%-"
   url_authority=$scheme://${userinfo:+$userinfo@}$hostport
+  url_scheme=$scheme url_userinfo=$userinfo url_hostport=$hostport
 }
+
+# pct_decode STRING: percent-decoding of a URL part, as data (printf %b
+# sees only \xHH escapes: the part passed the user-part whitelist above).
+pct_decode() { local s=${1//\\/\\\\}; printf '%b' "${s//%/\\x}"; }
 
 parse_url AMQP_URL 5672
 amqp_host=$url_host amqp_port=$url_port
@@ -79,7 +84,11 @@ pg_host=$url_host pg_port=$url_port
 pg_db=${url_path#/}
 [[ $pg_db =~ ^[A-Za-z_][A-Za-z0-9_-]{0,62}$ ]] ||
   refuse POSTGRES_URL "the path must name a database (letters, digits, _ and -, at most 63)"
-pg_admin_url=$url_authority/postgres${url_query:+?$url_query}
+# The password goes to psql through PGPASSWORD, never on its command line
+# (where ps shows it).
+pg_user=${url_userinfo%%:*} pg_password=
+[[ $url_userinfo == *:* ]] && pg_password=$(pct_decode "${url_userinfo#*:}")
+pg_admin_url=$url_scheme://${pg_user:+$pg_user@}$url_hostport/postgres${url_query:+?$url_query}
 
 check= clusters=1
 for arg in "$@"; do
@@ -191,7 +200,7 @@ ensure PostgreSQL "$pg_host" "$pg_port" start_postgres postgresql
 # name reaches SQL only as a psql variable (:'db' quotes it as a literal, :"db"
 # as an identifier), never spliced into the statement text.
 if command -v psql >/dev/null; then
-  admin() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$pg_admin_url" -v db="$pg_db" "$@"; }
+  admin() { PGPASSWORD=$pg_password psql -X -q -At -v ON_ERROR_STOP=1 -d "$pg_admin_url" -v db="$pg_db" "$@"; }
   for i in $(seq 1 30); do
     admin -c 'select 1' >/dev/null 2>&1 && break
     sleep 1

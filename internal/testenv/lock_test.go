@@ -68,3 +68,41 @@ func TestHoldSetup(t *testing.T) {
 		t.Fatalf("shared lock after release: %v", err)
 	}
 }
+
+// TestTwoDisruptors: two tests that both use a setup and both want to
+// disrupt it get exclusive use one after the other — never at once, and
+// without waiting for each other for ever (each holds the use lock shared
+// while it asks).
+func TestTwoDisruptors(t *testing.T) {
+	setup := Name(t, "two")
+	t.Cleanup(func() {
+		os.Remove(filepath.Join(os.TempDir(), "uuidforge-"+setup+".lock"))
+		os.Remove(filepath.Join(os.TempDir(), "uuidforge-"+setup+"-disrupt.lock"))
+	})
+	var inside, overlaps atomic.Int32
+	done := make(chan struct{}, 2)
+	for range 2 {
+		l := lockSetup(t, setup)
+		go func() {
+			defer func() { done <- struct{}{} }()
+			l.exclusive(t, setup)
+			if inside.Add(1) > 1 {
+				overlaps.Add(1)
+			}
+			time.Sleep(100 * time.Millisecond) // disrupting
+			inside.Add(-1)
+			l.f.Close()
+			l.disrupt.Close()
+		}()
+	}
+	for range 2 {
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("two disruptors waited for each other")
+		}
+	}
+	if overlaps.Load() != 0 {
+		t.Fatal("two disruptors had exclusive use at once")
+	}
+}

@@ -320,3 +320,43 @@ func FuzzServicesScriptURL(f *testing.F) {
 		}
 	})
 }
+
+// TestServicesScriptKeepsThePasswordOffPsqlsCommandLine: a POSTGRES_URL
+// password reaches psql through PGPASSWORD (percent-decoded), never on its
+// command line, where ps shows it. A stand-in psql records what it got.
+func TestServicesScriptKeepsThePasswordOffPsqlsCommandLine(t *testing.T) {
+	pgHost := strings.TrimPrefix(adminURL(t), "postgres://")
+	pgHost = pgHost[:strings.Index(pgHost, "/")]
+	if i := strings.LastIndex(pgHost, "@"); i >= 0 {
+		pgHost = pgHost[i+1:]
+	}
+	bin := t.TempDir()
+	record := filepath.Join(bin, "record")
+	fake := "#!/bin/sh\nprintf 'argv=%s\\n' \"$*\" >>" + record + "\nprintf 'env=%s\\n' \"$PGPASSWORD\" >>" + record + "\necho 1\n"
+	if err := os.WriteFile(filepath.Join(bin, "psql"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, script := copyScripts(t)
+	env := []string{
+		EnvPostgres + "=postgres://postgres:s3cr%40t@" + pgHost + "/test?sslmode=disable",
+		"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH"),
+	}
+	if _, stderr, err := runScript(t, script, env, "--no-clusters"); err != nil {
+		t.Fatalf("%v; stderr:\n%s", err, stderr)
+	}
+	got, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(got)), "\n") {
+		switch {
+		case strings.HasPrefix(line, "argv=") && strings.Contains(line, "s3cr"):
+			t.Fatalf("the password is on psql's command line: %s", line)
+		case strings.HasPrefix(line, "env=") && line != "env=s3cr@t":
+			t.Fatalf("psql got %q, want PGPASSWORD=s3cr@t", line)
+		}
+	}
+	if !strings.Contains(string(got), "argv=") {
+		t.Fatal("psql was not called: the test proves nothing")
+	}
+}

@@ -12,6 +12,7 @@ import (
 const (
 	lockShared      = 0
 	lockExclusiveNB = 0
+	lockUnlock      = 0
 	lockSharedNB    = 0
 )
 

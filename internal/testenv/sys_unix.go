@@ -12,6 +12,7 @@ import (
 const (
 	lockShared      = syscall.LOCK_SH
 	lockExclusiveNB = syscall.LOCK_EX | syscall.LOCK_NB
+	lockUnlock      = syscall.LOCK_UN
 	lockSharedNB    = syscall.LOCK_SH | syscall.LOCK_NB
 )
 

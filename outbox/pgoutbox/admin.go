@@ -3,7 +3,6 @@ package pgoutbox
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -21,11 +20,11 @@ import (
 // grows with the backlog, not with the dispatched rows kept for retention.
 func (s *Store) Backlog(ctx context.Context) ([]outbox.Backlog, error) {
 	if err := s.check(ctx); err != nil {
-		return nil, fmt.Errorf("pgoutbox: backlog: %w", err)
+		return nil, errorf("backlog: %w", err)
 	}
 	rows, err := s.pool.Query(ctx, s.sql.backlog)
 	if err != nil {
-		return nil, fmt.Errorf("pgoutbox: backlog: %w", err)
+		return nil, errorf("backlog: %w", err)
 	}
 	byDest := make(map[string]*outbox.Backlog)
 	var (
@@ -48,7 +47,7 @@ func (s *Store) Backlog(ctx context.Context) ([]outbox.Backlog, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("pgoutbox: backlog: %w", err)
+		return nil, errorf("backlog: %w", err)
 	}
 	out := make([]outbox.Backlog, 0, len(byDest))
 	for _, b := range byDest {
@@ -63,18 +62,18 @@ func (s *Store) Backlog(ctx context.Context) ([]outbox.Backlog, error) {
 // Seq returned. LastError holds each one's reason.
 func (s *Store) Dead(ctx context.Context, destination string, after int64, limit int) ([]outbox.Record, error) {
 	if limit < 1 {
-		return nil, fmt.Errorf("pgoutbox: dead: limit %d < 1", limit)
+		return nil, errorf("dead: limit %d < 1", limit)
 	}
 	if err := s.check(ctx); err != nil {
-		return nil, fmt.Errorf("pgoutbox: dead: %w", err)
+		return nil, errorf("dead: %w", err)
 	}
 	rows, err := s.pool.Query(ctx, s.sql.deadList, destination, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("pgoutbox: dead: %w", err)
+		return nil, errorf("dead: %w", err)
 	}
 	recs, err := pgx.CollectRows(rows, scanRecord)
 	if err != nil {
-		return nil, fmt.Errorf("pgoutbox: dead: %w", err)
+		return nil, errorf("dead: %w", err)
 	}
 	return recs, nil
 }
@@ -84,18 +83,18 @@ func (s *Store) Dead(ctx context.Context, destination string, after int64, limit
 // rolled back, or dispatched and cleaned up).
 func (s *Store) Lookup(ctx context.Context, destination string, id uuid.UUID) (outbox.Record, error) {
 	if err := s.check(ctx); err != nil {
-		return outbox.Record{}, fmt.Errorf("pgoutbox: lookup: %w", err)
+		return outbox.Record{}, errorf("lookup: %w", err)
 	}
 	rows, err := s.pool.Query(ctx, s.sql.lookup, destination, [16]byte(id))
 	if err != nil {
-		return outbox.Record{}, fmt.Errorf("pgoutbox: lookup %s: %w", id, err)
+		return outbox.Record{}, errorf("lookup %s: %w", id, err)
 	}
 	r, err := pgx.CollectExactlyOneRow(rows, scanRecord)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return r, fmt.Errorf("pgoutbox: lookup %q %s: %w", destination, id, ErrNotFound)
+		return r, errorf("lookup %q %s: %w", destination, id, ErrNotFound)
 	}
 	if err != nil {
-		return r, fmt.Errorf("pgoutbox: lookup %s: %w", id, err)
+		return r, errorf("lookup %s: %w", id, err)
 	}
 	return r, nil
 }
@@ -107,7 +106,7 @@ func (s *Store) Lookup(ctx context.Context, destination string, id uuid.UUID) (o
 // Seq.
 func (s *Store) Redrive(ctx context.Context, seq int64) (int64, error) {
 	if err := s.check(ctx); err != nil {
-		return 0, fmt.Errorf("pgoutbox: redrive: %w", err)
+		return 0, errorf("redrive: %w", err)
 	}
 	var (
 		newSeq int64
@@ -121,10 +120,10 @@ func (s *Store) Redrive(ctx context.Context, seq int64) (int64, error) {
 		return err
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, fmt.Errorf("pgoutbox: redrive %d: %w", seq, ErrNotFound)
+		return 0, errorf("redrive %d: %w", seq, ErrNotFound)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("pgoutbox: redrive %d: %w", seq, err)
+		return 0, errorf("redrive %d: %w", seq, err)
 	}
 	return newSeq, nil
 }
@@ -135,17 +134,17 @@ func (s *Store) Redrive(ctx context.Context, seq int64) (int64, error) {
 // many it redrove. Records dying again meanwhile are not redriven twice.
 func (s *Store) RedriveAll(ctx context.Context, destination string, limit int) (int64, error) {
 	if limit < 0 {
-		return 0, fmt.Errorf("pgoutbox: redrive: negative limit %d", limit)
+		return 0, errorf("redrive: negative limit %d", limit)
 	}
 	if limit == 0 {
 		limit = DefaultCleanupBatch
 	}
 	if err := s.check(ctx); err != nil {
-		return 0, fmt.Errorf("pgoutbox: redrive: %w", err)
+		return 0, errorf("redrive: %w", err)
 	}
 	var upTo int64
 	if err := s.pool.QueryRow(ctx, s.sql.maxDead, destination).Scan(&upTo); err != nil {
-		return 0, fmt.Errorf("pgoutbox: redrive %q: %w", destination, err)
+		return 0, errorf("redrive %q: %w", destination, err)
 	}
 	var total int64
 	for upTo > 0 {
@@ -161,7 +160,7 @@ func (s *Store) RedriveAll(ctx context.Context, destination string, limit int) (
 			return err
 		})
 		if err != nil {
-			return total, fmt.Errorf("pgoutbox: redrive %q: %w", destination, err)
+			return total, errorf("redrive %q: %w", destination, err)
 		}
 		total += n
 		if n < int64(limit) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -121,7 +120,7 @@ func NewPublisher(store *Store, destination string, gen *forge.Generator, opts .
 		return nil, errors.New("pgoutbox: nil generator")
 	}
 	if err := outbox.ValidateDestination(destination); err != nil {
-		return nil, fmt.Errorf("pgoutbox: %w", err)
+		return nil, errorf("%w", err)
 	}
 	var cfg pubConfig
 	set, err := publisher.Apply("pgoutbox", &cfg, opts)
@@ -153,19 +152,26 @@ func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 // uses a transaction of its own with [WithOwnTransaction]. A statement that
 // fails inside the caller's transaction aborts it: the caller must roll
 // back.
-func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message) error {
+func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message) (err error) {
 	if len(msgs) == 0 {
 		return nil
 	}
 	n := len(msgs)
+	// Every observation started ends, also when a later message of the
+	// batch turns out invalid and nothing is stored.
+	var pubs []*publisher.Publication
+	var pctxs []context.Context
+	defer func() {
+		for i, pub := range pubs {
+			p.set.Observer.PublishDone(pctxs[i], pub, err)
+		}
+	}()
 	var (
 		ids, corrs, causes = make([]pgtype.UUID, n), make([]pgtype.UUID, n), make([]pgtype.UUID, n)
 		types              = make([]string, n)
 		keys               = make([][]byte, n)
 		rks, hdrs          = make([]pgtype.Text, n), make([]pgtype.Text, n)
 		bodies             = make([][]byte, n)
-		pubs               []*publisher.Publication
-		pctxs              []context.Context
 	)
 	obs := p.set.Observer
 	start := time.Now()
@@ -173,18 +179,18 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 		m := msgs[i]
 		l, err := publisher.Stamp(ctx, p.gen, &m, p.set.MaxBodySize)
 		if err != nil {
-			return fmt.Errorf("pgoutbox: message %d: %w", i, err)
+			return errorf("message %d: %w", i, err)
 		}
 		key, err := publisher.KeyBytes(m.Key)
 		if err != nil {
-			return fmt.Errorf("pgoutbox: message %d: %w", i, publisher.Invalid(m.Type, "key: %v", err))
+			return errorf("message %d: %w", i, publisher.Invalid(m.Type, "key: %v", err))
 		}
 		rk := m.RoutingKey
 		if rk == "" && p.cfg.routingKey != nil {
 			rk = p.cfg.routingKey(&m)
 		}
 		if err := checkText(&m, rk); err != nil {
-			return fmt.Errorf("pgoutbox: message %d: %w", i, err)
+			return errorf("message %d: %w", i, err)
 		}
 		headers := m.Headers
 		if obs != nil {
@@ -207,7 +213,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 		if len(headers) > 0 {
 			b, err := json.Marshal(headers)
 			if err != nil {
-				return fmt.Errorf("pgoutbox: message %d: headers: %w", i, err)
+				return errorf("message %d: headers: %w", i, err)
 			}
 			hdrs[i] = pgtype.Text{String: string(b), Valid: true}
 		}
@@ -216,14 +222,10 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 		}
 		bodies[i] = m.Body
 	}
-	err := p.insert(ctx, ids, corrs, causes, types, keys, rks, hdrs, bodies)
-	if err != nil {
-		err = fmt.Errorf("pgoutbox: enqueue %d message(s) for %q: %w", n, p.dest, err)
+	if err := p.insert(ctx, ids, corrs, causes, types, keys, rks, hdrs, bodies); err != nil {
+		return errorf("enqueue %d message(s) for %q: %w", n, p.dest, err)
 	}
-	for i, pub := range pubs {
-		obs.PublishDone(pctxs[i], pub, err)
-	}
-	return err
+	return nil
 }
 
 func (p *Publisher) insert(ctx context.Context, args ...any) error {

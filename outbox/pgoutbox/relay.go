@@ -3,7 +3,6 @@ package pgoutbox
 import (
 	"context"
 	"errors"
-	"fmt"
 	"github.com/uuidforge/uuidforge/internal/pgname"
 	"strings"
 	"time"
@@ -29,14 +28,14 @@ const maxReason = 4000
 // transaction holds one connection of the pool until Finish.
 func (s *Store) Claim(ctx context.Context, destination string, limit int) (outbox.Batch, error) {
 	if limit < 1 {
-		return nil, fmt.Errorf("pgoutbox: claim: limit %d < 1", limit)
+		return nil, errorf("claim: limit %d < 1", limit)
 	}
 	if err := s.check(ctx); err != nil {
-		return nil, fmt.Errorf("pgoutbox: claim: %w", err)
+		return nil, errorf("claim: %w", err)
 	}
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("pgoutbox: claim: %w", err)
+		return nil, errorf("claim: %w", err)
 	}
 	var q pgx.Batch
 	q.Queue("BEGIN")
@@ -56,7 +55,7 @@ func (s *Store) Claim(ctx context.Context, destination string, limit int) (outbo
 	if err != nil || len(recs) == 0 {
 		end(ctx, conn, "ROLLBACK")
 		if err != nil {
-			return nil, fmt.Errorf("pgoutbox: claim %q: %w", destination, err)
+			return nil, errorf("claim %q: %w", destination, err)
 		}
 		return &batch{}, nil
 	}
@@ -123,11 +122,11 @@ func (b *batch) Finish(ctx context.Context, o outbox.Outcome) (err error) {
 	q.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, &q).Close(); err != nil {
 		end(ctx, conn, "ROLLBACK")
-		return fmt.Errorf("pgoutbox: finish: %w", err)
+		return errorf("finish: %w", err)
 	}
 	if st := conn.Conn().PgConn().TxStatus(); st != 'I' {
 		end(ctx, conn, "ROLLBACK")
-		return fmt.Errorf("pgoutbox: finish: transaction status %q after COMMIT", st)
+		return errorf("finish: transaction status %q after COMMIT", st)
 	}
 	conn.Release()
 	return nil
@@ -154,7 +153,7 @@ func reason(s string) string {
 func (s *Store) Listen(ctx context.Context, wake func(destination string)) error {
 	if err := s.check(ctx); err != nil {
 		if errors.Is(err, ErrClosed) {
-			return fmt.Errorf("pgoutbox: listen: %w", err)
+			return errorf("listen: %w", err)
 		}
 		return nil
 	}
@@ -163,7 +162,7 @@ func (s *Store) Listen(ctx context.Context, wake func(destination string)) error
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("pgoutbox: listen: connect: %w", err)
+		return errorf("listen: connect: %w", err)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -174,7 +173,7 @@ func (s *Store) Listen(ctx context.Context, wake func(destination string)) error
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("pgoutbox: listen: %w", err)
+		return errorf("listen: %w", err)
 	}
 	wake("")
 	for {
@@ -183,7 +182,7 @@ func (s *Store) Listen(ctx context.Context, wake func(destination string)) error
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("pgoutbox: listen: %w", err)
+			return errorf("listen: %w", err)
 		}
 		wake(n.Payload)
 	}

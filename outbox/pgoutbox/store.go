@@ -63,7 +63,7 @@ func WithTable(name string) Option {
 	return func(c *config) error {
 		parts, err := pgname.ParseTable(name)
 		if err != nil {
-			return fmt.Errorf("pgoutbox: WithTable(%q): %w", name, err)
+			return errorf("WithTable(%q): %w", name, err)
 		}
 		c.table = parts
 		return nil
@@ -77,7 +77,7 @@ func WithTable(name string) Option {
 func WithRetention(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
-			return fmt.Errorf("pgoutbox: WithRetention(%v): must be positive", d)
+			return errorf("WithRetention(%v): must be positive", d)
 		}
 		c.retention = d
 		return nil
@@ -106,7 +106,7 @@ func WithoutNotify() Option {
 func WithJanitor(every time.Duration, onError func(error)) Option {
 	return func(c *config) error {
 		if every <= 0 {
-			return fmt.Errorf("pgoutbox: WithJanitor(%v): must be positive", every)
+			return errorf("WithJanitor(%v): must be positive", every)
 		}
 		c.janitorEvery, c.janitorErrors = every, onError
 		return nil
@@ -238,7 +238,7 @@ func DDL(table string) (string, error) {
 	}
 	parts, err := pgname.ParseTable(table)
 	if err != nil {
-		return "", fmt.Errorf("pgoutbox: %w", err)
+		return "", errorf("%w", err)
 	}
 	return ddl(tableNames(parts)), nil
 }
@@ -299,7 +299,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("pgoutbox: migrate %s: %w", s.names.table, err)
+		return errorf("migrate %s: %w", s.names.table, err)
 	}
 	return nil
 }
@@ -310,11 +310,13 @@ func (s *Store) Migrate(ctx context.Context) error {
 // transaction). It does not close the pool. It is idempotent.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.closed.Store(true)
+		// The janitor first: a cleanup in progress must not report the
+		// store closed under it.
 		if s.stopJanitor != nil {
 			s.stopJanitor()
 		}
 		s.janitor.Wait()
+		s.closed.Store(true)
 	})
 	return nil
 }
@@ -334,7 +336,7 @@ func (s *Store) check(ctx context.Context) error {
 // small batch.
 func (s *Store) Cleanup(ctx context.Context, limit int) (int64, error) {
 	if limit < 0 {
-		return 0, fmt.Errorf("pgoutbox: cleanup: negative limit %d", limit)
+		return 0, errorf("cleanup: negative limit %d", limit)
 	}
 	if limit == 0 {
 		limit = DefaultCleanupBatch
@@ -342,11 +344,11 @@ func (s *Store) Cleanup(ctx context.Context, limit int) (int64, error) {
 	var total int64
 	for {
 		if err := s.check(ctx); err != nil {
-			return total, fmt.Errorf("pgoutbox: cleanup: %w", err)
+			return total, errorf("cleanup: %w", err)
 		}
 		tag, err := s.pool.Exec(ctx, s.sql.cleanup, pgname.Micros(s.cfg.retention), limit)
 		if err != nil {
-			return total, fmt.Errorf("pgoutbox: cleanup: %w", err)
+			return total, errorf("cleanup: %w", err)
 		}
 		total += tag.RowsAffected()
 		if tag.RowsAffected() < int64(limit) {
@@ -362,3 +364,20 @@ func (s *Store) runJanitor(ctx context.Context) {
 		return err
 	}, s.cfg.janitorErrors)
 }
+
+// errorf formats an error of this package: "pgoutbox: " followed by
+// format. Errors among args keep wrapping (%w) but lose their own
+// "pgoutbox: " prefix in the text, so the package name appears once.
+func errorf(format string, args ...any) error {
+	for i, a := range args {
+		if e, ok := a.(error); ok {
+			args[i] = unprefixedErr{e}
+		}
+	}
+	return fmt.Errorf("pgoutbox: "+format, args...)
+}
+
+type unprefixedErr struct{ err error }
+
+func (u unprefixedErr) Error() string { return strings.TrimPrefix(u.err.Error(), "pgoutbox: ") }
+func (u unprefixedErr) Unwrap() error { return u.err }
