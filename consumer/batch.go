@@ -140,7 +140,9 @@ func (p *Processor) storeBatch(stop, work context.Context, ctxs []context.Contex
 		unused = append(unused, claims[stoppedAt])
 	}
 	if len(unused) > 0 {
-		_, _ = bs.ReleaseBatch(context.WithoutCancel(work), unused) // else the leases run out
+		rctx, cancel := detached(work, storeCallTimeout)
+		_, _ = bs.ReleaseBatch(rctx, unused) // else the leases run out
+		cancel()
 	}
 	// Complete the successful ones together; a completion that fails is
 	// retried alone with its claim, as the dedupe layer does.
@@ -239,7 +241,9 @@ func (p *Processor) inboxBatch(stop, work context.Context, ctxs []context.Contex
 // layer does, so a passing store error does not run a handler again. It
 // returns each claim's final error.
 func (d *dedupeHandler) completeAll(work context.Context, ctxs []context.Context, bs dedupe.BatchStore, claims []dedupe.Claim, owners []int) []error {
-	cerrs, err := bs.CompleteBatch(context.WithoutCancel(work), claims, d.retention)
+	cctx, cancel := detached(work, storeCallTimeout)
+	cerrs, err := bs.CompleteBatch(cctx, claims, d.retention)
+	cancel()
 	out := make([]error, len(claims))
 	for k, i := range owners {
 		cerr := err
@@ -413,7 +417,9 @@ func (p *Processor) storeTry(stop, work context.Context, ctxs []context.Context,
 		}
 	}
 	if len(unused) > 0 {
-		_, _ = bs.ReleaseBatch(context.WithoutCancel(work), unused) // else the leases run out
+		rctx, cancel := detached(work, storeCallTimeout)
+		_, _ = bs.ReleaseBatch(rctx, unused) // else the leases run out
+		cancel()
 	}
 	if len(pending) == 0 {
 		return

@@ -105,13 +105,17 @@ func (d *dedupeHandler) Handle(ctx context.Context, m *Message) error {
 	done := false
 	defer func() {
 		if !done { // the handler panicked: give the claim back, keep panicking
-			_ = d.store.Release(context.WithoutCancel(ctx), c)
+			rctx, cancel := detached(ctx, storeCallTimeout)
+			defer cancel()
+			_ = d.store.Release(rctx, c)
 		}
 	}()
 	herr := d.next.Handle(ctx, m)
 	done = true
 	if herr != nil {
-		if rerr := d.store.Release(context.WithoutCancel(ctx), c); rerr != nil {
+		rctx, cancel := detached(ctx, storeCallTimeout)
+		defer cancel()
+		if rerr := d.store.Release(rctx, c); rerr != nil {
 			// The lease then runs out on its own; the handler's error is
 			// what decides retry or dead letter.
 			return fmt.Errorf("%w (and release failed: %v)", herr, rerr)
@@ -135,10 +139,11 @@ func (d *dedupeHandler) Handle(ctx context.Context, m *Message) error {
 // lease with the same claim while the lease lasts: the work is done, and
 // running the handler again would repeat its effect.
 func (d *dedupeHandler) complete(ctx context.Context, c dedupe.Claim) error {
-	bg := context.WithoutCancel(ctx)
 	wait := 10 * time.Millisecond
 	for {
-		err := d.store.Complete(bg, c, d.retention)
+		cctx, cancel := detached(ctx, storeCallTimeout)
+		err := d.store.Complete(cctx, c, d.retention)
+		cancel()
 		if err == nil || errors.Is(err, dedupe.ErrLeaseLost) || errors.Is(err, dedupe.ErrNotAcquired) ||
 			errors.Is(err, dedupe.ErrInvalidKey) || errors.Is(err, dedupe.ErrInvalidDuration) || errors.Is(err, dedupe.ErrClosed) {
 			return err
@@ -157,6 +162,19 @@ func (d *dedupeHandler) complete(ctx context.Context, c dedupe.Claim) error {
 		}
 		wait = min(2*wait, time.Second)
 	}
+}
+
+// storeCallTimeout bounds one store call made after the handler returned
+// (a release, a completion): it must not be cut short by the handler's
+// context ending, nor hang on a store that does not answer. (The lease's
+// end, in the store's clock, bounds only how long a completion is retried:
+// a deadline taken from it would depend on the two clocks agreeing.)
+var storeCallTimeout = 10 * time.Second // a variable for tests only
+
+// detached returns a context for such a call: it outlives ctx's
+// cancellation (but keeps its values) and ends after d.
+func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
 }
 
 // completeMargin is kept between the last completion attempt and the end

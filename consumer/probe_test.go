@@ -2,7 +2,9 @@ package consumer_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/uuidforge/uuidforge/consumer"
 	"github.com/uuidforge/uuidforge/consumer/internal/testsink"
+	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 	"github.com/uuidforge/uuidforge/internal/testenv"
 )
@@ -141,4 +144,35 @@ func TestPostgresSessionsKilledDuringInbox(t *testing.T) {
 		t.Fatalf("%d effect rows for %d distinct messages, want %d and %d (%d sessions terminated)", rows, distinct, n, n, total)
 	}
 	t.Logf("%d sessions terminated during %d messages", total, n)
+}
+
+// hangingRelease is a store whose Release never answers until its context
+// ends (a store on a dead connection).
+type hangingRelease struct{ dedupe.Store }
+
+func (s hangingRelease) Release(ctx context.Context, c dedupe.Claim) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A store call after the handler (here the release after a failure) is
+// bounded: a hung store does not hold the worker for ever.
+func TestStoreCallAfterHandlerIsBounded(t *testing.T) {
+	defer consumer.SetStoreCallTimeout(100 * time.Millisecond)()
+	h, err := consumer.NewHandler(consumer.HandlerFunc(func(context.Context, *consumer.Message) error {
+		return errors.New("fails")
+	}), consumer.WithDedupe(hangingRelease{newMemory(t)}, "billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.Handle(context.Background(), msg()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "release failed") {
+			t.Fatalf("Handle = %v, want the handler's error and the failed release", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the release after a failed handler hung on the store")
+	}
 }

@@ -118,7 +118,7 @@ func (e *Endpoints) dialOne(ctx context.Context, dial func(string, amqp.Config) 
 		c   *amqp.Connection
 		err error
 	}
-	res := make(chan result, 1)
+	res := make(chan result) // unbuffered: delivered only to a caller still waiting
 	abandoned := make(chan struct{})
 	go func() {
 		c, err := dial(url, e.cfg)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,15 +53,16 @@ const metadataMaxAge = time.Second
 //
 // A Publisher is safe for concurrent use.
 type Publisher struct {
-	gen       *forge.Generator
-	cfg       config
-	set       publisher.Settings
-	topic     string
-	brokers   []string
-	transport *kafkago.Transport
-	client    *kafkago.Client
-	acks      kafkago.RequiredAcks
-	balancer  kafkago.Balancer
+	newTransport func() (*kafkago.Transport, error) // for Ping; holds the SASL mechanism
+	gen          *forge.Generator
+	cfg          config
+	set          publisher.Settings
+	topic        string
+	brokers      []string
+	transport    *kafkago.Transport
+	client       *kafkago.Client
+	acks         kafkago.RequiredAcks
+	balancer     kafkago.Balancer
 
 	meta atomic.Pointer[topicMeta]
 
@@ -108,23 +110,30 @@ func New(brokers []string, topic string, gen *forge.Generator, opts ...publisher
 	if err != nil {
 		return nil, err
 	}
+	// The SASL mechanism (with its password) stays only inside closures and
+	// the transport, behind pointers: no formatting of the publisher, even
+	// fmt's bad-verb path on a struct holding it, reaches it.
+	withSASL := cfg
+	newTransport := func() (*kafkago.Transport, error) { return withSASL.newTransport(topic) }
+	cfg.sasl = nil
 	var bal kafkago.Balancer = &kafkago.Hash{}
 	if cfg.partitioner == PartitionMurmur2 {
 		bal = kafkago.Murmur2Balancer{}
 	}
 	base, cancel := context.WithCancel(context.Background())
 	return &Publisher{
-		gen:        gen,
-		cfg:        cfg,
-		set:        set,
-		topic:      topic,
-		brokers:    slices.Clone(brokers),
-		transport:  t,
-		client:     &kafkago.Client{Addr: kafkago.TCP(brokers...), Transport: t, Timeout: cfg.writeTimeout},
-		acks:       cfg.acks.required(),
-		balancer:   bal,
-		base:       base,
-		cancelBase: cancel,
+		newTransport: newTransport,
+		gen:          gen,
+		cfg:          cfg,
+		set:          set,
+		topic:        topic,
+		brokers:      slices.Clone(brokers),
+		transport:    t,
+		client:       &kafkago.Client{Addr: kafkago.TCP(brokers...), Transport: t, Timeout: cfg.writeTimeout},
+		acks:         cfg.acks.required(),
+		balancer:     bal,
+		base:         base,
+		cancelBase:   cancel,
 	}, nil
 }
 
@@ -149,6 +158,25 @@ func (r *record) setHeader(name, value string) {
 	}
 	r.headers = append(r.headers, kafkago.Header{Key: name, Value: []byte(value)})
 	r.size += 10 + len(name) + len(value)
+}
+
+// String describes p by its topic and brokers; no credential (a SASL
+// mechanism's password, a TLS key) ever appears.
+func (p *Publisher) String() string {
+	if p == nil {
+		return "kafkapub.Publisher(nil)"
+	}
+	return "kafkapub.Publisher(" + p.topic + " on " + strings.Join(p.brokers, ",") + ")"
+}
+
+// Format prints [Publisher.String] for every verb (%v, %+v, %#v, %s, ...),
+// so that no formatting of a Publisher reaches its configuration.
+func (p *Publisher) Format(f fmt.State, verb rune) {
+	s := p.String()
+	if verb == 'q' {
+		s = strconv.Quote(s)
+	}
+	_, _ = f.Write([]byte(s))
 }
 
 func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now time.Time) (record, lineage.Lineage, error) {
@@ -701,7 +729,7 @@ func permanent(err error) bool {
 // brokers when none answers before ctx ends, and one wrapping
 // [ErrUnknownTopic] when the topic is missing.
 func (p *Publisher) Ping(ctx context.Context) error {
-	t, err := p.cfg.newTransport(p.topic)
+	t, err := p.newTransport()
 	if err != nil {
 		return err
 	}

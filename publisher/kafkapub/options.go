@@ -241,6 +241,7 @@ const DefaultMetadataTTL = time.Second
 // hatch left.
 func (c *config) newTransport(topic string) (*kafkago.Transport, error) {
 	t := &kafkago.Transport{TLS: c.tls, SASL: c.sasl, ClientID: c.clientID, MetadataTTL: DefaultMetadataTTL}
+
 	if c.transport != nil {
 		c.transport(t)
 		switch {
