@@ -3,8 +3,10 @@ package consumer_test
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -84,10 +86,12 @@ func TestPostgresSessionsKilledDuringInbox(t *testing.T) {
 		tx, _ := pgstore.TxFromContext(ctx)
 		_, err := tx.Exec(ctx, "INSERT INTO "+pgx.Identifier{table}.Sanitize()+" (id) VALUES ($1)", string(m.Body))
 		return err
-	}), consumer.WithDedupe(store, "billing"))
+	}), consumer.WithDedupe(store, "billing"), consumer.WithLease(2*time.Second), consumer.WithTimeout(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The lease is short: a claim whose release was killed too is taken
+	// again after it instead of after the default 30 s.
 	p := &consumer.Processor{Handler: h, MaxAttempts: 1000, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
 
 	// A killer terminates every session of the inbox's pool, again and
@@ -96,17 +100,20 @@ func TestPostgresSessionsKilledDuringInbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer killer.Close(context.Background())
 	stopKilling := make(chan struct{})
 	killed := make(chan int64, 1)
 	go func() {
 		var total int64
 		defer func() { killed <- total }()
 		for {
+			// A new session takes 15-50 ms to set up on a small machine:
+			// killing at a fixed shorter interval would kill every one
+			// before it did any work. A random pause of 10-90 ms kills
+			// sessions at every stage of their work.
 			select {
 			case <-stopKilling:
 				return
-			case <-time.After(20 * time.Millisecond):
+			case <-time.After(time.Duration(10+rand.IntN(80)) * time.Millisecond):
 			}
 			var n int64
 			_ = killer.QueryRow(context.Background(), `SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -114,25 +121,29 @@ func TestPostgresSessionsKilledDuringInbox(t *testing.T) {
 			total += n
 		}
 	}()
+	var total int64
+	stop := sync.OnceFunc(func() {
+		close(stopKilling)
+		total = <-killed
+		killer.Close(context.Background())
+	})
+	defer stop()
 	const n = 200
 	ms := make([]*consumer.Message, n)
 	for i := range ms {
 		ms[i] = msg()
 		ms[i].Body = []byte(strconv.Itoa(i))
 		if out, err := p.Process(ctx, ctx, ms[i]); out != consumer.OutcomeAck {
-			close(stopKilling)
 			t.Fatalf("message %d: %v, %v", i, out, err)
 		}
 		if i%4 == 0 { // and a redelivery now and then
 			again := *ms[i]
 			if out, err := p.Process(ctx, ctx, &again); out != consumer.OutcomeAck {
-				close(stopKilling)
 				t.Fatalf("redelivery of %d: %v, %v", i, out, err)
 			}
 		}
 	}
-	close(stopKilling)
-	total := <-killed
+	stop()
 	if total == 0 {
 		t.Fatal("no session was terminated: the test proves nothing")
 	}
