@@ -367,3 +367,20 @@ func TestShutdownContexts(t *testing.T) {
 		t.Fatal("release left work running")
 	}
 }
+
+// The timeout is checked against the store's own default lease when the
+// consumer sets none.
+func TestTimeoutCheckedAgainstTheStoresLease(t *testing.T) {
+	store, err := dedupe.NewMemory(dedupe.WithDefaultLease(5 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
+	if _, err := consumer.NewHandler(h, consumer.WithDedupe(store, "s"), consumer.WithTimeout(20*time.Second)); err == nil {
+		t.Fatal("a 20 s timeout was accepted with the store's 5 s lease")
+	}
+	if _, err := consumer.NewHandler(h, consumer.WithDedupe(store, "s"), consumer.WithTimeout(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -98,7 +98,11 @@ func Apply(name string, cfg any, opts []Option) (Settings, error) {
 		return Settings{}, fmt.Errorf("%s: WithBackoff: minimum %v above maximum %v", name, s.MinBackoff, s.MaxBackoff)
 	}
 	if s.Store != nil {
-		lease, err := dedupe.LeaseOrDefault(s.Lease, dedupe.DefaultLease)
+		def := dedupe.DefaultLease
+		if dl, ok := s.Store.(dedupe.DefaultLeaser); ok && dl.DefaultLease() > 0 {
+			def = dl.DefaultLease()
+		}
+		lease, err := dedupe.LeaseOrDefault(s.Lease, def)
 		if err != nil {
 			return Settings{}, fmt.Errorf("%s: WithLease: %w", name, err)
 		}

@@ -154,6 +154,14 @@ type Inbox interface {
 	Process(ctx context.Context, key Key, lease, retention time.Duration, fn func(ctx context.Context) error) (Claim, error)
 }
 
+// DefaultLeaser is implemented by a [Store] that can say which lease a
+// Claim given 0 takes, so that a consumer can check its handler timeout
+// against it. Every store of this module implements it.
+type DefaultLeaser interface {
+	// DefaultLease returns the lease Claim uses when given 0.
+	DefaultLease() time.Duration
+}
+
 // BatchStore is a [Store] that claims, completes and releases many keys in
 // one round trip. It is optional: a caller (a consumer loop taking messages
 // in batches) uses it when a store implements it and falls back to the

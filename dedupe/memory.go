@@ -458,6 +458,9 @@ func (m *Memory) checkBatch(ctx context.Context, op string) error {
 	return nil
 }
 
+// DefaultLease returns the lease Claim uses when given 0 ([WithDefaultLease]).
+func (m *Memory) DefaultLease() time.Duration { return m.lease }
+
 // Len returns the number of keys held: live and expired leases and
 // completed keys not yet swept. It returns 0 after Close.
 func (m *Memory) Len() int {

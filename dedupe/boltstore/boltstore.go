@@ -96,7 +96,10 @@ type writeReq struct {
 	done chan error
 }
 
-var _ dedupe.BatchStore = (*Store)(nil)
+var (
+	_ dedupe.BatchStore    = (*Store)(nil)
+	_ dedupe.DefaultLeaser = (*Store)(nil)
+)
 
 // Option configures [Open] and [New]; a bad value is an error from them
 // that names the option.
@@ -869,6 +872,9 @@ func (s *Store) cleaner(every time.Duration) {
 		}
 	}
 }
+
+// DefaultLease returns the lease Claim uses when given 0 ([WithDefaultLease]).
+func (s *Store) DefaultLease() time.Duration { return s.lease }
 
 // Close stops the cleanup goroutine and, for a store from [Open], closes the
 // file. Calls after Close return [dedupe.ErrClosed]. Close is idempotent.

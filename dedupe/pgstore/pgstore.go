@@ -35,8 +35,9 @@ const claimAttempts = 5
 const releaseTimeout = 5 * time.Second
 
 var (
-	_ dedupe.BatchStore = (*Store)(nil)
-	_ dedupe.BatchInbox = (*Store)(nil)
+	_ dedupe.BatchStore    = (*Store)(nil)
+	_ dedupe.BatchInbox    = (*Store)(nil)
+	_ dedupe.DefaultLeaser = (*Store)(nil)
 )
 
 // Option configures a [Store]; pass options to [New].
@@ -341,6 +342,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	return nil
 }
+
+// DefaultLease returns the lease Claim uses when given 0 ([WithDefaultLease]).
+func (s *Store) DefaultLease() time.Duration { return s.cfg.lease }
 
 // Close stops the janitor, if any, and waits for it; later calls return an
 // error wrapping [dedupe.ErrClosed]. It does not close the pool. It is

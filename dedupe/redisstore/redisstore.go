@@ -27,7 +27,10 @@ const DefaultPrefix = "uuidforge:dedupe:"
 // [dedupe.ErrLeaseLost].
 const RecordGrace = time.Second
 
-var _ dedupe.BatchStore = (*Store)(nil)
+var (
+	_ dedupe.BatchStore    = (*Store)(nil)
+	_ dedupe.DefaultLeaser = (*Store)(nil)
+)
 
 // Option configures a [Store]; pass options to [New].
 type Option func(*config) error
@@ -210,6 +213,9 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	}
 	return s, nil
 }
+
+// DefaultLease returns the lease Claim uses when given 0 ([WithDefaultLease]).
+func (s *Store) DefaultLease() time.Duration { return s.cfg.lease }
 
 // Close marks the store closed: later calls return an error wrapping
 // [dedupe.ErrClosed]. It does not close the Redis client. It is idempotent.
