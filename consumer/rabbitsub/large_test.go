@@ -86,7 +86,9 @@ func TestLargeBody(t *testing.T) {
 			peak := heapPeak()
 			r := start(t, c)
 			dlq := q + consumer.DeadLetterSuffix
-			waitFor(t, 60*time.Second, "the large message was not settled", func() bool {
+			// Generous: under -race on a loaded 2-core machine, moving 100 MB
+			// through the broker and back takes over a minute.
+			waitFor(t, 3*time.Minute, "the large message was not settled", func() bool {
 				return b.count(t, q) == 0 && (got.Load() == largeBody || (tc.deadLetter && b.count(t, dlq) == 1))
 			})
 			r.Stop(t)
