@@ -272,15 +272,17 @@ func (b *Broker) Restart() error {
 // MoveLeader makes broker node n (0-based, in the order of
 // [Broker.Brokers]) the leader of a partition, as a leader election in a
 // real cluster does: clients writing to or reading from the partition get a
-// "not leader" error and must find the new leader.
+// "not leader" error and must find the new leader. It holds the broker's
+// lock throughout, so Close and Restart wait for it: the cluster it moves
+// the leader on is never closed under it (which would leave it waiting
+// forever).
 func (b *Broker) MoveLeader(topic string, partition, n int) error {
 	b.mu.Lock()
-	c := b.cluster
-	b.mu.Unlock()
-	if c == nil {
+	defer b.mu.Unlock()
+	if b.cluster == nil {
 		return errors.New("kafkatest: move leader: broker closed")
 	}
-	if err := c.MoveTopicPartition(topic, int32(partition), int32(n)); err != nil {
+	if err := b.cluster.MoveTopicPartition(topic, int32(partition), int32(n)); err != nil {
 		return fmt.Errorf("kafkatest: move leader of %s/%d to node %d: %w", topic, partition, n, err)
 	}
 	return nil

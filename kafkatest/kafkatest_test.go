@@ -219,3 +219,40 @@ func TestMessageSizeLimit(t *testing.T) {
 		t.Fatalf("3000-byte record under a 2000-byte limit: %v, want MessageSizeTooLarge", err)
 	}
 }
+
+// TestMoveLeaderWhileClosing: MoveLeader racing with Close returns (an
+// error once the broker is closed) instead of waiting forever on the
+// closed cluster.
+func TestMoveLeaderWhileClosing(t *testing.T) {
+	for i := range 50 {
+		k, err := kafkatest.New(kafkatest.WithBrokers(2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop, done := make(chan struct{}), make(chan struct{})
+		for range 4 {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+						_ = k.MoveLeader("none", 0, 1) // the topic does not exist: an error
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Millisecond)
+		k.Close()
+		close(stop)
+		timeout := time.After(5 * time.Second)
+		for range 4 {
+			select {
+			case <-done:
+			case <-timeout:
+				t.Fatalf("round %d: MoveLeader still waiting 5 s after Close", i)
+			}
+		}
+	}
+}
