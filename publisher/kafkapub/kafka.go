@@ -416,7 +416,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 		}
 		if werr := retry.Wait(ctx, bo); werr != nil {
 			for j, e := range todo {
-				fail(e, &publisher.PublishError{Transport: "kafkapub", MessageID: e.rec.id, Attempts: attempt, Err: retry.JoinCtx(werr, lastErr[j])})
+				fail(e, &publisher.PublishError{Transport: "kafkapub", MessageID: e.rec.id, Attempts: attempt, Err: retry.JoinCtx("kafkapub", werr, lastErr[j])})
 			}
 			return errors.Join(failed...)
 		}

@@ -115,7 +115,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 		}
 		if werr := retry.Wait(ctx, bo); werr != nil {
 			for _, i := range todo {
-				err := &publisher.PublishError{Transport: "rabbitpub", MessageID: prep[i].lin.MessageID, Attempts: attempt, Err: retry.JoinCtx(werr, cause[i])}
+				err := &publisher.PublishError{Transport: "rabbitpub", MessageID: prep[i].lin.MessageID, Attempts: attempt, Err: retry.JoinCtx("rabbitpub", werr, cause[i])}
 				failed = append(failed, err)
 				if obs != nil {
 					obs[i].done(err)

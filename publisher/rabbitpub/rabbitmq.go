@@ -25,15 +25,26 @@ var (
 )
 
 // ChannelClosedError reports that the channel carrying a message closed
-// before the broker confirmed it; the message is published again.
-type ChannelClosedError struct{ Cause error }
+// before the broker confirmed it; the message is published again. It reaches
+// callers as the cause of a [*publisher.PublishError] (when the context ends
+// before a later attempt succeeds) and an [publisher.Observer]'s
+// PublishRetry; find it with [errors.As].
+type ChannelClosedError struct {
+	// Cause is why the channel closed: the broker's *amqp.Error when it
+	// closed the channel or the connection (e.g. 320 CONNECTION_FORCED on
+	// a node shutting down), otherwise the client's error (amqp.ErrClosed,
+	// or the failure of a write on the channel). Never nil in errors this
+	// package returns.
+	Cause error
+}
 
-// Error implements error.
+// Error implements error: "rabbitpub: channel closed before confirm", then
+// the cause.
 func (e *ChannelClosedError) Error() string {
 	if e.Cause == nil {
-		return "channel closed before confirm"
+		return "rabbitpub: channel closed before confirm"
 	}
-	return "channel closed before confirm: " + e.Cause.Error()
+	return "rabbitpub: channel closed before confirm: " + e.Cause.Error()
 }
 
 // Unwrap returns the cause.
