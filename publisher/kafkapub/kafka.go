@@ -179,17 +179,20 @@ func (p *Publisher) Format(f fmt.State, verb rune) {
 	_, _ = f.Write([]byte(s))
 }
 
+// prepare validates and stamps msg and builds its record. Its errors wrap
+// [publisher.ErrInvalid] and do not name this package: the caller does,
+// with the message's place in a batch.
 func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now time.Time) (record, lineage.Lineage, error) {
 	if msg.RoutingKey != "" {
-		return record{}, lineage.Lineage{}, fmt.Errorf("kafkapub: %w", publisher.Invalid(msg.Type, "a routing key has no meaning on Kafka (the topic is the publisher's, the record key is Key)"))
+		return record{}, lineage.Lineage{}, publisher.Invalid(msg.Type, "a routing key has no meaning on Kafka (the topic is the publisher's, the record key is Key)")
 	}
 	l, err := publisher.Stamp(ctx, p.gen, msg, p.set.MaxBodySize)
 	if err != nil {
-		return record{}, lineage.Lineage{}, fmt.Errorf("kafkapub: %w", err)
+		return record{}, lineage.Lineage{}, err
 	}
 	key, err := publisher.KeyBytes(msg.Key)
 	if err != nil {
-		return record{}, lineage.Lineage{}, fmt.Errorf("kafkapub: %w", publisher.Invalid(msg.Type, "record key: %v", err))
+		return record{}, lineage.Lineage{}, publisher.Invalid(msg.Type, "record key: %v", err)
 	}
 	n := 3 + len(msg.Headers)
 	if l.CausationID != uuid.Nil {
@@ -253,7 +256,7 @@ func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 	start := time.Now()
 	rec, lin, err := p.prepare(ctx, &msg, start)
 	if err != nil {
-		return err
+		return fmt.Errorf("kafkapub: %w", err)
 	}
 	if err := p.enter(); err != nil {
 		return err
@@ -334,7 +337,8 @@ func (o *observation) done(err error) {
 // partition together, and returns once every record was acknowledged.
 // Records that failed are written again (the others are not) until ctx
 // ends. If any message is invalid nothing is sent and the error wraps
-// [publisher.ErrInvalid]; otherwise the error, if any, joins one
+// [publisher.ErrInvalid], naming the first invalid message by its index
+// ("kafkapub: batch message 2: ..."); otherwise the error, if any, joins one
 // [*publisher.PublishError] per record that could not be written.
 func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message) error {
 	if len(msgs) == 0 {
@@ -349,7 +353,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 	for i := range msgs {
 		rec, lin, err := p.prepare(ctx, &msgs[i], now)
 		if err != nil {
-			return fmt.Errorf("message %d: %w", i, err)
+			return fmt.Errorf("kafkapub: batch message %d: %w", i, err)
 		}
 		recs[i] = rec
 		if lins != nil {

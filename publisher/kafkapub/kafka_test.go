@@ -389,3 +389,31 @@ func TestConcurrentPublish(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorsNameThePackageOnce: the errors of bad input and of a closed
+// publisher start with "kafkapub: " (a batch's then name the message) and
+// carry each package's prefix once.
+func TestErrorsNameThePackageOnce(t *testing.T) {
+	p, err := kafkapub.New([]string{"127.0.0.1:1"}, "t", gen) // no I/O before the checks
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ok, bad := publisher.Message{Type: "ok", Key: []any{"k"}}, publisher.Message{Key: []any{"k"}}
+	check := func(what string, err, sentinel error, prefix string) {
+		t.Helper()
+		s := fmt.Sprint(err)
+		if !errors.Is(err, sentinel) || !strings.HasPrefix(s, prefix) ||
+			strings.Count(s, "kafkapub: ") != 1 || strings.Count(s, "publisher: ") != 1 {
+			t.Errorf("%s = %q, want %v starting with %q, each prefix once", what, s, sentinel, prefix)
+		}
+	}
+	check("Publish", p.Publish(ctx, bad), publisher.ErrInvalid, `kafkapub: publisher: message "": missing type`)
+	check("PublishBatch", p.PublishBatch(ctx, ok, bad), publisher.ErrInvalid, `kafkapub: batch message 1: publisher: message "": missing type`)
+	check("PublishBatch routing key", p.PublishBatch(ctx, publisher.Message{Type: "t", Key: []any{"k"}, RoutingKey: "r"}),
+		publisher.ErrInvalid, `kafkapub: batch message 0: publisher: message "t": a routing key`)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check("Publish after Close", p.Publish(ctx, ok), publisher.ErrClosed, "kafkapub: publisher: closed")
+}
