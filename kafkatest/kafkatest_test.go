@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,10 +198,13 @@ func TestOptionsValidated(t *testing.T) {
 		"port count":    {kafkatest.WithBrokers(2), kafkatest.WithPorts(30001)},
 		"session":       {kafkatest.WithMinSessionTimeout(0)},
 		"broker config": {kafkatest.WithBrokerConfig("", "1")},
+		"session twice": {kafkatest.WithMinSessionTimeout(time.Second), kafkatest.WithBrokerConfig("group.min.session.timeout.ms", "2000")},
 	} {
 		if k, err := kafkatest.New(opts...); err == nil {
 			k.Close()
 			t.Errorf("%s: accepted", name)
+		} else if !strings.HasPrefix(err.Error(), "kafkatest: ") {
+			t.Errorf("%s: error %q does not start with the package name", name, err)
 		}
 	}
 }
