@@ -15,7 +15,8 @@ import (
 // Its text is "<Transport>: message <MessageID>: <Attempts> attempt(s):
 // <Err>", naming the transport once: a cause whose own text starts with the
 // transport's prefix (rabbitpub.ChannelClosedError's "rabbitpub: ...") is
-// shown without it.
+// shown without it. A PublishError is not changed once returned, so it may
+// be read concurrently.
 type PublishError struct {
 	// Transport is the package that failed to publish ("rabbitpub",
 	// "kafkapub", ...); it starts the error message. Empty reads as

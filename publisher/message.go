@@ -119,11 +119,13 @@ func Invalid(msgType, format string, args ...any) error {
 // where wrapping [ErrInvalid] with %w would repeat "publisher: ".
 type invalidError struct{ msgType, reason string }
 
+// Error implements error.
 func (e *invalidError) Error() string {
 	return "publisher: message " + strconv.Quote(e.msgType) + ": " + e.reason + ": " +
 		strings.TrimPrefix(ErrInvalid.Error(), "publisher: ")
 }
 
+// Unwrap returns ErrInvalid.
 func (e *invalidError) Unwrap() error { return ErrInvalid }
 
 // Validate checks the transport-neutral rules on msg (type, explicit IDs,

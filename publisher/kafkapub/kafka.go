@@ -248,10 +248,13 @@ func (p *Publisher) enter() error {
 
 // Publish stamps msg with its IDs (see [publisher.IDs]) and writes it as one
 // record, returning once the broker acknowledged it. Bad input returns an
-// error wrapping [publisher.ErrInvalid] and nothing is sent; a write that
-// keeps failing until ctx ends returns a [*publisher.PublishError] with the
-// number of attempts and the last cause. When ctx ends Publish returns at
-// once, even while the record's request is in flight.
+// error wrapping [publisher.ErrInvalid] and nothing is sent; after Close, one
+// wrapping [publisher.ErrClosed]. A write that keeps failing until ctx ends,
+// or fails with a Kafka error that is not retriable (e.g. a record over the
+// broker's size limit, refused authorisation), returns a
+// [*publisher.PublishError] with the number of attempts and the last cause.
+// When ctx ends Publish returns at once, even while the record's request is
+// in flight.
 func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 	start := time.Now()
 	rec, lin, err := p.prepare(ctx, &msg, start)
@@ -730,8 +733,9 @@ func permanent(err error) bool {
 // Ping checks that the cluster answers and that the topic exists (creating
 // it with [WithAutoTopicCreation]), on a connection of its own, so that a
 // service can fail fast at start-up. It returns an error naming the
-// brokers when none answers before ctx ends, and one wrapping
-// [ErrUnknownTopic] when the topic is missing.
+// brokers when none answers before ctx ends (or, when ctx has no deadline,
+// within [DefaultWriteTimeout]), and one wrapping [ErrUnknownTopic] when the
+// topic is missing.
 func (p *Publisher) Ping(ctx context.Context) error {
 	t, err := p.newTransport()
 	if err != nil {

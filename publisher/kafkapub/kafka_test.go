@@ -342,6 +342,15 @@ func TestOptionsValidated(t *testing.T) {
 	if seen == nil || seen.TLS == nil || seen.TLS.ServerName != "kafka" || seen.SASL == nil || seen.ClientID != "orders-api" {
 		t.Errorf("the transport escape hatch saw %+v, want the TLS, SASL and client ID options applied", seen)
 	}
+	if seen.MetadataTTL != kafkapub.DefaultMetadataTTL {
+		t.Errorf("the transport escape hatch saw MetadataTTL %v, want DefaultMetadataTTL", seen.MetadataTTL)
+	}
+	zero, err := kafkapub.New([]string{"x:9092"}, "t", gen, kafkapub.WithTransportConfig(func(tr *kafkago.Transport) { tr.MetadataTTL = 0 }))
+	if err != nil {
+		t.Errorf("MetadataTTL 0 (kafka-go's default) refused: %v", err)
+	} else {
+		zero.Close()
+	}
 	p.Close()
 	if err := p.Publish(context.Background(), publisher.Message{Type: "t", Key: []any{1}}); !errors.Is(err, publisher.ErrClosed) {
 		t.Errorf("Publish after Close = %v, want ErrClosed", err)
