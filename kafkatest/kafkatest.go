@@ -36,9 +36,10 @@ type config struct {
 	brokerCfg    map[string]string
 }
 
-// WithBrokers runs n broker nodes (n ≥ 1). Default: [DefaultBrokers]. Each
-// partition has one replica, its leader; [Broker.MoveLeader] moves it. With
-// [WithPorts], the number of ports must be n.
+// WithBrokers runs n broker nodes (n ≥ 1). Default: [DefaultBrokers], or
+// one per port of [WithPorts]. Each partition has one replica, its leader;
+// [Broker.MoveLeader] moves it. It conflicts with a [WithPorts] that gives
+// another number of ports (an error from New).
 func WithBrokers(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
@@ -51,7 +52,7 @@ func WithBrokers(n int) Option {
 
 // WithPartitions sets the number of partitions of a topic that is created
 // automatically or by [Broker.CreateTopic] with 0 partitions. Default:
-// [DefaultPartitions].
+// [DefaultPartitions]. It conflicts with no other option.
 func WithPartitions(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
@@ -65,7 +66,8 @@ func WithPartitions(n int) Option {
 // WithDataDir keeps the broker's data (topics, records, committed offsets)
 // in dir, created if needed, so a broker started again on dir has them.
 // The data is written continuously and completed on Close. Default: in
-// memory only.
+// memory only. It conflicts with no other option; with [WithPorts], a
+// broker started again on dir also has the same addresses.
 func WithDataDir(dir string) Option {
 	return func(c *config) error {
 		if dir == "" {
@@ -79,8 +81,9 @@ func WithDataDir(dir string) Option {
 // WithPorts makes the broker nodes listen on 127.0.0.1 at the given ports,
 // one per node, instead of on random free ports, so that clients find a
 // broker started again at the same address. It sets the number of nodes
-// unless [WithBrokers] is also given, in which case the counts must match.
-// Default: random ports.
+// unless [WithBrokers] is also given, in which case the counts must match
+// (another count is an error from New). Default: random free ports, which
+// [Broker.Restart] keeps.
 func WithPorts(ports ...int) Option {
 	return func(c *config) error {
 		if len(ports) == 0 {
@@ -99,14 +102,17 @@ func WithPorts(ports ...int) Option {
 // WithoutAutoTopicCreation makes the broker answer "unknown topic" for a
 // topic that was not created with [Broker.CreateTopic], as production
 // clusters usually do. Default: a topic is created, with
-// [WithPartitions] partitions, when a client first asks for it.
+// [WithPartitions] partitions, when a client first asks for it. It
+// conflicts with no other option.
 func WithoutAutoTopicCreation() Option {
 	return func(c *config) error { c.noAutoCreate = true; return nil }
 }
 
 // WithMinSessionTimeout sets the shortest consumer-group session timeout the
 // broker accepts (group.min.session.timeout.ms), for tests whose consumers
-// use short sessions to leave a group quickly. Default: 6 s, as Kafka.
+// use short sessions to leave a group quickly. Default: 6 s, as Kafka. It
+// conflicts with [WithBrokerConfig] for "group.min.session.timeout.ms", the
+// same setting (an error from New).
 func WithMinSessionTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
@@ -120,7 +126,9 @@ func WithMinSessionTimeout(d time.Duration) Option {
 // WithBrokerConfig sets a broker configuration value, e.g.
 // "message.max.bytes" (the largest record batch a producer may send,
 // 1 048 588 by default), "compression.type" or "log.retention.ms". Given
-// several times, the values add up. Default: Kafka's defaults.
+// several times, the values add up (the last value of a name wins).
+// Default: Kafka's defaults. For "group.min.session.timeout.ms" it
+// conflicts with [WithMinSessionTimeout] (an error from New).
 func WithBrokerConfig(name, value string) Option {
 	return func(c *config) error {
 		if name == "" {
@@ -133,6 +141,9 @@ func WithBrokerConfig(name, value string) Option {
 		return nil
 	}
 }
+
+// minSessionConfig is the broker setting WithMinSessionTimeout sets.
+const minSessionConfig = "group.min.session.timeout.ms"
 
 func (c *config) kfakeOptions() []kfake.Opt {
 	opts := []kfake.Opt{
@@ -157,7 +168,8 @@ func (c *config) kfakeOptions() []kfake.Opt {
 	return opts
 }
 
-// Broker is an in-process Kafka cluster of one or more broker nodes.
+// Broker is an in-process Kafka cluster of one or more broker nodes. A
+// Broker is safe for concurrent use.
 type Broker struct {
 	cfg config
 
@@ -166,7 +178,8 @@ type Broker struct {
 	addrs   []string
 }
 
-// New starts a broker. Close it when done.
+// New starts a broker. Close it when done. An invalid option, or two that
+// conflict, is an error naming the option.
 func New(opts ...Option) (*Broker, error) {
 	cfg := config{brokers: 0, partitions: DefaultPartitions}
 	for _, o := range opts {
@@ -184,6 +197,9 @@ func New(opts ...Option) (*Broker, error) {
 		cfg.brokers = DefaultBrokers
 	case len(cfg.ports) > 0 && len(cfg.ports) != cfg.brokers:
 		return nil, fmt.Errorf("kafkatest: WithPorts gives %d ports for %d brokers", len(cfg.ports), cfg.brokers)
+	}
+	if _, ok := cfg.brokerCfg[minSessionConfig]; ok && cfg.minSession > 0 {
+		return nil, fmt.Errorf("kafkatest: WithMinSessionTimeout conflicts with WithBrokerConfig(%q): both set the same value", minSessionConfig)
 	}
 	b := &Broker{cfg: cfg}
 	if err := b.start(cfg.kfakeOptions()); err != nil {
@@ -272,15 +288,17 @@ func (b *Broker) Restart() error {
 // MoveLeader makes broker node n (0-based, in the order of
 // [Broker.Brokers]) the leader of a partition, as a leader election in a
 // real cluster does: clients writing to or reading from the partition get a
-// "not leader" error and must find the new leader.
+// "not leader" error and must find the new leader. It holds the broker's
+// lock throughout, so Close and Restart wait for it: the cluster it moves
+// the leader on is never closed under it (which would leave it waiting
+// forever).
 func (b *Broker) MoveLeader(topic string, partition, n int) error {
 	b.mu.Lock()
-	c := b.cluster
-	b.mu.Unlock()
-	if c == nil {
+	defer b.mu.Unlock()
+	if b.cluster == nil {
 		return errors.New("kafkatest: move leader: broker closed")
 	}
-	if err := c.MoveTopicPartition(topic, int32(partition), int32(n)); err != nil {
+	if err := b.cluster.MoveTopicPartition(topic, int32(partition), int32(n)); err != nil {
 		return fmt.Errorf("kafkatest: move leader of %s/%d to node %d: %w", topic, partition, n, err)
 	}
 	return nil

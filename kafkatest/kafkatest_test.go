@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,10 +198,13 @@ func TestOptionsValidated(t *testing.T) {
 		"port count":    {kafkatest.WithBrokers(2), kafkatest.WithPorts(30001)},
 		"session":       {kafkatest.WithMinSessionTimeout(0)},
 		"broker config": {kafkatest.WithBrokerConfig("", "1")},
+		"session twice": {kafkatest.WithMinSessionTimeout(time.Second), kafkatest.WithBrokerConfig("group.min.session.timeout.ms", "2000")},
 	} {
 		if k, err := kafkatest.New(opts...); err == nil {
 			k.Close()
 			t.Errorf("%s: accepted", name)
+		} else if !strings.HasPrefix(err.Error(), "kafkatest: ") {
+			t.Errorf("%s: error %q does not start with the package name", name, err)
 		}
 	}
 }
@@ -217,5 +221,42 @@ func TestMessageSizeLimit(t *testing.T) {
 	var we kafkago.WriteErrors
 	if !errors.As(err, &we) || len(we) != 1 || !errors.Is(we[0], kafkago.MessageSizeTooLarge) {
 		t.Fatalf("3000-byte record under a 2000-byte limit: %v, want MessageSizeTooLarge", err)
+	}
+}
+
+// TestMoveLeaderWhileClosing: MoveLeader racing with Close returns (an
+// error once the broker is closed) instead of waiting forever on the
+// closed cluster.
+func TestMoveLeaderWhileClosing(t *testing.T) {
+	for i := range 50 {
+		k, err := kafkatest.New(kafkatest.WithBrokers(2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop, done := make(chan struct{}), make(chan struct{})
+		for range 4 {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+						_ = k.MoveLeader("none", 0, 1) // the topic does not exist: an error
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Millisecond)
+		k.Close()
+		close(stop)
+		timeout := time.After(5 * time.Second)
+		for range 4 {
+			select {
+			case <-done:
+			case <-timeout:
+				t.Fatalf("round %d: MoveLeader still waiting 5 s after Close", i)
+			}
+		}
 	}
 }

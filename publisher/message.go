@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -30,12 +32,12 @@ type Publisher interface {
 // transports wrap them, so test with [errors.Is].
 var (
 	// ErrInvalid marks bad input: a message rejected before anything was sent.
-	ErrInvalid = errors.New("invalid message")
+	ErrInvalid = errors.New("publisher: invalid message")
 	// ErrUnroutable is returned when the broker accepted a mandatory message
 	// but could not route it to any queue.
-	ErrUnroutable = errors.New("message unroutable")
+	ErrUnroutable = errors.New("publisher: message unroutable")
 	// ErrClosed is returned by a publisher used after Close.
-	ErrClosed = errors.New("publisher closed")
+	ErrClosed = errors.New("publisher: closed")
 )
 
 // Message is an outgoing message, described independently of the transport.
@@ -106,10 +108,25 @@ func KeyBytes(key []any) ([]byte, error) {
 }
 
 // Invalid returns an error wrapping [ErrInvalid] that names the message type
-// and the reason. Transports use it for their own limits.
+// and the reason, e.g. `publisher: message "order.created": missing type:
+// invalid message` (the package's prefix once). Transports use it for their
+// own limits.
 func Invalid(msgType, format string, args ...any) error {
-	return fmt.Errorf("publisher: message %q: %s: %w", msgType, fmt.Sprintf(format, args...), ErrInvalid)
+	return &invalidError{msgType: msgType, reason: fmt.Sprintf(format, args...)}
 }
+
+// invalidError is the error of [Invalid]: its text names the package once,
+// where wrapping [ErrInvalid] with %w would repeat "publisher: ".
+type invalidError struct{ msgType, reason string }
+
+// Error implements error.
+func (e *invalidError) Error() string {
+	return "publisher: message " + strconv.Quote(e.msgType) + ": " + e.reason + ": " +
+		strings.TrimPrefix(ErrInvalid.Error(), "publisher: ")
+}
+
+// Unwrap returns ErrInvalid.
+func (e *invalidError) Unwrap() error { return ErrInvalid }
 
 // Validate checks the transport-neutral rules on msg (type, explicit IDs,
 // header names and values, body size against maxBody when maxBody > 0) and

@@ -205,3 +205,40 @@ func TestExplicitCausation(t *testing.T) {
 		t.Fatalf("invalid causation ID accepted: %v", err)
 	}
 }
+
+// TestErrorsNameThePackageOnce: the sentinels start with "publisher: ", and
+// Invalid's errors and PublishError's text carry each prefix once.
+func TestErrorsNameThePackageOnce(t *testing.T) {
+	for _, err := range []error{publisher.ErrInvalid, publisher.ErrUnroutable, publisher.ErrClosed} {
+		if !strings.HasPrefix(err.Error(), "publisher: ") {
+			t.Errorf("sentinel %q does not start with the package name", err)
+		}
+	}
+	inv := publisher.Invalid("order.created", "body of %d bytes", 7)
+	if s := inv.Error(); !errors.Is(inv, publisher.ErrInvalid) || s != `publisher: message "order.created": body of 7 bytes: invalid message` {
+		t.Errorf("Invalid = %q (ErrInvalid: %t)", s, errors.Is(inv, publisher.ErrInvalid))
+	}
+	if err := publisher.Validate(&publisher.Message{}, 0); strings.Count(err.Error(), "publisher: ") != 1 {
+		t.Errorf("Validate = %q, want the package named once", err)
+	}
+	own := errors.New("rabbitpub: channel closed")
+	for _, tc := range []struct {
+		transport string
+		cause     error
+		want      string
+	}{
+		{"rabbitpub", own, ": 2 attempt(s): channel closed"},
+		{"rabbitpub", inv, `: 2 attempt(s): publisher: message "order.created": body of 7 bytes: invalid message`},
+		{"", inv, `: 2 attempt(s): message "order.created": body of 7 bytes: invalid message`},
+		{"kafkapub", own, ": 2 attempt(s): rabbitpub: channel closed"},
+	} {
+		pe := &publisher.PublishError{Transport: tc.transport, MessageID: uuid.New(), Attempts: 2, Err: tc.cause}
+		name := tc.transport
+		if name == "" {
+			name = "publisher"
+		}
+		if s := pe.Error(); !strings.HasPrefix(s, name+": message ") || !strings.HasSuffix(s, tc.want) {
+			t.Errorf("PublishError{%q, %q} = %q, want %q then the ID, ending %q", tc.transport, tc.cause, s, name, tc.want)
+		}
+	}
+}

@@ -27,6 +27,10 @@ type Observer interface {
 }
 
 // Publication describes one message being published, for an [Observer].
+// The transport fills it in and updates Attempts on the publishing
+// goroutine, between the observer's calls, so an observer reads it during
+// its calls and does not change its fields (it adds headers with
+// [Publication.SetHeader]).
 type Publication struct {
 	// System is the messaging system: "rabbitmq" or "kafka".
 	System string

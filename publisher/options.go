@@ -25,7 +25,8 @@ const (
 type Option func(*Settings) error
 
 // Settings holds what the options set, with defaults filled in. Transports
-// read it after [Apply]; users change it only through options.
+// read it after [Apply]; users change it only through options. Once Apply
+// returned it is only read, so it may be read concurrently.
 type Settings struct {
 	// MinBackoff and MaxBackoff bound the exponential wait between attempts
 	// (defaults [DefaultMinBackoff] and [DefaultMaxBackoff]). The context of
@@ -80,6 +81,8 @@ func TransportOption[T any](name string, f func(*T) error) Option {
 // WithBackoff bounds the exponential wait between attempts to publish a
 // message again. Default: [DefaultMinBackoff] to [DefaultMaxBackoff]. The
 // context given to Publish bounds the attempts; there is no other limit.
+// Both bounds must be positive and min at most max. It conflicts with no
+// other option; given several times, the last one wins.
 func WithBackoff(min, max time.Duration) Option {
 	return func(s *Settings) error {
 		if min <= 0 || max <= 0 {
@@ -92,7 +95,9 @@ func WithBackoff(min, max time.Duration) Option {
 
 // WithMaxBodySize sets the largest body accepted, in bytes; a larger one is
 // rejected with [ErrInvalid] before anything is sent. Default: the
-// transport's (keep it at or below the broker's own limit).
+// transport's (rabbitpub.DefaultMaxBodySize, kafkapub.DefaultMaxBodySize);
+// keep it at or below the broker's own limit. It conflicts with no other
+// option; given several times, the last one wins.
 func WithMaxBodySize(n int) Option {
 	return func(s *Settings) error {
 		if n < 1 {
@@ -104,7 +109,8 @@ func WithMaxBodySize(n int) Option {
 }
 
 // WithObserver sends publish events to o (metrics, tracing). Given several
-// times, every observer receives every event, in order. Default: none.
+// times, every observer receives every event, in order. Default: none. It
+// conflicts with no other option.
 func WithObserver(o Observer) Option {
 	return func(s *Settings) error {
 		if o == nil {

@@ -179,17 +179,20 @@ func (p *Publisher) Format(f fmt.State, verb rune) {
 	_, _ = f.Write([]byte(s))
 }
 
+// prepare validates and stamps msg and builds its record. Its errors wrap
+// [publisher.ErrInvalid] and do not name this package: the caller does,
+// with the message's place in a batch.
 func (p *Publisher) prepare(ctx context.Context, msg *publisher.Message, now time.Time) (record, lineage.Lineage, error) {
 	if msg.RoutingKey != "" {
-		return record{}, lineage.Lineage{}, fmt.Errorf("kafkapub: %w", publisher.Invalid(msg.Type, "a routing key has no meaning on Kafka (the topic is the publisher's, the record key is Key)"))
+		return record{}, lineage.Lineage{}, publisher.Invalid(msg.Type, "a routing key has no meaning on Kafka (the topic is the publisher's, the record key is Key)")
 	}
 	l, err := publisher.Stamp(ctx, p.gen, msg, p.set.MaxBodySize)
 	if err != nil {
-		return record{}, lineage.Lineage{}, fmt.Errorf("kafkapub: %w", err)
+		return record{}, lineage.Lineage{}, err
 	}
 	key, err := publisher.KeyBytes(msg.Key)
 	if err != nil {
-		return record{}, lineage.Lineage{}, fmt.Errorf("kafkapub: %w", publisher.Invalid(msg.Type, "record key: %v", err))
+		return record{}, lineage.Lineage{}, publisher.Invalid(msg.Type, "record key: %v", err)
 	}
 	n := 3 + len(msg.Headers)
 	if l.CausationID != uuid.Nil {
@@ -245,15 +248,18 @@ func (p *Publisher) enter() error {
 
 // Publish stamps msg with its IDs (see [publisher.IDs]) and writes it as one
 // record, returning once the broker acknowledged it. Bad input returns an
-// error wrapping [publisher.ErrInvalid] and nothing is sent; a write that
-// keeps failing until ctx ends returns a [*publisher.PublishError] with the
-// number of attempts and the last cause. When ctx ends Publish returns at
-// once, even while the record's request is in flight.
+// error wrapping [publisher.ErrInvalid] and nothing is sent; after Close, one
+// wrapping [publisher.ErrClosed]. A write that keeps failing until ctx ends,
+// or fails with a Kafka error that is not retriable (e.g. a record over the
+// broker's size limit, refused authorisation), returns a
+// [*publisher.PublishError] with the number of attempts and the last cause.
+// When ctx ends Publish returns at once, even while the record's request is
+// in flight.
 func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 	start := time.Now()
 	rec, lin, err := p.prepare(ctx, &msg, start)
 	if err != nil {
-		return err
+		return fmt.Errorf("kafkapub: %w", err)
 	}
 	if err := p.enter(); err != nil {
 		return err
@@ -334,7 +340,8 @@ func (o *observation) done(err error) {
 // partition together, and returns once every record was acknowledged.
 // Records that failed are written again (the others are not) until ctx
 // ends. If any message is invalid nothing is sent and the error wraps
-// [publisher.ErrInvalid]; otherwise the error, if any, joins one
+// [publisher.ErrInvalid], naming the first invalid message by its index
+// ("kafkapub: batch message 2: ..."); otherwise the error, if any, joins one
 // [*publisher.PublishError] per record that could not be written.
 func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message) error {
 	if len(msgs) == 0 {
@@ -349,7 +356,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 	for i := range msgs {
 		rec, lin, err := p.prepare(ctx, &msgs[i], now)
 		if err != nil {
-			return fmt.Errorf("message %d: %w", i, err)
+			return fmt.Errorf("kafkapub: batch message %d: %w", i, err)
 		}
 		recs[i] = rec
 		if lins != nil {
@@ -416,7 +423,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 		}
 		if werr := retry.Wait(ctx, bo); werr != nil {
 			for j, e := range todo {
-				fail(e, &publisher.PublishError{Transport: "kafkapub", MessageID: e.rec.id, Attempts: attempt, Err: retry.JoinCtx(werr, lastErr[j])})
+				fail(e, &publisher.PublishError{Transport: "kafkapub", MessageID: e.rec.id, Attempts: attempt, Err: retry.JoinCtx("kafkapub", werr, lastErr[j])})
 			}
 			return errors.Join(failed...)
 		}
@@ -726,8 +733,9 @@ func permanent(err error) bool {
 // Ping checks that the cluster answers and that the topic exists (creating
 // it with [WithAutoTopicCreation]), on a connection of its own, so that a
 // service can fail fast at start-up. It returns an error naming the
-// brokers when none answers before ctx ends, and one wrapping
-// [ErrUnknownTopic] when the topic is missing.
+// brokers when none answers before ctx ends (or, when ctx has no deadline,
+// within [DefaultWriteTimeout]), and one wrapping [ErrUnknownTopic] when the
+// topic is missing.
 func (p *Publisher) Ping(ctx context.Context) error {
 	t, err := p.newTransport()
 	if err != nil {

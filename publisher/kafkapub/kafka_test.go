@@ -342,6 +342,15 @@ func TestOptionsValidated(t *testing.T) {
 	if seen == nil || seen.TLS == nil || seen.TLS.ServerName != "kafka" || seen.SASL == nil || seen.ClientID != "orders-api" {
 		t.Errorf("the transport escape hatch saw %+v, want the TLS, SASL and client ID options applied", seen)
 	}
+	if seen.MetadataTTL != kafkapub.DefaultMetadataTTL {
+		t.Errorf("the transport escape hatch saw MetadataTTL %v, want DefaultMetadataTTL", seen.MetadataTTL)
+	}
+	zero, err := kafkapub.New([]string{"x:9092"}, "t", gen, kafkapub.WithTransportConfig(func(tr *kafkago.Transport) { tr.MetadataTTL = 0 }))
+	if err != nil {
+		t.Errorf("MetadataTTL 0 (kafka-go's default) refused: %v", err)
+	} else {
+		zero.Close()
+	}
 	p.Close()
 	if err := p.Publish(context.Background(), publisher.Message{Type: "t", Key: []any{1}}); !errors.Is(err, publisher.ErrClosed) {
 		t.Errorf("Publish after Close = %v, want ErrClosed", err)
@@ -388,4 +397,32 @@ func TestConcurrentPublish(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestErrorsNameThePackageOnce: the errors of bad input and of a closed
+// publisher start with "kafkapub: " (a batch's then name the message) and
+// carry each package's prefix once.
+func TestErrorsNameThePackageOnce(t *testing.T) {
+	p, err := kafkapub.New([]string{"127.0.0.1:1"}, "t", gen) // no I/O before the checks
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ok, bad := publisher.Message{Type: "ok", Key: []any{"k"}}, publisher.Message{Key: []any{"k"}}
+	check := func(what string, err, sentinel error, prefix string) {
+		t.Helper()
+		s := fmt.Sprint(err)
+		if !errors.Is(err, sentinel) || !strings.HasPrefix(s, prefix) ||
+			strings.Count(s, "kafkapub: ") != 1 || strings.Count(s, "publisher: ") != 1 {
+			t.Errorf("%s = %q, want %v starting with %q, each prefix once", what, s, sentinel, prefix)
+		}
+	}
+	check("Publish", p.Publish(ctx, bad), publisher.ErrInvalid, `kafkapub: publisher: message "": missing type`)
+	check("PublishBatch", p.PublishBatch(ctx, ok, bad), publisher.ErrInvalid, `kafkapub: batch message 1: publisher: message "": missing type`)
+	check("PublishBatch routing key", p.PublishBatch(ctx, publisher.Message{Type: "t", Key: []any{"k"}, RoutingKey: "r"}),
+		publisher.ErrInvalid, `kafkapub: batch message 0: publisher: message "t": a routing key`)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check("Publish after Close", p.Publish(ctx, ok), publisher.ErrClosed, "kafkapub: publisher: closed")
 }

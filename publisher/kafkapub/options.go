@@ -116,7 +116,8 @@ func defaultConfig() config {
 }
 
 // WithAcks sets how many replicas must store a record before Publish
-// returns. Default: [AcksAll].
+// returns. Default: [AcksAll]. It conflicts with no other option; with
+// [AcksNone] the broker reports no failure, so nothing is written again.
 func WithAcks(a Acks) publisher.Option {
 	return publisher.TransportOption("kafkapub.WithAcks", func(c *config) error {
 		switch a {
@@ -129,7 +130,7 @@ func WithAcks(a Acks) publisher.Option {
 }
 
 // WithPartitioner sets how records are assigned to partitions. Default:
-// [PartitionHash].
+// [PartitionHash]. It conflicts with no other option.
 func WithPartitioner(p Partitioner) publisher.Option {
 	return publisher.TransportOption("kafkapub.WithPartitioner", func(c *config) error {
 		switch p {
@@ -144,6 +145,7 @@ func WithPartitioner(p Partitioner) publisher.Option {
 // WithBatchSize sets the largest number of records of one partition sent
 // in one produce request. Concurrent Publish calls and PublishBatch share
 // requests up to this size (and about 1 MB). Default: [DefaultBatchSize].
+// It conflicts with no other option.
 func WithBatchSize(n int) publisher.Option {
 	return publisher.TransportOption("kafkapub.WithBatchSize", func(c *config) error {
 		if n < 1 {
@@ -156,7 +158,9 @@ func WithBatchSize(n int) publisher.Option {
 
 // WithWriteTimeout bounds one produce request: a request without an answer
 // by then fails and its records are sent again (while the caller's context
-// lasts). Default: [DefaultWriteTimeout].
+// lasts). Default: [DefaultWriteTimeout]. It conflicts with no other
+// option. It does not bound [Publisher.Ping], which a context without a
+// deadline bounds by DefaultWriteTimeout.
 func WithWriteTimeout(d time.Duration) publisher.Option {
 	return publisher.TransportOption("kafkapub.WithWriteTimeout", func(c *config) error {
 		if d <= 0 {
@@ -168,14 +172,17 @@ func WithWriteTimeout(d time.Duration) publisher.Option {
 }
 
 // WithAutoTopicCreation lets the first publish (or [Publisher.Ping]) create
-// a missing topic, when the broker allows it. Default: off; a missing
-// topic makes Publish retry until its context ends and Ping fail.
+// a missing topic, when the broker allows it (auto.create.topics.enable).
+// Default: off; a missing topic makes Publish retry until its context ends
+// and Ping fail. It conflicts with no other option.
 func WithAutoTopicCreation() publisher.Option {
 	return publisher.TransportOption("kafkapub.WithAutoTopicCreation", func(c *config) error { c.autoCreate = true; return nil })
 }
 
 // WithTLS connects to the brokers with TLS configured by cfg (which must
-// not be changed afterwards). Default: plain TCP.
+// not be changed afterwards). Default: plain TCP. It conflicts with no
+// other option; [WithTransportConfig] sees it (Transport.TLS) and may
+// replace it.
 func WithTLS(cfg *tls.Config) publisher.Option {
 	return publisher.TransportOption("kafkapub.WithTLS", func(c *config) error {
 		if cfg == nil {
@@ -190,7 +197,8 @@ func WithTLS(cfg *tls.Config) publisher.Option {
 // sasl/plain or sasl/scram packages (the one kafka-go type in this
 // package's options besides [WithTransportConfig]). Use it with [WithTLS]
 // unless the network is trusted: PLAIN sends the password as is. Default:
-// no authentication.
+// no authentication. It conflicts with no other option;
+// [WithTransportConfig] sees it (Transport.SASL) and may replace it.
 func WithSASL(m sasl.Mechanism) publisher.Option {
 	return publisher.TransportOption("kafkapub.WithSASL", func(c *config) error {
 		if m == nil {
@@ -202,7 +210,11 @@ func WithSASL(m sasl.Mechanism) publisher.Option {
 }
 
 // WithClientID sets the client ID the brokers see in their logs and
-// quotas. Default: kafka-go's ("kafka-go" and the program name).
+// quotas. Default: none, so requests carry an empty client ID (kafka-go's
+// DefaultClientID, "program@host (github.com/segmentio/kafka-go)", is used
+// by its Conn, not by the Transport the publisher uses); clusters that set
+// quotas by client ID need this option. It conflicts with no other option;
+// [WithTransportConfig] sees it (Transport.ClientID) and may replace it.
 func WithClientID(id string) publisher.Option {
 	return publisher.TransportOption("kafkapub.WithClientID", func(c *config) error {
 		if id == "" {
@@ -215,11 +227,20 @@ func WithClientID(id string) publisher.Option {
 
 // WithTransportConfig is an escape hatch: f may change the kafka-go
 // Transport the publisher talks to the brokers with (dial timeouts,
-// metadata refresh interval, a custom Dial or resolver). It runs in New
-// after the other options, so it sees, and may change, what [WithTLS],
-// [WithSASL] and [WithClientID] set. New validates the result: durations
-// must not be negative, and MetadataTopics, if set, must include the
-// publisher's topic. Default: kafka-go's transport settings.
+// metadata refresh interval, a custom Dial or resolver), for publishing and
+// for [Publisher.Ping]. It runs in New after the other options, so it sees,
+// and may change, what [WithTLS], [WithSASL] and [WithClientID] set; given
+// several times, only the last f runs.
+//
+// The Transport f receives has MetadataTTL set to [DefaultMetadataTTL]
+// (1 s) and every other field at kafka-go's defaults besides those three
+// options' (DialTimeout and IdleTimeout 0, which kafka-go reads as 5 s and
+// 30 s). New does not fill in anything after f: a MetadataTTL that f sets
+// to 0 means kafka-go's own default, 6 s, not DefaultMetadataTTL. New
+// validates the result: durations must not be negative, and
+// MetadataTopics, if set, must include the publisher's topic.
+//
+// Default: no function; the Transport described above is used as is.
 func WithTransportConfig(f func(*kafkago.Transport)) publisher.Option {
 	return publisher.TransportOption("kafkapub.WithTransportConfig", func(c *config) error {
 		if f == nil {
@@ -234,7 +255,10 @@ func WithTransportConfig(f func(*kafkago.Transport)) publisher.Option {
 // metadata (which broker leads which partition) before asking again, where
 // kafka-go's own default is 6 s: after a leader election, a publish that
 // meets the old leader waits at most about this long before it reaches the
-// new one. WithTransportConfig can change it (MetadataTTL).
+// new one. It is the MetadataTTL of the kafka-go Transport New builds
+// (kafka-go treats it as an upper bound and randomises below it).
+// [WithTransportConfig] can set another MetadataTTL; setting it to 0 there
+// gives kafka-go's 6 s, not this value.
 const DefaultMetadataTTL = time.Second
 
 // newTransport builds the transport of cfg and validates what the escape

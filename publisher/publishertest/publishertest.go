@@ -64,7 +64,7 @@ func (r *Recorder) FailWith(f func(publisher.Message) error) {
 
 // Publish stamps and records msg; see [publisher.Publisher].
 func (r *Recorder) Publish(ctx context.Context, msg publisher.Message) error {
-	return r.PublishBatch(ctx, msg)
+	return r.publish(ctx, false, msg)
 }
 
 // PublishBatch stamps every message first: if any is invalid, nothing is
@@ -72,6 +72,18 @@ func (r *Recorder) Publish(ctx context.Context, msg publisher.Message) error {
 // message that [Recorder.FailWith] lets through and returns the joined
 // errors of the others.
 func (r *Recorder) PublishBatch(ctx context.Context, msgs ...publisher.Message) error {
+	return r.publish(ctx, true, msgs...)
+}
+
+// publish is Publish and PublishBatch; an invalid message's error names its
+// place in a batch.
+func (r *Recorder) publish(ctx context.Context, batch bool, msgs ...publisher.Message) error {
+	invalid := func(i int, err error) error {
+		if batch {
+			return fmt.Errorf("publishertest: batch message %d: %w", i, err)
+		}
+		return fmt.Errorf("publishertest: %w", err)
+	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("publishertest: %w", err)
 	}
@@ -83,11 +95,11 @@ func (r *Recorder) PublishBatch(ctx context.Context, msgs ...publisher.Message) 
 		m := msgs[i]
 		l, err := publisher.Stamp(ctx, r.gen, &m, maxBody)
 		if err != nil {
-			return fmt.Errorf("publishertest: message %d: %w", i, err)
+			return invalid(i, err)
 		}
 		key, err := publisher.KeyBytes(m.Key)
 		if err != nil {
-			return fmt.Errorf("publishertest: message %d: %w", i, publisher.Invalid(m.Type, "key: %v", err))
+			return invalid(i, publisher.Invalid(m.Type, "key: %v", err))
 		}
 		if m.Headers != nil {
 			hs := make(map[string]string, len(m.Headers))

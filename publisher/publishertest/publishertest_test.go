@@ -3,6 +3,7 @@ package publishertest_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -44,6 +45,13 @@ func TestRecorderRejectsInvalidBatchWhole(t *testing.T) {
 		publisher.Message{Type: "b", Key: []any{1}, Body: []byte("toolong")})
 	if !errors.Is(err, publisher.ErrInvalid) || rec.Len() != 0 {
 		t.Fatalf("PublishBatch = %v with %d recorded; want ErrInvalid and nothing recorded", err, rec.Len())
+	}
+	if !strings.HasPrefix(err.Error(), `publishertest: batch message 1: publisher: message "b": `) {
+		t.Errorf("PublishBatch = %q, want it to name the package, then the message", err)
+	}
+	err = rec.Publish(context.Background(), publisher.Message{Type: "b", Key: []any{1}, Body: []byte("toolong")})
+	if !errors.Is(err, publisher.ErrInvalid) || !strings.HasPrefix(err.Error(), `publishertest: publisher: message "b": `) {
+		t.Errorf("Publish = %q, want ErrInvalid naming the package, without a batch position", err)
 	}
 }
 

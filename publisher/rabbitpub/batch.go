@@ -19,7 +19,8 @@ import (
 // until ctx ends.
 //
 // Every message is validated first: if any is invalid, nothing is sent and
-// the error wraps [publisher.ErrInvalid]. Otherwise the error, if any, joins
+// the error wraps [publisher.ErrInvalid], naming the first invalid message by
+// its index ("rabbitpub: batch message 2: ..."). Otherwise the error, if any, joins
 // one [*publisher.PublishError] per failed message (unroutable ones wrap
 // [publisher.ErrUnroutable], refusals [rabbitmq.ErrRefused]); the other
 // messages were confirmed.
@@ -115,7 +116,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 		}
 		if werr := retry.Wait(ctx, bo); werr != nil {
 			for _, i := range todo {
-				err := &publisher.PublishError{Transport: "rabbitpub", MessageID: prep[i].lin.MessageID, Attempts: attempt, Err: retry.JoinCtx(werr, cause[i])}
+				err := &publisher.PublishError{Transport: "rabbitpub", MessageID: prep[i].lin.MessageID, Attempts: attempt, Err: retry.JoinCtx("rabbitpub", werr, cause[i])}
 				failed = append(failed, err)
 				if obs != nil {
 					obs[i].done(err)

@@ -94,8 +94,9 @@ func WithExchange(name string) publisher.Option {
 }
 
 // WithRoutingKey sets the function computing a message's routing key.
-// Default: the message type. Conflicts with [WithQueue], which is the way to
-// publish every message to one queue.
+// Default: the message type. A message's own RoutingKey, when set, is used
+// instead. Conflicts with [WithQueue], which is the way to publish every
+// message to one queue.
 func WithRoutingKey(f func(*publisher.Message) string) publisher.Option {
 	return publisher.TransportOption("rabbitpub.WithRoutingKey", func(c *config) error {
 		if f == nil {
@@ -109,8 +110,9 @@ func WithRoutingKey(f func(*publisher.Message) string) publisher.Option {
 // WithQueue publishes every message straight to the named queue: through
 // the default exchange, with the queue's name as routing key. Default: none
 // (the exchange of [WithExchange], routed by message type). Conflicts with
-// [WithExchange] and [WithRoutingKey]. The queue must exist: declare it with
-// [WithTopology] (a mandatory message to a missing queue fails with
+// [WithExchange] and [WithRoutingKey]. A message's own RoutingKey, when
+// set, is used instead of the queue's name. The queue must exist: declare it
+// with [WithTopology] (a mandatory message to a missing queue fails with
 // [publisher.ErrUnroutable]).
 func WithQueue(name string) publisher.Option {
 	return publisher.TransportOption("rabbitpub.WithQueue", func(c *config) error {
@@ -131,7 +133,8 @@ func WithQueue(name string) publisher.Option {
 // times, the topologies are merged. Default: nothing is declared. A
 // declaration the broker refuses (a queue that exists with other arguments,
 // missing permissions) fails Ping and every publish at once with an error
-// wrapping [rabbitmq.ErrRefused] that names the entity.
+// wrapping [rabbitmq.ErrRefused] that names the entity. It conflicts with no
+// other option.
 func WithTopology(t rabbitmq.Topology) publisher.Option {
 	return publisher.TransportOption("rabbitpub.WithTopology", func(c *config) error {
 		if err := t.Validate(); err != nil {
@@ -148,7 +151,8 @@ func WithTopology(t rabbitmq.Topology) publisher.Option {
 // first. Each is checked like New's URL. Default: none. A node that accepts
 // the TCP connection and never answers holds the dial until amqp091-go's
 // connection timeout (30 s; set amqp.Config.Dial with [WithAMQPConfig] for
-// another) before the next node is tried.
+// another) before the next node is tried. It conflicts with no other
+// option; every node is dialed with [WithAMQPConfig]'s configuration.
 func WithFailoverURLs(urls ...string) publisher.Option {
 	return publisher.TransportOption("rabbitpub.WithFailoverURLs", func(c *config) error {
 		if len(urls) == 0 {
@@ -166,17 +170,20 @@ func WithFailoverURLs(urls ...string) publisher.Option {
 
 // WithMandatory sets the mandatory flag. Default: true, so a message no queue
 // receives fails with [publisher.ErrUnroutable] instead of being dropped.
+// It conflicts with no other option; with false, a message no queue
+// receives is confirmed and dropped by the broker.
 func WithMandatory(on bool) publisher.Option {
 	return publisher.TransportOption("rabbitpub.WithMandatory", func(c *config) error { c.mandatory = on; return nil })
 }
 
 // WithTransient publishes with delivery mode 1 (not persisted by the broker).
-// Default: persistent (delivery mode 2).
+// Default: persistent (delivery mode 2). It conflicts with no other option.
 func WithTransient() publisher.Option {
 	return publisher.TransportOption("rabbitpub.WithTransient", func(c *config) error { c.deliveryMode = amqp.Transient; return nil })
 }
 
-// WithContentType sets the content-type property. Default: [DefaultContentType].
+// WithContentType sets the content-type property of every message. Default:
+// [DefaultContentType]. It conflicts with no other option.
 func WithContentType(ct string) publisher.Option {
 	return publisher.TransportOption("rabbitpub.WithContentType", func(c *config) error {
 		if len(ct) > maxShortString {
@@ -188,7 +195,7 @@ func WithContentType(ct string) publisher.Option {
 }
 
 // WithPoolSize sets how many channels publish concurrently. Default:
-// [DefaultPoolSize]. Must be at least 1.
+// [DefaultPoolSize]. Must be at least 1. It conflicts with no other option.
 func WithPoolSize(n int) publisher.Option {
 	return publisher.TransportOption("rabbitpub.WithPoolSize", func(c *config) error {
 		if n < 1 {
@@ -200,7 +207,8 @@ func WithPoolSize(n int) publisher.Option {
 }
 
 // WithConfirmTimeout sets how long one attempt waits for a confirm before the
-// message is published again. Default: [DefaultConfirmTimeout].
+// message is published again. Default: [DefaultConfirmTimeout]. It
+// conflicts with no other option.
 func WithConfirmTimeout(d time.Duration) publisher.Option {
 	return publisher.TransportOption("rabbitpub.WithConfirmTimeout", func(c *config) error {
 		if d <= 0 {
@@ -212,9 +220,13 @@ func WithConfirmTimeout(d time.Duration) publisher.Option {
 }
 
 // WithAMQPConfig sets the connection configuration passed to
-// amqp.DialConfig (TLS, heartbeat, connection name...). Default: a 10 s
-// heartbeat. Do not set its Recovery field: the publisher reconnects itself
-// and republishes unconfirmed messages.
+// amqp.DialConfig for New's URL and every [WithFailoverURLs] node (TLS,
+// heartbeat, connection name, Dial with its connection timeout...). It
+// replaces the whole configuration. Default: a 10 s heartbeat and locale
+// en_US, amqp091-go's defaults for everything else (a zero Heartbeat is
+// amqp091-go's 10 s too; a heartbeat in the URL wins over both). Its
+// Recovery field conflicts with the publisher, which reconnects itself and
+// republishes unconfirmed messages: a non-nil Recovery is an error from New.
 func WithAMQPConfig(cfg amqp.Config) publisher.Option {
 	return publisher.TransportOption("rabbitpub.WithAMQPConfig", func(c *config) error {
 		if cfg.Recovery != nil {

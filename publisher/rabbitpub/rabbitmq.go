@@ -25,15 +25,29 @@ var (
 )
 
 // ChannelClosedError reports that the channel carrying a message closed
-// before the broker confirmed it; the message is published again.
-type ChannelClosedError struct{ Cause error }
+// before the broker confirmed it. The message is published again, unless
+// the broker closed the channel for a reason publishing again cannot fix (a
+// missing exchange, 404 NOT_FOUND; refused access, 403 ACCESS_REFUSED). It
+// reaches callers as the cause of a [*publisher.PublishError] (at once for
+// those reasons, otherwise when the context ends before a later attempt
+// succeeds) and of an [publisher.Observer]'s PublishRetry; find it with
+// [errors.As].
+type ChannelClosedError struct {
+	// Cause is why the channel closed: the broker's *amqp.Error when it
+	// closed the channel or the connection (e.g. 320 CONNECTION_FORCED on
+	// a node shutting down), otherwise the client's error (amqp.ErrClosed,
+	// or the failure of a write on the channel). Never nil in errors this
+	// package returns.
+	Cause error
+}
 
-// Error implements error.
+// Error implements error: "rabbitpub: channel closed before confirm", then
+// the cause.
 func (e *ChannelClosedError) Error() string {
 	if e.Cause == nil {
-		return "channel closed before confirm"
+		return "rabbitpub: channel closed before confirm"
 	}
-	return "channel closed before confirm: " + e.Cause.Error()
+	return "rabbitpub: channel closed before confirm: " + e.Cause.Error()
 }
 
 // Unwrap returns the cause.
@@ -359,10 +373,13 @@ func (p *Publisher) Ping(ctx context.Context) error {
 
 // Publish stamps msg with its IDs (see [publisher.IDs]), publishes it and
 // waits for the broker's confirm. It returns nil once the broker has acked;
-// an error wrapping [publisher.ErrInvalid] for bad input (nothing sent); an
-// error wrapping [publisher.ErrUnroutable] when a mandatory message reached
-// no queue, or [rabbitmq.ErrRefused] when the broker refused the
-// connection or the topology; otherwise, when ctx ends first, a
+// an error wrapping [publisher.ErrInvalid] for bad input (nothing sent) and
+// one wrapping [publisher.ErrClosed] after Close. Failures that publishing
+// again cannot fix are returned at once (as a [*publisher.PublishError] once
+// an attempt was made), wrapping [publisher.ErrUnroutable] when a mandatory
+// message reached no queue, [rabbitmq.ErrRefused] when the broker refused
+// the connection or the topology, or the broker's *amqp.Error for a missing
+// exchange or refused access. Otherwise, when ctx ends first, it returns a
 // [*publisher.PublishError] with the number of attempts and the last cause.
 func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 	now := time.Now()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -42,19 +43,31 @@ func Do(ctx context.Context, transport string, id uuid.UUID, newBackOff func() b
 			onRetry()
 		}
 		if werr := Wait(ctx, bo); werr != nil {
-			return &publisher.PublishError{Transport: transport, MessageID: id, Attempts: attempt, Err: JoinCtx(werr, cause)}
+			return &publisher.PublishError{Transport: transport, MessageID: id, Attempts: attempt, Err: JoinCtx(transport, werr, cause)}
 		}
 	}
 }
 
 // JoinCtx returns an error matching both the context's error and the last
-// failure.
-func JoinCtx(ctxErr, last error) error {
+// failure, for a [*publisher.PublishError] of transport: its text is
+// "<ctxErr> (last failure: <last>)", where last's text does not repeat the
+// "<transport>: " prefix the PublishError already starts with.
+func JoinCtx(transport string, ctxErr, last error) error {
 	if errors.Is(last, ctxErr) {
 		return last
 	}
-	return fmt.Errorf("%w (last failure: %w)", ctxErr, last)
+	return &ctxJoined{ctxErr: ctxErr, last: last, text: fmt.Sprintf("%v (last failure: %s)", ctxErr,
+		strings.TrimPrefix(fmt.Sprint(last), transport+": "))}
 }
+
+// ctxJoined is the error of [JoinCtx].
+type ctxJoined struct {
+	ctxErr, last error
+	text         string
+}
+
+func (e *ctxJoined) Error() string   { return e.text }
+func (e *ctxJoined) Unwrap() []error { return []error{e.ctxErr, e.last} }
 
 // Wait sleeps for the next back-off interval, or returns the context's error
 // (or ErrBackOffStop).

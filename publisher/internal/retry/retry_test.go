@@ -68,3 +68,23 @@ func TestWaitStop(t *testing.T) {
 		t.Fatalf("Wait = %v, want ErrBackOffStop", err)
 	}
 }
+
+// TestJoinCtxNamesTheTransportOnce: a last failure that carries the
+// transport's own prefix (rabbitpub.ChannelClosedError) is not shown with
+// it a second time in the PublishError, and both errors are still matched.
+func TestJoinCtxNamesTheTransportOnce(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	boom := errors.New("test: channel closed")
+	calls := 0
+	err := Do(ctx, "test", uuid.New(), fast, never, nil, func() error {
+		calls++
+		return boom
+	})
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, boom) {
+		t.Fatalf("Do = %v, want both the context's error and the failure", err)
+	}
+	if s := err.Error(); strings.Count(s, "test: ") != 1 || !strings.HasSuffix(s, "context canceled (last failure: channel closed)") {
+		t.Errorf("Do = %q, want the transport named once", s)
+	}
+}
