@@ -382,9 +382,39 @@ func specMessages(t *testing.T, gen *forge.Generator) []*specMessage {
 			ID: uuid.New()}},
 	)
 	for _, m := range ms {
+		if m.msg.Headers == nil {
+			m.msg.Headers = map[string]string{}
+		}
+		m.msg.Headers["x-case"] = m.name
 		m.derive(t, gen)
 	}
 	return ms
+}
+
+// checkWire checks that a record carries each field of m at the place the
+// wire table gives in column place, as read returns it (its value and
+// whether it is present), and no header but the table's and m's own.
+func checkWire(t *testing.T, m *specMessage, rows []wire, place func(wire) string, read func(loc string) (string, bool), headers []string) {
+	t.Helper()
+	allowed := map[string]bool{}
+	for k := range m.msg.Headers {
+		allowed[k] = true
+	}
+	for _, r := range rows {
+		loc := place(r)
+		if h, ok := headerName(loc); ok {
+			allowed[h] = true
+		}
+		want, present := m.want(r.field)
+		if got, found := read(loc); found != present || got != want {
+			t.Errorf("%s: %s at %s = %q (present %v); the spec derives %q (present %v)", m.name, r.field, loc, got, found, want, present)
+		}
+	}
+	for _, h := range headers {
+		if !allowed[h] {
+			t.Errorf("%s: header %s is not in the wire table", m.name, h)
+		}
+	}
 }
 
 // checkReceived checks what a consumer made of a message the publisher
@@ -617,57 +647,37 @@ func TestSpecWireRabbitMQ(t *testing.T) {
 		if err != nil || !ok {
 			t.Fatalf("%s: get: %v, %v", m.name, ok, err)
 		}
-		allowed := map[string]bool{}
-		for k := range m.msg.Headers {
-			allowed[k] = true
-		}
-		for _, r := range rows {
-			want, present := m.want(r.field)
-			var got string
-			var found bool
-			switch r.rabbit {
-			case "property `message-id`":
-				got, found = d.MessageId, d.MessageId != ""
-			case "property `correlation-id`":
-				got, found = d.CorrelationId, d.CorrelationId != ""
-			case "property `type`":
-				got, found = d.Type, d.Type != ""
-			case "body":
-				got, found = string(d.Body), true
-			default:
-				h, ok := headerName(r.rabbit)
-				if !ok {
-					t.Fatalf("wire table: RabbitMQ place %q of %s is unknown to this test", r.rabbit, r.field)
-				}
-				allowed[h] = true
-				var v any
-				v, found = d.Headers[h]
-				if found {
-					s, isLong := v.(string)
-					if !isLong {
-						t.Errorf("%s: header %s is a %T, not a long string", m.name, h, v)
-					}
-					got = s
-				}
-			}
-			if found != present || got != want {
-				t.Errorf("%s: %s at %s = %q (present %v); the spec derives %q (present %v)", m.name, r.field, r.rabbit, got, found, want, present)
-			}
-		}
+		var headers []string
 		for h := range d.Headers {
-			if !allowed[h] {
-				t.Errorf("%s: header %s is not in the wire table", m.name, h)
-			}
+			headers = append(headers, h)
 		}
+		checkWire(t, m, rows, func(r wire) string { return r.rabbit }, func(loc string) (string, bool) {
+			switch loc {
+			case "property `message-id`":
+				return d.MessageId, d.MessageId != ""
+			case "property `correlation-id`":
+				return d.CorrelationId, d.CorrelationId != ""
+			case "property `type`":
+				return d.Type, d.Type != ""
+			case "body":
+				return string(d.Body), true
+			}
+			h, ok := headerName(loc)
+			if !ok {
+				t.Fatalf("wire table: RabbitMQ place %q is unknown to this test", loc)
+			}
+			v, found := d.Headers[h]
+			s, isLong := v.(string)
+			if found && !isLong {
+				t.Errorf("%s: header %s is a %T, not a long string", m.name, h, v)
+			}
+			return s, found
+		}, headers)
 	}
 
 	// What the consumer reads: the same messages again, and messages of
 	// another producer without an ID.
 	for _, m := range ms {
-		m.msg.Headers = map[string]string{"x-case": m.name, "x-app": m.msg.Headers["x-app"]}
-		if m.msg.Headers["x-app"] == "" {
-			delete(m.msg.Headers, "x-app")
-		}
 		if err := p.Publish(m.ctx(ctx), m.msg); err != nil {
 			t.Fatalf("%s: %v", m.name, err)
 		}
@@ -770,10 +780,6 @@ func TestSpecWireKafka(t *testing.T) {
 	t.Cleanup(func() { _ = p.Close() })
 	ms := specMessages(t, gen)
 	for _, m := range ms {
-		m.msg.Headers = map[string]string{"x-case": m.name, "x-app": m.msg.Headers["x-app"]}
-		if m.msg.Headers["x-app"] == "" {
-			delete(m.msg.Headers, "x-app")
-		}
 		if err := p.Publish(m.ctx(ctx), m.msg); err != nil {
 			t.Fatalf("%s: %v", m.name, err)
 		}
@@ -785,43 +791,33 @@ func TestSpecWireKafka(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: read: %v", m.name, err)
 		}
-		allowed := map[string]bool{}
-		for k := range m.msg.Headers {
-			allowed[k] = true
-		}
-		for _, row := range rows {
-			want, present := m.want(row.field)
-			var got string
-			var found bool
-			switch row.kafka {
-			case "record key":
-				got, found = string(rec.Key), len(rec.Key) > 0
-			case "record value":
-				got, found = string(rec.Value), true
-			default:
-				h, ok := headerName(row.kafka)
-				if !ok {
-					t.Fatalf("wire table: Kafka place %q of %s is unknown to this test", row.kafka, row.field)
-				}
-				allowed[h] = true
-				for _, x := range rec.Headers {
-					if x.Key == h {
-						if found {
-							t.Errorf("%s: header %s twice", m.name, h)
-						}
-						got, found = string(x.Value), true
-					}
-				}
-			}
-			if found != present || got != want {
-				t.Errorf("%s: %s at %s = %q (present %v); the spec derives %q (present %v)", m.name, row.field, row.kafka, got, found, want, present)
-			}
-		}
+		var headers []string
 		for _, x := range rec.Headers {
-			if !allowed[x.Key] {
-				t.Errorf("%s: header %s is not in the wire table", m.name, x.Key)
-			}
+			headers = append(headers, x.Key)
 		}
+		checkWire(t, m, rows, func(r wire) string { return r.kafka }, func(loc string) (string, bool) {
+			switch loc {
+			case "record key":
+				return string(rec.Key), len(rec.Key) > 0
+			case "record value":
+				return string(rec.Value), true
+			}
+			h, ok := headerName(loc)
+			if !ok {
+				t.Fatalf("wire table: Kafka place %q is unknown to this test", loc)
+			}
+			var got string
+			found := false
+			for _, x := range rec.Headers {
+				if x.Key == h {
+					if found {
+						t.Errorf("%s: header %s twice", m.name, h)
+					}
+					got, found = string(x.Value), true
+				}
+			}
+			return got, found
+		}, headers)
 	}
 
 	// Records of another producer without an ID.
