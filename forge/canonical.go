@@ -74,8 +74,10 @@ func appendCanonical(dst []byte, parts []any) ([]byte, error) {
 	return append(dst, ']'), nil
 }
 
-// appendValue encodes one part. Simple kinds are written directly; anything
-// else goes through encoding/json and is then canonicalized.
+// appendValue encodes one part. Simple kinds are written by appendSimple;
+// anything else by appendReflect (encode.go), which applies encoding/json's
+// field rules but writes the canonical form itself, in one pass. Only the
+// output of a MarshalJSON method is parsed and canonicalized.
 func appendValue(dst []byte, v any) ([]byte, error) {
 	out, ok, err := appendSimple(dst, v)
 	if ok || err != nil {
@@ -107,7 +109,8 @@ func appendSimpleParts(dst []byte, parts []any) (out []byte, ok bool, err error)
 	return append(dst, ']'), true, nil
 }
 
-// appendSimple encodes v if it is of a kind written without encoding/json.
+// appendSimple encodes v if it is of one of the simple types that
+// appendSimpleKind writes without reflection; ok is false otherwise.
 func appendSimple(dst []byte, v any) (out []byte, ok bool, err error) {
 	out, err = appendSimpleKind(dst, v)
 	if err == errNotSimple {

@@ -3,6 +3,7 @@ package forge
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"math/big"
 	"reflect"
 	"strings"
@@ -314,5 +315,64 @@ func TestUnexportedEmbeddedNoPanic(t *testing.T) {
 	// Addressable, the same values are readable.
 	if got, err := Canonical(&bigHolder{*big.NewInt(5)}); err != nil || string(got) != "[5]" {
 		t.Errorf("pointer: %s, %v", got, err)
+	}
+}
+
+// TestNegativeZero checks SPEC.md §2 ("-0 is 0") on every path a float
+// takes, and §5 (Python writes "-0.0"). negZero is computed: the constant
+// -0.0 is +0 in Go.
+func TestNegativeZero(t *testing.T) {
+	negZero := math.Copysign(0, -1)
+	if !math.Signbit(negZero) || !math.Signbit(float64(float32(negZero))) {
+		t.Fatal("negZero is not negative zero")
+	}
+	type fields struct {
+		F float64
+		G float32
+		P *float64
+		A any
+	}
+	pos := 0.0
+	for _, tc := range []struct {
+		name     string
+		neg, pos any
+	}{
+		{"float64", negZero, 0.0},
+		{"float32", float32(negZero), float32(0)},
+		{"pointer", &negZero, &pos},
+		{"named float", celsius(negZero), celsius(0)},
+		{"struct fields", fields{negZero, float32(negZero), &negZero, negZero}, fields{0, 0, &pos, 0.0}},
+		{"map value", map[string]float64{"v": negZero}, map[string]float64{"v": 0}},
+		{"slice element", []float64{negZero}, []float64{0}},
+		{"json.Number", json.Number("-0"), json.Number("0")},
+		{"json.Number with fraction", json.Number("-0.0e5"), json.Number("0")},
+		{"raw JSON", json.RawMessage(`[-0,-0.0,-0e0,-0E+5,{"v":-0.0}]`), json.RawMessage(`[0,0,0,0,{"v":0}]`)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			neg, err := Canonical(tc.neg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := Canonical(tc.pos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(neg) != string(want) || strings.Contains(string(neg), "-") {
+				t.Errorf("name %s, want %s", neg, want)
+			}
+			for _, g := range []*Generator{MustNew("x"), MustNew("x", WithSecret("0123456789abcdef"))} {
+				if g.MustID(tc.neg) != g.MustID(tc.pos) || g.MustID("a", tc.neg) != g.MustID("a", tc.pos) {
+					t.Errorf("%s: -0 and 0 give different IDs", g.Scheme())
+				}
+			}
+		})
+	}
+	if got, err := CanonicalJSON([]byte("-0.0")); err != nil || string(got) != "0" {
+		t.Errorf("CanonicalJSON(-0.0) = %s, %v; want 0", got, err)
+	}
+	// Python's repr keeps the sign: §5 writes -0.0.
+	name, err := PythonName("e", "", []any{negZero, 0.0}, nil)
+	if err != nil || string(name) != "e|-0.0|0.0" {
+		t.Errorf("PythonName(-0, 0) = %q, %v; want e|-0.0|0.0", name, err)
 	}
 }

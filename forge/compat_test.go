@@ -3,6 +3,7 @@ package forge
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"math/big"
 	"strconv"
 	"testing"
@@ -153,7 +154,7 @@ func TestEncodingJSONCompatibility(t *testing.T) {
 	empty := compatAll{Bytes: []byte{}} // a nil []byte is "" here, null there
 	for i, v := range []any{
 		empty, &empty,
-		*newCompat("john", 42, 1.5, true), newCompat("", -7, -0.0, false),
+		*newCompat("john", 42, 1.5, true), newCompat("", -7, math.Copysign(0, -1), false),
 		newCompat("ö€😀\ufb33\r", 999999, 1e21, true), newCompat("x", 1, 5e-324, false),
 		[]any{newCompat("a", 2, 0.1, true), map[string]*compatAll{"z": newCompat("b", 3, 2, false), "a": nil}},
 		map[compatKey]compatText{1: {"x"}}, [2]compatPtrText{{"a"}, {"b"}}, []compatPtrText{{"a"}},
@@ -178,7 +179,7 @@ func TestEncodingJSONCompatibility(t *testing.T) {
 // error.
 func FuzzEncodingJSONCompatibility(f *testing.F) {
 	f.Add("john", int64(42), 1.5, true)
-	f.Add("", int64(-1), -0.0, false)
+	f.Add("", int64(-1), math.Copysign(0, -1), false) // -0: the constant -0.0 is +0
 	f.Add("ö€😀\ufb33\r\x00<>&\u2028", int64(MaxSafeInteger), 1e21, true)
 	f.Add("a\xffb", int64(0), 0.1, false)
 	f.Fuzz(func(t *testing.T, s string, i int64, fl float64, b bool) {

@@ -45,9 +45,18 @@ func NewSecret() (string, error) {
 // see [Secret]. The zero Config has no namespace. A Config is a plain
 // value, safe to copy and to read concurrently.
 type Config struct {
-	Namespace string // as given; see [New] for how it maps to a UUID
-	Secret    Secret // the keyed scheme's key or the python scheme's salt
-	Scheme    Scheme
+	// Namespace is the namespace string as given ([EnvNamespace]); see
+	// [New], and [Config.Generator] under [SchemePython], for how it maps
+	// to a UUID. Empty: unset.
+	Namespace string
+	// Secret is the keyed scheme's HMAC key or the python scheme's salt
+	// ([EnvSalt]); the zero Secret is none.
+	Secret Secret
+	// Scheme is the scheme [Config.Generator] uses ([EnvScheme]).
+	// [ConfigFromEnv] sets it to [SchemeKeyed] when a secret is set and
+	// [SchemeV5] otherwise, unless the variable names one; the zero value
+	// is [SchemeV5].
+	Scheme Scheme
 }
 
 // String describes the configuration without its secret.

@@ -140,16 +140,17 @@ type keyState struct {
 // is used as is; any other non-empty string s maps to UUIDv5(NameSpaceDNS,
 // s), like Python's Namespace("mycompany.com"). An empty namespace is an
 // error ([ErrEmptyNamespace]), and so is one that is not valid UTF-8. The
-// options are validated here: see each for its errors.
+// options are validated here: see each for its errors. Nil options are
+// ignored, as in the module's other constructors.
 func New(namespace string, opts ...Option) (*Generator, error) {
 	ns, err := ParseNamespace(namespace)
 	if err != nil {
 		return nil, err
 	}
 	var c config
-	for i, o := range opts {
+	for _, o := range opts {
 		if o == nil {
-			return nil, errorf("option %d is a nil Option", i)
+			continue
 		}
 		if err := o(&c); err != nil {
 			return nil, err

@@ -100,17 +100,15 @@ func Extract(id, sep string) (uuid.UUID, error) {
 	if u, ok := parsePyUUID(id); ok {
 		return u, nil
 	}
-	{
-		rest := id
-		for {
-			i := strings.Index(rest, sep)
-			if i < 0 {
-				break
-			}
-			rest = rest[i+len(sep):]
-			if u, ok := parsePyUUID(rest); ok {
-				return u, nil
-			}
+	rest := id
+	for {
+		i := strings.Index(rest, sep)
+		if i < 0 {
+			break
+		}
+		rest = rest[i+len(sep):]
+		if u, ok := parsePyUUID(rest); ok {
+			return u, nil
 		}
 	}
 	return uuid.Nil, errorf("extract UUID from %q (separator %q): %w", id, sep, ErrNoUUID)

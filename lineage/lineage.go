@@ -11,14 +11,24 @@ import (
 // four are record headers and the business key is the record key; on
 // RabbitMQ the message ID, correlation ID and type travel in the native
 // MessageId, CorrelationId and Type properties, and the causation ID and the
-// business key are headers.
+// business key are headers. All five names are reserved: a message's own
+// headers may not use them.
 const (
-	HeaderMessageID     = "message-id"
+	// HeaderMessageID carries the message ID on Kafka (RabbitMQ: the
+	// MessageId property).
+	HeaderMessageID = "message-id"
+	// HeaderCorrelationID carries the correlation ID on Kafka (RabbitMQ:
+	// the CorrelationId property).
 	HeaderCorrelationID = "correlation-id"
-	HeaderCausationID   = "causation-id"
-	HeaderMessageType   = "message-type"
-	// HeaderMessageKey carries the business key on RabbitMQ (the record
-	// key on Kafka), in the form publisher.KeyBytes gives it.
+	// HeaderCausationID carries the causation ID on both transports; it is
+	// absent on a message without a parent.
+	HeaderCausationID = "causation-id"
+	// HeaderMessageType carries the message type on Kafka (RabbitMQ: the
+	// Type property).
+	HeaderMessageType = "message-type"
+	// HeaderMessageKey carries the business key on RabbitMQ, in the form
+	// publisher.KeyBytes gives it; it is absent on a message without a
+	// key. Kafka does not use it: the key is the record key.
 	HeaderMessageKey = "message-key"
 )
 
