@@ -89,6 +89,12 @@ func TestNackedMessageIsNotPublished(t *testing.T) {
 	if n := strings.Count(errString(err), "nack"); n != 2 || !errors.Is(err, errDeadline) {
 		t.Fatalf("PublishBatch into a full queue = %v, want two nacked messages", err)
 	}
+	// The last attempt of each may still have been with the broker when
+	// its context ended (a publish that returned an error may still be
+	// stored: at-least-once); wait until the broker has refused it too.
+	if err := rabbitpub.Settle(p); err != nil {
+		t.Fatal(err)
+	}
 	evs := byMessage(rec.take())
 	if e := evs[gen.MustID("t", "nacked").String()]; len(e) < 3 || e[1].kind != "retry" || !strings.Contains(errString(e[1].err), "nack") ||
 		e[len(e)-1].kind != "done" || e[len(e)-1].err == nil {
