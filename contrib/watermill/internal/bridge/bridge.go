@@ -88,6 +88,7 @@ func (b *handler) nackError(reason error) error {
 
 // Runner is a consumer loop: rabbitsub.Consumer, kafkasub.Consumer.
 type Runner interface {
+	// Run consumes until ctx ends or the loop fails.
 	Run(ctx context.Context) error
 }
 
