@@ -3,8 +3,10 @@
 GO ?= go
 PKGS ?= ./...
 FUZZTIME ?= 30s
+# The nested modules, each with its own go.mod.
+NESTED := bench contrib/watermill
 
-.PHONY: all test services clusters clusters-stop vet fmt build fuzz chaos chaos-outbox chaos-scale bench demo
+.PHONY: all test services clusters clusters-stop vet fmt build fuzz chaos chaos-outbox chaos-scale bench bench-outbox demo
 
 all: vet test
 
@@ -31,29 +33,33 @@ build:
 
 vet:
 	$(GO) vet ./...
+	@set -e; for m in $(NESTED); do (cd $$m && $(GO) vet ./...); done
 
 fmt:
 	gofmt -l -w .
 
-# Run each fuzz target for FUZZTIME.
+# Run each fuzz target for FUZZTIME, in this module and the nested ones.
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$f"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	@set -e; for m in . $(NESTED); do \
+	  for pkg in $$(cd $$m && $(GO) list ./...); do \
+	    for f in $$(cd $$m && $(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	      echo "fuzz $$pkg $$f"; \
+	      (cd $$m && $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg); \
+	    done; \
 	  done; \
 	done
 
 # The comparisons with the raw clients and with Watermill, in one table.
-# BENCHTIME applies to the in-process benchmarks; the end-to-end consumer
-# benchmarks run a fixed number of messages (the RabbitMQ consumer with each
-# store against the raw amqp091-go consumer: 5 interleaved rounds, medians).
-# Raw output: bench.out.
+# BENCHTIME applies to the in-process benchmarks and the outbox relay's
+# (whose rates and ratios against PublishBatch are in bench.out, not in the
+# table); the end-to-end consumer benchmarks run a fixed number of messages
+# (the RabbitMQ consumer with each store against the raw amqp091-go
+# consumer: 5 interleaved rounds, medians). Raw output: bench.out.
 BENCHTIME ?= 1s
 BENCHCOUNT ?= 1
 bench: services
 	@{ \
-	  $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./forge/ ./dedupe/... ./publisher/ ./publisher/kafkapub/ ./consumer/ && \
+	  $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./forge/ ./dedupe/... ./publisher/ ./publisher/kafkapub/ ./consumer/ ./outbox/ && \
 	  $(GO) test -run '^$$' -bench 'Consume$$' -benchtime 5000x -count $(BENCHCOUNT) ./consumer/kafkasub/ && \
 	  $(GO) test -run '^$$' -bench 'SideBySide' -benchtime 5x -count $(BENCHCOUNT) ./consumer/kafkasub/ && \
 	  $(GO) test -run '^$$' -bench 'Consume$$' -benchtime 20000x -count $(BENCHCOUNT) ./consumer/rabbitsub/ && \
@@ -62,6 +68,13 @@ bench: services
 	} | tee bench.out
 	@echo
 	@$(GO) run ./internal/cmd/benchtable < bench.out
+
+# The outbox's claim on a table that keeps OUTBOX_ROWS dispatched rows
+# (outbox/pgoutbox BenchmarkLargeTable): it fills the table first, so it is
+# not part of make bench (with 1 000 000 rows, about 2 minutes).
+OUTBOX_ROWS ?= 1000000
+bench-outbox: services
+	$(GO) test -run '^$$' -bench LargeTable -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) ./outbox/pgoutbox/ -args -outbox.rows=$(OUTBOX_ROWS)
 
 demo:
 	$(GO) run ./examples/quickstart
@@ -88,7 +101,7 @@ chaos-outbox: services
 # publish to 3 in-process Kafka brokers, read by SCALE_PROCS applier
 # processes in one group (PostgreSQL inbox), while processes are killed and
 # added, the queue's leading node stops, a Redis Cluster primary is killed
-# and partition leaders move. Prints `chaos-scale: processes=3
+# and partition leaders move. Prints `chaos-scale: processes=SCALE_PROCS
 # messages=20000 effects=20000 duplicates=0 lost=0 rebalances=R faults=F`.
 # First its tests (a short run, and runs whose checks must fail), which do
 # not fit make test's budget. Both take the Redis Cluster and the RabbitMQ

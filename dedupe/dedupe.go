@@ -255,6 +255,10 @@ var (
 	// key without evicting one. Retry later.
 	ErrFull = errors.New("dedupe: store full")
 	// ErrUnsupported: the store cannot do what was asked (e.g. [Forever]).
+	// It is for stores written outside this module: none of this module's
+	// stores returns it (the memory store, redisstore, pgstore and boltstore
+	// all keep keys forever), and the conformance suite of package
+	// dedupetest expects it from a store that declares it cannot.
 	ErrUnsupported = errors.New("dedupe: unsupported")
 	// ErrRolledBack: an inbox transaction could not commit because of what
 	// the handler wrote or did in it (a constraint checked at COMMIT, a

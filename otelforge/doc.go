@@ -45,16 +45,22 @@
 //
 // Publishing: one PRODUCER span per message, named "send {destination}",
 // from the moment the publisher has stamped it (PublishStart, before its
-// first attempt) to the broker's confirmation or the publisher giving up. It is a child of
-// the span in the publishing context — the handler's "process" span when a
+// first attempt) to the broker's confirmation or the publisher giving up. It
+// is a child of the span in the publishing context — the handler's "process" span when a
 // handler publishes. Its context is injected into the message's headers
 // with the propagator (W3C traceparent and tracestate by default), through
 // publisher.Publication.SetHeader, so it travels in the AMQP headers table
 // or the Kafka record headers; being the message's creation context, the
 // span is a PRODUCER span, and no separate "create" span is made. A message
-// of a batch gets a span of its own, like a single message. Attributes:
+// of a batch gets a span of its own, like a single message.
 //
-//	messaging.system                           "rabbitmq" or "kafka"
+// A pgoutbox.Publisher given the observer reports messaging.system "outbox"
+// and its destination's name as messaging.destination.name: its span and
+// metrics cover the enqueue (the statement in the caller's transaction, not
+// the later publish), and the trace context is stored in the record's
+// headers, which the relay publishes. Attributes:
+//
+//	messaging.system                           "rabbitmq", "kafka" or "outbox"
 //	messaging.operation.name                   "send"
 //	messaging.operation.type                   "send"
 //	messaging.destination.name                 see above

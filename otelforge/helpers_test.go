@@ -157,7 +157,7 @@ func wantAttrs(t testing.TB, s sdktrace.ReadOnlySpan, want ...attribute.KeyValue
 	for _, kv := range want {
 		v, ok := attrOf(s.Attributes(), kv.Key)
 		if !ok || v != kv.Value {
-			t.Errorf("span %q: %s = %v (present %v), want %v", s.Name(), kv.Key, v.Emit(), ok, kv.Value.Emit())
+			t.Errorf("span %q: %s = %v (present %v), want %v", s.Name(), kv.Key, v.String(), ok, kv.Value.String())
 		}
 	}
 }
@@ -167,7 +167,7 @@ func noAttrs(t testing.TB, s sdktrace.ReadOnlySpan, keys ...attribute.Key) {
 	t.Helper()
 	for _, k := range keys {
 		if v, ok := attrOf(s.Attributes(), k); ok {
-			t.Errorf("span %q: unexpected %s = %v", s.Name(), k, v.Emit())
+			t.Errorf("span %q: unexpected %s = %v", s.Name(), k, v.String())
 		}
 	}
 }

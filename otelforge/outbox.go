@@ -11,7 +11,28 @@ import (
 
 // BacklogFunc reports an outbox's backlog: how many messages wait to be
 // relayed and how long the oldest of them has waited (0 when none waits).
-// The outbox package's Backlog method has this shape.
+//
+// pgoutbox.Store.Backlog reports per destination ([]outbox.Backlog), so it
+// is adapted by a small function: the sum of the Pending fields and the
+// largest Age for the whole outbox, as backlogTotal in examples/orders
+// does,
+//
+//	backlog := func(ctx context.Context) (int64, time.Duration, error) {
+//		bl, err := store.Backlog(ctx)
+//		if err != nil {
+//			return 0, 0, err
+//		}
+//		var n int64
+//		var oldest time.Duration
+//		for _, b := range bl {
+//			n += b.Pending
+//			oldest = max(oldest, b.Age)
+//		}
+//		return n, oldest, nil
+//	}
+//
+// or one [ObserveOutbox] per destination, each reporting its own entry and
+// given [WithAttributes] naming the destination.
 type BacklogFunc func(ctx context.Context) (count int64, oldest time.Duration, err error)
 
 // ObserveOutbox registers two observable gauges fed by backlog, which is
@@ -21,10 +42,9 @@ type BacklogFunc func(ctx context.Context) (count int64, oldest time.Duration, e
 // When backlog fails, that collection has no point for either gauge (rather
 // than a stale or zero one) and the error is reported by the meter
 // provider's reader: a periodic reader passes it to otel.Handle, a manual
-// reader's Collect returns it. Give each
-// outbox its own attributes with [WithAttributes] (for example
-// attribute.String("uuidforge.outbox.name", "orders")) when a process
-// registers several. Unregister the returned registration when the outbox
+// reader's Collect returns it. Give each outbox its own attributes with
+// [WithAttributes] (for example attribute.String("uuidforge.outbox.name",
+// "orders")) when a process registers several. Unregister the returned registration when the outbox
 // is closed. backlog must be safe for concurrent use.
 func ObserveOutbox(backlog BacklogFunc, opts ...Option) (metric.Registration, error) {
 	if backlog == nil {

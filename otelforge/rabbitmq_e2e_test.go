@@ -82,7 +82,7 @@ func stubAttrs(t *testing.T, s tracetest.SpanStub, want ...attribute.KeyValue) {
 	for _, kv := range want {
 		v, ok := attrOf(s.Attributes, kv.Key)
 		if !ok || v != kv.Value {
-			t.Errorf("span %q: %s = %v (present %v), want %v", s.Name, kv.Key, v.Emit(), ok, kv.Value.Emit())
+			t.Errorf("span %q: %s = %v (present %v), want %v", s.Name, kv.Key, v.String(), ok, kv.Value.String())
 		}
 	}
 }

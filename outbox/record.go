@@ -111,11 +111,12 @@ type Backlog struct {
 	// Pending is the number of records not yet confirmed by the broker
 	// (including those waiting after a failed attempt).
 	Pending int64
-	// Oldest is the enqueue time of the oldest pending record (zero when
-	// Pending is 0), and Age how long ago that was, both by the store's
-	// clock.
+	// Oldest is the enqueue time of the oldest pending record, by the
+	// store's clock; zero when Pending is 0.
 	Oldest time.Time
-	Age    time.Duration
+	// Age is how long ago Oldest was, by the store's clock; 0 when Pending
+	// is 0.
+	Age time.Duration
 	// Dead is the number of dead records.
 	Dead int64
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/uuidforge/uuidforge/internal/pgname"
 	"hash/fnv"
 	"math"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/internal/pgname"
 )
 
 // DefaultTable is the table used unless [WithTable] says otherwise.

@@ -3,7 +3,6 @@ package pgoutbox
 import (
 	"context"
 	"errors"
-	"github.com/uuidforge/uuidforge/internal/pgname"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -11,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/uuidforge/uuidforge/internal/pgname"
 	"github.com/uuidforge/uuidforge/outbox"
 )
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/uuidforge/uuidforge/internal/pgname"
 	"hash/fnv"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/uuidforge/uuidforge/internal/pgname"
 	"github.com/uuidforge/uuidforge/outbox"
 )
 

@@ -1,6 +1,7 @@
-// Package ackhook lets a router middleware (wmforge.Dedupe) tell the
-// subscriber that delivered a message what must happen before the message is
-// acknowledged at the broker, and why it was nacked.
+// Package ackhook lets a router middleware (the Middleware of
+// wmforge.Deduplicator) tell the subscriber that delivered a message what
+// must happen before the message is acknowledged at the broker, and why it
+// was nacked.
 //
 // The subscribers of this module put a [Hook] in every message's context.
 // A middleware registers a completion with [Hook.Defer]; when the router

@@ -22,17 +22,21 @@ import (
 	"github.com/uuidforge/uuidforge/dedupe"
 )
 
-// ErrNacked is the error the consumer loop sees for a message the
+// ErrNacked is wrapped by the error the consumer loop sees for a message the
 // Watermill side nacked without a reason (a reason comes from
 // wmforge.Deduplicator: the handler's error, an in-flight claim, a store
-// failure).
+// failure). Its text names no package: the handler puts the name of the
+// adapter whose subscription delivered the message (wmrabbit, wmkafka) in
+// front of it, as of every error it returns.
 var ErrNacked = errors.New("nacked by the Watermill handler")
 
-// ErrClosed is returned by Subscribe on a closed subscriber.
+// ErrClosed is returned by [Subscriptions.Start] on a closed subscriber. The
+// adapters return their own ErrClosed in its place, so it names no package.
 var ErrClosed = errors.New("subscriber closed")
 
 // handler hands deliveries to out until ctx (the subscription's) ends.
 type handler struct {
+	name       string // the adapter's package name, the prefix of every error
 	ctx        context.Context
 	out        chan<- *message.Message
 	deadLetter bool
@@ -49,7 +53,7 @@ func (b *handler) Handle(ctx context.Context, m *consumer.Message) error {
 	select {
 	case b.out <- msg:
 	case <-mctx.Done():
-		return fmt.Errorf("subscription ended before the message was taken: %w", context.Cause(mctx))
+		return fmt.Errorf("%s: subscription ended before the message was taken: %w", b.name, context.Cause(mctx))
 	}
 	select {
 	case <-msg.Acked():
@@ -63,25 +67,28 @@ func (b *handler) Handle(ctx context.Context, m *consumer.Message) error {
 		default:
 		}
 		_ = hook.Nacked()
-		return fmt.Errorf("subscription ended before the message was acked: %w", context.Cause(mctx))
+		return fmt.Errorf("%s: subscription ended before the message was acked: %w", b.name, context.Cause(mctx))
 	}
 }
 
 // nackError is what the consumer loop gets for a nack: the reason, which
 // for a Waiting error makes it wait for a lease or the store; by default a
-// Permanent reason loses its mark, so that a nack never dead-letters.
+// Permanent reason loses its mark, so that a nack never dead-letters. A
+// reason is returned as it is (it carries its own package's name); the
+// errors made here start with the adapter's.
 func (b *handler) nackError(reason error) error {
 	switch {
 	case reason == nil:
-		return ErrNacked
+		return fmt.Errorf("%s: %w", b.name, ErrNacked)
 	case !b.deadLetter && consumer.IsPermanent(reason):
-		return fmt.Errorf("%w: %s", ErrNacked, reason.Error())
+		return fmt.Errorf("%s: %w: %s", b.name, ErrNacked, reason.Error())
 	}
 	return reason
 }
 
 // Runner is a consumer loop: rabbitsub.Consumer, kafkasub.Consumer.
 type Runner interface {
+	// Run consumes until ctx ends or the loop fails.
 	Run(ctx context.Context) error
 }
 
@@ -129,7 +136,9 @@ type Subscriptions struct {
 // Start runs the consumer loop newRunner builds around the handing-off
 // handler until ctx ends or the subscriber closes, restarting it after
 // backoff when it fails, and returns the subscription's output channel,
-// closed when the loop has stopped.
+// closed when the loop has stopped. name is the adapter's package name
+// (wmrabbit, wmkafka): it starts the handler's errors and the restart log
+// line.
 func (s *Subscriptions) Start(ctx context.Context, cfg *Config, name string, backoff time.Duration, newRunner func(consumer.Handler) (Runner, error)) (<-chan *message.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -138,7 +147,7 @@ func (s *Subscriptions) Start(ctx context.Context, cfg *Config, name string, bac
 	}
 	out := make(chan *message.Message)
 	sctx, cancel := context.WithCancel(ctx)
-	r, err := newRunner(&handler{ctx: sctx, out: out, deadLetter: cfg.DeadLetterAfter > 0})
+	r, err := newRunner(&handler{name: name, ctx: sctx, out: out, deadLetter: cfg.DeadLetterAfter > 0})
 	if err != nil {
 		cancel()
 		return nil, err

@@ -17,8 +17,8 @@ import (
 
 // Store is a dedupe store under test.
 type Store struct {
-	Name  string
-	Store dedupe.Store
+	Name  string       // the kind, for subtest names: "memory", "redis", "postgres", "bbolt"
+	Store dedupe.Store // fresh for the test
 }
 
 // Stores returns one store of each kind, each fresh for the test: memory,
