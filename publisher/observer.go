@@ -32,7 +32,8 @@ type Observer interface {
 // its calls and does not change its fields (it adds headers with
 // [Publication.SetHeader]).
 type Publication struct {
-	// System is the messaging system: "rabbitmq" or "kafka".
+	// System is the messaging system: "rabbitmq" or "kafka", or "outbox"
+	// for a message a pgoutbox.Publisher stored for a relay to send.
 	System string
 	// Destination is the exchange ("" for the default exchange) or topic.
 	Destination string
