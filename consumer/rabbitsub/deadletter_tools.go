@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/uuidforge/uuidforge/rabbitmq"
 )
 
 // What tools that list, show and redrive dead letters need besides
@@ -38,7 +40,7 @@ type Guard struct {
 // the one [rabbitmq.Endpoints.SetDialFunc] takes. Errors never contain the
 // password. Call [Guard.Release] instead of closing the connection.
 func (g *Guard) Dial(url string, cfg amqp.Config) (*amqp.Connection, error) {
-	if err := checkURL(url); err != nil {
+	if err := rabbitmq.ParseURL(url); err != nil {
 		return nil, fmt.Errorf("rabbitsub: %w", err)
 	}
 	return g.c.dialGuarded(url, cfg)

@@ -171,7 +171,7 @@ func WithFailoverURLs(urls ...string) consumer.Option {
 			return errors.New("no URL")
 		}
 		for _, u := range urls {
-			if err := checkURL(u); err != nil {
+			if err := rabbitmq.ParseURL(u); err != nil {
 				return err
 			}
 		}
@@ -225,7 +225,7 @@ func New(url, queue string, h consumer.Handler, opts ...consumer.Option) (*Consu
 	if queue == "" {
 		return nil, errors.New("rabbitsub: empty queue name")
 	}
-	if err := checkURL(url); err != nil {
+	if err := rabbitmq.ParseURL(url); err != nil {
 		return nil, fmt.Errorf("rabbitsub: %w", err)
 	}
 	cfg := config{prefetch: DefaultPrefetch, workers: DefaultWorkers, batch: DefaultBatchSize,
@@ -257,28 +257,6 @@ func New(url, queue string, h consumer.Handler, opts ...consumer.Option) (*Consu
 	}
 	ends.SetDialFunc(dial)
 	return c, nil
-}
-
-// checkURL rejects a URL that no dial can use; its error never shows the
-// password.
-func checkURL(raw string) error {
-	if err := rabbitmq.ParseURL(raw); err != nil {
-		return err
-	}
-	uri, err := amqp.ParseURI(raw)
-	if err != nil {
-		return fmt.Errorf("URL %s does not parse: %w", rabbitmq.Redact(raw), rabbitmq.ErrRefused)
-	}
-	if uri.Port < 1 || uri.Port > 65535 {
-		return fmt.Errorf("URL %s: port %d out of range: %w", rabbitmq.Redact(raw), uri.Port, rabbitmq.ErrRefused)
-	}
-	if _, err := saslFromURI(uri); err != nil {
-		return fmt.Errorf("URL %s: %v: %w", rabbitmq.Redact(raw), err, rabbitmq.ErrRefused)
-	}
-	if err := dialConfig(&amqp.Config{}, raw, uri); err != nil {
-		return fmt.Errorf("URL %s: %v: %w", rabbitmq.Redact(raw), err, rabbitmq.ErrRefused)
-	}
-	return nil
 }
 
 // String describes the consumer by its queue and redacted URLs.
