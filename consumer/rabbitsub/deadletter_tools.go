@@ -38,12 +38,18 @@ type Guard struct {
 // Dial connects to url (amqp:// or amqps://) with cfg as amqp.DialConfig
 // does, with the guard between the socket and the client. Its signature is
 // the one [rabbitmq.Endpoints.SetDialFunc] takes. Errors never contain the
-// password. Call [Guard.Release] instead of closing the connection.
+// password and wrap the client's (an *amqp.Error for a refusal, which
+// [rabbitmq.Classify] recognises). Call [Guard.Release] instead of closing
+// the connection.
 func (g *Guard) Dial(url string, cfg amqp.Config) (*amqp.Connection, error) {
 	if err := rabbitmq.ParseURL(url); err != nil {
 		return nil, fmt.Errorf("rabbitsub: %w", err)
 	}
-	return g.c.dialGuarded(url, cfg)
+	conn, err := g.c.dialGuarded(url, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("rabbitsub: connect: %w", err)
+	}
+	return conn, nil
 }
 
 // Unreadable reports whether the guard took the header table out of d, a
