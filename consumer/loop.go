@@ -18,6 +18,10 @@ const (
 	HeaderAttempts = "x-attempts"
 	// HeaderOriginalQueue carries the queue a RabbitMQ dead letter came from.
 	HeaderOriginalQueue = "x-original-queue"
+	// HeaderDeadLetterID carries a random ID of one RabbitMQ dead-letter
+	// publication; it matches a broker return (the dead letter reached no
+	// queue) to the publication it belongs to.
+	HeaderDeadLetterID = "x-dead-letter-id"
 	// HeaderOriginalTopic, HeaderOriginalPartition and HeaderOriginalOffset
 	// locate the original of a Kafka dead letter.
 	HeaderOriginalTopic     = "x-original-topic"

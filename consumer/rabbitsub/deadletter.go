@@ -77,7 +77,7 @@ func ParseDeadLetter(d amqp.Delivery) (DeadLetter, error) {
 		dl.Attempts, _ = strconv.Atoi(tableString(d.Headers[consumer.HeaderAttempts]))
 		dl.Message = publishingOf(&d)
 		dl.Message.Headers = maps.Clone(d.Headers)
-		for _, k := range []string{consumer.HeaderDeadLetterReason, consumer.HeaderOriginalQueue, consumer.HeaderAttempts, HeaderDeadLetterID} {
+		for _, k := range []string{consumer.HeaderDeadLetterReason, consumer.HeaderOriginalQueue, consumer.HeaderAttempts, consumer.HeaderDeadLetterID} {
 			delete(dl.Message.Headers, k)
 		}
 		if len(dl.Message.Headers) == 0 {
@@ -268,7 +268,7 @@ type deadLetters struct {
 	returns <-chan amqp.Return
 
 	retMu    sync.Mutex
-	returned map[string]bool // HeaderDeadLetterID values returned and not yet checked
+	returned map[string]bool // consumer.HeaderDeadLetterID values returned and not yet checked
 }
 
 // channel returns the confirm-mode channel, opening one if there is none
@@ -300,8 +300,8 @@ func (dl *deadLetters) close() {
 	}
 }
 
-// publish publishes pub (whose HeaderDeadLetterID is id) and waits for the
-// broker's confirm.
+// publish publishes pub (whose consumer.HeaderDeadLetterID is id) and
+// waits for the broker's confirm.
 func (dl *deadLetters) publish(ctx context.Context, pub *amqp.Publishing, id string) error {
 	ch, returns, err := dl.channel()
 	if err != nil {
@@ -354,7 +354,7 @@ func (dl *deadLetters) drain(returns <-chan amqp.Return) {
 			if !ok {
 				return
 			}
-			if v, ok := r.Headers[HeaderDeadLetterID].(string); ok {
+			if v, ok := r.Headers[consumer.HeaderDeadLetterID].(string); ok {
 				if dl.returned == nil {
 					dl.returned = map[string]bool{}
 				}
@@ -382,7 +382,7 @@ func (c *Consumer) deadLetter(d *amqp.Delivery, rawHeaders []byte, reason string
 		headers[consumer.HeaderDeadLetterReason] = reason
 		headers[consumer.HeaderOriginalQueue] = c.queue
 		headers[consumer.HeaderAttempts] = strconv.Itoa(attempts)
-		headers[HeaderDeadLetterID] = id
+		headers[consumer.HeaderDeadLetterID] = id
 		pub := amqp.Publishing{
 			Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
 			DeliveryMode: amqp.Persistent, Priority: d.Priority, CorrelationId: d.CorrelationId,
@@ -408,7 +408,7 @@ func (c *Consumer) deadLetter(d *amqp.Delivery, rawHeaders []byte, reason string
 			consumer.HeaderDeadLetterReason: reason,
 			consumer.HeaderOriginalQueue:    c.queue,
 			consumer.HeaderAttempts:         strconv.Itoa(attempts),
-			HeaderDeadLetterID:              id,
+			consumer.HeaderDeadLetterID:     id,
 		},
 		ContentType: EnvelopeContentType, DeliveryMode: amqp.Persistent, Priority: d.Priority,
 		CorrelationId: d.CorrelationId, MessageId: d.MessageId, Timestamp: d.Timestamp, Type: d.Type,

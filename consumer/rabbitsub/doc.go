@@ -122,7 +122,7 @@
 // Expiration: a dead letter must not expire; DeliveryMode is persistent)
 // and headers, plus [consumer.HeaderDeadLetterReason],
 // [consumer.HeaderOriginalQueue], [consumer.HeaderAttempts] (a decimal
-// string) and [HeaderDeadLetterID]. The reason is at most
+// string) and [consumer.HeaderDeadLetterID]. The reason is at most
 // [consumer.MaxReasonBytes] bytes ([consumer.Reason]).
 //
 // When such a copy cannot be stored faithfully — its headers would not fit

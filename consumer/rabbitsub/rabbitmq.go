@@ -18,13 +18,8 @@ import (
 	"github.com/uuidforge/uuidforge/rabbitmq"
 )
 
-// Header names and defaults.
+// Defaults.
 const (
-	// HeaderDeadLetterID is a random ID of one dead-letter publication; it
-	// matches a broker return (the dead letter reached no queue) to the
-	// publication it belongs to.
-	HeaderDeadLetterID = "x-dead-letter-id"
-
 	// DefaultPrefetch is the channel's prefetch count: room for every
 	// worker's batch in progress and as many waiting, so that a worker
 	// that finishes one finds the next (make bench measures it).
