@@ -347,6 +347,32 @@ func TestReason(t *testing.T) {
 	}
 }
 
+// TruncateReason keeps what fits, cuts at a rune boundary, says how much
+// it cut, and gives up only when not even the marker fits.
+func TestTruncateReason(t *testing.T) {
+	reason := "x" + strings.Repeat("é", 300) // 601 bytes, a 2-byte rune at every odd offset
+	for _, n := range []int{len(reason), len(reason) + 10, len(reason) - 1, 200, 201, 60} {
+		got := consumer.TruncateReason(reason, n)
+		if n >= len(reason) {
+			if got != reason {
+				t.Errorf("n %d: %q, want the reason unchanged", n, got)
+			}
+			continue
+		}
+		kept, marker, ok := strings.Cut(got, "… [reason truncated: ")
+		var cut int
+		if _, err := fmt.Sscanf(marker, "%d more bytes]", &cut); !ok || err != nil {
+			t.Fatalf("n %d: no marker in %q", n, got)
+		}
+		if len(got) > n || !utf8.ValidString(got) || !strings.HasPrefix(reason, kept) || len(kept)+cut != len(reason) {
+			t.Errorf("n %d: %d bytes %q (kept %d, cut %d of %d)", n, len(got), got, len(kept), cut, len(reason))
+		}
+	}
+	if got := consumer.TruncateReason(reason, 10); got != "" {
+		t.Errorf("no room for the marker: %q, want \"\"", got)
+	}
+}
+
 func TestShutdownContexts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	stop, work, release := consumer.ShutdownContexts(ctx, 20*time.Millisecond)

@@ -92,7 +92,7 @@ func (c *Consumer) process(stop, work context.Context, s *session, group []amqp.
 		x.err = consumer.Identify(x.m, consumer.Identity{
 			MessageID:     x.d.MessageId,
 			CorrelationID: x.d.CorrelationId,
-			CausationID:   headerString(x.d.Headers, lineage.HeaderCausationID),
+			CausationID:   tableString(x.d.Headers[lineage.HeaderCausationID]),
 		}, c.set.Generator, c.set.MissingID)
 		if u, ok := s.guard.take(x.d); ok {
 			x.err = fmt.Errorf("rabbitsub: headers unreadable by the AMQP client: %s", u.reason)

@@ -112,6 +112,8 @@ func publishingOf(d *amqp.Delivery) amqp.Publishing {
 	}
 }
 
+// tableString returns a header value as text: a string or byte array as
+// it is, anything else as fmt prints it, "" for none.
 func tableString(v any) string {
 	switch v := v.(type) {
 	case nil:
@@ -241,13 +243,9 @@ func parseEnvelope(body []byte) (DeadLetter, error) {
 		dl.Message.Body = *e.Body
 	}
 	if len(e.Headers) > 0 {
-		r := bytes.NewReader(e.Headers)
-		t, err := readTable(r, envelopeLimits())
-		if err == nil && r.Len() != 0 {
-			err = errors.New("bytes after the table")
-		}
+		t, err := decodeTable(e.Headers, envelopeLimits())
 		if err != nil {
-			return dl, fmt.Errorf("rabbitsub: dead-letter envelope: headers: %s", describeTableError(err))
+			return dl, fmt.Errorf("rabbitsub: dead-letter envelope: headers: %w", err)
 		}
 		dl.Message.Headers = t
 	}
@@ -416,24 +414,7 @@ func (c *Consumer) deadLetter(d *amqp.Delivery, rawHeaders []byte, reason string
 	}
 	// The envelope holds the whole reason; the header gets what fits.
 	if size, err := rabbitmq.HeaderFrameSize(&pub); err == nil && size > frameMax {
-		pub.Headers[consumer.HeaderDeadLetterReason] = truncate(reason, len(reason)-(size-frameMax))
+		pub.Headers[consumer.HeaderDeadLetterReason] = consumer.TruncateReason(reason, len(reason)-(size-frameMax))
 	}
 	return pub, id, nil
-}
-
-// truncate cuts s to at most n bytes at a rune boundary, ending with the
-// marker consumer.Reason uses.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	marker := fmt.Sprintf("… [reason truncated: %d more bytes]", len(s))
-	cut := n - len(marker)
-	if cut <= 0 {
-		return ""
-	}
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + fmt.Sprintf("… [reason truncated: %d more bytes]", len(s)-cut)
 }

@@ -1,7 +1,6 @@
 package rabbitsub
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 
@@ -75,13 +74,9 @@ func (g *Guard) Release(conn *amqp.Connection) { g.c.release(conn) }
 // that a tool can show headers the client cannot read. It does not say
 // whether the client could read them: see [CheckHeaders].
 func DecodeHeaders(raw []byte) (amqp.Table, error) {
-	r := bytes.NewReader(raw)
-	t, err := readTable(r, envelopeLimits())
-	if err == nil && r.Len() != 0 {
-		err = errors.New("bytes after the table")
-	}
+	t, err := decodeTable(raw, envelopeLimits())
 	if err != nil {
-		return nil, fmt.Errorf("rabbitsub: headers: %s", describeTableError(err))
+		return nil, fmt.Errorf("rabbitsub: headers: %w", err)
 	}
 	return t, nil
 }
@@ -93,13 +88,8 @@ func DecodeHeaders(raw []byte) (amqp.Table, error) {
 // does not check the size of the content header the table would go in:
 // compare [rabbitmq.HeaderFrameSize] with the connection's frame_max.
 func CheckHeaders(raw []byte) error {
-	r := bytes.NewReader(raw)
-	_, err := readTable(r, clientLimits())
-	if err == nil && r.Len() != 0 {
-		err = errors.New("bytes after the table")
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %s", ErrUnreadableHeaders, describeTableError(err))
+	if _, err := decodeTable(raw, clientLimits()); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnreadableHeaders, err)
 	}
 	return nil
 }

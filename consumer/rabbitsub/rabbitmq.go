@@ -590,27 +590,14 @@ func (c *Consumer) message(d *amqp.Delivery) *consumer.Message {
 	for k := range d.Headers {
 		switch k {
 		case lineage.HeaderMessageKey:
-			m.Key = []byte(headerString(d.Headers, k))
+			m.Key = []byte(tableString(d.Headers[k]))
 		case lineage.HeaderCausationID:
 		default:
 			if m.Headers == nil {
 				m.Headers = make(map[string]string, len(d.Headers))
 			}
-			m.Headers[k] = headerString(d.Headers, k)
+			m.Headers[k] = tableString(d.Headers[k])
 		}
 	}
 	return m
-}
-
-func headerString(t amqp.Table, k string) string {
-	switch v := t[k].(type) {
-	case nil:
-		return ""
-	case string:
-		return v
-	case []byte:
-		return string(v)
-	default:
-		return fmt.Sprint(v)
-	}
 }
