@@ -206,8 +206,9 @@ func New(brokers []string, topic, group string, h consumer.Handler, opts ...cons
 	if err := rc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafkasub: reader config: %w", err)
 	}
-	if gc := cfg.groupConfig(); gc.Validate() != nil {
-		return nil, fmt.Errorf("kafkasub: reader config: %w", gc.Validate())
+	gc := cfg.groupConfig()
+	if err := gc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafkasub: reader config: %w", err)
 	}
 	if cfg.dlTopic == "" {
 		cfg.dlTopic = topic + consumer.DeadLetterSuffix
