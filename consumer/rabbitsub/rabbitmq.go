@@ -39,9 +39,10 @@ type config struct {
 	prefetch, workers int
 	batch             int
 	dlExchange, dlKey string
-	dlQueue           bool // dlKey names a queue reached through the default exchange
-	dlDeclare         bool // declare that queue (the default dead-letter queue)
-	dlReject          bool // reject to the queue's own x-dead-letter-exchange instead
+	dlQueue           bool   // dlKey names a queue reached through the default exchange
+	dlDeclare         bool   // declare that queue (the default dead-letter queue)
+	dlReject          bool   // reject to the queue's own x-dead-letter-exchange instead
+	dlBy              string // the option that set the dead-letter destination; "": the default
 	tag               string
 	amqpConfig        amqp.Config
 	topology          rabbitmq.Topology
@@ -100,12 +101,16 @@ func WithBatchSize(n int) consumer.Option {
 // the original is acked only after the broker confirmed the dead letter. The
 // dead letter is published as mandatory: if the exchange routes it to no
 // queue, the broker returns it, the original is not acked and goes back to
-// its queue, and the error is logged. The last of WithDeadLetterExchange,
-// [WithDeadLetterQueue] and [WithQueueDeadLetterExchange] wins. Default: the
-// durable queue "<queue>.dead-letter" ([consumer.DeadLetterSuffix]),
-// declared on every (re)connect unless [WithTopology] declares it.
+// its queue, and the error is logged. Default: the durable queue
+// "<queue>.dead-letter" ([consumer.DeadLetterSuffix]), declared on every
+// (re)connect unless [WithTopology] declares it. It conflicts with
+// [WithDeadLetterQueue] and [WithQueueDeadLetterExchange]: giving two of the
+// three is an error from New (given twice, the last exchange and key win).
 func WithDeadLetterExchange(exchange, key string) consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithDeadLetterExchange", func(c *config) error {
+		if err := c.deadLetterBy("rabbitsub.WithDeadLetterExchange"); err != nil {
+			return err
+		}
 		c.dlExchange, c.dlKey, c.dlQueue, c.dlDeclare, c.dlReject = exchange, key, false, false, false
 		return nil
 	})
@@ -114,11 +119,17 @@ func WithDeadLetterExchange(exchange, key string) consumer.Option {
 // WithDeadLetterQueue publishes dead letters straight to queue (through the
 // default exchange) like [WithDeadLetterExchange]; the queue must exist
 // (or be declared by [WithTopology]), which is checked on every
-// (re)connect.
+// (re)connect. Default: the durable queue "<queue>.dead-letter", declared
+// by the consumer. It conflicts with [WithDeadLetterExchange] and
+// [WithQueueDeadLetterExchange]: giving two of the three is an error from
+// New (given twice, the last queue wins).
 func WithDeadLetterQueue(queue string) consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithDeadLetterQueue", func(c *config) error {
 		if queue == "" {
 			return errors.New("empty queue name")
+		}
+		if err := c.deadLetterBy("rabbitsub.WithDeadLetterQueue"); err != nil {
+			return err
 		}
 		c.dlExchange, c.dlKey, c.dlQueue, c.dlDeclare, c.dlReject = "", queue, true, false, false
 		return nil
@@ -130,11 +141,27 @@ func WithDeadLetterQueue(queue string) consumer.Option {
 // RabbitMQ adds its x-death header, but the reason header is not added.
 // Use it only for queues declared with an x-dead-letter-exchange that routes
 // somewhere: for a queue without one, the broker drops rejected messages.
+// Default: the consumer publishes dead letters itself, to the durable queue
+// "<queue>.dead-letter". It conflicts with [WithDeadLetterExchange] and
+// [WithDeadLetterQueue]: giving two of the three is an error from New.
 func WithQueueDeadLetterExchange() consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithQueueDeadLetterExchange", func(c *config) error {
+		if err := c.deadLetterBy("rabbitsub.WithQueueDeadLetterExchange"); err != nil {
+			return err
+		}
 		c.dlExchange, c.dlKey, c.dlQueue, c.dlDeclare, c.dlReject = "", "", false, false, true
 		return nil
 	})
+}
+
+// deadLetterBy records that option chose where dead letters go; it is an
+// error when another dead-letter option chose already.
+func (c *config) deadLetterBy(option string) error {
+	if c.dlBy != "" && c.dlBy != option {
+		return fmt.Errorf("conflicts with %s (dead letters go to one place)", c.dlBy)
+	}
+	c.dlBy = option
+	return nil
 }
 
 // WithConsumerTag sets the consumer tag. Default: "uuidforge-" and a random
