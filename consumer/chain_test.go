@@ -102,6 +102,23 @@ func TestCheck(t *testing.T) {
 	if _, err := consumer.NewHandler(inner, consumer.WithDedupe(store, "a")); !errors.Is(err, consumer.ErrChainOrder) {
 		t.Fatalf("NewHandler around a Dedupe of the same scope = %v, want ErrChainOrder", err)
 	}
+	// What WithMiddleware's doc says New refuses, with the optional layers
+	// above it present.
+	secret, err := forge.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyed := forge.MustNew("orders.example.com", forge.WithSecret(secret))
+	for name, mw := range map[string]consumer.Middleware{
+		"Retry":       consumer.Retry(nil),
+		"same Dedupe": consumer.Dedupe(store, "a"),
+	} {
+		_, err := consumer.NewHandler(h, consumer.WithDedupe(store, "a"), consumer.WithVerifiedIDs(keyed),
+			consumer.WithTimeout(time.Second), consumer.WithMiddleware(mw))
+		if !errors.Is(err, consumer.ErrChainOrder) {
+			t.Errorf("WithMiddleware(%s) with WithDedupe: %v, want ErrChainOrder", name, err)
+		}
+	}
 }
 
 // flakyComplete fails the first Complete it is asked for.
