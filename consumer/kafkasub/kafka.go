@@ -79,7 +79,8 @@ const (
 )
 
 // WithStartOffset sets where a group with no committed offset starts.
-// Default: [FirstOffset].
+// Default: [FirstOffset]. [WithReaderConfig] can set the same field
+// (StartOffset): whichever is given later wins.
 func WithStartOffset(o Offset) consumer.Option {
 	return consumer.TransportOption("kafkasub.WithStartOffset", func(c *config) error {
 		switch o {
@@ -97,7 +98,8 @@ func WithStartOffset(o Offset) consumer.Option {
 // WithSessionTimeout sets how long the group waits for a member that
 // stopped sending heartbeats before it hands the member's partitions to
 // others. Default: 6 s (the broker's group.min.session.timeout.ms by
-// default).
+// default). [WithReaderConfig] can set the same field (SessionTimeout):
+// whichever is given later wins.
 func WithSessionTimeout(d time.Duration) consumer.Option {
 	return consumer.TransportOption("kafkasub.WithSessionTimeout", func(c *config) error {
 		if d <= 0 {

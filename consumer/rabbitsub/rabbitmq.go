@@ -67,7 +67,8 @@ func WithPrefetch(n int) consumer.Option {
 }
 
 // WithWorkers sets how many deliveries are handled at once. Default:
-// [DefaultWorkers].
+// [DefaultWorkers]. More workers than the prefetch count ([WithPrefetch])
+// is an error from New.
 func WithWorkers(n int) consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithWorkers", func(c *config) error {
 		if n < 1 {
@@ -171,8 +172,12 @@ func WithConsumerTag(tag string) consumer.Option {
 }
 
 // WithAMQPConfig sets the connection configuration (TLS, heartbeat,
-// connection name...). Default: a 10 s heartbeat. Do not set its Recovery
-// field: the consumer reconnects itself.
+// connection name...). Default: a 10 s heartbeat. Its Recovery field must
+// stay nil (the consumer reconnects itself): anything else is an error
+// from New. What the URL also says is merged as amqp091-go merges it: the
+// URL's heartbeat wins over cfg's, while cfg's Vhost, SASL and
+// TLSClientConfig, when set, win over the URL's vhost, auth_mechanism and
+// TLS parameters.
 func WithAMQPConfig(cfg amqp.Config) consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithAMQPConfig", func(c *config) error {
 		if cfg.Recovery != nil {
