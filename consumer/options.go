@@ -36,8 +36,9 @@ type Option func(*Settings) error
 // Settings holds what the options set, with defaults filled in. Transports
 // read it after [Apply]; users change it only through options.
 type Settings struct {
-	// Store and Scope enable deduplication ([WithDedupe]); nil Store: none.
+	// Store enables deduplication ([WithDedupe]); nil: none.
 	Store dedupe.Store
+	// Scope is the deduplication scope, the consumer's name or group.
 	Scope string
 	// Lease and Retention are passed to each claim and completion (0: the
 	// store's defaults).
