@@ -102,6 +102,23 @@ func TestCheck(t *testing.T) {
 	if _, err := consumer.NewHandler(inner, consumer.WithDedupe(store, "a")); !errors.Is(err, consumer.ErrChainOrder) {
 		t.Fatalf("NewHandler around a Dedupe of the same scope = %v, want ErrChainOrder", err)
 	}
+	// What WithMiddleware's doc says New refuses, with the optional layers
+	// above it present.
+	secret, err := forge.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyed := forge.MustNew("orders.example.com", forge.WithSecret(secret))
+	for name, mw := range map[string]consumer.Middleware{
+		"Retry":       consumer.Retry(nil),
+		"same Dedupe": consumer.Dedupe(store, "a"),
+	} {
+		_, err := consumer.NewHandler(h, consumer.WithDedupe(store, "a"), consumer.WithVerifiedIDs(keyed),
+			consumer.WithTimeout(time.Second), consumer.WithMiddleware(mw))
+		if !errors.Is(err, consumer.ErrChainOrder) {
+			t.Errorf("WithMiddleware(%s) with WithDedupe: %v, want ErrChainOrder", name, err)
+		}
+	}
 }
 
 // flakyComplete fails the first Complete it is asked for.
@@ -344,6 +361,32 @@ func TestReason(t *testing.T) {
 	}
 	if r := consumer.Reason(errors.New("bad \xff byte")); !utf8.ValidString(r) || !strings.Contains(r, `\xff`) {
 		t.Fatalf("invalid UTF-8 reason %q", r)
+	}
+}
+
+// TruncateReason keeps what fits, cuts at a rune boundary, says how much
+// it cut, and gives up only when not even the marker fits.
+func TestTruncateReason(t *testing.T) {
+	reason := "x" + strings.Repeat("é", 300) // 601 bytes, a 2-byte rune at every odd offset
+	for _, n := range []int{len(reason), len(reason) + 10, len(reason) - 1, 200, 201, 60} {
+		got := consumer.TruncateReason(reason, n)
+		if n >= len(reason) {
+			if got != reason {
+				t.Errorf("n %d: %q, want the reason unchanged", n, got)
+			}
+			continue
+		}
+		kept, marker, ok := strings.Cut(got, "… [reason truncated: ")
+		var cut int
+		if _, err := fmt.Sscanf(marker, "%d more bytes]", &cut); !ok || err != nil {
+			t.Fatalf("n %d: no marker in %q", n, got)
+		}
+		if len(got) > n || !utf8.ValidString(got) || !strings.HasPrefix(reason, kept) || len(kept)+cut != len(reason) {
+			t.Errorf("n %d: %d bytes %q (kept %d, cut %d of %d)", n, len(got), got, len(kept), cut, len(reason))
+		}
+	}
+	if got := consumer.TruncateReason(reason, 10); got != "" {
+		t.Errorf("no room for the marker: %q, want \"\"", got)
 	}
 }
 

@@ -54,9 +54,10 @@ type Message struct {
 	System string
 	// Source is the queue or topic the message came from.
 	Source string
-	// Partition and Offset locate a Kafka record; zero on RabbitMQ.
+	// Partition is a Kafka record's partition; 0 on RabbitMQ.
 	Partition int
-	Offset    int64
+	// Offset is a Kafka record's offset in its partition; 0 on RabbitMQ.
+	Offset int64
 	// Time is the broker's or producer's timestamp, when known.
 	Time time.Time
 
@@ -89,6 +90,7 @@ type attemptState struct {
 // from several goroutines at once (workers, partitions), so it must be safe
 // for concurrent use; every middleware here is.
 type Handler interface {
+	// Handle processes m; ctx ends when the attempt must stop.
 	Handle(ctx context.Context, m *Message) error
 }
 
@@ -176,7 +178,10 @@ func (e *storeError) Is(target error) bool { return target == ErrStore }
 
 // PermanentError marks an error that retrying cannot fix; the loops dead-
 // letter the message at once. Build it with [Permanent].
-type PermanentError struct{ Err error }
+type PermanentError struct {
+	// Err is the error that retrying cannot fix.
+	Err error
+}
 
 // Error returns the wrapped error's message.
 func (e *PermanentError) Error() string { return e.Err.Error() }

@@ -181,8 +181,13 @@ func TestDedupe(t *testing.T) {
 		mustPanic := func(name string, f func()) {
 			t.Helper()
 			defer func() {
-				if recover() == nil {
+				v := recover()
+				msg, _ := v.(string)
+				switch {
+				case v == nil:
 					t.Errorf("%s: Dedupe did not panic", name)
+				case !strings.HasPrefix(msg, "consumer: Dedupe: ") || strings.Count(msg, "consumer") != 1:
+					t.Errorf("%s: Dedupe panicked with %#v, want one message naming the package once", name, v)
 				}
 			}()
 			f()

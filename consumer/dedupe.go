@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/uuidforge/uuidforge/dedupe"
@@ -44,7 +45,8 @@ import (
 func Dedupe(store dedupe.Store, scope string, opts ...Option) Middleware {
 	s, err := Apply("consumer", nil, append([]Option{WithDedupe(store, scope)}, opts...))
 	if err != nil {
-		panic("consumer.Dedupe: " + err.Error())
+		// Apply's error names the package; the panic names Dedupe after it.
+		panic("consumer: Dedupe: " + strings.TrimPrefix(err.Error(), "consumer: "))
 	}
 	return dedupeMiddleware(&s)
 }

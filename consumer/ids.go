@@ -40,9 +40,17 @@ func ContentID(g *forge.Generator, typ string, key, body []byte) (uuid.UUID, err
 	return id, nil
 }
 
-// Identity is the raw ID material a transport loop read from a delivery.
+// Identity is the raw ID material a transport loop read from a delivery,
+// as text; [Identify] parses it.
 type Identity struct {
-	MessageID, CorrelationID, CausationID string
+	// MessageID is the message's own ID; "" when the producer sent none.
+	MessageID string
+	// CorrelationID is the ID of the conversation the message belongs to;
+	// "" when the producer sent none (Identify then uses the message ID).
+	CorrelationID string
+	// CausationID is the ID of the message that caused this one; "" for
+	// none.
+	CausationID string
 }
 
 // Identify fills m.ID, m.CorrelationID and m.CausationID from raw. An empty

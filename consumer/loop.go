@@ -18,6 +18,10 @@ const (
 	HeaderAttempts = "x-attempts"
 	// HeaderOriginalQueue carries the queue a RabbitMQ dead letter came from.
 	HeaderOriginalQueue = "x-original-queue"
+	// HeaderDeadLetterID carries a random ID of one RabbitMQ dead-letter
+	// publication; it matches a broker return (the dead letter reached no
+	// queue) to the publication it belongs to.
+	HeaderDeadLetterID = "x-dead-letter-id"
 	// HeaderOriginalTopic, HeaderOriginalPartition and HeaderOriginalOffset
 	// locate the original of a Kafka dead letter.
 	HeaderOriginalTopic     = "x-original-topic"
@@ -40,9 +44,8 @@ const (
 const MaxReasonBytes = 4096
 
 // Reason returns err's message as a dead-letter reason: at most
-// [MaxReasonBytes] bytes of valid UTF-8. A longer message is cut at a rune
-// boundary and ends with a marker saying how many bytes were cut, e.g.
-// "… [reason truncated: 195902 more bytes]".
+// [MaxReasonBytes] bytes of valid UTF-8. A longer message is cut as
+// [TruncateReason] cuts it.
 func Reason(err error) string {
 	if err == nil {
 		return ""
@@ -51,15 +54,28 @@ func Reason(err error) string {
 	if !utf8.ValidString(s) {
 		s = toValidUTF8(s)
 	}
-	if len(s) <= MaxReasonBytes {
-		return s
+	return TruncateReason(s, MaxReasonBytes)
+}
+
+// TruncateReason returns reason (valid UTF-8, as [Reason] returns it) cut
+// to at most n bytes: unchanged when it fits, otherwise cut at a rune
+// boundary and ending with a marker saying how many bytes were cut, e.g.
+// "… [reason truncated: 195902 more bytes]"; "" when n leaves no room for
+// the marker. A transport whose header has less room than MaxReasonBytes
+// shortens a reason with it.
+func TruncateReason(reason string, n int) string {
+	if len(reason) <= n {
+		return reason
 	}
-	marker := fmt.Sprintf("… [reason truncated: %d more bytes]", len(s)) // an upper bound of the final count
-	cut := MaxReasonBytes - len(marker)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
+	marker := fmt.Sprintf("… [reason truncated: %d more bytes]", len(reason)) // an upper bound of the final count
+	cut := n - len(marker)
+	if cut <= 0 {
+		return ""
+	}
+	for cut > 0 && !utf8.RuneStart(reason[cut]) {
 		cut--
 	}
-	return s[:cut] + fmt.Sprintf("… [reason truncated: %d more bytes]", len(s)-cut)
+	return reason[:cut] + fmt.Sprintf("… [reason truncated: %d more bytes]", len(reason)-cut)
 }
 
 func toValidUTF8(s string) string {

@@ -36,8 +36,9 @@ type Option func(*Settings) error
 // Settings holds what the options set, with defaults filled in. Transports
 // read it after [Apply]; users change it only through options.
 type Settings struct {
-	// Store and Scope enable deduplication ([WithDedupe]); nil Store: none.
+	// Store enables deduplication ([WithDedupe]); nil: none.
 	Store dedupe.Store
+	// Scope is the deduplication scope, the consumer's name or group.
 	Scope string
 	// Lease and Retention are passed to each claim and completion (0: the
 	// store's defaults).
@@ -202,9 +203,14 @@ func WithTimeout(d time.Duration) Option {
 	}
 }
 
-// WithMiddleware adds mws to the standard chain, around the handler and
-// inside deduplication, the timeout and panic recovery, so they run once per
-// attempt. Given several times, the middlewares add up, outermost first.
+// WithMiddleware adds mws to the standard chain between the timeout and
+// panic recovery (see [NewHandler]): inside deduplication and the timeout,
+// so they run once per attempt, and around the handler and the recovery
+// that wraps it. Given several times, the middlewares add up, outermost
+// first. Default: none. With [WithDedupe], a [Retry] given here would
+// retry under one claim and a [Dedupe] of the same scope would wait for
+// the outer claim forever: New refuses both ([Check]). The transports
+// retry by themselves ([WithMaxAttempts]).
 func WithMiddleware(mws ...Middleware) Option {
 	return func(s *Settings) error {
 		for _, mw := range mws {
@@ -232,7 +238,7 @@ func WithMaxAttempts(n int) Option {
 
 // WithBackoff bounds the exponential wait between attempts, between
 // dead-letter writes and between reconnects. Default: [DefaultMinBackoff]
-// to [DefaultMaxBackoff].
+// to [DefaultMaxBackoff]; a min above max is an error from New.
 func WithBackoff(min, max time.Duration) Option {
 	return func(s *Settings) error {
 		if min <= 0 || max <= 0 {
@@ -312,7 +318,8 @@ func WithObserver(o Observer) Option {
 // producers and consumers): nobody without the secret can then publish a
 // message under the ID of a future legitimate one (ID squatting). A message
 // whose ID does not match is dead-lettered with [ErrForgedID]; messages
-// published with an explicit ID cannot pass. Default: IDs are not checked.
+// published with an explicit ID cannot pass, nor can messages without an
+// ID, whatever [WithMissingID] says. Default: IDs are not checked.
 func WithVerifiedIDs(gen *forge.Generator) Option {
 	return func(s *Settings) error {
 		if gen == nil {

@@ -70,7 +70,7 @@ func candidateIDs(gen *forge.Generator, m *Message) []uuid.UUID {
 	add(m.Key)         // one []byte part
 	// Several parts (or one that is neither a string nor bytes): the key is
 	// the canonical JSON array of the parts, which the name continues.
-	if len(m.Key) >= 2 && m.Key[0] == '[' && m.Key[len(m.Key)-1] == ']' && len(m.Key) > 2 {
+	if len(m.Key) > 2 && m.Key[0] == '[' && m.Key[len(m.Key)-1] == ']' {
 		head, err := forge.Canonical(prefix...)
 		if err == nil {
 			name := make([]byte, 0, len(head)+len(m.Key))

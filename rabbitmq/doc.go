@@ -1,7 +1,7 @@
 // Package rabbitmq holds what the RabbitMQ publisher (package rabbitpub) and
 // consumer (package rabbitsub) share: dialing one of several broker URLs
-// with refusals reported at once ([Dial], [ErrRefused]), URLs printed
-// without their password ([Redact]), a small declarative [Topology]
+// with refusals reported at once ([Endpoints], [ErrRefused]), URLs checked
+// ([ParseURL]) and printed without their password ([Redact]), a small declarative [Topology]
 // (exchanges, classic or quorum queues, bindings, dead-letter routing)
 // declared on every connect, and the frame arithmetic that keeps a message
 // within what the broker accepts ([HeaderFrameSize]).

@@ -92,6 +92,41 @@ func TestParseURLNeverShowsThePassword(t *testing.T) {
 	}
 }
 
+// ParseURL refuses what parses but never dials (a port out of range, an
+// authentication mechanism the client does not know) and accepts what
+// amqp091-go dials.
+func TestParseURLRefusesWhatCannotDial(t *testing.T) {
+	for name, tc := range map[string]struct {
+		raw  string
+		want string // in the error; "" accepts
+	}{
+		"port 0":            {"amqp://u:PASSWORD@127.0.0.1:0/", "port 0 out of range"},
+		"port 65536":        {"amqp://u:PASSWORD@127.0.0.1:65536/", "port 65536 out of range"},
+		"unknown mechanism": {"amqp://u:PASSWORD@127.0.0.1/?auth_mechanism=plain&auth_mechanism=bogus", `auth_mechanism "bogus"`},
+		"empty mechanism":   {"amqp://u:PASSWORD@127.0.0.1/?auth_mechanism=", `auth_mechanism ""`},
+		"port 1":            {"amqp://u:PASSWORD@127.0.0.1:1/", ""},
+		"port 65535":        {"amqps://u:PASSWORD@127.0.0.1:65535/", ""},
+		"default port":      {"amqps://u:PASSWORD@127.0.0.1/", ""},
+		"known mechanisms":  {"amqp://u:PASSWORD@127.0.0.1/?auth_mechanism=PLAIN&auth_mechanism=amqplain&auth_mechanism=External", ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := rabbitmq.ParseURL(tc.raw)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("ParseURL(%q) = %v, want nil", tc.raw, err)
+				}
+				return
+			}
+			if !errors.Is(err, rabbitmq.ErrRefused) || !strings.Contains(fmt.Sprint(err), tc.want) {
+				t.Fatalf("ParseURL(%q) = %v, want ErrRefused saying %s", tc.raw, err, tc.want)
+			}
+			if msg := err.Error(); strings.Contains(msg, "PASSWORD") || !strings.HasPrefix(msg, "rabbitmq: URL ") {
+				t.Errorf("error %q: want the package's prefix and no password", msg)
+			}
+		})
+	}
+}
+
 func withUser(t *testing.T, user, pass, vhost string) string {
 	t.Helper()
 	u := testenv.AMQPURL(t)

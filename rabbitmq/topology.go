@@ -75,9 +75,13 @@ type Binding struct {
 // arguments is an error from the broker (406 PRECONDITION_FAILED) that ends
 // the connection attempt and is reported, not retried blindly.
 type Topology struct {
+	// Exchanges are declared first, in order.
 	Exchanges []Exchange
-	Queues    []Queue
-	Bindings  []Binding
+	// Queues are declared after the exchanges, in order.
+	Queues []Queue
+	// Bindings are declared last, in order; each names an exchange and a
+	// queue declared above or existing already.
+	Bindings []Binding
 }
 
 // IsZero reports whether t declares nothing.

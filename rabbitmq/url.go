@@ -67,11 +67,13 @@ func stripQuery(s string) string {
 	return s
 }
 
-// ParseURL checks that raw is an AMQP URL amqp091-go can dial. Its error
-// wraps [ErrRefused] (a URL that can never parse is not worth retrying) and
-// never contains the password: for a URL with credentials it names only
-// the redacted URL, since a parser's message may quote part of the
-// password.
+// ParseURL checks that raw is an AMQP URL amqp091-go can dial: it parses,
+// its port is within 1-65535, and every auth_mechanism query parameter
+// names a mechanism amqp091-go knows (PLAIN, AMQPLAIN or EXTERNAL, in any
+// case). Its error wraps [ErrRefused] (such a URL never dials, so it is not
+// worth retrying) and never contains the password: for a URL with
+// credentials it names only the redacted URL, since a parser's message may
+// quote part of the password.
 func ParseURL(raw string) error {
 	if _, rest, ok := strings.Cut(raw, "://"); ok && strings.Contains(rest, "@") {
 		if u, err := url.Parse(raw); err == nil && u.User == nil {
@@ -80,11 +82,22 @@ func ParseURL(raw string) error {
 			return fmt.Errorf("rabbitmq: URL %s does not parse as meant (an '@' after the host: percent-encode '/', '?', '#' and '@' in the user name and password): %w", Redact(raw), ErrRefused)
 		}
 	}
-	if _, err := amqp.ParseURI(raw); err != nil {
+	uri, err := amqp.ParseURI(raw)
+	if err != nil {
 		if strings.Contains(raw, "@") {
 			return fmt.Errorf("rabbitmq: URL %s does not parse (percent-encode '%%', '#', '/', '@' and ':' in the user name and password): %w", Redact(raw), ErrRefused)
 		}
 		return fmt.Errorf("rabbitmq: URL %s: %v: %w", Redact(raw), err, ErrRefused)
+	}
+	if uri.Port < 1 || uri.Port > 65535 {
+		return fmt.Errorf("rabbitmq: URL %s: port %d out of range: %w", Redact(raw), uri.Port, ErrRefused)
+	}
+	for _, m := range uri.AuthMechanism {
+		switch strings.ToUpper(m) {
+		case "PLAIN", "AMQPLAIN", "EXTERNAL": // what amqp091-go's dial accepts
+		default:
+			return fmt.Errorf("rabbitmq: URL %s: unsupported auth_mechanism %q (PLAIN, AMQPLAIN or EXTERNAL): %w", Redact(raw), m, ErrRefused)
+		}
 	}
 	return nil
 }

@@ -439,7 +439,7 @@ func TestDLQRabbit(t *testing.T) {
 		t.Errorf("redriven envelope message: %d-byte header h, body %q", len(e.Headers["h"]), e.Body)
 	}
 	for _, m := range []consumer.Message{p, e} {
-		for _, k := range []string{consumer.HeaderDeadLetterReason, consumer.HeaderAttempts, consumer.HeaderOriginalQueue, rabbitsub.HeaderDeadLetterID} {
+		for _, k := range []string{consumer.HeaderDeadLetterReason, consumer.HeaderAttempts, consumer.HeaderOriginalQueue, consumer.HeaderDeadLetterID} {
 			if _, ok := m.Headers[k]; ok {
 				t.Errorf("redriven message %s keeps the dead-letter header %s", m.ID, k)
 			}

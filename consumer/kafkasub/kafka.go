@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -78,7 +79,8 @@ const (
 )
 
 // WithStartOffset sets where a group with no committed offset starts.
-// Default: [FirstOffset].
+// Default: [FirstOffset]. [WithReaderConfig] can set the same field
+// (StartOffset): whichever is given later wins.
 func WithStartOffset(o Offset) consumer.Option {
 	return consumer.TransportOption("kafkasub.WithStartOffset", func(c *config) error {
 		switch o {
@@ -96,7 +98,8 @@ func WithStartOffset(o Offset) consumer.Option {
 // WithSessionTimeout sets how long the group waits for a member that
 // stopped sending heartbeats before it hands the member's partitions to
 // others. Default: 6 s (the broker's group.min.session.timeout.ms by
-// default).
+// default). [WithReaderConfig] can set the same field (SessionTimeout):
+// whichever is given later wins.
 func WithSessionTimeout(d time.Duration) consumer.Option {
 	return consumer.TransportOption("kafkasub.WithSessionTimeout", func(c *config) error {
 		if d <= 0 {
@@ -107,14 +110,21 @@ func WithSessionTimeout(d time.Duration) consumer.Option {
 	})
 }
 
-// WithDeadLetterTopic writes dead letters to topic on the same cluster.
-// Default: the consumed topic followed by [consumer.DeadLetterSuffix].
+// WithDeadLetterTopic writes dead letters to topic on the consumed
+// cluster, with the consumer's own writer (see [WithDeadLetterWriter] for
+// its settings). Default: the consumed topic followed by
+// [consumer.DeadLetterSuffix]. It conflicts with [WithDeadLetterWriter],
+// whose writer names its own topic: giving both is an error from New.
+// Given twice, the last topic wins.
 func WithDeadLetterTopic(topic string) consumer.Option {
 	return consumer.TransportOption("kafkasub.WithDeadLetterTopic", func(c *config) error {
 		if topic == "" {
 			return errors.New("empty topic")
 		}
-		c.dlTopic, c.dl = topic, nil
+		if c.dl != nil {
+			return errors.New("conflicts with kafkasub.WithDeadLetterWriter (the writer names the topic)")
+		}
+		c.dlTopic = topic
 		return nil
 	})
 }
@@ -122,11 +132,18 @@ func WithDeadLetterTopic(topic string) consumer.Option {
 // WithDeadLetterWriter is an escape hatch: dead letters go to w, a kafka-go
 // writer the caller configures (another cluster, its own transport). Its
 // Topic must be set and it should require all acks; the consumer does not
-// close it. It replaces [WithDeadLetterTopic].
+// close it. Default: a writer of the consumer's own to the dead-letter
+// topic ([WithDeadLetterTopic]) on the consumed cluster, through the
+// reader's TLS and SASL settings ([WithReaderConfig]), requiring all acks
+// and compressing with gzip. It conflicts with [WithDeadLetterTopic]:
+// giving both is an error from New. Given twice, the last writer wins.
 func WithDeadLetterWriter(w *kafkago.Writer) consumer.Option {
 	return consumer.TransportOption("kafkasub.WithDeadLetterWriter", func(c *config) error {
 		if w == nil || w.Topic == "" {
 			return errors.New("the writer needs a Topic")
+		}
+		if c.dlTopic != "" {
+			return errors.New("conflicts with kafkasub.WithDeadLetterTopic (set the writer's Topic instead)")
 		}
 		c.dl = w
 		return nil
@@ -141,7 +158,12 @@ func WithDeadLetterWriter(w *kafkago.Writer) consumer.Option {
 // IsolationLevel, ...) the reader of each assigned partition. New validates
 // the result: Brokers, Topic and GroupID must stay as given to New,
 // GroupTopics and Partition must stay unset, and CommitInterval must stay
-// 0 (offsets are committed synchronously, only after a record is done).
+// 0 (offsets are committed synchronously, only after a record is done);
+// anything else is an error from New. Default: the ReaderConfig that [New]
+// describes. f sees what the options before it set: [WithStartOffset] and
+// [WithSessionTimeout] set fields of the same ReaderConfig, and whichever
+// of them and f comes later wins. Given several times, each f sees the
+// previous ones' changes.
 func WithReaderConfig(f func(*kafkago.ReaderConfig)) consumer.Option {
 	return consumer.TransportOption("kafkasub.WithReaderConfig", func(c *config) error {
 		if f == nil {
@@ -184,7 +206,7 @@ func New(brokers []string, topic, group string, h consumer.Handler, opts ...cons
 		return nil, errors.New("kafkasub: empty group")
 	}
 	cfg := config{parallel: 1, maxBatch: DefaultMaxBatch, rc: kafkago.ReaderConfig{
-		Brokers: brokers, Topic: topic, GroupID: group, StartOffset: kafkago.FirstOffset,
+		Brokers: slices.Clone(brokers), Topic: topic, GroupID: group, StartOffset: kafkago.FirstOffset,
 		MaxWait: 50 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second,
 		JoinGroupBackoff: 100 * time.Millisecond, ReadBackoffMin: 10 * time.Millisecond,
@@ -200,14 +222,15 @@ func New(brokers []string, topic, group string, h consumer.Handler, opts ...cons
 		return nil, errors.New("kafkasub: WithReaderConfig must not change the group, the topic or the partition")
 	case rc.CommitInterval != 0:
 		return nil, errors.New("kafkasub: WithReaderConfig: CommitInterval must stay 0 (offsets are committed synchronously)")
-	case len(rc.Brokers) == 0:
-		return nil, errors.New("kafkasub: WithReaderConfig emptied Brokers")
+	case !slices.Equal(rc.Brokers, brokers):
+		return nil, errors.New("kafkasub: WithReaderConfig must not change Brokers (give them to New)")
 	}
 	if err := rc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafkasub: reader config: %w", err)
 	}
-	if gc := cfg.groupConfig(); gc.Validate() != nil {
-		return nil, fmt.Errorf("kafkasub: reader config: %w", gc.Validate())
+	gc := cfg.groupConfig()
+	if err := gc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafkasub: reader config: %w", err)
 	}
 	if cfg.dlTopic == "" {
 		cfg.dlTopic = topic + consumer.DeadLetterSuffix

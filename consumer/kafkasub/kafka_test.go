@@ -409,6 +409,13 @@ func TestNewValidates(t *testing.T) {
 		"no topic":        {"", "g", nil},
 		"commit interval": {"t", "g", []consumer.Option{kafkasub.WithReaderConfig(func(rc *kafkago.ReaderConfig) { rc.CommitInterval = time.Second })}},
 		"other group":     {"t", "g", []consumer.Option{kafkasub.WithReaderConfig(func(rc *kafkago.ReaderConfig) { rc.GroupID = "x" })}},
+		"other brokers":   {"t", "g", []consumer.Option{kafkasub.WithReaderConfig(func(rc *kafkago.ReaderConfig) { rc.Brokers = []string{"other:9092"} })}},
+		"changed broker":  {"t", "g", []consumer.Option{kafkasub.WithReaderConfig(func(rc *kafkago.ReaderConfig) { rc.Brokers[0] = "other:9092" })}},
+		"no brokers":      {"t", "g", []consumer.Option{kafkasub.WithReaderConfig(func(rc *kafkago.ReaderConfig) { rc.Brokers = nil })}},
+		"dl topic, then writer": {"t", "g", []consumer.Option{kafkasub.WithDeadLetterTopic("dl"),
+			kafkasub.WithDeadLetterWriter(&kafkago.Writer{Topic: "dl"})}},
+		"dl writer, then topic": {"t", "g", []consumer.Option{kafkasub.WithDeadLetterWriter(&kafkago.Writer{Topic: "dl"}),
+			kafkasub.WithDeadLetterTopic("dl")}},
 		"parallelism":     {"t", "g", []consumer.Option{kafkasub.WithPartitionParallelism(0)}},
 		"max batch":       {"t", "g", []consumer.Option{kafkasub.WithMaxBatch(0)}},
 		"bad backoff":     {"t", "g", []consumer.Option{consumer.WithBackoff(-1, 0)}},
@@ -419,8 +426,18 @@ func TestNewValidates(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if _, err := kafkasub.New(brokers, "t", "g", h); err != nil {
-		t.Fatal(err)
+	for name, opts := range map[string][]consumer.Option{
+		"defaults":        nil,
+		"same brokers":    {kafkasub.WithReaderConfig(func(rc *kafkago.ReaderConfig) { rc.MaxBytes = 1 << 20 })},
+		"dl topic twice":  {kafkasub.WithDeadLetterTopic("a"), kafkasub.WithDeadLetterTopic("b")},
+		"dl writer twice": {kafkasub.WithDeadLetterWriter(&kafkago.Writer{Topic: "a"}), kafkasub.WithDeadLetterWriter(&kafkago.Writer{Topic: "b"})},
+	} {
+		if _, err := kafkasub.New(brokers, "t", "g", h, opts...); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if brokers[0] != net.JoinHostPort("127.0.0.1", "9092") {
+		t.Errorf("New changed the caller's brokers: %v", brokers)
 	}
 }
 

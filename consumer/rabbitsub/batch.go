@@ -14,11 +14,10 @@ import (
 
 // A worker takes one delivery from the buffer and, with it, every delivery
 // already waiting there, up to the batch size: a lone delivery goes at
-// once, and a batch never waits to fill. The batch goes through
-// consumer.Processor.ProcessBatch in delivery order. RabbitMQ keeps no
-// per-key order across a queue's consumers or a consumer's workers, so the
-// batches need none either: which deliveries share a batch is only a
-// question of what arrived together.
+// once, and a batch never waits to fill. RabbitMQ keeps no per-key order
+// across a queue's consumers or a consumer's workers, so the batches need
+// none either: which deliveries share a batch is only a question of what
+// arrived together.
 //
 // A batch runs once through consumer.Processor.TryBatch: every member is
 // tried once, and a member that fails (or waits for a lease or the store)
@@ -92,7 +91,7 @@ func (c *Consumer) process(stop, work context.Context, s *session, group []amqp.
 		x.err = consumer.Identify(x.m, consumer.Identity{
 			MessageID:     x.d.MessageId,
 			CorrelationID: x.d.CorrelationId,
-			CausationID:   headerString(x.d.Headers, lineage.HeaderCausationID),
+			CausationID:   tableString(x.d.Headers[lineage.HeaderCausationID]),
 		}, c.set.Generator, c.set.MissingID)
 		if u, ok := s.guard.take(x.d); ok {
 			x.err = fmt.Errorf("rabbitsub: headers unreadable by the AMQP client: %s", u.reason)

@@ -77,7 +77,7 @@ func ParseDeadLetter(d amqp.Delivery) (DeadLetter, error) {
 		dl.Attempts, _ = strconv.Atoi(tableString(d.Headers[consumer.HeaderAttempts]))
 		dl.Message = publishingOf(&d)
 		dl.Message.Headers = maps.Clone(d.Headers)
-		for _, k := range []string{consumer.HeaderDeadLetterReason, consumer.HeaderOriginalQueue, consumer.HeaderAttempts, HeaderDeadLetterID} {
+		for _, k := range []string{consumer.HeaderDeadLetterReason, consumer.HeaderOriginalQueue, consumer.HeaderAttempts, consumer.HeaderDeadLetterID} {
 			delete(dl.Message.Headers, k)
 		}
 		if len(dl.Message.Headers) == 0 {
@@ -112,6 +112,8 @@ func publishingOf(d *amqp.Delivery) amqp.Publishing {
 	}
 }
 
+// tableString returns a header value as text: a string or byte array as
+// it is, anything else as fmt prints it, "" for none.
 func tableString(v any) string {
 	switch v := v.(type) {
 	case nil:
@@ -241,13 +243,9 @@ func parseEnvelope(body []byte) (DeadLetter, error) {
 		dl.Message.Body = *e.Body
 	}
 	if len(e.Headers) > 0 {
-		r := bytes.NewReader(e.Headers)
-		t, err := readTable(r, envelopeLimits())
-		if err == nil && r.Len() != 0 {
-			err = errors.New("bytes after the table")
-		}
+		t, err := decodeTable(e.Headers, envelopeLimits())
 		if err != nil {
-			return dl, fmt.Errorf("rabbitsub: dead-letter envelope: headers: %s", describeTableError(err))
+			return dl, fmt.Errorf("rabbitsub: dead-letter envelope: headers: %w", err)
 		}
 		dl.Message.Headers = t
 	}
@@ -268,7 +266,7 @@ type deadLetters struct {
 	returns <-chan amqp.Return
 
 	retMu    sync.Mutex
-	returned map[string]bool // HeaderDeadLetterID values returned and not yet checked
+	returned map[string]bool // consumer.HeaderDeadLetterID values returned and not yet checked
 }
 
 // channel returns the confirm-mode channel, opening one if there is none
@@ -300,8 +298,8 @@ func (dl *deadLetters) close() {
 	}
 }
 
-// publish publishes pub (whose HeaderDeadLetterID is id) and waits for the
-// broker's confirm.
+// publish publishes pub (whose consumer.HeaderDeadLetterID is id) and
+// waits for the broker's confirm.
 func (dl *deadLetters) publish(ctx context.Context, pub *amqp.Publishing, id string) error {
 	ch, returns, err := dl.channel()
 	if err != nil {
@@ -354,7 +352,7 @@ func (dl *deadLetters) drain(returns <-chan amqp.Return) {
 			if !ok {
 				return
 			}
-			if v, ok := r.Headers[HeaderDeadLetterID].(string); ok {
+			if v, ok := r.Headers[consumer.HeaderDeadLetterID].(string); ok {
 				if dl.returned == nil {
 					dl.returned = map[string]bool{}
 				}
@@ -382,7 +380,7 @@ func (c *Consumer) deadLetter(d *amqp.Delivery, rawHeaders []byte, reason string
 		headers[consumer.HeaderDeadLetterReason] = reason
 		headers[consumer.HeaderOriginalQueue] = c.queue
 		headers[consumer.HeaderAttempts] = strconv.Itoa(attempts)
-		headers[HeaderDeadLetterID] = id
+		headers[consumer.HeaderDeadLetterID] = id
 		pub := amqp.Publishing{
 			Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
 			DeliveryMode: amqp.Persistent, Priority: d.Priority, CorrelationId: d.CorrelationId,
@@ -408,7 +406,7 @@ func (c *Consumer) deadLetter(d *amqp.Delivery, rawHeaders []byte, reason string
 			consumer.HeaderDeadLetterReason: reason,
 			consumer.HeaderOriginalQueue:    c.queue,
 			consumer.HeaderAttempts:         strconv.Itoa(attempts),
-			HeaderDeadLetterID:              id,
+			consumer.HeaderDeadLetterID:     id,
 		},
 		ContentType: EnvelopeContentType, DeliveryMode: amqp.Persistent, Priority: d.Priority,
 		CorrelationId: d.CorrelationId, MessageId: d.MessageId, Timestamp: d.Timestamp, Type: d.Type,
@@ -416,24 +414,7 @@ func (c *Consumer) deadLetter(d *amqp.Delivery, rawHeaders []byte, reason string
 	}
 	// The envelope holds the whole reason; the header gets what fits.
 	if size, err := rabbitmq.HeaderFrameSize(&pub); err == nil && size > frameMax {
-		pub.Headers[consumer.HeaderDeadLetterReason] = truncate(reason, len(reason)-(size-frameMax))
+		pub.Headers[consumer.HeaderDeadLetterReason] = consumer.TruncateReason(reason, len(reason)-(size-frameMax))
 	}
 	return pub, id, nil
-}
-
-// truncate cuts s to at most n bytes at a rune boundary, ending with the
-// marker consumer.Reason uses.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	marker := fmt.Sprintf("… [reason truncated: %d more bytes]", len(s))
-	cut := n - len(marker)
-	if cut <= 0 {
-		return ""
-	}
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + fmt.Sprintf("… [reason truncated: %d more bytes]", len(s)-cut)
 }

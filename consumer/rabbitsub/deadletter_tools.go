@@ -1,11 +1,12 @@
 package rabbitsub
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/uuidforge/uuidforge/rabbitmq"
 )
 
 // What tools that list, show and redrive dead letters need besides
@@ -36,12 +37,18 @@ type Guard struct {
 // Dial connects to url (amqp:// or amqps://) with cfg as amqp.DialConfig
 // does, with the guard between the socket and the client. Its signature is
 // the one [rabbitmq.Endpoints.SetDialFunc] takes. Errors never contain the
-// password. Call [Guard.Release] instead of closing the connection.
+// password and wrap the client's (an *amqp.Error for a refusal, which
+// [rabbitmq.Classify] recognises). Call [Guard.Release] instead of closing
+// the connection.
 func (g *Guard) Dial(url string, cfg amqp.Config) (*amqp.Connection, error) {
-	if err := checkURL(url); err != nil {
+	if err := rabbitmq.ParseURL(url); err != nil {
 		return nil, fmt.Errorf("rabbitsub: %w", err)
 	}
-	return g.c.dialGuarded(url, cfg)
+	conn, err := g.c.dialGuarded(url, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("rabbitsub: connect: %w", err)
+	}
+	return conn, nil
 }
 
 // Unreadable reports whether the guard took the header table out of d, a
@@ -67,13 +74,9 @@ func (g *Guard) Release(conn *amqp.Connection) { g.c.release(conn) }
 // that a tool can show headers the client cannot read. It does not say
 // whether the client could read them: see [CheckHeaders].
 func DecodeHeaders(raw []byte) (amqp.Table, error) {
-	r := bytes.NewReader(raw)
-	t, err := readTable(r, envelopeLimits())
-	if err == nil && r.Len() != 0 {
-		err = errors.New("bytes after the table")
-	}
+	t, err := decodeTable(raw, envelopeLimits())
 	if err != nil {
-		return nil, fmt.Errorf("rabbitsub: headers: %s", describeTableError(err))
+		return nil, fmt.Errorf("rabbitsub: headers: %w", err)
 	}
 	return t, nil
 }
@@ -85,13 +88,8 @@ func DecodeHeaders(raw []byte) (amqp.Table, error) {
 // does not check the size of the content header the table would go in:
 // compare [rabbitmq.HeaderFrameSize] with the connection's frame_max.
 func CheckHeaders(raw []byte) error {
-	r := bytes.NewReader(raw)
-	_, err := readTable(r, clientLimits())
-	if err == nil && r.Len() != 0 {
-		err = errors.New("bytes after the table")
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %s", ErrUnreadableHeaders, describeTableError(err))
+	if _, err := decodeTable(raw, clientLimits()); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnreadableHeaders, err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package rabbitsub_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/uuidforge/uuidforge/consumer/rabbitsub"
+	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/rabbitmq"
 )
 
@@ -88,11 +90,37 @@ func TestGuardBasicGet(t *testing.T) {
 	}
 }
 
-func TestGuardDialRefusesBadURL(t *testing.T) {
-	var g rabbitsub.Guard
-	_, err := g.Dial("amqp://user:s3cr%t@localhost/", amqp.Config{})
-	if err == nil || strings.Contains(err.Error(), "s3cr") {
-		t.Fatalf("error %v: want one without the password", err)
+// Guard.Dial's errors name the package once, never show the password, and
+// keep a refusal recognisable.
+func TestGuardDialErrors(t *testing.T) {
+	wrongPassword, err := url.Parse(testenv.AMQPURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongPassword.User = url.UserPassword(wrongPassword.User.Username(), "s3cr-wrong")
+	for name, tc := range map[string]struct {
+		url     string
+		refused bool
+	}{
+		"bad URL":        {"amqp://user:s3cr%t@localhost/", true},
+		"closed port":    {"amqp://user:s3cret@127.0.0.1:1/", false},
+		"wrong password": {wrongPassword.String(), true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var g rabbitsub.Guard
+			conn, err := g.Dial(tc.url, amqp.Config{})
+			if err == nil {
+				g.Release(conn)
+				t.Fatal("dialled")
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "rabbitsub: ") || strings.Count(msg, "rabbitsub: ") != 1 || strings.Contains(msg, "s3cr") {
+				t.Errorf("error %q: want the prefix once and no password", msg)
+			}
+			if refused := errors.Is(rabbitmq.Classify(err), rabbitmq.ErrRefused); refused != tc.refused {
+				t.Errorf("error %q: refused %v, want %v", msg, refused, tc.refused)
+			}
+		})
 	}
 }
 

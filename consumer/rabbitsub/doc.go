@@ -34,14 +34,14 @@
 // A worker takes a delivery and, with it, every delivery already waiting in
 // the prefetch window, up to [WithBatchSize] ([DefaultBatchSize]); it never
 // waits for more, so a lone delivery is processed at once. The batch goes
-// through [consumer.Processor.ProcessBatch] in delivery order: with a
-// dedupe.BatchStore (memory, Redis, bbolt) its claims take one round trip
-// to the store and its completions another; with a dedupe.BatchInbox (the
-// PostgreSQL store) it is one transaction with a savepoint per message.
-// The handlers of a batch run one after the other, on the worker that took
-// it. RabbitMQ keeps no per-key order across a queue's consumers, nor
-// across the workers of one, so which deliveries share a batch is only a
-// question of what arrived together.
+// once through [consumer.Processor.TryBatch]: with a dedupe.BatchStore
+// (memory, Redis, bbolt) its claims take one round trip to the store and
+// its completions another; with a dedupe.BatchInbox (the PostgreSQL store)
+// it is one transaction with a savepoint per message. The handlers of a
+// batch run one after the other, on the worker that took it. RabbitMQ keeps
+// no per-key order across a queue's consumers, nor across the workers of
+// one, so a batch keeps none either: which deliveries share a batch is only
+// a question of what arrived together.
 //
 // Nothing of a batch is acked before its completions are stored (or its
 // transaction committed). The acks of a batch then go out as one basic.ack
@@ -50,22 +50,27 @@
 // another worker still holds an earlier one: a delivery is never acked by
 // another's ack.
 //
-// A failure affects only its own message. A member that fails (or finds
-// its claim held elsewhere, or meets a store error) leaves its batch: the
-// members before it are settled, those after it go on as a batch of their
-// own, and it is retried alone, after a backoff wait, once they are
-// settled — as [consumer.Processor.Process] retries. A member that fails
-// permanently is dead-lettered alone. With deduplication, a message ID
-// that occurs twice in a batch is processed once: the second delivery
-// finds the first one's completion and is acked as a duplicate.
+// A failure affects only its own message. Every member of a batch is tried
+// once, whatever happens to the others. A member that fails (or finds its
+// claim held elsewhere, or meets a store error) is not settled with the
+// batch: once the others are acked or dead-lettered, the worker retries it
+// alone, after a backoff wait, as [consumer.Processor.Process] retries (a
+// failed run in the batch counts as an attempt), and such members one
+// after another before it takes its next batch. A member that fails
+// permanently, or on its last allowed attempt, is dead-lettered alone, as
+// is a delivery with a malformed ID or headers the client cannot read,
+// which never reaches the handler. With deduplication, a message ID that
+// occurs twice in a batch is processed once: the second delivery finds the
+// first one's claim held, is retried after the batch, and then finds the
+// first one's completion and is acked as a duplicate.
 //
-// On shutdown, a batch whose handlers are running is finished (for at most
-// the shutdown timeout, which then cancels the handler in progress and
-// hands back every member not yet completed); the deliveries not taken
-// into a batch go back to the queue untouched, as do failed members waiting
-// for their retry. A batch's acks wait for its last member: with slow
-// handlers, a smaller batch size acks sooner; [WithBatchSize](1) processes
-// each delivery on its own.
+// On shutdown, the handler in progress finishes (for at most the shutdown
+// timeout, which then cancels it) and the members of its batch that have
+// not started are handed back, their claims released, as is every member
+// not completed; the deliveries not taken into a batch go back to the
+// queue untouched, as do failed members waiting for their retry. A batch's
+// acks wait for its last member: with slow handlers, a smaller batch size
+// acks sooner; [WithBatchSize](1) processes each delivery on its own.
 //
 // The defaults (a prefetch window of [DefaultPrefetch], [DefaultWorkers]
 // workers, batches of up to [DefaultBatchSize]) were chosen with the
@@ -122,7 +127,7 @@
 // Expiration: a dead letter must not expire; DeliveryMode is persistent)
 // and headers, plus [consumer.HeaderDeadLetterReason],
 // [consumer.HeaderOriginalQueue], [consumer.HeaderAttempts] (a decimal
-// string) and [HeaderDeadLetterID]. The reason is at most
+// string) and [consumer.HeaderDeadLetterID]. The reason is at most
 // [consumer.MaxReasonBytes] bytes ([consumer.Reason]).
 //
 // When such a copy cannot be stored faithfully — its headers would not fit

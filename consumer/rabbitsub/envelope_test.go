@@ -156,7 +156,7 @@ func FuzzParseDeadLetter(f *testing.F) {
 func TestParseDeadLetterPlainAndBroker(t *testing.T) {
 	plain := amqp.Delivery{
 		Headers: amqp.Table{"tenant": int32(7), consumer.HeaderDeadLetterReason: "why", consumer.HeaderOriginalQueue: "orders",
-			consumer.HeaderAttempts: "4", HeaderDeadLetterID: "x"},
+			consumer.HeaderAttempts: "4", consumer.HeaderDeadLetterID: "x"},
 		MessageId: "m", DeliveryMode: amqp.Persistent, Body: []byte("b"),
 	}
 	dl, err := ParseDeadLetter(plain)
@@ -224,7 +224,7 @@ func TestDeadLetterForm(t *testing.T) {
 			if got := pub.ContentType == EnvelopeContentType; got != tc.envelope {
 				t.Fatalf("envelope %v, want %v", got, tc.envelope)
 			}
-			if pub.Headers[HeaderDeadLetterID] != id || pub.UserId != "" || pub.Expiration != "" {
+			if pub.Headers[consumer.HeaderDeadLetterID] != id || pub.UserId != "" || pub.Expiration != "" {
 				t.Fatalf("headers %v, user ID %q, expiration %q", pub.Headers, pub.UserId, pub.Expiration)
 			}
 			size, err := rabbitmq.HeaderFrameSize(&pub)

@@ -18,13 +18,8 @@ import (
 	"github.com/uuidforge/uuidforge/rabbitmq"
 )
 
-// Header names and defaults.
+// Defaults.
 const (
-	// HeaderDeadLetterID is a random ID of one dead-letter publication; it
-	// matches a broker return (the dead letter reached no queue) to the
-	// publication it belongs to.
-	HeaderDeadLetterID = "x-dead-letter-id"
-
 	// DefaultPrefetch is the channel's prefetch count: room for every
 	// worker's batch in progress and as many waiting, so that a worker
 	// that finishes one finds the next (make bench measures it).
@@ -44,9 +39,10 @@ type config struct {
 	prefetch, workers int
 	batch             int
 	dlExchange, dlKey string
-	dlQueue           bool // dlKey names a queue reached through the default exchange
-	dlDeclare         bool // declare that queue (the default dead-letter queue)
-	dlReject          bool // reject to the queue's own x-dead-letter-exchange instead
+	dlQueue           bool   // dlKey names a queue reached through the default exchange
+	dlDeclare         bool   // declare that queue (the default dead-letter queue)
+	dlReject          bool   // reject to the queue's own x-dead-letter-exchange instead
+	dlBy              string // the option that set the dead-letter destination; "": the default
 	tag               string
 	amqpConfig        amqp.Config
 	topology          rabbitmq.Topology
@@ -71,7 +67,8 @@ func WithPrefetch(n int) consumer.Option {
 }
 
 // WithWorkers sets how many deliveries are handled at once. Default:
-// [DefaultWorkers].
+// [DefaultWorkers]. More workers than the prefetch count ([WithPrefetch])
+// is an error from New.
 func WithWorkers(n int) consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithWorkers", func(c *config) error {
 		if n < 1 {
@@ -105,12 +102,16 @@ func WithBatchSize(n int) consumer.Option {
 // the original is acked only after the broker confirmed the dead letter. The
 // dead letter is published as mandatory: if the exchange routes it to no
 // queue, the broker returns it, the original is not acked and goes back to
-// its queue, and the error is logged. The last of WithDeadLetterExchange,
-// [WithDeadLetterQueue] and [WithQueueDeadLetterExchange] wins. Default: the
-// durable queue "<queue>.dead-letter" ([consumer.DeadLetterSuffix]),
-// declared on every (re)connect unless [WithTopology] declares it.
+// its queue, and the error is logged. Default: the durable queue
+// "<queue>.dead-letter" ([consumer.DeadLetterSuffix]), declared on every
+// (re)connect unless [WithTopology] declares it. It conflicts with
+// [WithDeadLetterQueue] and [WithQueueDeadLetterExchange]: giving two of the
+// three is an error from New (given twice, the last exchange and key win).
 func WithDeadLetterExchange(exchange, key string) consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithDeadLetterExchange", func(c *config) error {
+		if err := c.deadLetterBy("rabbitsub.WithDeadLetterExchange"); err != nil {
+			return err
+		}
 		c.dlExchange, c.dlKey, c.dlQueue, c.dlDeclare, c.dlReject = exchange, key, false, false, false
 		return nil
 	})
@@ -119,11 +120,17 @@ func WithDeadLetterExchange(exchange, key string) consumer.Option {
 // WithDeadLetterQueue publishes dead letters straight to queue (through the
 // default exchange) like [WithDeadLetterExchange]; the queue must exist
 // (or be declared by [WithTopology]), which is checked on every
-// (re)connect.
+// (re)connect. Default: the durable queue "<queue>.dead-letter", declared
+// by the consumer. It conflicts with [WithDeadLetterExchange] and
+// [WithQueueDeadLetterExchange]: giving two of the three is an error from
+// New (given twice, the last queue wins).
 func WithDeadLetterQueue(queue string) consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithDeadLetterQueue", func(c *config) error {
 		if queue == "" {
 			return errors.New("empty queue name")
+		}
+		if err := c.deadLetterBy("rabbitsub.WithDeadLetterQueue"); err != nil {
+			return err
 		}
 		c.dlExchange, c.dlKey, c.dlQueue, c.dlDeclare, c.dlReject = "", queue, true, false, false
 		return nil
@@ -135,11 +142,27 @@ func WithDeadLetterQueue(queue string) consumer.Option {
 // RabbitMQ adds its x-death header, but the reason header is not added.
 // Use it only for queues declared with an x-dead-letter-exchange that routes
 // somewhere: for a queue without one, the broker drops rejected messages.
+// Default: the consumer publishes dead letters itself, to the durable queue
+// "<queue>.dead-letter". It conflicts with [WithDeadLetterExchange] and
+// [WithDeadLetterQueue]: giving two of the three is an error from New.
 func WithQueueDeadLetterExchange() consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithQueueDeadLetterExchange", func(c *config) error {
+		if err := c.deadLetterBy("rabbitsub.WithQueueDeadLetterExchange"); err != nil {
+			return err
+		}
 		c.dlExchange, c.dlKey, c.dlQueue, c.dlDeclare, c.dlReject = "", "", false, false, true
 		return nil
 	})
+}
+
+// deadLetterBy records that option chose where dead letters go; it is an
+// error when another dead-letter option chose already.
+func (c *config) deadLetterBy(option string) error {
+	if c.dlBy != "" && c.dlBy != option {
+		return fmt.Errorf("conflicts with %s (dead letters go to one place)", c.dlBy)
+	}
+	c.dlBy = option
+	return nil
 }
 
 // WithConsumerTag sets the consumer tag. Default: "uuidforge-" and a random
@@ -149,8 +172,12 @@ func WithConsumerTag(tag string) consumer.Option {
 }
 
 // WithAMQPConfig sets the connection configuration (TLS, heartbeat,
-// connection name...). Default: a 10 s heartbeat. Do not set its Recovery
-// field: the consumer reconnects itself.
+// connection name...). Default: a 10 s heartbeat. Its Recovery field must
+// stay nil (the consumer reconnects itself): anything else is an error
+// from New. What the URL also says is merged as amqp091-go merges it: the
+// URL's heartbeat wins over cfg's, while cfg's Vhost, SASL and
+// TLSClientConfig, when set, win over the URL's vhost, auth_mechanism and
+// TLS parameters.
 func WithAMQPConfig(cfg amqp.Config) consumer.Option {
 	return consumer.TransportOption("rabbitsub.WithAMQPConfig", func(c *config) error {
 		if cfg.Recovery != nil {
@@ -171,7 +198,7 @@ func WithFailoverURLs(urls ...string) consumer.Option {
 			return errors.New("no URL")
 		}
 		for _, u := range urls {
-			if err := checkURL(u); err != nil {
+			if err := rabbitmq.ParseURL(u); err != nil {
 				return err
 			}
 		}
@@ -225,7 +252,7 @@ func New(url, queue string, h consumer.Handler, opts ...consumer.Option) (*Consu
 	if queue == "" {
 		return nil, errors.New("rabbitsub: empty queue name")
 	}
-	if err := checkURL(url); err != nil {
+	if err := rabbitmq.ParseURL(url); err != nil {
 		return nil, fmt.Errorf("rabbitsub: %w", err)
 	}
 	cfg := config{prefetch: DefaultPrefetch, workers: DefaultWorkers, batch: DefaultBatchSize,
@@ -257,28 +284,6 @@ func New(url, queue string, h consumer.Handler, opts ...consumer.Option) (*Consu
 	}
 	ends.SetDialFunc(dial)
 	return c, nil
-}
-
-// checkURL rejects a URL that no dial can use; its error never shows the
-// password.
-func checkURL(raw string) error {
-	if err := rabbitmq.ParseURL(raw); err != nil {
-		return err
-	}
-	uri, err := amqp.ParseURI(raw)
-	if err != nil {
-		return fmt.Errorf("URL %s does not parse: %w", rabbitmq.Redact(raw), rabbitmq.ErrRefused)
-	}
-	if uri.Port < 1 || uri.Port > 65535 {
-		return fmt.Errorf("URL %s: port %d out of range: %w", rabbitmq.Redact(raw), uri.Port, rabbitmq.ErrRefused)
-	}
-	if _, err := saslFromURI(uri); err != nil {
-		return fmt.Errorf("URL %s: %v: %w", rabbitmq.Redact(raw), err, rabbitmq.ErrRefused)
-	}
-	if err := dialConfig(&amqp.Config{}, raw, uri); err != nil {
-		return fmt.Errorf("URL %s: %v: %w", rabbitmq.Redact(raw), err, rabbitmq.ErrRefused)
-	}
-	return nil
 }
 
 // String describes the consumer by its queue and redacted URLs.
@@ -617,27 +622,14 @@ func (c *Consumer) message(d *amqp.Delivery) *consumer.Message {
 	for k := range d.Headers {
 		switch k {
 		case lineage.HeaderMessageKey:
-			m.Key = []byte(headerString(d.Headers, k))
+			m.Key = []byte(tableString(d.Headers[k]))
 		case lineage.HeaderCausationID:
 		default:
 			if m.Headers == nil {
 				m.Headers = make(map[string]string, len(d.Headers))
 			}
-			m.Headers[k] = headerString(d.Headers, k)
+			m.Headers[k] = tableString(d.Headers[k])
 		}
 	}
 	return m
-}
-
-func headerString(t amqp.Table, k string) string {
-	switch v := t[k].(type) {
-	case nil:
-		return ""
-	case string:
-		return v
-	case []byte:
-		return string(v)
-	default:
-		return fmt.Sprint(v)
-	}
 }

@@ -413,11 +413,14 @@ func TestNewValidates(t *testing.T) {
 	h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error { return nil })
 	d := "amqp://localhost/"
 	for name, opts := range map[string][]consumer.Option{
-		"no workers":         {rabbitsub.WithWorkers(0)},
-		"prefetch < workers": {rabbitsub.WithWorkers(8), rabbitsub.WithPrefetch(2)},
-		"negative attempts":  {consumer.WithMaxAttempts(-1)},
-		"bad policy":         {consumer.WithMissingID(consumer.MissingIDPolicy(9))},
-		"backoff min > max":  {consumer.WithBackoff(time.Second, time.Millisecond)},
+		"no workers":          {rabbitsub.WithWorkers(0)},
+		"prefetch < workers":  {rabbitsub.WithWorkers(8), rabbitsub.WithPrefetch(2)},
+		"negative attempts":   {consumer.WithMaxAttempts(-1)},
+		"bad policy":          {consumer.WithMissingID(consumer.MissingIDPolicy(9))},
+		"backoff min > max":   {consumer.WithBackoff(time.Second, time.Millisecond)},
+		"exchange and queue":  {rabbitsub.WithDeadLetterExchange("dlx", "k"), rabbitsub.WithDeadLetterQueue("dlq")},
+		"queue and reject":    {rabbitsub.WithDeadLetterQueue("dlq"), rabbitsub.WithQueueDeadLetterExchange()},
+		"reject and exchange": {rabbitsub.WithQueueDeadLetterExchange(), rabbitsub.WithDeadLetterExchange("dlx", "k")},
 	} {
 		if _, err := rabbitsub.New(d, "q", h, opts...); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -425,6 +428,16 @@ func TestNewValidates(t *testing.T) {
 	}
 	if _, err := rabbitsub.New(d, "", h); err == nil {
 		t.Error("empty queue accepted")
+	}
+	for name, opts := range map[string][]consumer.Option{
+		"defaults":       nil,
+		"exchange twice": {rabbitsub.WithDeadLetterExchange("a", "k"), rabbitsub.WithDeadLetterExchange("b", "k")},
+		"queue twice":    {rabbitsub.WithDeadLetterQueue("a"), rabbitsub.WithDeadLetterQueue("b")},
+		"reject twice":   {rabbitsub.WithQueueDeadLetterExchange(), rabbitsub.WithQueueDeadLetterExchange()},
+	} {
+		if _, err := rabbitsub.New(d, "q", h, opts...); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }
 

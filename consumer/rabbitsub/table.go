@@ -55,6 +55,21 @@ func describeTableError(err error) string {
 	return err.Error()
 }
 
+// decodeTable decodes raw, one table (its 4-byte length first) and nothing
+// after it. Its error is a reason for people ([describeTableError]),
+// without the package's name.
+func decodeTable(raw []byte, lim tableLimits) (amqp.Table, error) {
+	r := bytes.NewReader(raw)
+	t, err := readTable(r, lim)
+	switch {
+	case err != nil:
+		return nil, errors.New(describeTableError(err))
+	case r.Len() != 0:
+		return nil, errors.New("bytes after the table")
+	}
+	return t, nil
+}
+
 // readTable reads a table (its 4-byte length first) from r.
 func readTable(r io.Reader, lim tableLimits) (amqp.Table, error) {
 	return readTableDepth(r, 0, lim)

@@ -14,8 +14,10 @@ import (
 
 // StoreCase names a way to build a real store for one test.
 type StoreCase struct {
+	// Name names the store in subtest names.
 	Name string
-	New  func(t testing.TB) dedupe.Store
+	// New builds the store for t, cleaned up when t ends.
+	New func(t testing.TB) dedupe.Store
 }
 
 // Memory returns a memory store closed when t ends.

@@ -38,7 +38,9 @@ func Pool(t testing.TB) *pgxpool.Pool {
 
 // Sink writes one row per handled message into its own table.
 type Sink struct {
-	Pool  *pgxpool.Pool
+	// Pool is the PostgreSQL pool the rows are written with.
+	Pool *pgxpool.Pool
+	// Table is the sink's own table, created by New.
 	Table string
 	// TxFrom gives the transaction of a transactional inbox, when the
 	// context carries one: the row is written in it. New sets
@@ -147,8 +149,12 @@ func (s *Sink) WaitCount(t testing.TB, want int, d time.Duration) {
 // the first call always panics and the second always fails, so every run
 // exercises both.
 type Chaos struct {
-	FailRate, PanicRate float64
-	Seed                string
+	// FailRate is the fraction of calls that fail transiently.
+	FailRate float64
+	// PanicRate is the fraction of calls that panic.
+	PanicRate float64
+	// Seed varies the choice between runs.
+	Seed string
 
 	failed, panicked atomic.Int64
 	calls            atomic.Int64
