@@ -287,6 +287,9 @@ func TestVerifyID(t *testing.T) {
 		{"parts key", context.Background(), publisher.Message{Type: "order.placed", Key: []any{"EUR", 12345}}, false},
 		{"one number", context.Background(), publisher.Message{Type: "order.placed", Key: []any{12345}}, false},
 		{"body", context.Background(), publisher.Message{Type: "audit", Body: []byte("line")}, false},
+		// Empty key bytes: the key was one empty part, or there was none.
+		{"empty string key", context.Background(), publisher.Message{Type: "order.placed", Key: []any{""}, Body: []byte("b")}, false},
+		{"empty bytes key", context.Background(), publisher.Message{Type: "order.placed", Key: []any{[]byte{}}, Body: []byte("b")}, false},
 		{"caused", lineage.NewContext(context.Background(), parent), publisher.Message{Type: "payment.captured", Key: []any{"SO-1"}}, false},
 		{"explicit ID", context.Background(), publisher.Message{Type: "order.placed", Key: []any{"SO-1"}, ID: uuid.New()}, true},
 	} {

@@ -27,6 +27,8 @@ func verifyIDs(gen *forge.Generator) Middleware {
 
 // VerifyID reports whether m.ID is the ID gen derives from m's causation
 // ID, type and key — or its body when it has no key — as the publishers do.
+// Empty key bytes are read both ways: no key (the body counts) and a key of
+// one empty string or byte string.
 // The key travels in its wire form (publisher.KeyBytes), which does not say
 // whether a producer's key was one string, one byte string or a list of
 // parts, so each reading is tried; with a keyed generator none can be
@@ -64,6 +66,12 @@ func candidateIDs(gen *forge.Generator, m *Message) []uuid.UUID {
 	}
 	if len(m.Key) == 0 {
 		add(body) // the publishers hash the body when there is no key
+		// ... and empty key bytes may also come from a key of one empty
+		// part, which the name holds instead of the body.
+		add("")
+		if len(body) > 0 {
+			add([]byte{})
+		}
 		return ids
 	}
 	add(string(m.Key)) // one string part
