@@ -49,25 +49,34 @@ const sideBySideMessages = 4000
 // the raw amqp091-go consumer (prefetch 16, an ack per message, no dedupe)
 // on the same broker: each iteration is a round in which both consume
 // sideBySideMessages 256-byte messages, in alternating order, so that load
-// from other processes hits both alike. It reports the median rate of
-// each side over the rounds and their ratio. Run with e.g. -benchtime=5x.
+// from other processes hits both alike. Our handler does nothing, except
+// in inbox-postgres-write, where it inserts one row per message through
+// the inbox transaction (the raw side still writes nothing). It reports
+// the median rate of each side over the rounds and their ratio. Run with
+// e.g. -benchtime=5x.
 func BenchmarkConsumeSideBySide(b *testing.B) {
 	for _, v := range []struct {
 		name  string
 		store func(testing.TB) dedupe.Store
+		write bool
 	}{
-		{"dedupe-memory", testsink.Memory},
-		{"dedupe-redis", testsink.Redis},
-		{"inbox-postgres", testsink.Postgres},
+		{"dedupe-memory", testsink.Memory, false},
+		{"dedupe-redis", testsink.Redis, false},
+		{"inbox-postgres", testsink.Postgres, false},
+		{"inbox-postgres-write", testsink.Postgres, true},
 	} {
 		b.Run(v.name, func(b *testing.B) {
 			store := v.store(b)
+			var h consumer.Handler
+			if v.write {
+				h = consumer.HandlerFunc(testsink.New(b, testsink.Pool(b)).Handle)
+			}
 			var ours, raw []float64
 			const n = sideBySideMessages
 			for i := range b.N {
 				sides := []func(){
 					func() { raw = append(raw, n/consumeRaw(b, publishN(b, n), n).Seconds()) },
-					func() { ours = append(ours, n/consumeOurs(b, publishN(b, n), n, store).Seconds()) },
+					func() { ours = append(ours, n/consumeWith(b, publishN(b, n), n, store, h).Seconds()) },
 				}
 				if i%2 == 1 {
 					slices.Reverse(sides)
@@ -213,14 +222,23 @@ func publishN(b *testing.B, n int) string {
 	return q
 }
 
-// consumeOurs consumes n messages from q with our consumer, deduplicating
-// on store (none when nil) in the scope q, and returns the time from
-// starting it to the last message acked.
+// consumeOurs consumes n messages from q with our consumer and a handler
+// that does nothing, deduplicating on store (none when nil) in the scope
+// q, and returns the time from starting it to the last message acked.
 func consumeOurs(b *testing.B, q string, n int, store dedupe.Store, opts ...consumer.Option) time.Duration {
 	b.Helper()
+	return consumeWith(b, q, n, store, nil, opts...)
+}
+
+// consumeWith is consumeOurs with the handler next (nothing when nil).
+func consumeWith(b *testing.B, q string, n int, store dedupe.Store, next consumer.Handler, opts ...consumer.Option) time.Duration {
+	b.Helper()
 	var handled atomic.Int64
-	h := consumer.HandlerFunc(func(context.Context, *consumer.Message) error {
+	h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
 		handled.Add(1)
+		if next != nil {
+			return next.Handle(ctx, m)
+		}
 		return nil
 	})
 	acked := &ackCounter{n: int64(n), done: make(chan struct{})}

@@ -291,20 +291,23 @@ func lostError(op string, c dedupe.Claim) error {
 	return fmt.Errorf("pgstore: %s %s (token %d): %w", op, c.Key, c.Token, dedupe.ErrLeaseLost)
 }
 
-// savepoint is the name of the savepoint ProcessBatch sets before each
-// message of a group.
+// savepoint is the name of the savepoint ProcessBatch sets for a message
+// of a group whose handler uses the transaction.
 const savepoint = "uuidforge_inbox_message"
 
 // ProcessBatch implements [dedupe.BatchInbox]: it claims keys in one round
 // trip ([Store.ClaimBatch]), begins one transaction and, for each acquired
-// key i in order, sets a savepoint and calls fn(ctx, i) with a context
-// carrying the transaction ([TxFromContext]). A failing fn is rolled back
-// to its savepoint: only its own writes are undone. After the last one, the
-// completions of the members whose fn succeeded are one UPDATE inside the
-// transaction, then COMMIT; the claims of the failed members are released
-// after the commit, in one statement. Duplicate and in-flight keys are
-// answered without calling fn, as Process does. fn must not commit or roll
-// back the transaction.
+// key i in order, calls fn(ctx, i) with a context carrying the transaction
+// ([TxFromContext]). The first time fn uses the transaction, a savepoint is
+// set for it: a failing fn is rolled back to its savepoint, so only its own
+// writes are undone; a fn that does not use the transaction has nothing to
+// undo and costs no round trip. After the last one, the completions of the
+// members whose fn succeeded are one UPDATE inside the transaction, then
+// COMMIT; the claims of the failed members are released after the commit,
+// in one statement. Duplicate and in-flight keys are answered without
+// calling fn, as Process does. fn must not commit or roll back the
+// transaction: that ends it for the whole group (a commit commits the
+// writes so far, without their completions), which then fails.
 //
 // A member's fn error is its Result.Err, as fn returned it; a member whose
 // fn returned nil but whose statements aborted the transaction (an error
@@ -318,15 +321,19 @@ const savepoint = "uuidforge_inbox_message"
 // [dedupe.ErrRolledBack], classified as for [Store.Process]), when the
 // lease of a succeeding member was lost before the completion (an error
 // wrapping [dedupe.ErrLeaseLost]), when the database fails, and when fn
-// panics (the panic then continues).
+// panics (the panic then continues). When the database fails as a member
+// first uses the transaction, that use returns the error and the group
+// fails once fn returns, whatever fn returns; the later members' fn is not
+// called.
 //
-// Cost for n acquired messages: the claim, BEGIN, one round trip per
-// message for its savepoint (the previous message's RELEASE SAVEPOINT goes
-// with it), one to end the last, the completion, COMMIT, and one more to
-// release failed members if any: n + 5 round trips besides fn's, where
-// Process needs 4n. Keep groups to at most 64 messages that write:
-// PostgreSQL tracks more subtransactions than that per transaction only in
-// a slower overflow path.
+// Cost for n acquired messages, k of whose handlers use the transaction:
+// the claim, BEGIN, one round trip for each of the k savepoints (the
+// previous one's RELEASE goes with it), the completion (inside the last
+// savepoint, if its fn succeeded; else one more round trip rolls back to
+// it first), COMMIT, and one more to release failed members if any: k + 4
+// round trips besides fn's, where Process needs 4n. Keep groups to at most
+// 64 messages that write: PostgreSQL tracks more subtransactions than that
+// per transaction only in a slower overflow path.
 func (s *Store) ProcessBatch(ctx context.Context, keys []dedupe.Key, lease, retention time.Duration, fn func(ctx context.Context, i int) error) ([]dedupe.Result, error) {
 	if fn == nil {
 		return nil, errors.New("pgstore: process batch: nil handler")
@@ -360,13 +367,29 @@ func (s *Store) ProcessBatch(ctx context.Context, keys []dedupe.Key, lease, rete
 }
 
 // group is one ProcessBatch transaction.
+//
+// A member's savepoint is set only when its fn first uses the transaction
+// (memberTx calls use): a member that does not use it costs no round trip.
+// What ends the savepoint of the latest member that used it (open) waits
+// until the next one does, and goes in the same round trip as that
+// member's SAVEPOINT; after the last member, the completion runs inside
+// the savepoint of a succeeding one.
 type group struct {
 	s       *Store
 	ctx     context.Context
+	tx      pgx.Tx
 	claims  []dedupe.Claim
 	results []dedupe.Result
 	members []int
 	failed  []int // members whose fn failed, rolled back to their savepoint
+
+	cur     int   // the member whose fn runs; -1 outside fn
+	curUsed bool  // whether cur used the transaction (and set its savepoint)
+	last    int   // the latest member that used the transaction
+	lastOK  bool  // whether last's fn succeeded (so far as is known)
+	open    bool  // whether last's savepoint has yet to be ended
+	err     error // why a member's savepoint could not be set: the group fails
+	ended   bool  // fn committed or rolled back the transaction
 }
 
 func (g *group) run(ret int64, fn func(ctx context.Context, i int) error) (err error) {
@@ -375,56 +398,76 @@ func (g *group) run(ret int64, fn func(ctx context.Context, i int) error) (err e
 	if err != nil {
 		return fmt.Errorf("pgstore: process batch: begin: %w", err)
 	}
+	g.tx, g.cur = tx, -1
 	defer func() {
 		if err != nil {
-			g.rollback(tx)
+			g.rollback()
 		}
 	}()
-	txCtx := context.WithValue(ctx, txKey{}, tx)
-	prev, prevOK := -1, false // the member before, and whether its fn succeeded
 	for _, i := range g.members {
-		if err := g.step(tx, prev, prevOK, true); err != nil {
-			return err
+		g.cur, g.curUsed = i, false
+		ferr := g.call(i, fn)
+		g.cur = -1
+		switch {
+		case g.err != nil: // its savepoint could not be set
+			return g.err
+		case g.ended: // what the next savepoint statement would have found
+			return fmt.Errorf("pgstore: process batch: savepoint: %w", pgx.ErrTxClosed)
 		}
-		ferr := g.call(tx, txCtx, i, fn)
-		prev, prevOK = i, ferr == nil
 		if ferr != nil {
 			g.results[i].Err = ferr
 			g.failed = append(g.failed, i)
 		}
+		if g.curUsed {
+			g.last, g.lastOK, g.open = i, ferr == nil, true
+		}
 	}
-	if err := g.step(tx, prev, prevOK, false); err != nil {
-		return err
+	if g.open && !g.lastOK {
+		if err := g.flush(false); err != nil {
+			return err
+		}
 	}
 
-	var done []dedupe.Claim
-	for _, i := range g.members {
-		if g.results[i].Err == nil {
-			done = append(done, g.claims[i])
+	for {
+		var done []dedupe.Claim
+		for _, i := range g.members {
+			if g.results[i].Err == nil {
+				done = append(done, g.claims[i])
+			}
 		}
-	}
-	if len(done) == 0 {
-		g.rollback(tx) // every member failed: nothing to commit
-		return nil
-	}
-	errs, err := g.s.finishBatch(ctx, tx, "complete", g.s.completeBatchSQL, done, ret)
-	if err != nil {
-		if statementRolledBack(ctx, err) {
-			return fmt.Errorf("pgstore: process batch: %w: %w", dedupe.ErrRolledBack, unprefixed{err})
+		if len(done) == 0 {
+			g.rollback() // every member failed: nothing to commit
+			return nil
 		}
-		return fmt.Errorf("pgstore: process batch: %w", unprefixed{err})
-	}
-	lost := 0
-	for _, e := range errs {
-		if e != nil {
-			lost++
+		errs, err := g.s.finishBatch(ctx, tx, "complete", g.s.completeBatchSQL, done, ret)
+		if pe := aborted(ctx, err); pe != nil && g.open {
+			// The transaction was aborted inside the open savepoint: by
+			// the statement of its member whose error fn ignored.
+			g.rolledBack(pe)
+			if err := g.flush(false); err != nil {
+				return err
+			}
+			continue
 		}
-	}
-	if lost > 0 {
-		// Those members' writes must not commit, and a savepoint released
-		// cannot be rolled back to: the group fails.
-		first := slices.IndexFunc(errs, func(e error) bool { return e != nil })
-		return fmt.Errorf("pgstore: process batch: %d of %d leases lost before the commit, the first: %w", lost, len(done), unprefixed{errs[first]})
+		if err != nil {
+			if statementRolledBack(ctx, err) {
+				return fmt.Errorf("pgstore: process batch: %w: %w", dedupe.ErrRolledBack, unprefixed{err})
+			}
+			return fmt.Errorf("pgstore: process batch: %w", unprefixed{err})
+		}
+		lost := 0
+		for _, e := range errs {
+			if e != nil {
+				lost++
+			}
+		}
+		if lost > 0 {
+			// Those members' writes must not commit, and a savepoint
+			// released cannot be rolled back to: the group fails.
+			first := slices.IndexFunc(errs, func(e error) bool { return e != nil })
+			return fmt.Errorf("pgstore: process batch: %d of %d leases lost before the commit, the first: %w", lost, len(done), unprefixed{errs[first]})
+		}
+		break
 	}
 	if err := tx.Commit(ctx); err != nil {
 		if commitRolledBack(ctx, err) {
@@ -435,41 +478,57 @@ func (g *group) run(ret int64, fn func(ctx context.Context, i int) error) (err e
 	return nil
 }
 
-// call runs fn for member i. If fn panics, the transaction is rolled back
-// and every member's claim released before the panic continues.
-func (g *group) call(tx pgx.Tx, txCtx context.Context, i int, fn func(ctx context.Context, i int) error) error {
+// call runs fn for member i, with the member's view of the transaction in
+// its context. If fn panics, the transaction is rolled back and every
+// member's claim released before the panic continues.
+func (g *group) call(i int, fn func(ctx context.Context, i int) error) error {
 	panicked := true
 	defer func() {
 		if panicked {
-			g.rollback(tx)
+			g.rollback()
 			g.release(g.members)
 		}
 	}()
-	err := fn(txCtx, i)
+	err := fn(context.WithValue(g.ctx, txKey{}, &memberTx{g: g, i: i}), i)
 	panicked = false
 	return err
 }
 
-func (g *group) rollback(tx pgx.Tx) {
+func (g *group) rollback() {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), releaseTimeout)
 	defer cancel()
-	_ = tx.Rollback(rctx)
+	_ = g.tx.Rollback(rctx)
 }
 
-// step ends member prev (releasing its savepoint, or rolling back to it if
-// its fn failed) and, with next, sets the savepoint of the next member, in
-// one round trip. A member whose fn returned nil but left the transaction
-// aborted makes the RELEASE fail with 25P02: it is rolled back like a
-// failed one, with an error wrapping ErrRolledBack.
-func (g *group) step(tx pgx.Tx, prev int, prevOK, next bool) error {
-	ctx := g.ctx
+// use is called before member i's every use of the transaction: the first
+// time, it ends the open savepoint and sets i's, in one round trip. If that
+// fails, the group fails: use returns the error, to this and every later
+// use, and run returns it after fn. A member's transaction used while
+// another member's fn runs (kept beyond its own fn) sets nothing.
+func (g *group) use(i int) error {
+	if g.err != nil {
+		return g.err
+	}
+	if i != g.cur || g.curUsed {
+		return nil
+	}
+	g.curUsed = true
+	g.err = g.flush(true)
+	return g.err
+}
+
+// flush ends the open savepoint — releasing it, or rolling back to it if
+// its member's fn failed — and, with next, sets the savepoint of the
+// current member, in one round trip. A member whose fn returned nil but
+// left the transaction aborted makes the RELEASE fail with 25P02: it is
+// rolled back like a failed one, with an error wrapping ErrRolledBack.
+func (g *group) flush(next bool) error {
 	var sql strings.Builder
-	if prev >= 0 {
-		if prevOK {
-			sql.WriteString("RELEASE SAVEPOINT " + savepoint + ";")
-		} else {
-			sql.WriteString("ROLLBACK TO SAVEPOINT " + savepoint + "; RELEASE SAVEPOINT " + savepoint + ";")
+	if g.open {
+		if !g.lastOK {
+			sql.WriteString("ROLLBACK TO SAVEPOINT " + savepoint + ";")
 		}
+		sql.WriteString("RELEASE SAVEPOINT " + savepoint + ";")
 	}
 	if next {
 		sql.WriteString("SAVEPOINT " + savepoint + ";")
@@ -477,17 +536,35 @@ func (g *group) step(tx pgx.Tx, prev int, prevOK, next bool) error {
 	if sql.Len() == 0 {
 		return nil
 	}
-	_, err := tx.Exec(ctx, sql.String())
-	var pe *pgconn.PgError
-	if err != nil && prevOK && !outage(ctx, err) && errors.As(err, &pe) && pe.Code == pgerrcode25P02 {
-		g.results[prev].Err = fmt.Errorf("pgstore: process batch: key %d %s: %w: %w", prev, g.claims[prev].Key, dedupe.ErrRolledBack, err)
-		g.failed = append(g.failed, prev)
-		return g.step(tx, prev, false, next)
+	_, err := g.tx.Exec(g.ctx, sql.String())
+	if pe := aborted(g.ctx, err); pe != nil && g.open && g.lastOK {
+		g.rolledBack(pe)
+		return g.flush(next)
 	}
+	g.open = false
 	if err != nil {
 		return fmt.Errorf("pgstore: process batch: savepoint: %w", err)
 	}
 	return nil
+}
+
+// rolledBack fails the member of the open savepoint, whose fn returned nil
+// but whose statements aborted the transaction (err, 25P02).
+func (g *group) rolledBack(err error) {
+	i := g.last
+	g.results[i].Err = fmt.Errorf("pgstore: process batch: key %d %s: %w: %w", i, g.claims[i].Key, dedupe.ErrRolledBack, err)
+	g.failed = append(g.failed, i)
+	g.lastOK = false
+}
+
+// aborted returns err's PostgreSQL error if it is 25P02 (the transaction
+// was aborted before the statement) and not an outage, else nil.
+func aborted(ctx context.Context, err error) *pgconn.PgError {
+	var pe *pgconn.PgError
+	if err == nil || outage(ctx, err) || !errors.As(err, &pe) || pe.Code != pgerrcode25P02 {
+		return nil
+	}
+	return pe
 }
 
 // release releases the claims of the given members, best effort.

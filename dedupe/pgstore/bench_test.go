@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/uuidforge/uuidforge/dedupe"
+	"github.com/uuidforge/uuidforge/dedupe/pgstore"
 )
 
 // BenchmarkClaimComplete claims and completes distinct keys from parallel
@@ -126,41 +127,58 @@ func BenchmarkClaimCompleteBatch(b *testing.B) {
 }
 
 // BenchmarkProcessBatch is BenchmarkProcess with ProcessBatch of 16 and 64
-// messages: one transaction per group, a savepoint per message.
+// messages (one transaction per group) and a handler that does nothing,
+// or, in the "-write" cases, inserts one row through the transaction (a
+// savepoint each).
 func BenchmarkProcessBatch(b *testing.B) {
 	for _, n := range []int{16, 64} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			cnt := &counter{}
-			s := newStore(b, newPool(b, cnt, 16))
-			ctx := context.Background()
-			b.SetParallelism(8)
-			w0 := cnt.writes.Load()
-			b.ResetTimer()
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				keys := make([]dedupe.Key, n)
-				for pb.Next() {
-					for i := range keys {
-						keys[i] = dedupe.Key{Scope: "bench", ID: uuid.New()}
-					}
-					res, err := s.ProcessBatch(ctx, keys, time.Minute, time.Minute, func(context.Context, int) error { return nil })
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					for _, r := range res {
-						if r.Err != nil || !r.Claim.Acquired() {
-							b.Errorf("ProcessBatch result %s, %v", r.Claim.Status, r.Err)
+		for _, write := range []bool{false, true} {
+			name := fmt.Sprint(n)
+			if write {
+				name += "-write"
+			}
+			b.Run(name, func(b *testing.B) {
+				cnt := &counter{}
+				pool := newPool(b, cnt, 16)
+				s := newStore(b, pool)
+				fx := newEffects(b, pool)
+				ctx := context.Background()
+				b.SetParallelism(8)
+				w0 := cnt.writes.Load()
+				b.ResetTimer()
+				start := time.Now()
+				b.RunParallel(func(pb *testing.PB) {
+					keys := make([]dedupe.Key, n)
+					for pb.Next() {
+						for i := range keys {
+							keys[i] = dedupe.Key{Scope: "bench", ID: uuid.New()}
+						}
+						res, err := s.ProcessBatch(ctx, keys, time.Minute, time.Minute, func(ctx context.Context, i int) error {
+							if !write {
+								return nil
+							}
+							tx, _ := pgstore.TxFromContext(ctx)
+							_, err := tx.Exec(ctx, fx.insertSQL(), keys[i].ID)
+							return err
+						})
+						if err != nil {
+							b.Error(err)
 							return
 						}
+						for _, r := range res {
+							if r.Err != nil || !r.Claim.Acquired() {
+								b.Errorf("ProcessBatch result %s, %v", r.Claim.Status, r.Err)
+								return
+							}
+						}
 					}
-				}
+				})
+				elapsed := time.Since(start)
+				b.StopTimer()
+				msgs := float64(b.N * n)
+				b.ReportMetric(msgs/elapsed.Seconds(), "msgs/s")
+				b.ReportMetric(float64(cnt.writes.Load()-w0)/msgs, "writes/msg")
 			})
-			elapsed := time.Since(start)
-			b.StopTimer()
-			msgs := float64(b.N * n)
-			b.ReportMetric(msgs/elapsed.Seconds(), "msgs/s")
-			b.ReportMetric(float64(cnt.writes.Load()-w0)/msgs, "writes/msg")
-		})
+		}
 	}
 }

@@ -60,9 +60,11 @@
 // [Store.ClaimBatch], [Store.CompleteBatch] and [Store.ReleaseBatch] are the
 // single-key statements over arrays (unnest): one statement, one round trip
 // per batch, with the same race handling as Claim. [Store.ProcessBatch] runs
-// a group of messages in one transaction, a savepoint each: a failing
-// handler is rolled back to its savepoint only; the completions are one
-// UPDATE, then one COMMIT for the group. A COMMIT that fails (a deferred
+// a group of messages in one transaction, with a savepoint for each message
+// whose handler uses the transaction, set at its first use: a failing
+// handler is rolled back to its savepoint only, and a handler that does not
+// use the transaction costs no round trip; the completions are one UPDATE,
+// then one COMMIT for the group. A COMMIT that fails (a deferred
 // constraint of one member) fails the whole group: nothing is written, every
 // claim is released, and the caller processes the messages one by one.
 //

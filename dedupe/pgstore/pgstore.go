@@ -553,7 +553,9 @@ type txKey struct{}
 
 // TxFromContext returns the transaction [Store.Process] runs its handler in.
 // The handler does its writes through it so they commit with the
-// completion.
+// completion. In [Store.ProcessBatch], it is the group's transaction as
+// seen by one message: its first use (any method) sets the message's
+// savepoint, and it is the message's only while its handler runs.
 func TxFromContext(ctx context.Context) (pgx.Tx, bool) {
 	tx, ok := ctx.Value(txKey{}).(pgx.Tx)
 	return tx, ok

@@ -623,13 +623,19 @@ func TestConcurrentReclaim(t *testing.T) {
 
 // TestBatchRoundTrips: ClaimBatch, CompleteBatch and ReleaseBatch are one
 // statement and one round trip whatever the batch size; ProcessBatch of n
-// messages is n + 5 round trips (claim, BEGIN, a savepoint per message, the
-// end of the last one, the completion, COMMIT).
+// messages is 4 round trips (claim, BEGIN, the completion, COMMIT) plus,
+// for each of the k messages whose handler uses the transaction, one for
+// its savepoint (the previous one's RELEASE goes with it): 4 + k besides
+// the handlers' own, and one more when the last of them fails.
 func TestBatchRoundTrips(t *testing.T) {
 	cnt := &counter{}
 	pool := newPool(t, cnt, 1)
 	s := newStore(t, pool)
+	fx := newEffects(t, pool)
 	ctx := testenv.Context(t, 20*time.Second)
+	if _, err := pool.Exec(ctx, fx.insertSQL(), uuid.New()); err != nil { // prepares it
+		t.Fatal(err)
+	}
 	keys := func(n int) []dedupe.Key {
 		ks := make([]dedupe.Key, n)
 		for i := range ks {
@@ -675,7 +681,7 @@ func TestBatchRoundTrips(t *testing.T) {
 		}
 		return err
 	})
-	measure("process 16", 16+5, func() error {
+	measure("process 16", 4, func() error {
 		res, err := s.ProcessBatch(ctx, keys(16), time.Minute, 0, func(context.Context, int) error { return nil })
 		for _, r := range res {
 			if r.Err != nil || !r.Claim.Acquired() {
@@ -684,6 +690,35 @@ func TestBatchRoundTrips(t *testing.T) {
 		}
 		return err
 	})
+	// Members 3, 7, 11 and 15 write a row (one round trip each); with
+	// failLast, member 15 fails after writing.
+	writers := func(failLast bool) func() error {
+		return func() error {
+			ks := keys(16)
+			res, err := s.ProcessBatch(ctx, ks, time.Minute, 0, func(ctx context.Context, i int) error {
+				if i%4 != 3 {
+					return nil
+				}
+				tx, _ := pgstore.TxFromContext(ctx)
+				if _, err := tx.Exec(ctx, fx.insertSQL(), ks[i].ID); err != nil {
+					return err
+				}
+				if failLast && i == 15 {
+					return errHandler
+				}
+				return nil
+			})
+			for i, r := range res {
+				if (r.Err != nil) != (failLast && i == 15) || !r.Claim.Acquired() {
+					return fmt.Errorf("result %d: %s, %v", i, r.Claim.Status, r.Err)
+				}
+			}
+			return err
+		}
+	}
+	measure("process 16, 4 writing", 4+2*4, writers(false))
+	// One more: the release of member 15's claim after the commit.
+	measure("process 16, 4 writing, the last failing", 4+2*4+1+1, writers(true))
 }
 
 // TestProcessBatchIgnoredError: a member whose fn returns nil after a
