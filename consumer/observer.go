@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/uuidforge/uuidforge/internal/fanout"
 )
 
 // Result is how a delivery ended.
@@ -115,16 +117,7 @@ type Observer interface {
 // JoinObservers returns an Observer that passes every event to each of obs
 // in order, skipping nil ones; nil when none is left.
 func JoinObservers(obs ...Observer) Observer {
-	var all multiObserver
-	for _, o := range obs {
-		switch o := o.(type) {
-		case nil:
-		case multiObserver:
-			all = append(all, o...)
-		default:
-			all = append(all, o)
-		}
-	}
+	all := fanout.Flatten[Observer, multiObserver](obs)
 	switch len(all) {
 	case 0:
 		return nil

@@ -1,6 +1,10 @@
 package outbox
 
-import "context"
+import (
+	"context"
+
+	"github.com/uuidforge/uuidforge/internal/fanout"
+)
 
 // Observer receives the relay's events, for metrics. Its methods run
 // synchronously on the relay's workers: they must be quick and safe for
@@ -21,16 +25,7 @@ type Observer interface {
 // JoinObservers returns an Observer that passes every event to each of obs
 // in order, skipping nil ones; nil when none is left.
 func JoinObservers(obs ...Observer) Observer {
-	var all multiObserver
-	for _, o := range obs {
-		switch o := o.(type) {
-		case nil:
-		case multiObserver:
-			all = append(all, o...)
-		default:
-			all = append(all, o)
-		}
-	}
+	all := fanout.Flatten[Observer, multiObserver](obs)
 	switch len(all) {
 	case 0:
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/uuidforge/uuidforge/internal/fanout"
 	"github.com/uuidforge/uuidforge/lineage"
 )
 
@@ -74,16 +75,7 @@ func (p *Publication) SetHeader(name, value string) {
 // JoinObservers returns an Observer that passes every event to each of obs
 // in order, skipping nil ones; nil when none is left.
 func JoinObservers(obs ...Observer) Observer {
-	var all multiObserver
-	for _, o := range obs {
-		switch o := o.(type) {
-		case nil:
-		case multiObserver:
-			all = append(all, o...)
-		default:
-			all = append(all, o)
-		}
-	}
+	all := fanout.Flatten[Observer, multiObserver](obs)
 	switch len(all) {
 	case 0:
 		return nil
