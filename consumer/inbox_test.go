@@ -38,23 +38,13 @@ func newInbox(t *testing.T, pool *pgxpool.Pool) *pgstore.Store {
 	return s
 }
 
-// dropTables drops tables on a connection of its own (the test's pool may be
-// closed by then).
+// dropTables drops tables by their plain names.
 func dropTables(t *testing.T, names ...string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, testenv.PostgresURL(t))
-	if err != nil {
-		t.Errorf("drop %v: %v", names, err)
-		return
+	for i, n := range names {
+		names[i] = pgx.Identifier{n}.Sanitize()
 	}
-	defer conn.Close(ctx)
-	for _, n := range names {
-		if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{n}.Sanitize()+" CASCADE"); err != nil {
-			t.Errorf("drop %s: %v", n, err)
-		}
-	}
+	testenv.DropTables(t, names...)
 }
 
 // TestInboxInFlightUntil: a message whose claim another consumer holds waits

@@ -202,7 +202,7 @@ func crashSetup(t *testing.T, n int) (*pgxpool.Pool, *pgoutbox.Store, *rabbit, c
 	if _, err := pool.Exec(ctx, "CREATE TABLE "+orders+" (n int PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { dropTables(t, orders) })
+	t.Cleanup(func() { testenv.DropTables(t, orders) })
 	return pool, s, rb, childArgs{pg: testenv.PostgresURL(t), table: unquote(s.Table()), orders: orders,
 		amqp: rb.url, queue: rb.queue, n: n}
 }

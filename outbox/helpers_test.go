@@ -55,7 +55,7 @@ func newStore(t testing.TB, pool *pgxpool.Pool, opts ...pgoutbox.Option) *pgoutb
 	}
 	t.Cleanup(func() {
 		_ = s.Close()
-		dropTables(t, s.Table())
+		testenv.DropTables(t, s.Table())
 	})
 	return s
 }
@@ -72,24 +72,6 @@ func sameStore(t testing.TB, s *pgoutbox.Store) *pgoutbox.Store {
 }
 
 func unquote(s string) string { return s[1 : len(s)-1] }
-
-// dropTables drops tables (quoted names) on a connection of its own.
-func dropTables(t testing.TB, names ...string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, testenv.PostgresURL(t))
-	if err != nil {
-		t.Errorf("drop %v: %v", names, err)
-		return
-	}
-	defer conn.Close(ctx)
-	for _, n := range names {
-		if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+n); err != nil {
-			t.Errorf("drop %s: %v", n, err)
-		}
-	}
-}
 
 func newPublisher(t testing.TB, s *pgoutbox.Store, destination string, opts ...publisher.Option) *pgoutbox.Publisher {
 	t.Helper()

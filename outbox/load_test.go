@@ -222,7 +222,7 @@ func TestThreeRelaysEffectsOnce(t *testing.T) {
 	if _, err := pool.Exec(ctx, "CREATE TABLE "+effects+" (message_id uuid NOT NULL, body text NOT NULL)"); err != nil { // no unique constraint: a second effect shows
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { dropTables(t, effects) })
+	t.Cleanup(func() { testenv.DropTables(t, effects) })
 	var handled atomic.Int64
 	h := consumer.HandlerFunc(func(ctx context.Context, m *consumer.Message) error {
 		tx, ok := pgstore.TxFromContext(ctx)
@@ -347,7 +347,7 @@ func newInbox(t testing.TB) *pgstore.Store {
 	}
 	t.Cleanup(func() {
 		_ = st.Close()
-		dropTables(t, st.Table())
+		testenv.DropTables(t, st.Table())
 	})
 	return st
 }

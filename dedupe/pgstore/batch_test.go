@@ -28,7 +28,7 @@ func newEffects(t testing.TB, pool *pgxpool.Pool) *effects {
 	if _, err := pool.Exec(testenv.Context(t, 10*time.Second), "CREATE TABLE "+fx.name+" (id uuid PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { dropTables(t, fx.name) })
+	t.Cleanup(func() { testenv.DropTables(t, fx.name) })
 	return fx
 }
 
@@ -170,7 +170,7 @@ func TestProcessBatchTxMethods(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		_, _ = pool.Exec(context.Background(), "SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid IN (SELECT oid FROM "+los+")")
-		dropTables(t, los)
+		testenv.DropTables(t, los)
 	})
 	methods := []struct {
 		name  string

@@ -58,7 +58,7 @@ func newStore(t testing.TB, pool *pgxpool.Pool, opts ...pgstore.Option) *pgstore
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { dropTables(t, m.Table()) })
+	t.Cleanup(func() { testenv.DropTables(t, m.Table()) })
 	if err := m.Migrate(testenv.Context(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -68,26 +68,6 @@ func newStore(t testing.TB, pool *pgxpool.Pool, opts ...pgstore.Option) *pgstore
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
-}
-
-// dropTables drops tables (quoted names) on a connection of
-// its own: the test's pool may be closed by then.
-func dropTables(t testing.TB, names ...string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, testenv.PostgresURL(t))
-	if err != nil {
-		t.Errorf("drop %v: %v", names, err)
-		return
-	}
-	defer conn.Close(ctx)
-	// Dropping a store's table drops its sequence (OWNED BY) and index.
-	for _, n := range names {
-		if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+n); err != nil {
-			t.Errorf("drop %s: %v", n, err)
-		}
-	}
 }
 
 func closedAddr(t testing.TB) string {
@@ -129,7 +109,7 @@ func TestConformance(t *testing.T) {
 		"CREATE TABLE "+orphans+" (id uuid PRIMARY KEY, parent int NOT NULL REFERENCES "+parents+" (id) DEFERRABLE INITIALLY DEFERRED)"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { dropTables(t, orphans, parents, effects) })
+	t.Cleanup(func() { testenv.DropTables(t, orphans, parents, effects) })
 	dedupetest.Run(t, dedupetest.Options{
 		NewStore: func(t *testing.T) dedupe.Store { return newStore(t, pool) },
 		Broken: func(t *testing.T) dedupe.Store {

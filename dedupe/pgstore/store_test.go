@@ -172,7 +172,7 @@ func TestDDL(t *testing.T) {
 func TestMigrateConcurrent(t *testing.T) {
 	pool := newPool(t, nil, 0)
 	table := testenv.Name(t, "dd")
-	t.Cleanup(func() { dropTables(t, pgx.Identifier{table}.Sanitize()) })
+	t.Cleanup(func() { testenv.DropTables(t, pgx.Identifier{table}.Sanitize()) })
 	ctx := testenv.Context(t, 30*time.Second)
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
@@ -403,7 +403,7 @@ func TestCompleteTx(t *testing.T) {
 	if _, err := pool.Exec(ctx, "CREATE TABLE "+fx+" (id uuid PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { dropTables(t, fx) })
+	t.Cleanup(func() { testenv.DropTables(t, fx) })
 	has := func(k dedupe.Key) bool {
 		var ok bool
 		if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+fx+" WHERE id = $1)", k.ID).Scan(&ok); err != nil {
@@ -733,7 +733,7 @@ func TestProcessBatchIgnoredError(t *testing.T) {
 	if _, err := pool.Exec(ctx, "CREATE TABLE "+fx+" (id uuid PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { dropTables(t, fx) })
+	t.Cleanup(func() { testenv.DropTables(t, fx) })
 	has := func(k dedupe.Key) bool {
 		var ok bool
 		if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+fx+" WHERE id = $1)", k.ID).Scan(&ok); err != nil {

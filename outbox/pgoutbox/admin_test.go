@@ -351,7 +351,7 @@ func newInbox(t testing.TB) *pgstore.Store {
 	}
 	t.Cleanup(func() {
 		_ = st.Close()
-		dropTables(t, st.Table())
+		testenv.DropTables(t, st.Table())
 	})
 	return st
 }

@@ -53,28 +53,9 @@ func newStore(t testing.TB, pool *pgxpool.Pool, opts ...pgoutbox.Option) *pgoutb
 	}
 	t.Cleanup(func() {
 		_ = s.Close()
-		dropTables(t, s.Table())
+		testenv.DropTables(t, s.Table())
 	})
 	return s
-}
-
-// dropTables drops tables (quoted names) on a connection of its own: the
-// test's pool may be closed by then.
-func dropTables(t testing.TB, names ...string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, testenv.PostgresURL(t))
-	if err != nil {
-		t.Errorf("drop %v: %v", names, err)
-		return
-	}
-	defer conn.Close(ctx)
-	for _, n := range names {
-		if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+n); err != nil {
-			t.Errorf("drop %s: %v", n, err)
-		}
-	}
 }
 
 // newPublisher returns a publisher for destination on s.

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/outbox"
 	"github.com/uuidforge/uuidforge/outbox/pgoutbox"
 )
@@ -44,7 +45,7 @@ func BenchmarkLargeTable(b *testing.B) {
 		b.Fatal(err)
 	}
 	if !*benchKeep {
-		b.Cleanup(func() { dropTables(b, s.Table()) })
+		b.Cleanup(func() { testenv.DropTables(b, s.Table()) })
 	}
 	var have int64
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE tablename = $1", table).Scan(&have); err != nil {

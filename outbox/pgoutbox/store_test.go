@@ -142,7 +142,7 @@ func normalize(s string) string { return strings.Join(strings.Fields(s), " ") }
 func TestMigrateConcurrent(t *testing.T) {
 	pool := newPool(t)
 	table := testenv.Name(t, "ob")
-	t.Cleanup(func() { dropTables(t, pgx.Identifier{table}.Sanitize()) })
+	t.Cleanup(func() { testenv.DropTables(t, pgx.Identifier{table}.Sanitize()) })
 	ctx := testenv.Context(t, 30*time.Second)
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
