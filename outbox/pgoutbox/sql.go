@@ -92,8 +92,16 @@ UNION ALL
 SELECT ` + recordCols + ` FROM followers
 ORDER BY seq`
 
-	st.dispatched = `UPDATE ` + t + ` SET state = 'dispatched', done_at = clock_timestamp(), due_at = NULL
-WHERE seq = ANY($1::bigint[]) AND state = 'pending'`
+	// The outcome's statements find their records by Seq only. "Pending"
+	// is written as neither dispatched nor dead (the CHECK constraint
+	// allows no other state) so that it does not match the predicate of
+	// the pending indexes: on a table whose statistics are stale (a
+	// backlog that appeared since the last ANALYZE) the planner would
+	// otherwise read every pending record through one of them
+	// for every outcome stored, making a drain quadratic in the backlog.
+	pending := `o.state <> 'dispatched' AND o.state <> 'dead'`
+	st.dispatched = `UPDATE ` + t + ` AS o SET state = 'dispatched', done_at = clock_timestamp(), due_at = NULL
+WHERE o.seq = ANY($1::bigint[]) AND ` + pending
 
 	// A retried record's later records wait at least as long: not needed
 	// for order (a claim never takes them before it) but it keeps claims
@@ -102,7 +110,7 @@ WHERE seq = ANY($1::bigint[]) AND state = 'pending'`
 	UPDATE ` + t + ` AS o SET attempts = o.attempts + 1, last_error = u.reason,
 		due_at = clock_timestamp() + u.delay * interval '1 microsecond'
 	FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(seq, reason, delay)
-	WHERE o.seq = u.seq AND o.state = 'pending'
+	WHERE o.seq = u.seq AND ` + pending + `
 	RETURNING o.seq, o.destination, o.key_hash, o.due_at
 ), later AS (
 	SELECT x.seq, f.due_at
@@ -115,7 +123,7 @@ UPDATE ` + t + ` AS o SET due_at = later.due_at FROM later WHERE o.seq = later.s
 	st.dead = `UPDATE ` + t + ` AS o SET state = 'dead', attempts = o.attempts + 1, last_error = u.reason,
 	done_at = clock_timestamp(), due_at = NULL
 FROM unnest($1::bigint[], $2::text[]) AS u(seq, reason)
-WHERE o.seq = u.seq AND o.state = 'pending'`
+WHERE o.seq = u.seq AND ` + pending
 
 	// SKIP LOCKED: rows another janitor holds are left for the next run.
 	st.cleanup = `DELETE FROM ` + t + ` WHERE seq IN (
