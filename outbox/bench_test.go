@@ -10,17 +10,21 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/outbox"
 	"github.com/uuidforge/uuidforge/outbox/pgoutbox"
 	"github.com/uuidforge/uuidforge/publisher"
 )
 
 // The relay's throughput next to the PublishBatch rate of the same
-// publisher into the same broker, and the enqueue-to-published latency:
+// publisher into the same broker, the same for the simplest drain of a
+// table (the bound any relay on PostgreSQL meets), and the
+// enqueue-to-published latency:
 //
-//	go test -run '^$' -bench 'RelayThroughput' -benchtime 5x ./outbox/
+//	go test -run '^$' -bench 'RelayThroughput|RelayFloor' -benchtime 5x ./outbox/
 //	go test -run '^$' -bench 'Latency' -benchtime 2000x ./outbox/
 
 const (
@@ -95,6 +99,86 @@ func BenchmarkRelayThroughput(b *testing.B) {
 			b.ReportMetric(median(directRates), "publishbatch-msgs/s")
 			b.ReportMetric(median(ratios), "ratio")
 			b.ReportMetric(median(oneRatios), "ratio-1-worker")
+		})
+	}
+}
+
+// BenchmarkRelayFloor bounds what any relay on a PostgreSQL table can
+// reach here: in interleaved rounds it drains benchMessages rows of the
+// same messages from a bare table — one statement per batch of
+// outbox.DefaultBatchSize that deletes the oldest rows and returns them, no
+// state kept, no order per key, no row locks, no retries — and publishes
+// each batch with PublishBatch, next to PublishBatch alone (as in
+// BenchmarkRelayThroughput). It reports the median rates and the median of
+// the per-round ratios floor / PublishBatch (floor-ratio), and the rate of
+// the table part alone (table-msgs/s).
+func BenchmarkRelayFloor(b *testing.B) {
+	for _, tgt := range benchTargets(b) {
+		b.Run(tgt.name, func(b *testing.B) {
+			ctx := context.Background()
+			pool := newPool(b)
+			pub := tgt.pub(b)
+			if err := pub.PublishBatch(ctx, benchMsgs(-1, 10)...); err != nil {
+				b.Fatal(err)
+			}
+			table := pgx.Identifier{testenv.Name(b, "floor")}.Sanitize()
+			if _, err := pool.Exec(ctx, "CREATE TABLE "+table+` (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+				id uuid NOT NULL, type text NOT NULL, msg_key bytea, body bytea NOT NULL)`); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { testenv.DropTables(b, table) })
+			var floorRates, tableRates, directRates, ratios []float64
+			b.ResetTimer()
+			for i := range b.N {
+				msgs := benchMsgs(3*i, benchMessages)
+				ids, types, keys, bodies := make([]uuid.UUID, len(msgs)), make([]string, len(msgs)), make([][]byte, len(msgs)), make([][]byte, len(msgs))
+				for j, m := range msgs {
+					ids[j], types[j], keys[j], bodies[j] = idOf(b, m), m.Type, []byte(m.Key[0].(string)), m.Body
+				}
+				drain := func(send bool) float64 {
+					if _, err := pool.Exec(ctx, "INSERT INTO "+table+" (id, type, msg_key, body) SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::bytea[])",
+						ids, types, keys, bodies); err != nil {
+						b.Fatal(err)
+					}
+					began := time.Now()
+					for {
+						rows, _ := pool.Query(ctx, "DELETE FROM "+table+" WHERE seq IN (SELECT seq FROM "+table+
+							" ORDER BY seq LIMIT $1) RETURNING id, type, msg_key, body", outbox.DefaultBatchSize)
+						batch, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (publisher.Message, error) {
+							var m publisher.Message
+							var key []byte
+							err := r.Scan(&m.ID, &m.Type, &key, &m.Body)
+							m.Key = []any{string(key)}
+							return m, err
+						})
+						if err != nil {
+							b.Fatal(err)
+						}
+						if len(batch) == 0 {
+							return benchMessages / time.Since(began).Seconds()
+						}
+						if send {
+							if err := pub.PublishBatch(ctx, batch...); err != nil {
+								b.Fatal(err)
+							}
+						}
+					}
+				}
+				rounds := []func(){
+					func() { floorRates = append(floorRates, drain(true)) },
+					func() { tableRates = append(tableRates, drain(false)) },
+					func() { directRates = append(directRates, directRound(b, pub, 3*i+2)) },
+				}
+				for j := range rounds {
+					rounds[(i+j)%len(rounds)]()
+				}
+				ratios = append(ratios, floorRates[i]/directRates[i])
+			}
+			b.StopTimer()
+			b.ReportMetric(median(floorRates), "floor-msgs/s")
+			b.ReportMetric(median(tableRates), "table-msgs/s")
+			b.ReportMetric(median(directRates), "publishbatch-msgs/s")
+			b.ReportMetric(median(ratios), "floor-ratio")
 		})
 	}
 }
