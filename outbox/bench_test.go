@@ -278,7 +278,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 // the broker's confirm and has marked it dispatched. "idle" enqueues one
 // message at a time and waits for it (the relay is woken by the commit's
 // notification; its poll interval is the default second); "1000-per-s"
-// enqueues b.N messages at 1000 per second, one transaction each, from 4
+// enqueues b.N messages at 1000 per second, one transaction each, from 16
 // goroutines. It reports p50 and p99 in milliseconds. Run with a fixed
 // count, e.g. -benchtime 2000x.
 func BenchmarkLatency(b *testing.B) {
@@ -340,7 +340,7 @@ func BenchmarkLatency(b *testing.B) {
 					start := time.Now()
 					var next atomic.Int64
 					var wg sync.WaitGroup
-					for range 4 {
+					for range 16 {
 						wg.Go(func() {
 							for {
 								i := int(next.Add(1) - 1)
