@@ -734,9 +734,13 @@ func permanent(err error) bool {
 // it with [WithAutoTopicCreation]), on a connection of its own, so that a
 // service can fail fast at start-up. It returns an error naming the
 // brokers when none answers before ctx ends (or, when ctx has no deadline,
-// within [DefaultWriteTimeout]), and one wrapping [ErrUnknownTopic] when the
-// topic is missing.
+// within [DefaultWriteTimeout]), one wrapping [ErrUnknownTopic] when the
+// topic is missing, and one wrapping [publisher.ErrClosed] after Close.
 func (p *Publisher) Ping(ctx context.Context) error {
+	if err := p.enter(); err != nil {
+		return err
+	}
+	defer p.active.Done()
 	t, err := p.newTransport()
 	if err != nil {
 		return err

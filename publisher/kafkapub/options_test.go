@@ -105,7 +105,8 @@ func TestAcks(t *testing.T) {
 
 // TestPing: Ping succeeds on an existing topic, names a missing one
 // (ErrUnknownTopic) unless auto-creation is on, in which case it creates
-// it, and fails within its context on an unreachable cluster.
+// it, fails within its context on an unreachable cluster, and says the
+// publisher is closed after Close.
 func TestPing(t *testing.T) {
 	k := testenv.InProcessKafka(t, kafkatest.WithoutAutoTopicCreation())
 	ctx := testenv.Context(t, 30*time.Second)
@@ -139,6 +140,12 @@ func TestPing(t *testing.T) {
 	}
 	if _, err := auto.TopicSize(ctx, "created"); err != nil {
 		t.Fatalf("the topic was not created: %v", err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Ping(ctx); !errors.Is(err, publisher.ErrClosed) || !strings.HasPrefix(err.Error(), "kafkapub: ") {
+		t.Fatalf("Ping after Close = %v, want kafkapub: … ErrClosed", err)
 	}
 
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
