@@ -93,8 +93,9 @@ func TestParseURLNeverShowsThePassword(t *testing.T) {
 }
 
 // ParseURL refuses what parses but never dials (a port out of range, an
-// authentication mechanism the client does not know) and accepts what
-// amqp091-go dials.
+// authentication mechanism the client does not know, a query parameter
+// amqp091-go cannot read, which it names) and accepts what amqp091-go
+// dials.
 func TestParseURLRefusesWhatCannotDial(t *testing.T) {
 	for name, tc := range map[string]struct {
 		raw  string
@@ -103,6 +104,8 @@ func TestParseURLRefusesWhatCannotDial(t *testing.T) {
 		"port 0":            {"amqp://u:PASSWORD@127.0.0.1:0/", "port 0 out of range"},
 		"port 65536":        {"amqp://u:PASSWORD@127.0.0.1:65536/", "port 65536 out of range"},
 		"unknown mechanism": {"amqp://u:PASSWORD@127.0.0.1/?auth_mechanism=plain&auth_mechanism=bogus", `auth_mechanism "bogus"`},
+		"bad heartbeat":     {"amqp://u:PASSWORD@127.0.0.1/?heartbeat=often", "heartbeat is not an uint16"},
+		"bad channel_max":   {"amqp://u:PASSWORD@127.0.0.1/?channel_max=-1", "channel_max is not an uint16"},
 		"empty mechanism":   {"amqp://u:PASSWORD@127.0.0.1/?auth_mechanism=", `auth_mechanism ""`},
 		"port 1":            {"amqp://u:PASSWORD@127.0.0.1:1/", ""},
 		"port 65535":        {"amqps://u:PASSWORD@127.0.0.1:65535/", ""},

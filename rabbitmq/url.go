@@ -72,8 +72,10 @@ func stripQuery(s string) string {
 // names a mechanism amqp091-go knows (PLAIN, AMQPLAIN or EXTERNAL, in any
 // case). Its error wraps [ErrRefused] (such a URL never dials, so it is not
 // worth retrying) and never contains the password: for a URL with
-// credentials it names only the redacted URL, since a parser's message may
-// quote part of the password.
+// credentials that does not parse it names only the redacted URL, since a
+// parser's message may quote part of the password; for one that parses it
+// also says which part amqp091-go refused (a query parameter such as
+// heartbeat, say).
 func ParseURL(raw string) error {
 	if _, rest, ok := strings.Cut(raw, "://"); ok && strings.Contains(rest, "@") {
 		if u, err := url.Parse(raw); err == nil && u.User == nil {
@@ -84,7 +86,14 @@ func ParseURL(raw string) error {
 	}
 	uri, err := amqp.ParseURI(raw)
 	if err != nil {
-		if strings.Contains(raw, "@") {
+		_, uerr := url.Parse(raw)
+		switch {
+		case uerr == nil:
+			// The URL parses: amqp091-go refused one of its parts (the
+			// scheme, the port, a query parameter's value), which its
+			// message quotes; the user information is not among them.
+			return fmt.Errorf("rabbitmq: URL %s: %v: %w", Redact(raw), err, ErrRefused)
+		case strings.Contains(raw, "@"):
 			return fmt.Errorf("rabbitmq: URL %s does not parse (percent-encode '%%', '#', '/', '@' and ':' in the user name and password): %w", Redact(raw), ErrRefused)
 		}
 		return fmt.Errorf("rabbitmq: URL %s: %v: %w", Redact(raw), err, ErrRefused)
