@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -139,7 +140,7 @@ func (p *Publisher) Destination() string { return p.dest }
 // Publish stamps msg and stores it in the outbox inside the context's
 // transaction; see [Publisher.PublishBatch].
 func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
-	return p.PublishBatch(ctx, msg)
+	return p.enqueue(ctx, false, msg)
 }
 
 // PublishBatch stamps msgs and stores them, in order, with one statement
@@ -151,8 +152,14 @@ func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
 // invalid. Without a transaction in ctx it returns [ErrNoTransaction], or
 // uses a transaction of its own with [WithOwnTransaction]. A statement that
 // fails inside the caller's transaction aborts it: the caller must roll
-// back.
-func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message) (err error) {
+// back. An invalid message's error names its index ("pgoutbox: batch
+// message 2: ...").
+func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message) error {
+	return p.enqueue(ctx, true, msgs...)
+}
+
+// enqueue is Publish (batch false) and PublishBatch.
+func (p *Publisher) enqueue(ctx context.Context, batch bool, msgs ...publisher.Message) (err error) {
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -175,22 +182,29 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 	)
 	obs := p.set.Observer
 	start := time.Now()
+	// which names message i in an error of a batch.
+	which := func(i int) string {
+		if !batch {
+			return ""
+		}
+		return fmt.Sprintf("batch message %d: ", i)
+	}
 	for i := range msgs {
 		m := msgs[i]
 		l, err := publisher.Stamp(ctx, p.gen, &m, p.set.MaxBodySize)
 		if err != nil {
-			return errorf("message %d: %w", i, err)
+			return errorf("%s%w", which(i), err)
 		}
 		key, err := publisher.KeyBytes(m.Key)
 		if err != nil {
-			return errorf("message %d: %w", i, publisher.Invalid(m.Type, "key: %v", err))
+			return errorf("%s%w", which(i), publisher.Invalid(m.Type, "key: %v", err))
 		}
 		rk := m.RoutingKey
 		if rk == "" && p.cfg.routingKey != nil {
 			rk = p.cfg.routingKey(&m)
 		}
 		if err := checkText(&m, rk); err != nil {
-			return errorf("message %d: %w", i, err)
+			return errorf("%s%w", which(i), err)
 		}
 		headers := m.Headers
 		if obs != nil {
@@ -213,7 +227,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs ...publisher.Message)
 		if len(headers) > 0 {
 			b, err := json.Marshal(headers)
 			if err != nil {
-				return errorf("message %d: headers: %w", i, err)
+				return errorf("%sheaders: %w", which(i), err)
 			}
 			hdrs[i] = pgtype.Text{String: string(b), Valid: true}
 		}

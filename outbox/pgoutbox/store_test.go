@@ -332,7 +332,8 @@ func TestEnqueueTwice(t *testing.T) {
 	}
 }
 
-// TestEnqueueInvalid: an invalid message stores nothing of its batch.
+// TestEnqueueInvalid: an invalid message stores nothing of its batch, and
+// the error names its index in a batch (as the brokers' publishers do).
 func TestEnqueueInvalid(t *testing.T) {
 	pool := newPool(t)
 	s := newStore(t, pool)
@@ -351,8 +352,14 @@ func TestEnqueueInvalid(t *testing.T) {
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			return p.PublishBatch(pgoutbox.NewContext(ctx, tx), msg("ok", "1"), bad)
 		})
-		if !errors.Is(err, publisher.ErrInvalid) {
-			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		if !errors.Is(err, publisher.ErrInvalid) || !strings.HasPrefix(err.Error(), "pgoutbox: batch message 1: ") {
+			t.Errorf("%s: PublishBatch = %v, want ErrInvalid for batch message 1", name, err)
+		}
+		err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			return p.Publish(pgoutbox.NewContext(ctx, tx), bad)
+		})
+		if !errors.Is(err, publisher.ErrInvalid) || !strings.HasPrefix(err.Error(), "pgoutbox: ") || strings.Contains(err.Error(), "message 0") {
+			t.Errorf("%s: Publish = %v, want ErrInvalid without a batch index", name, err)
 		}
 	}
 	if n := count(t, pool, s, ""); n != 0 {
