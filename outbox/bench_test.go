@@ -103,15 +103,23 @@ func BenchmarkRelayThroughput(b *testing.B) {
 	}
 }
 
-// BenchmarkRelayFloor bounds what any relay on a PostgreSQL table can
-// reach here: in interleaved rounds it drains benchMessages rows of the
-// same messages from a bare table — one statement per batch of
-// outbox.DefaultBatchSize that deletes the oldest rows and returns them, no
-// state kept, no order per key, no row locks, no retries — and publishes
-// each batch with PublishBatch, next to PublishBatch alone (as in
-// BenchmarkRelayThroughput). It reports the median rates and the median of
-// the per-round ratios floor / PublishBatch (floor-ratio), and the rate of
-// the table part alone (table-msgs/s).
+// BenchmarkRelayFloor bounds what a relay on a PostgreSQL table can reach
+// here, next to PublishBatch alone (as in BenchmarkRelayThroughput), in
+// interleaved rounds of benchMessages messages, one worker, batches of
+// outbox.DefaultBatchSize, each batch published with PublishBatch:
+//
+//   - bare: one statement per batch deletes the oldest rows of a table and
+//     returns them. No state kept, no row locks, no order per key, no
+//     retries: the least any table-based relay does.
+//   - locked: what the outbox must do at the least — claim the oldest
+//     pending rows with FOR UPDATE SKIP LOCKED in a transaction, publish,
+//     mark them dispatched (they stay for the retention) and commit, with
+//     synchronous_commit off as the relay does. No order per key, no
+//     retries.
+//
+// It reports each one's median rate, PublishBatch's, the medians of the
+// per-round ratios (bare-ratio, locked-ratio), and the rate of the bare
+// drain without publishing (table-msgs/s).
 func BenchmarkRelayFloor(b *testing.B) {
 	for _, tgt := range benchTargets(b) {
 		b.Run(tgt.name, func(b *testing.B) {
@@ -122,39 +130,87 @@ func BenchmarkRelayFloor(b *testing.B) {
 				b.Fatal(err)
 			}
 			table := pgx.Identifier{testenv.Name(b, "floor")}.Sanitize()
-			if _, err := pool.Exec(ctx, "CREATE TABLE "+table+` (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-				id uuid NOT NULL, type text NOT NULL, msg_key bytea, body bytea NOT NULL)`); err != nil {
-				b.Fatal(err)
+			for _, ddl := range []string{
+				"CREATE TABLE " + table + ` (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+					id uuid NOT NULL, type text NOT NULL, msg_key bytea, body bytea NOT NULL,
+					state text NOT NULL DEFAULT 'pending', done_at timestamptz)`,
+				"CREATE INDEX ON " + table + " (seq) WHERE state = 'pending'",
+			} {
+				if _, err := pool.Exec(ctx, ddl); err != nil {
+					b.Fatal(err)
+				}
 			}
 			b.Cleanup(func() { testenv.DropTables(b, table) })
-			var floorRates, tableRates, directRates, ratios []float64
+			scan := func(r pgx.CollectableRow) (publisher.Message, error) {
+				var m publisher.Message
+				var key []byte
+				err := r.Scan(&m.ID, &m.Type, &key, &m.Body)
+				m.Key = []any{string(key)}
+				return m, err
+			}
+			// next takes one batch: bare deletes it, locked claims it in tx.
+			bare := func() ([]publisher.Message, func()) {
+				rows, _ := pool.Query(ctx, "DELETE FROM "+table+" WHERE seq IN (SELECT seq FROM "+table+
+					" ORDER BY seq LIMIT $1) RETURNING id, type, msg_key, body", outbox.DefaultBatchSize)
+				batch, err := pgx.CollectRows(rows, scan)
+				if err != nil {
+					b.Fatal(err)
+				}
+				return batch, func() {}
+			}
+			locked := func() ([]publisher.Message, func()) {
+				tx, err := pool.Begin(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				rows, _ := tx.Query(ctx, "SELECT seq, id, type, msg_key, body FROM "+table+
+					" WHERE state = 'pending' ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED", outbox.DefaultBatchSize)
+				var seqs []int64
+				batch, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (publisher.Message, error) {
+					var m publisher.Message
+					var seq int64
+					var key []byte
+					err := r.Scan(&seq, &m.ID, &m.Type, &key, &m.Body)
+					m.Key = []any{string(key)}
+					seqs = append(seqs, seq)
+					return m, err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				return batch, func() {
+					var q pgx.Batch
+					q.Queue("SET LOCAL synchronous_commit = off")
+					q.Queue("UPDATE "+table+" SET state = 'dispatched', done_at = clock_timestamp() WHERE seq = ANY($1)", seqs)
+					if err := tx.SendBatch(ctx, &q).Close(); err != nil {
+						b.Fatal(err)
+					}
+					if err := tx.Commit(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			var bareRates, lockedRates, tableRates, directRates, bareRatios, lockedRatios []float64
 			b.ResetTimer()
 			for i := range b.N {
-				msgs := benchMsgs(3*i, benchMessages)
-				ids, types, keys, bodies := make([]uuid.UUID, len(msgs)), make([]string, len(msgs)), make([][]byte, len(msgs)), make([][]byte, len(msgs))
-				for j, m := range msgs {
-					ids[j], types[j], keys[j], bodies[j] = idOf(b, m), m.Type, []byte(m.Key[0].(string)), m.Body
-				}
-				drain := func(send bool) float64 {
+				drain := func(round int, next func() ([]publisher.Message, func()), send bool) float64 {
+					msgs := benchMsgs(round, benchMessages)
+					ids, types, keys, bodies := make([]uuid.UUID, len(msgs)), make([]string, len(msgs)), make([][]byte, len(msgs)), make([][]byte, len(msgs))
+					for j, m := range msgs {
+						ids[j], types[j], keys[j], bodies[j] = idOf(b, m), m.Type, []byte(m.Key[0].(string)), m.Body
+					}
+					if _, err := pool.Exec(ctx, "TRUNCATE "+table); err != nil {
+						b.Fatal(err)
+					}
 					if _, err := pool.Exec(ctx, "INSERT INTO "+table+" (id, type, msg_key, body) SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::bytea[])",
 						ids, types, keys, bodies); err != nil {
 						b.Fatal(err)
 					}
 					began := time.Now()
 					for {
-						rows, _ := pool.Query(ctx, "DELETE FROM "+table+" WHERE seq IN (SELECT seq FROM "+table+
-							" ORDER BY seq LIMIT $1) RETURNING id, type, msg_key, body", outbox.DefaultBatchSize)
-						batch, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (publisher.Message, error) {
-							var m publisher.Message
-							var key []byte
-							err := r.Scan(&m.ID, &m.Type, &key, &m.Body)
-							m.Key = []any{string(key)}
-							return m, err
-						})
-						if err != nil {
-							b.Fatal(err)
-						}
+						batch, done := next()
 						if len(batch) == 0 {
+							done()
 							return benchMessages / time.Since(began).Seconds()
 						}
 						if send {
@@ -162,23 +218,28 @@ func BenchmarkRelayFloor(b *testing.B) {
 								b.Fatal(err)
 							}
 						}
+						done()
 					}
 				}
 				rounds := []func(){
-					func() { floorRates = append(floorRates, drain(true)) },
-					func() { tableRates = append(tableRates, drain(false)) },
-					func() { directRates = append(directRates, directRound(b, pub, 3*i+2)) },
+					func() { bareRates = append(bareRates, drain(4*i, bare, true)) },
+					func() { lockedRates = append(lockedRates, drain(4*i+1, locked, true)) },
+					func() { tableRates = append(tableRates, drain(4*i+2, bare, false)) },
+					func() { directRates = append(directRates, directRound(b, pub, 4*i+3)) },
 				}
 				for j := range rounds {
 					rounds[(i+j)%len(rounds)]()
 				}
-				ratios = append(ratios, floorRates[i]/directRates[i])
+				bareRatios = append(bareRatios, bareRates[i]/directRates[i])
+				lockedRatios = append(lockedRatios, lockedRates[i]/directRates[i])
 			}
 			b.StopTimer()
-			b.ReportMetric(median(floorRates), "floor-msgs/s")
+			b.ReportMetric(median(bareRates), "bare-msgs/s")
+			b.ReportMetric(median(lockedRates), "locked-msgs/s")
 			b.ReportMetric(median(tableRates), "table-msgs/s")
 			b.ReportMetric(median(directRates), "publishbatch-msgs/s")
-			b.ReportMetric(median(ratios), "floor-ratio")
+			b.ReportMetric(median(bareRatios), "bare-ratio")
+			b.ReportMetric(median(lockedRatios), "locked-ratio")
 		})
 	}
 }
