@@ -87,9 +87,7 @@ func BenchmarkRelayThroughput(b *testing.B) {
 					func() { oneRates = append(oneRates, relayRound(b, pool, s, pub, 3*i+1, outbox.WithWorkers(1))) },
 					func() { directRates = append(directRates, directRound(b, pub, 3*i+2)) },
 				}
-				for j := range rounds { // rotate the order from round to round
-					rounds[(i+j)%len(rounds)]()
-				}
+				rotate(i, rounds)
 				ratios = append(ratios, relayRates[i]/directRates[i])
 				oneRatios = append(oneRatios, oneRates[i]/directRates[i])
 			}
@@ -227,9 +225,7 @@ func BenchmarkRelayFloor(b *testing.B) {
 					func() { tableRates = append(tableRates, drain(4*i+2, bare, false)) },
 					func() { directRates = append(directRates, directRound(b, pub, 4*i+3)) },
 				}
-				for j := range rounds {
-					rounds[(i+j)%len(rounds)]()
-				}
+				rotate(i, rounds)
 				bareRatios = append(bareRatios, bareRates[i]/directRates[i])
 				lockedRatios = append(lockedRatios, lockedRates[i]/directRates[i])
 			}
@@ -310,6 +306,14 @@ func directRound(b *testing.B, pub publisher.Publisher, round int) float64 {
 		}
 	}
 	return benchMessages / time.Since(began).Seconds()
+}
+
+// rotate runs rounds, starting with the i-th: the order changes from one
+// iteration to the next, so that none is always first or last.
+func rotate(i int, rounds []func()) {
+	for j := range rounds {
+		rounds[(i+j)%len(rounds)]()
+	}
 }
 
 func median(xs []float64) float64 {

@@ -23,14 +23,7 @@ import (
 // backlog (observed: 0.8 s per claim of 200 records over 4000 pending
 // records; 0.4 ms with the index conditions).
 func TestClaimPlan(t *testing.T) {
-	pool := newPool(t)
-	s := newStore(t, pool)
-	p := newPublisher(t, s, "d")
-	var msgs []publisher.Message
-	for i := range 3000 {
-		msgs = append(msgs, publisher.Message{Type: "t", Key: []any{fmt.Sprint(i % 2000)}, Body: []byte(fmt.Sprint(i))})
-	}
-	enqueue(t, pool, p, msgs...) // no ANALYZE since: the statistics say the table is empty
+	pool, s := staleBacklog(t, 2000)
 	lines := explain(t, pool, pgoutbox.ClaimSQL(s), "d", 2100)
 	plan := strings.Join(lines, "\n")
 	for _, bad := range []string{"Seq Scan", "Join Filter"} {
@@ -63,14 +56,7 @@ func TestClaimPlan(t *testing.T) {
 // retry's statement reads the key index for the later records of each
 // retried key, which it must.)
 func TestOutcomePlan(t *testing.T) {
-	pool := newPool(t)
-	s := newStore(t, pool)
-	p := newPublisher(t, s, "d")
-	var msgs []publisher.Message
-	for i := range 3000 {
-		msgs = append(msgs, publisher.Message{Type: "t", Key: []any{fmt.Sprint(i)}, Body: []byte(fmt.Sprint(i))})
-	}
-	enqueue(t, pool, p, msgs...) // no ANALYZE since
+	pool, s := staleBacklog(t, 3000)
 	rows, err := pool.Query(testenv.Context(t, 10*time.Second), "SELECT seq FROM "+s.Table()+" ORDER BY seq LIMIT 500")
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +82,21 @@ func TestOutcomePlan(t *testing.T) {
 			t.Errorf("%s: no node with %q in the plan:\n%s", name, want, plan)
 		}
 	}
+}
+
+// staleBacklog returns a store on a new table holding 3000 pending
+// records of destination "d" over the given number of keys, which no
+// ANALYZE has seen: the statistics say the table is empty.
+func staleBacklog(t *testing.T, keys int) (*pgxpool.Pool, *pgoutbox.Store) {
+	t.Helper()
+	pool := newPool(t)
+	s := newStore(t, pool)
+	var msgs []publisher.Message
+	for i := range 3000 {
+		msgs = append(msgs, publisher.Message{Type: "t", Key: []any{fmt.Sprint(i % keys)}, Body: []byte(fmt.Sprint(i))})
+	}
+	enqueue(t, pool, newPublisher(t, s, "d"), msgs...)
+	return pool, s
 }
 
 // explain returns the lines of EXPLAIN ANALYZE of sql with args, run in a
