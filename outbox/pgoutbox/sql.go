@@ -97,8 +97,8 @@ ORDER BY seq`
 	// allows no other state) so that it does not match the predicate of
 	// the pending indexes: on a table whose statistics are stale (a
 	// backlog that appeared since the last ANALYZE) the planner would
-	// otherwise read every pending record through one of them
-	// for every outcome stored, making a drain quadratic in the backlog.
+	// otherwise read every pending record through one of them for every
+	// outcome stored, making a drain quadratic in the backlog.
 	pending := `o.state <> 'dispatched' AND o.state <> 'dead'`
 	st.dispatched = `UPDATE ` + t + ` AS o SET state = 'dispatched', done_at = clock_timestamp(), due_at = NULL
 WHERE o.seq = ANY($1::bigint[]) AND ` + pending
