@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"strings"
 	"testing"
@@ -98,4 +100,51 @@ func InProcessKafka(t testing.TB, opts ...KafkaOption) *kafkatest.Broker {
 // summed over its partitions): what a replay from offset 0 reads.
 func TopicSize(ctx context.Context, brokers []string, topic string) (int, error) {
 	return kafkatest.TopicSize(ctx, brokers, topic)
+}
+
+// SecureKafka is an in-process broker that requires TLS and SASL, as a
+// managed Kafka service does.
+type SecureKafka struct {
+	*kafkatest.Broker
+	// TLS made the broker's certificate: TLS.ClientConfig() trusts it.
+	TLS *TLS
+	// User and Password authenticate with each of PLAIN, SCRAM-SHA-256
+	// and SCRAM-SHA-512. The password is random, so that a test can check
+	// that no error or output shows it.
+	User, Password string
+}
+
+// InProcessSecureKafka starts, for one test, an in-process broker that
+// accepts only TLS connections (with a certificate of a new [TLS]) from
+// clients authenticated with SASL as User and Password, and stops it when
+// the test ends. opts add to those settings.
+func InProcessSecureKafka(t testing.TB, opts ...KafkaOption) *SecureKafka {
+	t.Helper()
+	return inProcessSecureKafka(t, NewTLS(t), false, opts)
+}
+
+// InProcessMutualTLSKafka is [InProcessSecureKafka] whose broker also
+// requires a client certificate signed by its [TLS] (mutual TLS).
+func InProcessMutualTLSKafka(t testing.TB, opts ...KafkaOption) *SecureKafka {
+	t.Helper()
+	return inProcessSecureKafka(t, NewTLS(t), true, opts)
+}
+
+func inProcessSecureKafka(t testing.TB, c *TLS, mutual bool, opts []KafkaOption) *SecureKafka {
+	t.Helper()
+	pw := make([]byte, 12)
+	if _, err := rand.Read(pw); err != nil {
+		t.Fatal(err)
+	}
+	k := &SecureKafka{TLS: c, User: "forge-test", Password: "pw-" + hex.EncodeToString(pw)}
+	cfg := c.ServerConfig()
+	if mutual {
+		cfg = c.MutualServerConfig()
+	}
+	all := []KafkaOption{kafkatest.WithTLS(cfg)}
+	for _, m := range []kafkatest.SASLMechanism{kafkatest.SASLScramSHA256, kafkatest.SASLPlain, kafkatest.SASLScramSHA512} {
+		all = append(all, kafkatest.WithSASLUser(m, k.User, k.Password))
+	}
+	k.Broker = InProcessKafka(t, append(all, opts...)...)
+	return k
 }
