@@ -11,31 +11,10 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
-	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/uuidforge/uuidforge/internal/testenv"
 	"github.com/uuidforge/uuidforge/kafkatest"
 )
-
-func mechanism(t *testing.T, m kafkatest.SASLMechanism, user, pass string) sasl.Mechanism {
-	t.Helper()
-	switch m {
-	case kafkatest.SASLPlain:
-		return plain.Mechanism{Username: user, Password: pass}
-	case kafkatest.SASLScramSHA256, kafkatest.SASLScramSHA512:
-		algo := scram.SHA256
-		if m == kafkatest.SASLScramSHA512 {
-			algo = scram.SHA512
-		}
-		s, err := scram.Mechanism(algo, user, pass)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	t.Fatalf("mechanism %s", m)
-	return nil
-}
 
 // metadata asks the broker for topic's metadata with the given client
 // settings, for at most 10 s.
@@ -63,7 +42,7 @@ func TestTLSAndSASL(t *testing.T) {
 	good := k.TLS.ClientConfig()
 	for _, m := range []kafkatest.SASLMechanism{kafkatest.SASLPlain, kafkatest.SASLScramSHA256, kafkatest.SASLScramSHA512} {
 		t.Run(string(m), func(t *testing.T) {
-			mech := mechanism(t, m, k.User, k.Password)
+			mech := testenv.KafkaSASL(t, m, k.User, k.Password)
 			tr := &kafkago.Transport{TLS: good, SASL: mech}
 			defer tr.CloseIdleConnections()
 			w := &kafkago.Writer{Addr: kafkago.TCP(k.Brokers()...), Topic: "orders", Transport: tr,
@@ -79,7 +58,7 @@ func TestTLSAndSASL(t *testing.T) {
 				t.Fatalf("TopicSize = %d, %v; want %d", n, err, before+1)
 			}
 			start := time.Now()
-			err = metadata(k.Brokers(), "orders", good, mechanism(t, m, k.User, "wrong-"+k.Password))
+			err = metadata(k.Brokers(), "orders", good, testenv.KafkaSASL(t, m, k.User, "wrong-"+k.Password))
 			if !errors.Is(err, kafkago.SASLAuthenticationFailed) {
 				t.Errorf("wrong password: %v, want SASL Authentication Failed", err)
 			}
@@ -99,7 +78,7 @@ func TestTLSAndSASL(t *testing.T) {
 		"plain TCP":       {nil, plain.Mechanism{Username: k.User, Password: k.Password}},
 		"untrusted CA":    {other.ClientConfig(), plain.Mechanism{Username: k.User, Password: k.Password}},
 		"no CA at all":    {&tls.Config{RootCAs: other.Pool}, nil},
-		"SCRAM for PLAIN": {good, mechanism(t, kafkatest.SASLScramSHA256, "nobody", k.Password)},
+		"SCRAM for PLAIN": {good, testenv.KafkaSASL(t, kafkatest.SASLScramSHA256, "nobody", k.Password)},
 	} {
 		start := time.Now()
 		err := metadata(k.Brokers(), "orders", tc.tls, tc.sasl)

@@ -8,6 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+
 	"github.com/uuidforge/uuidforge/kafkatest"
 )
 
@@ -142,9 +146,48 @@ func inProcessSecureKafka(t testing.TB, c *TLS, mutual bool, opts []KafkaOption)
 		cfg = c.MutualServerConfig()
 	}
 	all := []KafkaOption{kafkatest.WithTLS(cfg)}
-	for _, m := range []kafkatest.SASLMechanism{kafkatest.SASLScramSHA256, kafkatest.SASLPlain, kafkatest.SASLScramSHA512} {
+	for _, m := range SASLMechanisms {
 		all = append(all, kafkatest.WithSASLUser(m, k.User, k.Password))
 	}
 	k.Broker = InProcessKafka(t, append(all, opts...)...)
 	return k
+}
+
+// KafkaSASL returns kafka-go's mechanism m (PLAIN, SCRAM-SHA-256 or
+// SCRAM-SHA-512) for user and password.
+func KafkaSASL(t testing.TB, m kafkatest.SASLMechanism, user, password string) sasl.Mechanism {
+	t.Helper()
+	switch m {
+	case kafkatest.SASLPlain:
+		return plain.Mechanism{Username: user, Password: password}
+	case kafkatest.SASLScramSHA256, kafkatest.SASLScramSHA512:
+		algo := scram.SHA256
+		if m == kafkatest.SASLScramSHA512 {
+			algo = scram.SHA512
+		}
+		s, err := scram.Mechanism(algo, user, password)
+		if err != nil {
+			t.Fatalf("testenv: SCRAM mechanism for %q: the name or password is not valid for SCRAM", user)
+		}
+		return s
+	}
+	t.Fatalf("testenv: unknown SASL mechanism %q", m)
+	return nil
+}
+
+// SASLMechanisms are the mechanisms [SecureKafka]'s user authenticates with.
+var SASLMechanisms = []kafkatest.SASLMechanism{kafkatest.SASLPlain, kafkatest.SASLScramSHA256, kafkatest.SASLScramSHA512}
+
+// SASL returns mechanism m with k's user and password.
+func (k *SecureKafka) SASL(t testing.TB, m kafkatest.SASLMechanism) sasl.Mechanism {
+	t.Helper()
+	return KafkaSASL(t, m, k.User, k.Password)
+}
+
+// WrongSASL returns mechanism m with k's user and a wrong password, which
+// contains k.Password (so that a test that looks for k.Password in an
+// error also finds the wrong one).
+func (k *SecureKafka) WrongSASL(t testing.TB, m kafkatest.SASLMechanism) sasl.Mechanism {
+	t.Helper()
+	return KafkaSASL(t, m, k.User, k.Password+"-wrong")
 }
