@@ -21,6 +21,16 @@
 // has the same addresses, topics, records and committed offsets, which
 // [Broker.Restart] uses to simulate a broker outage.
 //
+// Like a managed Kafka service, it can require TLS ([WithTLS], with
+// client certificates too) and SASL authentication ([WithSASLUser]:
+// PLAIN, SCRAM-SHA-256, SCRAM-SHA-512). It then refuses unauthenticated
+// clients, and answers a wrong password with SASL_AUTHENTICATION_FAILED,
+// as Kafka does, so that a client's handling of refused credentials can
+// be tested:
+//
+//	k := kafkatest.Start(t, kafkatest.WithTLS(serverTLS),
+//		kafkatest.WithSASLUser(kafkatest.SASLScramSHA512, "orders-api", password))
+//
 // The broker enforces Kafka's record-batch size limit (message.max.bytes,
 // 1 048 588 bytes by default; [WithBrokerConfig] changes it), checks
 // consumer-group generations on offset commits and supports moving a

@@ -1,16 +1,23 @@
 package kafkatest
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -34,6 +41,14 @@ type config struct {
 	noAutoCreate bool
 	minSession   time.Duration
 	brokerCfg    map[string]string
+	tls          *tls.Config
+	users        []saslUser
+}
+
+// saslUser is a user of WithSASLUser.
+type saslUser struct {
+	mechanism      SASLMechanism
+	name, password string
 }
 
 // WithBrokers runs n broker nodes (n ≥ 1). Default: [DefaultBrokers], or
@@ -142,10 +157,93 @@ func WithBrokerConfig(name, value string) Option {
 	}
 }
 
+// WithTLS makes the broker accept only TLS connections, with cfg as the
+// server's configuration: it must hold the server certificate
+// (Certificates or GetCertificate), valid for 127.0.0.1, where the
+// broker listens and what it advertises to clients. With ClientAuth set
+// to tls.RequireAndVerifyClientCert the broker also requires client
+// certificates signed by cfg.ClientCAs (mutual TLS). cfg must not be
+// changed afterwards. Default: plain TCP. It conflicts with no other
+// option; with [WithSASLUser], clients authenticate inside the TLS
+// connection, as on a managed Kafka service.
+//
+// The broker's own helpers ([Broker.CreateTopic], [Broker.TopicSize],
+// [Broker.Committed]) connect with TLS too and trust the certificate the
+// broker serves (its leaf in cfg.Certificates); with mutual TLS they
+// present the first certificate of cfg.Certificates as theirs, so it
+// must be usable as a client certificate too (its ExtKeyUsage includes
+// client authentication) and be signed by a CA in cfg.ClientCAs. The
+// package-level [TopicSize] knows none of this and speaks plain TCP.
+func WithTLS(cfg *tls.Config) Option {
+	return func(c *config) error {
+		switch {
+		case cfg == nil:
+			return errors.New("WithTLS: nil config")
+		case len(cfg.Certificates) == 0 && cfg.GetCertificate == nil && cfg.GetConfigForClient == nil:
+			return errors.New("WithTLS: the config has no server certificate (Certificates or GetCertificate)")
+		}
+		c.tls = cfg
+		return nil
+	}
+}
+
+// SASLMechanism is a SASL mechanism the broker authenticates clients
+// with ([WithSASLUser]).
+type SASLMechanism string
+
+// The SASL mechanisms of [WithSASLUser].
+const (
+	// SASLPlain sends the user name and password as they are (use it with
+	// [WithTLS], as a real cluster would).
+	SASLPlain SASLMechanism = "PLAIN"
+	// SASLScramSHA256 is SCRAM with SHA-256 (RFC 7677): the password never
+	// crosses the connection.
+	SASLScramSHA256 SASLMechanism = "SCRAM-SHA-256"
+	// SASLScramSHA512 is SCRAM with SHA-512.
+	SASLScramSHA512 SASLMechanism = "SCRAM-SHA-512"
+)
+
+// WithSASLUser adds a user, with its password, that the broker
+// authenticates with mechanism, and turns SASL authentication on: the
+// broker then answers a client only once it has authenticated as one of
+// its users, with that user's mechanism, closing the connection of a
+// client that sends anything else first. A wrong password or an unknown
+// user is answered, as Kafka does, with error 58
+// SASL_AUTHENTICATION_FAILED before the connection closes (kafka-go's
+// kafka.SASLAuthenticationFailed). Given several times, the users add
+// up; one name may have a user for each mechanism. Every user may do
+// everything (no ACLs). Default: no SASL; any client is served. It
+// conflicts with no other option.
+//
+// The broker's own helpers ([Broker.CreateTopic], [Broker.TopicSize],
+// [Broker.Committed]) authenticate as the first user given. The password
+// appears in no error of this package.
+func WithSASLUser(mechanism SASLMechanism, user, password string) Option {
+	return func(c *config) error {
+		switch {
+		case mechanism != SASLPlain && mechanism != SASLScramSHA256 && mechanism != SASLScramSHA512:
+			return fmt.Errorf("WithSASLUser: unknown mechanism %q (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)", string(mechanism))
+		case user == "":
+			return errors.New("WithSASLUser: empty user name")
+		case password == "":
+			return fmt.Errorf("WithSASLUser: user %q: empty password", user)
+		}
+		for _, u := range c.users {
+			if u.mechanism == mechanism && u.name == user {
+				return fmt.Errorf("WithSASLUser: user %q given twice for %s", user, mechanism)
+			}
+		}
+		c.users = append(c.users, saslUser{mechanism: mechanism, name: user, password: password})
+		return nil
+	}
+}
+
 // minSessionConfig is the broker setting WithMinSessionTimeout sets.
 const minSessionConfig = "group.min.session.timeout.ms"
 
-func (c *config) kfakeOptions() []kfake.Opt {
+// kfakeOptions returns the options of a cluster; stopping is set before the
+// cluster is closed.
+func (c *config) kfakeOptions(stopping *atomic.Bool) []kfake.Opt {
 	opts := []kfake.Opt{
 		kfake.NumBrokers(c.brokers),
 		kfake.DefaultNumPartitions(c.partitions),
@@ -165,17 +263,89 @@ func (c *config) kfakeOptions() []kfake.Opt {
 	if len(c.brokerCfg) > 0 {
 		opts = append(opts, kfake.BrokerConfigs(c.brokerCfg))
 	}
+	if fn := c.listenFn(stopping); fn != nil {
+		opts = append(opts, kfake.ListenFn(fn))
+	}
+	if len(c.users) > 0 {
+		opts = append(opts, kfake.EnableSASL())
+		for _, u := range c.users {
+			opts = append(opts, kfake.Superuser(string(u.mechanism), u.name, u.password))
+		}
+	}
 	return opts
+}
+
+// clientTLS is the TLS configuration of the broker's own helpers: it
+// trusts exactly the certificates the broker serves and, for mutual TLS,
+// presents the broker's own certificate.
+func (c *config) clientTLS() *tls.Config {
+	if c.tls == nil {
+		return nil
+	}
+	var leaves [][]byte
+	for _, crt := range c.tls.Certificates {
+		if len(crt.Certificate) > 0 {
+			leaves = append(leaves, crt.Certificate[0])
+		}
+	}
+	out := &tls.Config{
+		// The helpers talk to this process's own listener: they check the
+		// served certificate against the configured one (pinning) instead
+		// of a CA, which the server configuration does not name.
+		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyPeerCertificate
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(leaves) == 0 {
+				return nil // GetCertificate: nothing to pin
+			}
+			for _, l := range leaves {
+				if len(raw) > 0 && bytes.Equal(raw[0], l) {
+					return nil
+				}
+			}
+			return errors.New("kafkatest: the broker serves a certificate that is not its own")
+		},
+	}
+	if c.tls.ClientAuth >= tls.VerifyClientCertIfGiven && len(c.tls.Certificates) > 0 {
+		out.Certificates = c.tls.Certificates[:1]
+	}
+	return out
+}
+
+// clientSASL is the SASL mechanism of the broker's own helpers: the first
+// user's.
+func (c *config) clientSASL() (sasl.Mechanism, error) {
+	if len(c.users) == 0 {
+		return nil, nil
+	}
+	u := c.users[0]
+	switch u.mechanism {
+	case SASLPlain:
+		return plain.Mechanism{Username: u.name, Password: u.password}, nil
+	case SASLScramSHA256, SASLScramSHA512:
+		algo := scram.SHA256
+		if u.mechanism == SASLScramSHA512 {
+			algo = scram.SHA512
+		}
+		m, err := scram.Mechanism(algo, u.name, u.password)
+		if err != nil {
+			// The SCRAM client's error quotes the password.
+			return nil, fmt.Errorf("WithSASLUser: user %q: the name or password is not valid for SCRAM (SASLprep refused it)", u.name)
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("WithSASLUser: unknown mechanism %q", string(u.mechanism))
 }
 
 // Broker is an in-process Kafka cluster of one or more broker nodes. A
 // Broker is safe for concurrent use.
 type Broker struct {
-	cfg config
+	cfg  config
+	sasl sasl.Mechanism // of the helpers; nil without SASL
 
-	mu      sync.Mutex
-	cluster *kfake.Cluster // nil once closed
-	addrs   []string
+	mu       sync.Mutex
+	cluster  *kfake.Cluster // nil once closed
+	addrs    []string
+	stopping *atomic.Bool // of the cluster: set before it closes
 }
 
 // New starts a broker. Close it when done. An invalid option, or two that
@@ -201,8 +371,12 @@ func New(opts ...Option) (*Broker, error) {
 	if _, ok := cfg.brokerCfg[minSessionConfig]; ok && cfg.minSession > 0 {
 		return nil, fmt.Errorf("kafkatest: WithMinSessionTimeout conflicts with WithBrokerConfig(%q): both set the same value", minSessionConfig)
 	}
-	b := &Broker{cfg: cfg}
-	if err := b.start(cfg.kfakeOptions()); err != nil {
+	m, err := cfg.clientSASL()
+	if err != nil {
+		return nil, fmt.Errorf("kafkatest: %w", err)
+	}
+	b := &Broker{cfg: cfg, sasl: m}
+	if err := b.start(cfg); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -220,13 +394,24 @@ func Start(t testing.TB, opts ...Option) *Broker {
 	return b
 }
 
-func (b *Broker) start(opts []kfake.Opt) error {
-	c, err := kfake.NewCluster(opts...)
+// start starts a cluster of cfg.
+func (b *Broker) start(cfg config) error {
+	stopping := new(atomic.Bool)
+	c, err := kfake.NewCluster(cfg.kfakeOptions(stopping)...)
 	if err != nil {
 		return fmt.Errorf("kafkatest: start: %w", err)
 	}
-	b.cluster, b.addrs = c, c.ListenAddrs()
+	b.cluster, b.addrs, b.stopping = c, c.ListenAddrs(), stopping
 	return nil
+}
+
+// stop closes the cluster; b.mu is held.
+func (b *Broker) stop() {
+	if b.cluster != nil {
+		b.stopping.Store(true)
+		b.cluster.Close()
+		b.cluster = nil
+	}
 }
 
 // Brokers returns the bootstrap addresses (host:port) of the broker nodes.
@@ -241,10 +426,7 @@ func (b *Broker) Brokers() []string {
 func (b *Broker) Close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.cluster != nil {
-		b.cluster.Close()
-		b.cluster = nil
-	}
+	b.stop()
 }
 
 // Restart stops the broker and starts it again at the same addresses, as
@@ -255,10 +437,7 @@ func (b *Broker) Close() {
 func (b *Broker) Restart() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.cluster != nil {
-		b.cluster.Close()
-		b.cluster = nil
-	}
+	b.stop()
 	ports := b.cfg.ports
 	if len(ports) == 0 {
 		for _, a := range b.addrs {
@@ -277,7 +456,7 @@ func (b *Broker) Restart() error {
 	cfg.ports = ports
 	var err error
 	for range 50 { // a port may take a moment to be free again
-		if err = b.start(cfg.kfakeOptions()); err == nil {
+		if err = b.start(cfg); err == nil {
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -308,8 +487,17 @@ func (b *Broker) MoveLeader(topic string, partition, n int) error {
 // caches metadata and connections across broker restarts); call the
 // returned function when done.
 func client(brokers []string) (*kafkago.Client, func()) {
-	t := &kafkago.Transport{}
+	return clientWith(brokers, &kafkago.Transport{})
+}
+
+func clientWith(brokers []string, t *kafkago.Transport) (*kafkago.Client, func()) {
 	return &kafkago.Client{Addr: kafkago.TCP(brokers...), Timeout: 10 * time.Second, Transport: t}, t.CloseIdleConnections
+}
+
+// client returns a client of the broker's own, with its TLS and SASL
+// settings.
+func (b *Broker) client() (*kafkago.Client, func()) {
+	return clientWith(b.Brokers(), &kafkago.Transport{TLS: b.cfg.clientTLS(), SASL: b.sasl})
 }
 
 // CreateTopic creates topic with the given number of partitions (0:
@@ -318,7 +506,7 @@ func (b *Broker) CreateTopic(ctx context.Context, topic string, partitions int) 
 	if partitions == 0 {
 		partitions = b.cfg.partitions
 	}
-	client, done := client(b.Brokers())
+	client, done := b.client()
 	defer done()
 	resp, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{
 		{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1},
@@ -337,14 +525,20 @@ func (b *Broker) CreateTopic(ctx context.Context, topic string, partitions int) 
 // from the start receives. A topic that does not exist is an error (and is
 // not created).
 func (b *Broker) TopicSize(ctx context.Context, topic string) (int, error) {
-	return TopicSize(ctx, b.Brokers(), topic)
+	client, done := b.client()
+	defer done()
+	return topicSize(ctx, client, topic)
 }
 
 // TopicSize is [Broker.TopicSize] for any Kafka cluster reachable at
-// brokers.
+// brokers over plain TCP without authentication.
 func TopicSize(ctx context.Context, brokers []string, topic string) (int, error) {
 	client, done := client(brokers)
 	defer done()
+	return topicSize(ctx, client, topic)
+}
+
+func topicSize(ctx context.Context, client *kafkago.Client, topic string) (int, error) {
 	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return 0, fmt.Errorf("kafkatest: metadata of %s: %w", topic, err)
@@ -377,7 +571,7 @@ func TopicSize(ctx context.Context, brokers []string, topic string) (int, error)
 // partition: the offset of the next record the group will read. A
 // partition without a committed offset is absent.
 func (b *Broker) Committed(ctx context.Context, group, topic string) (map[int]int64, error) {
-	client, done := client(b.Brokers())
+	client, done := b.client()
 	defer done()
 	meta, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
 	if err != nil {

@@ -21,11 +21,13 @@ import (
 	"github.com/google/uuid"
 )
 
-// The environment variables forge dlq reads when --amqp or --kafka is not
-// given.
+// The environment variables forge dlq reads: the brokers when --amqp or
+// --kafka is not given, and the Kafka SASL password, which no flag gives
+// (flags show in ps).
 const (
-	envAMQP  = "AMQP_URL"
-	envKafka = "KAFKA_BROKERS"
+	envAMQP          = "AMQP_URL"
+	envKafka         = "KAFKA_BROKERS"
+	envKafkaPassword = "KAFKA_PASSWORD"
 )
 
 // defaultDLQTimeout bounds a forge dlq command unless --timeout says
@@ -45,10 +47,25 @@ const dlqUsage = `usage:
 
 SOURCE is one of
   --queue NAME [--amqp URL]       a RabbitMQ dead-letter queue (default URL $AMQP_URL)
-  --topic NAME [--kafka BROKERS]  a Kafka dead-letter topic; BROKERS is host:port,...
+  --topic NAME [--kafka BROKERS] [KAFKA-SECURITY]
+                                  a Kafka dead-letter topic; BROKERS is host:port,...
                                   (default $KAFKA_BROKERS)
 NAME is the dead-letter queue or topic, or the one it serves: then
 NAME.dead-letter is read if it exists.
+
+KAFKA-SECURITY is for clusters that require TLS or SASL (managed Kafka
+services require both):
+  --kafka-tls           connect with TLS, trusting the system's CAs
+  --kafka-ca FILE       trust the CA certificates of this PEM file instead of
+                        the system's (implies --kafka-tls)
+  --kafka-cert FILE --kafka-key FILE
+                        present this client certificate and its key (PEM
+                        files; implies --kafka-tls)
+  --kafka-sasl MECH     authenticate with SASL: plain, scram-sha-256 or
+                        scram-sha-512, as
+  --kafka-user NAME     this user, with the password in $KAFKA_PASSWORD.
+                        The password is read from the environment only:
+                        there is no flag for it, since flags show in ps.
 
 FILTER is any of
   --id ID               only this message ID (repeat for several)
@@ -88,6 +105,12 @@ object per line.
 type dlqFlags struct {
 	queue, amqp   string
 	topic, kafka  string
+	kafkaTLS      bool
+	kafkaCA       string
+	kafkaCert     string
+	kafkaKey      string
+	kafkaSASL     string
+	kafkaUser     string
 	ids           []string
 	reason, reRaw string
 	fromOffset    string
@@ -126,6 +149,12 @@ func cmdDLQ(args []string, stdout, stderr io.Writer, getenv func(string) string)
 	fs.StringVar(&f.amqp, "amqp", "", "the RabbitMQ URL (default $"+envAMQP+")")
 	fs.StringVar(&f.topic, "topic", "", "the Kafka dead-letter topic, or the topic it serves")
 	fs.StringVar(&f.kafka, "kafka", "", "the Kafka bootstrap brokers, host:port,... (default $"+envKafka+")")
+	fs.BoolVar(&f.kafkaTLS, "kafka-tls", false, "Kafka: connect with TLS, trusting the system's CAs")
+	fs.StringVar(&f.kafkaCA, "kafka-ca", "", "Kafka: trust the CA certificates of this PEM `file` instead of the system's (implies --kafka-tls)")
+	fs.StringVar(&f.kafkaCert, "kafka-cert", "", "Kafka: present the client certificate of this PEM `file` (with --kafka-key; implies --kafka-tls)")
+	fs.StringVar(&f.kafkaKey, "kafka-key", "", "Kafka: the PEM `file` of the --kafka-cert certificate's private key")
+	fs.StringVar(&f.kafkaSASL, "kafka-sasl", "", "Kafka: authenticate with SASL `mechanism` plain, scram-sha-256 or scram-sha-512 (with --kafka-user and $"+envKafkaPassword+")")
+	fs.StringVar(&f.kafkaUser, "kafka-user", "", "Kafka: the SASL user `name`; the password comes from $"+envKafkaPassword+" only (no flag: flags show in ps)")
 	fs.DurationVar(&f.timeout, "timeout", defaultDLQTimeout, "give up after this long")
 	fs.BoolVar(&f.asJSON, "json", false, "print one JSON object per line")
 	if op != "show" {
@@ -218,12 +247,17 @@ func (f *dlqFlags) check(op string, args []string) error {
 		return errorf("%w: --amqp is for --queue, not --topic", errUsage)
 	case f.given["queue"] && f.given["from-offset"]:
 		return errorf("%w: --from-offset is for Kafka (--topic)", errUsage)
+	case f.given["queue"] && f.kafkaSecurity() != "":
+		return errorf("%w: --%s is for Kafka (--topic); a RabbitMQ URL says amqps:// for TLS and holds the user", errUsage, f.kafkaSecurity())
 	case f.given["via-exchange"] && !f.given["queue"]:
 		return errorf("%w: --via-exchange is for RabbitMQ (--queue)", errUsage)
 	case f.raw && (f.hexDump || f.asJSON):
 		return errorf("%w: --raw writes the body alone: not with --hex or --json", errUsage)
 	case f.hexDump && f.asJSON:
 		return errorf("%w: --json holds the whole body: not with --hex", errUsage)
+	}
+	if err := f.checkKafkaSecurity(); err != nil {
+		return err
 	}
 	if f.reRaw != "" {
 		re, err := regexp.Compile(f.reRaw)
@@ -335,8 +369,12 @@ func (f *dlqFlags) source(getenv func(string) string) (func(context.Context, io.
 	if len(brokers) == 0 {
 		return nil, errorf("%w: %s: no broker address", errUsage, src)
 	}
+	sec, err := f.kafkaTransport(getenv)
+	if err != nil {
+		return nil, err
+	}
 	return func(ctx context.Context, stderr io.Writer) (dlqSource, error) {
-		return openKafka(ctx, brokers, f.topic, f.from, stderr)
+		return openKafka(ctx, brokers, f.topic, f.from, sec, stderr)
 	}, nil
 }
 

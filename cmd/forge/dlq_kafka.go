@@ -58,8 +58,8 @@ type errGone struct{ msg string }
 
 func (e errGone) Error() string { return e.msg }
 
-func openKafka(ctx context.Context, brokers []string, name string, from map[int]int64, stderr io.Writer) (*kafkaSource, error) {
-	t := &kafkago.Transport{ClientID: "forge-dlq"}
+func openKafka(ctx context.Context, brokers []string, name string, from map[int]int64, sec kafkaSecurity, stderr io.Writer) (*kafkaSource, error) {
+	t := sec.transport()
 	s := &kafkaSource{
 		client: &kafkago.Client{Addr: kafkago.TCP(brokers...), Transport: t}, transport: t,
 		start: map[int]int64{}, end: map[int]int64{}, next: map[int]int64{}, held: map[int]bool{},
@@ -73,6 +73,9 @@ func openKafka(ctx context.Context, brokers []string, name string, from map[int]
 	meta, err := s.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: candidates})
 	if err != nil {
 		s.close()
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, errorf("%s: %w (the broker closed the connection: %s)", at, err, sec.hint())
+		}
 		return nil, errorf("%s: %w", at, err)
 	}
 	var parts []kafkago.Partition

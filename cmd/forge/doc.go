@@ -62,6 +62,19 @@
 // is then read. FILTER is any of --id ID (repeatable), --reason TEXT
 // (substring), --reason-regexp RE and, on Kafka, --from-offset P:O,...
 //
+// A Kafka cluster that requires TLS or SASL, as managed Kafka services do,
+// takes: --kafka-tls (TLS trusting the system's CAs), --kafka-ca FILE (the
+// CA certificates of a PEM file instead; implies TLS), --kafka-cert FILE
+// and --kafka-key FILE together (a client certificate and its key, PEM;
+// implies TLS), and --kafka-sasl MECH (plain, scram-sha-256 or
+// scram-sha-512) with --kafka-user NAME. The SASL password is read from
+// the environment variable KAFKA_PASSWORD only: there is no flag for it,
+// since flags show in ps. It never appears in output or errors. Flags that
+// do not go together (--kafka-sasl without --kafka-user or without
+// KAFKA_PASSWORD, an unknown mechanism, --kafka-cert without --kafka-key,
+// any of them with --queue) are usage errors. A refused password or an
+// untrusted broker certificate is an error that says so, at once.
+//
 // list prints one line per dead letter (or one JSON object per line with
 // --json): where it is, its message ID, type, attempts, form (plain,
 // envelope, broker, reference), original destination and reason. Listing
@@ -108,4 +121,5 @@
 //	forge dlq redrive --dry-run --reason-regexp 'timeout|connection refused' --queue orders
 //	KAFKA_BROKERS=kafka:9092 forge dlq redrive --all --topic orders
 //	KAFKA_BROKERS=kafka:9092 forge dlq redrive --all --topic orders --from-offset 0:42,1:17
+//	KAFKA_PASSWORD=... forge dlq list --topic orders --kafka kafka.example.com:9093 --kafka-tls --kafka-sasl scram-sha-512 --kafka-user ops
 package main

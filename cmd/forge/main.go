@@ -35,7 +35,8 @@ UUID_FORGE_SCHEME. The secret is never printed; info shows its fingerprint.
 forge dedupe uses REDIS_URL or POSTGRES_URL when no STORE is given and exits
 with status 3 when the key has no record ("forge dedupe -h" says more).
 forge dlq lists, shows and redrives dead letters, from AMQP_URL or
-KAFKA_BROKERS when --amqp or --kafka is not given ("forge dlq -h" says more).
+KAFKA_BROKERS when --amqp or --kafka is not given, over TLS and SASL with
+--kafka-tls, --kafka-sasl, ... and KAFKA_PASSWORD ("forge dlq -h" says more).
 `
 
 var (

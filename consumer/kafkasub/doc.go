@@ -26,15 +26,21 @@
 //
 //	c, err := kafkasub.New([]string{"localhost:9092"}, "orders", "billing", handle,
 //		consumer.WithDedupe(store, "billing"),
-//		kafkasub.WithPartitionParallelism(3))
+//		kafkasub.WithPartitionParallelism(3),
+//		kafkasub.WithTLS(tlsConfig), kafkasub.WithSASL(mechanism))
 //	if err != nil { ... }
 //	if err := c.Ping(ctx); err != nil { ... } // fail fast: cluster unreachable, topic missing
 //	err = c.Run(ctx)
 //
-// The consumer needs no kafka-go types: [WithStartOffset],
-// [WithSessionTimeout] and [WithDeadLetterTopic] cover the usual settings,
-// and [WithReaderConfig] and [WithDeadLetterWriter] are validated escape
-// hatches for the rest (TLS and SASL through the reader's Dialer).
+// [WithStartOffset], [WithSessionTimeout] and [WithDeadLetterTopic] cover
+// the usual settings; [WithTLS] and [WithSASL] (a kafka-go sasl.Mechanism,
+// from its sasl/plain or sasl/scram packages) connect to a cluster that
+// requires them, as managed Kafka services do — every connection the
+// consumer makes: the group's, the partition readers', the dead-letter
+// writer's and Ping's. Credentials the cluster refuses, or a broker
+// certificate the client does not trust, end Run with an error at once
+// instead of being retried. [WithReaderConfig] and [WithDeadLetterWriter]
+// are validated escape hatches for the rest.
 //
 // # Rebalances
 //

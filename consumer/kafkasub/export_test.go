@@ -1,6 +1,10 @@
 package kafkasub
 
-import "github.com/uuidforge/uuidforge/consumer"
+import (
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/uuidforge/uuidforge/consumer"
+)
 
 // WithCommitHook calls f just before each offset commit, with the partition
 // and the offset about to be committed.
@@ -10,3 +14,7 @@ func WithCommitHook(f func(partition int, offset int64)) consumer.Option {
 		return nil
 	})
 }
+
+// ReaderDialer returns the Dialer c's readers, group and (through a
+// Transport) dead-letter writer and Ping connect with.
+func ReaderDialer(c *Consumer) *kafkago.Dialer { return c.cfg.rc.Dialer }

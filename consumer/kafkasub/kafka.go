@@ -2,18 +2,22 @@ package kafkasub
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	kafkago "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
 
 	"github.com/uuidforge/uuidforge/consumer"
+	"github.com/uuidforge/uuidforge/internal/kafkaauth"
 	"github.com/uuidforge/uuidforge/lineage"
 )
 
@@ -25,6 +29,8 @@ type config struct {
 	dl       *kafkago.Writer
 	dlTopic  string
 	rc       kafkago.ReaderConfig
+	tls      *tls.Config                       // WithTLS, until New puts it in rc.Dialer
+	sasl     sasl.Mechanism                    // WithSASL, until New puts it in rc.Dialer
 	onCommit func(partition int, offset int64) // tests: called before each commit
 }
 
@@ -134,9 +140,12 @@ func WithDeadLetterTopic(topic string) consumer.Option {
 // Topic must be set and it should require all acks; the consumer does not
 // close it. Default: a writer of the consumer's own to the dead-letter
 // topic ([WithDeadLetterTopic]) on the consumed cluster, through the
-// reader's TLS and SASL settings ([WithReaderConfig]), requiring all acks
-// and compressing with gzip. It conflicts with [WithDeadLetterTopic]:
-// giving both is an error from New. Given twice, the last writer wins.
+// reader's TLS and SASL settings ([WithTLS], [WithSASL], the Dialer of
+// [WithReaderConfig]), requiring all acks and compressing with gzip. It
+// conflicts with [WithDeadLetterTopic]: giving both is an error from New.
+// With WithTLS or WithSASL, w must have a Transport (an error from New
+// otherwise): those options do not reach it. Given twice, the last writer
+// wins.
 func WithDeadLetterWriter(w *kafkago.Writer) consumer.Option {
 	return consumer.TransportOption("kafkasub.WithDeadLetterWriter", func(c *config) error {
 		if w == nil || w.Topic == "" {
@@ -150,9 +159,59 @@ func WithDeadLetterWriter(w *kafkago.Writer) consumer.Option {
 	})
 }
 
+// WithTLS connects to the brokers with TLS configured by cfg (which must
+// not be changed afterwards): RootCAs to trust a private CA, Certificates
+// for a client certificate. It reaches every connection the consumer makes
+// to the cluster: the consumer group's, the partition readers', the
+// default dead-letter writer's and [Consumer.Ping]'s. A broker certificate
+// that cfg does not trust ends [Consumer.Run] with an error, and fails
+// Ping, at once. Default: plain TCP.
+//
+// It is set on the reader's Dialer: a Dialer that [WithReaderConfig]
+// gives (for its Resolver, DialFunc, ClientID, ...) gets cfg as its TLS,
+// and one that has a TLS config of its own conflicts with this option (an
+// error from New). It does not reach the writer of [WithDeadLetterWriter],
+// which talks through the Transport it was given; New refuses such a
+// writer without a Transport, whose dead letters would otherwise leave a
+// secured cluster's records in the clear (give it &kafka.Transport{} to
+// mean plain TCP).
+func WithTLS(cfg *tls.Config) consumer.Option {
+	return consumer.TransportOption("kafkasub.WithTLS", func(c *config) error {
+		if cfg == nil {
+			return errors.New("nil TLS config")
+		}
+		c.tls = cfg
+		return nil
+	})
+}
+
+// WithSASL authenticates to the brokers with m, a mechanism from kafka-go's
+// sasl/plain or sasl/scram packages. Use it with [WithTLS] unless the
+// network is trusted: PLAIN sends the password as is. It reaches every
+// connection the consumer makes to the cluster, as WithTLS does.
+// Credentials the broker refuses end [Consumer.Run] with an error, and
+// fail Ping, at once, with an error wrapping kafka-go's
+// SASLAuthenticationFailed that does not show the password. Default: no
+// authentication.
+//
+// It is set on the reader's Dialer (SASLMechanism): a Dialer that
+// [WithReaderConfig] gives gets m, and one that has a mechanism of its own
+// conflicts with this option (an error from New). Like WithTLS, it does
+// not reach the writer of [WithDeadLetterWriter], which New refuses
+// without a Transport.
+func WithSASL(m sasl.Mechanism) consumer.Option {
+	return consumer.TransportOption("kafkasub.WithSASL", func(c *config) error {
+		if m == nil {
+			return errors.New("nil mechanism")
+		}
+		c.sasl = m
+		return nil
+	})
+}
+
 // WithReaderConfig is an escape hatch: f may change the kafka-go
-// ReaderConfig the consumer reads with (TLS and SASL through its Dialer,
-// fetch sizes, timers). Its group settings (Dialer, timeouts, balancers,
+// ReaderConfig the consumer reads with (its Dialer, fetch sizes, timers;
+// [WithTLS] and [WithSASL] set TLS and SASL without it). Its group settings (Dialer, timeouts, balancers,
 // StartOffset, RetentionTime) configure the consumer group, its fetch
 // settings (MinBytes, MaxBytes, MaxWait, ReadBackoffMin/Max,
 // IsolationLevel, ...) the reader of each assigned partition. New validates
@@ -216,6 +275,9 @@ func New(brokers []string, topic, group string, h consumer.Handler, opts ...cons
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.secure(); err != nil {
+		return nil, err
+	}
 	rc := cfg.rc
 	switch {
 	case rc.GroupID != group || rc.Topic != topic || len(rc.GroupTopics) > 0 || rc.Partition != 0:
@@ -240,6 +302,57 @@ func New(brokers []string, topic, group string, h consumer.Handler, opts ...cons
 		return nil, err
 	}
 	return &Consumer{cfg: cfg, set: set, proc: set.Processor(chain)}, nil
+}
+
+// secure puts the settings of WithTLS and WithSASL in the reader's Dialer
+// (a copy of the one WithReaderConfig gave, or of kafka-go's default), so
+// that every connection gets them, and checks their conflicts. The SASL
+// mechanism, with its password, then stays behind the Dialer pointer: no
+// formatting of the consumer reaches it.
+func (c *config) secure() error {
+	if c.tls == nil && c.sasl == nil {
+		return nil
+	}
+	d := *kafkago.DefaultDialer
+	if c.rc.Dialer != nil {
+		d = *c.rc.Dialer
+	}
+	switch {
+	case c.tls != nil && d.TLS != nil:
+		return errors.New("kafkasub: kafkasub.WithTLS conflicts with the TLS config of the Dialer kafkasub.WithReaderConfig set (keep one)")
+	case c.sasl != nil && d.SASLMechanism != nil:
+		return errors.New("kafkasub: kafkasub.WithSASL conflicts with the SASL mechanism of the Dialer kafkasub.WithReaderConfig set (keep one)")
+	case c.dl != nil && c.dl.Transport == nil:
+		return errors.New("kafkasub: kafkasub.WithDeadLetterWriter: the writer has no Transport, and kafkasub.WithTLS and kafkasub.WithSASL do not reach it " +
+			"(give it a Transport with its own TLS and SASL settings, or &kafka.Transport{} for plain TCP)")
+	}
+	if c.tls != nil {
+		d.TLS = c.tls
+	}
+	if c.sasl != nil {
+		d.SASLMechanism = c.sasl
+	}
+	c.rc.Dialer, c.tls, c.sasl = &d, nil, nil
+	return nil
+}
+
+// String describes c by its topic, group and brokers; no credential (a
+// SASL mechanism's password, a TLS key) ever appears.
+func (c *Consumer) String() string {
+	if c == nil {
+		return "kafkasub.Consumer(nil)"
+	}
+	return "kafkasub.Consumer(" + c.cfg.rc.Topic + " in group " + c.cfg.rc.GroupID + " on " + strings.Join(c.cfg.rc.Brokers, ",") + ")"
+}
+
+// Format prints [Consumer.String] for every verb (%v, %+v, %#v, %s, ...),
+// so that no formatting of a Consumer reaches its configuration.
+func (c *Consumer) Format(f fmt.State, verb rune) {
+	s := c.String()
+	if verb == 'q' {
+		s = strconv.Quote(s)
+	}
+	_, _ = f.Write([]byte(s))
 }
 
 // groupConfig is the consumer-group part of the reader config.
@@ -303,7 +416,9 @@ func (g *generation) commit(topic string, partition int, offset int64) error {
 // nil; records not finished, and those behind them, are not committed and
 // come back to the group. Failing to join the group (an unreachable
 // cluster, a missing topic) is logged and retried until ctx ends;
-// [Consumer.Ping] reports it at once.
+// [Consumer.Ping] reports it at once. Refused authentication (credentials
+// the broker refuses, a broker certificate the client does not trust) is
+// not retried: Run returns an error saying so (without the password).
 func (c *Consumer) Run(ctx context.Context) error {
 	cg, err := kafkago.NewConsumerGroup(c.cfg.groupConfig())
 	if err != nil {
@@ -336,6 +451,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if err != nil {
 			if shutdown.Err() != nil || errors.Is(err, kafkago.ErrGroupClosed) {
 				return nil
+			}
+			if kafkaauth.Refused(err) {
+				return fmt.Errorf("kafkasub: joining the consumer group %s: %w", c.cfg.rc.GroupID, err)
 			}
 			level := slog.LevelWarn
 			if errors.Is(err, kafkago.UnknownMemberId) || errors.Is(err, kafkago.RebalanceInProgress) || errors.Is(err, kafkago.IllegalGeneration) {

@@ -2,9 +2,15 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/uuidforge/uuidforge/kafkatest"
 )
@@ -98,4 +104,90 @@ func InProcessKafka(t testing.TB, opts ...KafkaOption) *kafkatest.Broker {
 // summed over its partitions): what a replay from offset 0 reads.
 func TopicSize(ctx context.Context, brokers []string, topic string) (int, error) {
 	return kafkatest.TopicSize(ctx, brokers, topic)
+}
+
+// SecureKafka is an in-process broker that requires TLS and SASL, as a
+// managed Kafka service does.
+type SecureKafka struct {
+	*kafkatest.Broker
+	// TLS made the broker's certificate: TLS.ClientConfig() trusts it.
+	TLS *TLS
+	// User and Password authenticate with each of PLAIN, SCRAM-SHA-256
+	// and SCRAM-SHA-512. The password is random, so that a test can check
+	// that no error or output shows it.
+	User, Password string
+}
+
+// InProcessSecureKafka starts, for one test, an in-process broker that
+// accepts only TLS connections (with a certificate of a new [TLS]) from
+// clients authenticated with SASL as User and Password, and stops it when
+// the test ends. opts add to those settings.
+func InProcessSecureKafka(t testing.TB, opts ...KafkaOption) *SecureKafka {
+	t.Helper()
+	return inProcessSecureKafka(t, NewTLS(t), false, opts)
+}
+
+// InProcessMutualTLSKafka is [InProcessSecureKafka] whose broker also
+// requires a client certificate signed by its [TLS] (mutual TLS).
+func InProcessMutualTLSKafka(t testing.TB, opts ...KafkaOption) *SecureKafka {
+	t.Helper()
+	return inProcessSecureKafka(t, NewTLS(t), true, opts)
+}
+
+func inProcessSecureKafka(t testing.TB, c *TLS, mutual bool, opts []KafkaOption) *SecureKafka {
+	t.Helper()
+	pw := make([]byte, 12)
+	if _, err := rand.Read(pw); err != nil {
+		t.Fatal(err)
+	}
+	k := &SecureKafka{TLS: c, User: "forge-test", Password: "pw-" + hex.EncodeToString(pw)}
+	cfg := c.ServerConfig()
+	if mutual {
+		cfg = c.MutualServerConfig()
+	}
+	all := []KafkaOption{kafkatest.WithTLS(cfg)}
+	for _, m := range SASLMechanisms {
+		all = append(all, kafkatest.WithSASLUser(m, k.User, k.Password))
+	}
+	k.Broker = InProcessKafka(t, append(all, opts...)...)
+	return k
+}
+
+// KafkaSASL returns kafka-go's mechanism m (PLAIN, SCRAM-SHA-256 or
+// SCRAM-SHA-512) for user and password.
+func KafkaSASL(t testing.TB, m kafkatest.SASLMechanism, user, password string) sasl.Mechanism {
+	t.Helper()
+	switch m {
+	case kafkatest.SASLPlain:
+		return plain.Mechanism{Username: user, Password: password}
+	case kafkatest.SASLScramSHA256, kafkatest.SASLScramSHA512:
+		algo := scram.SHA256
+		if m == kafkatest.SASLScramSHA512 {
+			algo = scram.SHA512
+		}
+		s, err := scram.Mechanism(algo, user, password)
+		if err != nil {
+			t.Fatalf("testenv: SCRAM mechanism for %q: the name or password is not valid for SCRAM", user)
+		}
+		return s
+	}
+	t.Fatalf("testenv: unknown SASL mechanism %q", m)
+	return nil
+}
+
+// SASLMechanisms are the mechanisms [SecureKafka]'s user authenticates with.
+var SASLMechanisms = []kafkatest.SASLMechanism{kafkatest.SASLPlain, kafkatest.SASLScramSHA256, kafkatest.SASLScramSHA512}
+
+// SASL returns mechanism m with k's user and password.
+func (k *SecureKafka) SASL(t testing.TB, m kafkatest.SASLMechanism) sasl.Mechanism {
+	t.Helper()
+	return KafkaSASL(t, m, k.User, k.Password)
+}
+
+// WrongSASL returns mechanism m with k's user and a wrong password, which
+// contains k.Password (so that a test that looks for k.Password in an
+// error also finds the wrong one).
+func (k *SecureKafka) WrongSASL(t testing.TB, m kafkatest.SASLMechanism) sasl.Mechanism {
+	t.Helper()
+	return KafkaSASL(t, m, k.User, k.Password+"-wrong")
 }

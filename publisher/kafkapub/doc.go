@@ -29,7 +29,9 @@
 // a request that fails is retried by each of its callers under its own
 // back-off and context.
 //
-// Failed writes are retried with back-off until the context ends. kafka-go
+// Failed writes are retried with back-off until the context ends, except
+// those that trying again cannot cure (refused authentication, a record
+// over the broker's size limit), which fail at once. kafka-go
 // has no idempotent producer, so a retried write whose first attempt did
 // reach the broker lands twice. That is safe: both copies have the same
 // message ID, and consumers deduplicate by it.

@@ -19,6 +19,7 @@ import (
 	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
 
 	"github.com/uuidforge/uuidforge/forge"
+	"github.com/uuidforge/uuidforge/internal/kafkaauth"
 	"github.com/uuidforge/uuidforge/lineage"
 	"github.com/uuidforge/uuidforge/publisher"
 	"github.com/uuidforge/uuidforge/publisher/internal/retry"
@@ -251,8 +252,10 @@ func (p *Publisher) enter() error {
 // error wrapping [publisher.ErrInvalid] and nothing is sent; after Close, one
 // wrapping [publisher.ErrClosed]. A write that keeps failing until ctx ends,
 // or fails with a Kafka error that is not retriable (e.g. a record over the
-// broker's size limit, refused authorisation), returns a
-// [*publisher.PublishError] with the number of attempts and the last cause.
+// broker's size limit, refused authorisation, refused authentication: a
+// wrong SASL password, a broker certificate the client does not trust),
+// returns a [*publisher.PublishError] with the number of attempts and the
+// last cause.
 // When ctx ends Publish returns at once, even while the record's request is
 // in flight.
 func (p *Publisher) Publish(ctx context.Context, msg publisher.Message) error {
@@ -718,11 +721,13 @@ type bytesReader struct{ bytes.Reader }
 
 func (*bytesReader) Close() error { return nil }
 
-// permanent reports errors that writing again cannot fix.
+// permanent reports errors that writing again cannot fix: among them
+// refused authentication (a wrong SASL password, an untrusted broker
+// certificate).
 func permanent(err error) bool {
 	var ke kafkago.Error
 	switch {
-	case errors.Is(err, publisher.ErrClosed), errors.Is(err, io.ErrClosedPipe):
+	case errors.Is(err, publisher.ErrClosed), errors.Is(err, io.ErrClosedPipe), kafkaauth.Refused(err):
 		return true
 	case errors.As(err, &ke):
 		return !ke.Temporary()

@@ -180,9 +180,11 @@ func WithAutoTopicCreation() publisher.Option {
 }
 
 // WithTLS connects to the brokers with TLS configured by cfg (which must
-// not be changed afterwards). Default: plain TCP. It conflicts with no
-// other option; [WithTransportConfig] sees it (Transport.TLS) and may
-// replace it.
+// not be changed afterwards): RootCAs to trust a private CA, Certificates
+// for a client certificate. A broker certificate that cfg does not trust
+// fails Publish and [Publisher.Ping] at once, without retries. Default:
+// plain TCP. It conflicts with no other option; [WithTransportConfig] sees
+// it (Transport.TLS) and may replace it.
 func WithTLS(cfg *tls.Config) publisher.Option {
 	return publisher.TransportOption("kafkapub.WithTLS", func(c *config) error {
 		if cfg == nil {
@@ -196,8 +198,11 @@ func WithTLS(cfg *tls.Config) publisher.Option {
 // WithSASL authenticates to the brokers with m, a mechanism from kafka-go's
 // sasl/plain or sasl/scram packages (the one kafka-go type in this
 // package's options besides [WithTransportConfig]). Use it with [WithTLS]
-// unless the network is trusted: PLAIN sends the password as is. Default:
-// no authentication. It conflicts with no other option;
+// unless the network is trusted: PLAIN sends the password as is. Credentials
+// the broker refuses fail Publish and [Publisher.Ping] at once, without
+// retries, with an error wrapping kafka-go's SASLAuthenticationFailed that
+// does not show the password. Default: no authentication. It conflicts
+// with no other option;
 // [WithTransportConfig] sees it (Transport.SASL) and may replace it.
 func WithSASL(m sasl.Mechanism) publisher.Option {
 	return publisher.TransportOption("kafkapub.WithSASL", func(c *config) error {
