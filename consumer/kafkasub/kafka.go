@@ -211,10 +211,11 @@ func WithSASL(m sasl.Mechanism) consumer.Option {
 
 // WithReaderConfig is an escape hatch: f may change the kafka-go
 // ReaderConfig the consumer reads with (its Dialer, fetch sizes, timers;
-// [WithTLS] and [WithSASL] set TLS and SASL without it). Its group settings (Dialer, timeouts, balancers,
-// StartOffset, RetentionTime) configure the consumer group, its fetch
-// settings (MinBytes, MaxBytes, MaxWait, ReadBackoffMin/Max,
-// IsolationLevel, ...) the reader of each assigned partition. New validates
+// [WithTLS] and [WithSASL] set TLS and SASL without it). Its group
+// settings (Dialer, timeouts, balancers, StartOffset, RetentionTime)
+// configure the consumer group, its fetch settings (MinBytes, MaxBytes,
+// MaxWait, ReadBackoffMin/Max, IsolationLevel, ...) the reader of each
+// assigned partition. New validates
 // the result: Brokers, Topic and GroupID must stay as given to New,
 // GroupTopics and Partition must stay unset, and CommitInterval must stay
 // 0 (offsets are committed synchronously, only after a record is done);
