@@ -24,6 +24,10 @@
 // attempts, then the dead-letter topic) is available with
 // [WithDeadLetterAfter].
 //
+// A cluster that requires TLS or SASL (as managed Kafka services do) is
+// reached with [WithTLS] and [WithSASL], given to both the publisher and
+// the subscriber.
+//
 // The adapter passes Watermill's universal Pub/Sub test suite
 // (pubsub/tests.TestPubSub), with and without deduplication; see this
 // module's tests for the features declared.

@@ -213,7 +213,7 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 	// A transport of its own: kafka-go's default one keeps connections to
 	// addresses that may belong to a broker gone since (and then answers
 	// with an unexpected EOF).
-	transport := &kafkago.Transport{}
+	transport := &kafkago.Transport{TLS: s.cfg.tls, SASL: s.cfg.sasl}
 	defer transport.CloseIdleConnections()
 	client := &kafkago.Client{Addr: kafkago.TCP(s.brokers...), Timeout: 10 * time.Second, Transport: transport}
 	resp, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{

@@ -1,14 +1,19 @@
 package wmkafka
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/segmentio/kafka-go/sasl"
+
 	"github.com/uuidforge/uuidforge/consumer"
+	"github.com/uuidforge/uuidforge/consumer/kafkasub"
 	"github.com/uuidforge/uuidforge/dedupe"
 	"github.com/uuidforge/uuidforge/publisher"
+	"github.com/uuidforge/uuidforge/publisher/kafkapub"
 )
 
 // Defaults.
@@ -34,6 +39,8 @@ type config struct {
 	publishTimeout time.Duration
 	partitions     int
 	logger         *slog.Logger
+	tls            *tls.Config    // WithTLS, for SubscribeInitialize
+	sasl           sasl.Mechanism // WithSASL, for SubscribeInitialize
 }
 
 const (
@@ -48,6 +55,50 @@ func only(side, name string, f func(*config) error) Option {
 		}
 		if err := f(c); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	}
+}
+
+// WithTLS connects to the cluster with TLS configured by cfg (which must
+// not be changed afterwards): a Publisher through kafkapub.WithTLS, a
+// Subscriber through kafkasub.WithTLS and in SubscribeInitialize's topic
+// creation. Default: plain TCP. Give TLS here rather than through
+// [WithPublisherOptions] or [WithConsumerOptions], which do not reach
+// SubscribeInitialize. It conflicts with no other option. Publisher and
+// Subscriber.
+func WithTLS(cfg *tls.Config) Option {
+	return func(c *config) error {
+		if cfg == nil {
+			return errors.New("wmkafka.WithTLS: nil TLS config")
+		}
+		c.tls = cfg
+		if c.side == pub {
+			c.pubOpts = append(c.pubOpts, kafkapub.WithTLS(cfg))
+		} else {
+			c.conOpts = append(c.conOpts, kafkasub.WithTLS(cfg))
+		}
+		return nil
+	}
+}
+
+// WithSASL authenticates to the cluster with m, a mechanism from kafka-go's
+// sasl/plain or sasl/scram packages: a Publisher through kafkapub.WithSASL,
+// a Subscriber through kafkasub.WithSASL and in SubscribeInitialize's topic
+// creation. Use it with [WithTLS] unless the network is trusted. Default:
+// no authentication. As for WithTLS, give it here rather than through
+// [WithPublisherOptions] or [WithConsumerOptions]. It conflicts with no
+// other option. Publisher and Subscriber.
+func WithSASL(m sasl.Mechanism) Option {
+	return func(c *config) error {
+		if m == nil {
+			return errors.New("wmkafka.WithSASL: nil mechanism")
+		}
+		c.sasl = m
+		if c.side == pub {
+			c.pubOpts = append(c.pubOpts, kafkapub.WithSASL(m))
+		} else {
+			c.conOpts = append(c.conOpts, kafkasub.WithSASL(m))
 		}
 		return nil
 	}
