@@ -73,11 +73,7 @@ func WithTLS(cfg *tls.Config) Option {
 			return errors.New("wmkafka.WithTLS: nil TLS config")
 		}
 		c.tls = cfg
-		if c.side == pub {
-			c.pubOpts = append(c.pubOpts, kafkapub.WithTLS(cfg))
-		} else {
-			c.conOpts = append(c.conOpts, kafkasub.WithTLS(cfg))
-		}
+		c.toBoth(kafkapub.WithTLS(cfg), kafkasub.WithTLS(cfg))
 		return nil
 	}
 }
@@ -95,12 +91,17 @@ func WithSASL(m sasl.Mechanism) Option {
 			return errors.New("wmkafka.WithSASL: nil mechanism")
 		}
 		c.sasl = m
-		if c.side == pub {
-			c.pubOpts = append(c.pubOpts, kafkapub.WithSASL(m))
-		} else {
-			c.conOpts = append(c.conOpts, kafkasub.WithSASL(m))
-		}
+		c.toBoth(kafkapub.WithSASL(m), kafkasub.WithSASL(m))
 		return nil
+	}
+}
+
+// toBoth adds p to a Publisher's options, or s to a Subscriber's.
+func (c *config) toBoth(p publisher.Option, s consumer.Option) {
+	if c.side == pub {
+		c.pubOpts = append(c.pubOpts, p)
+	} else {
+		c.conOpts = append(c.conOpts, s)
 	}
 }
 
