@@ -182,12 +182,14 @@
 // The relay reads only the partial indexes of pending rows, so the millions
 // of dispatched rows a busy outbox keeps for its retention do not slow it
 // down: with 10 million dispatched rows and 40 000 pending, a claim of 500
-// records executes in about 3 ms, the backlog query in 20 ms and a cleanup
-// batch of 1000 rows in 3 ms (BenchmarkLargeTable logs the plans). Records
-// dispatched since the last VACUUM leave dead entries at the front of the
-// pending index, which each claim steps over (20 000 of them added about
-// 0.5 ms), so a busy table should be vacuumed often: autovacuum's defaults
-// usually do; lower autovacuum_vacuum_scale_factor for the table if not.
+// records executes in 3–5 ms, the backlog query (which reads every pending
+// record) in 20–80 ms and a cleanup batch of 1000 rows in 3–6 ms, the
+// higher figures on a table of 4.5 GB that PostgreSQL's cache does not
+// hold (BenchmarkLargeTable logs the plans). Records dispatched since the
+// last VACUUM leave dead entries at the front of the pending index, which
+// each claim steps over (20 000 of them added 0.5–0.6 ms), so a busy table
+// should be vacuumed often: autovacuum's defaults usually do; lower
+// autovacuum_vacuum_scale_factor for the table if not.
 //
 // # Backlog and dead records
 //
