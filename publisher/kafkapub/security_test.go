@@ -60,7 +60,7 @@ func refusal(t *testing.T, what string, err error, took time.Duration, password 
 	case !strings.HasPrefix(err.Error(), "kafkapub: "):
 		t.Errorf("%s: %v; want the package's prefix", what, err)
 	}
-	if took > 5*time.Second {
+	if took > 10*time.Second {
 		t.Errorf("%s: failed after %v: it was retried, not refused at once", what, took)
 	}
 }
